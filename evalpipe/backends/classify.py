@@ -1,0 +1,113 @@
+"""Turn a failed HTTP exchange into the right error of the tree. Shared by every protocol."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from evalpipe import errors
+from evalpipe.backends.retry import parse_retry_after
+
+_CONTEXT_LENGTH = re.compile(
+    r"context[_ ]length|context window|maximum context|prompt is too long|too many tokens|"
+    r"input is too long|exceeds the maximum|input token count",
+    re.IGNORECASE,
+)
+_QUOTA = re.compile(r"insufficient_quota|insufficient balance|billing|credit balance|quota", re.IGNORECASE)
+
+
+def parse_body(content: bytes) -> Any:
+    """The JSON of an error body, or its text when it is not JSON (an HTML error page, say)."""
+    try:
+        return json.loads(content)
+    except ValueError:
+        return content.decode("utf-8", errors="replace")
+
+
+def error_detail(body: Any) -> tuple[str, str]:
+    """(message, code) from any vendor's error body: OpenAI/Anthropic/Gemini nest them under
+    `error`, Mistral is flat, Ollama puts a string in `error`."""
+    if isinstance(body, str):
+        text = re.sub(r"<[^>]+>", " ", body)  # an HTML page: keep the words, not the markup
+        return " ".join(text.split())[:300] or "empty error body", ""
+    if not isinstance(body, dict):
+        return str(body)[:300], ""
+    error = body.get("error", body)
+    if isinstance(error, str):
+        return error, ""
+    if not isinstance(error, dict):
+        return str(error)[:300], ""
+    message = str(error.get("message") or body.get("message") or "no message")
+    code = " ".join(str(error.get(k)) for k in ("code", "type", "status") if error.get(k) is not None)
+    return message, code
+
+
+def classify_status(
+    provider: str, status: int, body: Any, headers: Mapping[str, str] | None = None
+) -> errors.ProviderError:
+    """The error for an HTTP status with its (parsed) body and headers."""
+    headers = headers or {}
+    message, code = error_detail(body)
+    text = f"{message} [{code}]" if code else message
+    retry_after = parse_retry_after(headers, body)
+    kwargs: dict[str, Any] = {"provider": provider, "status": status, "retry_after": retry_after}
+    error: errors.ProviderError
+    if status == 402 or (status in (400, 403, 429) and _QUOTA.search(f"{code} {message}")
+                         and "rate" not in code.lower()):
+        error = errors.QuotaExceededError(text, **kwargs)
+    elif status == 429:
+        error = errors.RateLimitError(text, **kwargs)
+    elif status in (400, 413, 422):
+        is_context = _CONTEXT_LENGTH.search(f"{code} {message}") or status == 413
+        error = (errors.ContextLengthError if is_context else errors.BadRequestError)(text, **kwargs)
+    elif status == 401:
+        error = errors.AuthenticationError(text, **kwargs)
+    elif status == 403:
+        error = errors.PermissionDeniedError(text, **kwargs)
+    elif status == 404:
+        error = errors.NotFoundError(text, **kwargs)
+    elif status in (503, 529):
+        error = errors.OverloadedError(text, **kwargs)
+    elif status in (408, 409) or status >= 500:
+        error = errors.ServerError(text, **kwargs)
+    else:
+        error = errors.BadRequestError(text, **kwargs)
+    # OpenAI's servers say explicitly when a retry is (not) worth it; the header wins.
+    should_retry = headers.get("x-should-retry")
+    if should_retry in ("true", "false"):
+        error.retryable = should_retry == "true"
+    return error
+
+
+def classify_stream_error(provider: str, body: Any) -> errors.ProviderError:
+    """The error for an error event inside a stream that started with status 200."""
+    message, code = error_detail(body)
+    status = _status_in(body)
+    if status is not None and status >= 400:
+        return classify_status(provider, status, body)
+    lowered = f"{code} {message}".lower()
+    if "overloaded" in lowered or "unavailable" in lowered:
+        return errors.OverloadedError(message, provider=provider)
+    if "rate_limit" in lowered or "rate limit" in lowered:
+        return errors.RateLimitError(message, provider=provider)
+    if _QUOTA.search(lowered):
+        return errors.QuotaExceededError(message, provider=provider)
+    return errors.ServerError(f"error event in stream: {message}", provider=provider)
+
+
+def _status_in(body: Any) -> int | None:
+    error = body.get("error") if isinstance(body, dict) else None
+    code = error.get("code") if isinstance(error, dict) else None
+    return code if isinstance(code, int) else None
+
+
+def classify_transport(provider: str, exc: httpx.HTTPError) -> errors.ProviderError:
+    """The error for a failure below HTTP: timeouts, refused or broken connections."""
+    name = type(exc).__name__
+    if isinstance(exc, httpx.TimeoutException):
+        return errors.TimeoutError(f"no answer in time ({name})", provider=provider)
+    return errors.ConnectionError(f"connection failed ({name}: {exc})", provider=provider)

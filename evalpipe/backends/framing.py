@@ -1,0 +1,98 @@
+"""Incremental decoders for streamed bodies: server-sent events and newline-delimited JSON.
+
+Both are pure and buffer across network chunks, which may hold several events or half of one
+(even half of a UTF-8 character).
+"""
+
+from __future__ import annotations
+
+import codecs
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class SSEEvent:
+    """One server-sent event: its `event:` name (default "message") and joined `data:` lines."""
+
+    event: str
+    data: str
+
+
+# Only these end a line: str.splitlines would also split on U+2028 and friends inside JSON.
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+class _LineSplitter:
+    """Turns byte chunks into complete text lines; a line may end in \\n, \\r\\n or \\r."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._pending = ""
+
+    def feed(self, chunk: bytes) -> list[str]:
+        text = self._pending + self._decoder.decode(chunk)
+        lines: list[str] = []
+        start = 0
+        for match in _NEWLINE.finditer(text):
+            # A final "\r" may be the first half of "\r\n": keep it until the next chunk decides.
+            if match.group() == "\r" and match.end() == len(text):
+                break
+            lines.append(text[start : match.start()])
+            start = match.end()
+        self._pending = text[start:]
+        return lines
+
+    def flush(self) -> list[str]:
+        rest = self._pending + self._decoder.decode(b"", final=True)
+        self._pending = ""
+        return [line for line in _NEWLINE.split(rest) if line]
+
+
+class SSEDecoder:
+    """Decodes a `text/event-stream` body; comment lines (keep-alives) are dropped.
+
+    As the SSE specification says, an event cut off by the end of the body (no blank line after
+    it) is discarded, so a truncated stream shows up as a missing end event, not as bad JSON.
+    """
+
+    def __init__(self) -> None:
+        self._lines = _LineSplitter()
+        self._event = ""
+        self._data: list[str] = []
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        return self._consume(self._lines.feed(chunk))
+
+    def _consume(self, lines: list[str]) -> list[SSEEvent]:
+        events: list[SSEEvent] = []
+        for line in lines:
+            if not line:
+                if self._data:
+                    events.append(SSEEvent(self._event or "message", "\n".join(self._data)))
+                self._event, self._data = "", []
+            elif line.startswith(":"):
+                continue
+            else:
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "data":
+                    self._data.append(value)
+                elif name == "event":
+                    self._event = value
+        return events
+
+
+class NDJSONDecoder:
+    """Decodes newline-delimited JSON; blank lines are ignored, a bad line raises ValueError."""
+
+    def __init__(self) -> None:
+        self._lines = _LineSplitter()
+
+    def feed(self, chunk: bytes) -> list[Any]:
+        return [json.loads(line) for line in self._lines.feed(chunk) if line.strip()]
+
+    def flush(self) -> list[Any]:
+        return [json.loads(line) for line in self._lines.flush() if line.strip()]

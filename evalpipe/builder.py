@@ -1,0 +1,146 @@
+"""The fluent builder: `LLMBuilder().backend("openai").model("gpt-4o-mini").build()`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+from evalpipe.backends.base import Provider, ProviderConfig
+from evalpipe.backends.registry import LLMBackend, parse_backend, provider_class
+from evalpipe.errors import ConfigError
+from evalpipe.types import GenerationParams
+
+
+class BuilderOptions(BaseModel):
+    """The builder's options, validated when `build()` is called."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    backend: LLMBackend | None = None
+    api_key: SecretStr | None = None
+    base_url: str | None = None
+    model: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+    system: str | None = None
+    json_schema: dict[str, Any] | None = None
+    timeout: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class LLMBuilder:
+    """Collects options step by step; `build()` checks them and returns a provider."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        shown = {k: ("***" if k == "api_key" else v) for k, v in self._values.items()}
+        return f"LLMBuilder({shown})"
+
+    def _set(self, **values: Any) -> LLMBuilder:
+        self._values.update(values)
+        return self
+
+    def backend(self, backend: LLMBackend | str) -> LLMBuilder:
+        """Which backend to talk to (an `LLMBackend` or its name)."""
+        return self._set(backend=parse_backend(backend))
+
+    def api_key(self, key: str) -> LLMBuilder:
+        """The API key; without it the backend's conventional environment variable is read."""
+        return self._set(api_key=SecretStr(key))
+
+    def base_url(self, url: str) -> LLMBuilder:
+        """Where the API lives, e.g. `http://127.0.0.1:8000/v1` for a local or fake server."""
+        return self._set(base_url=url)
+
+    def model(self, model: str) -> LLMBuilder:
+        return self._set(model=model)
+
+    def temperature(self, value: float) -> LLMBuilder:
+        return self._set(temperature=value)
+
+    def top_p(self, value: float) -> LLMBuilder:
+        return self._set(top_p=value)
+
+    def top_k(self, value: int) -> LLMBuilder:
+        return self._set(top_k=value)
+
+    def max_tokens(self, value: int) -> LLMBuilder:
+        return self._set(max_tokens=value)
+
+    def seed(self, value: int) -> LLMBuilder:
+        return self._set(seed=value)
+
+    def stop(self, sequences: Sequence[str]) -> LLMBuilder:
+        return self._set(stop=list(sequences))
+
+    def system(self, prompt: str) -> LLMBuilder:
+        """A system prompt added to every conversation that has none."""
+        return self._set(system=prompt)
+
+    def json_schema(self, schema: dict[str, Any]) -> LLMBuilder:
+        """Ask for JSON matching `schema` (structured output where the backend supports it)."""
+        return self._set(json_schema=schema)
+
+    def timeout(self, seconds: float) -> LLMBuilder:
+        """Seconds one attempt may take (for streams: the longest silence between chunks)."""
+        return self._set(timeout=seconds)
+
+    def max_retries(self, count: int) -> LLMBuilder:
+        return self._set(max_retries=count)
+
+    def header(self, name: str, value: str) -> LLMBuilder:
+        """An extra HTTP header on every request (OpenRouter's `X-Title`, say)."""
+        return self._set(headers={**self._values.get("headers", {}), name: value})
+
+    def option(self, name: str, value: Any) -> LLMBuilder:
+        """A backend-specific option: `deployment` and `api_version` (Azure), `embedding_model`, ..."""
+        return self._set(options={**self._values.get("options", {}), name: value})
+
+    def embedding_model(self, model: str) -> LLMBuilder:
+        """The model `embed()` uses when it differs from the chat model."""
+        return self.option("embedding_model", model)
+
+    def build(self) -> Provider:
+        """Check the options and return the provider; a ConfigError says what is wrong."""
+        try:
+            options = BuilderOptions(**self._values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            raise ConfigError(f"invalid LLMBuilder options: {problems}") from None
+        if options.backend is None:
+            raise ConfigError("no backend chosen: call .backend(LLMBackend.OPENAI) or another")
+        cls = provider_class(options.backend)
+        api_key = options.api_key
+        if api_key is None and cls.api_key_env and os.environ.get(cls.api_key_env):
+            api_key = SecretStr(os.environ[cls.api_key_env])
+        if api_key is None and cls.requires_api_key:
+            raise ConfigError(
+                f"{options.backend.value} needs an API key: call .api_key(...) or set {cls.api_key_env}"
+            )
+        params = GenerationParams(
+            temperature=options.temperature, top_p=options.top_p, top_k=options.top_k,
+            max_tokens=options.max_tokens, seed=options.seed,
+            stop=tuple(options.stop) if options.stop else None,
+            system=options.system, json_schema=options.json_schema,
+        )
+        config = ProviderConfig(
+            backend=options.backend.value,
+            model=options.model or cls.default_model,
+            base_url=(options.base_url or cls.default_base_url).rstrip("/") + "/",
+            api_key=api_key, params=params, timeout_s=options.timeout,
+            max_retries=options.max_retries, headers=options.headers, options=options.options,
+        )
+        return cls(config)

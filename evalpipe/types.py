@@ -1,0 +1,87 @@
+"""Core value types: messages, generation parameters, responses. No I/O here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Literal
+
+Role = Literal["system", "user", "assistant"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One message of a conversation."""
+
+    role: Role
+    content: str
+
+    @classmethod
+    def system(cls, content: str) -> ChatMessage:
+        """A system (instruction) message."""
+        return cls("system", content)
+
+    @classmethod
+    def user(cls, content: str) -> ChatMessage:
+        """A user message."""
+        return cls("user", content)
+
+    @classmethod
+    def assistant(cls, content: str) -> ChatMessage:
+        """An assistant message (a previous answer)."""
+        return cls("assistant", content)
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationParams:
+    """Sampling and output options; None means "the backend's default"."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] | None = None
+    system: str | None = None
+    json_schema: dict[str, Any] | None = None
+
+    def merged(self, override: GenerationParams | None) -> GenerationParams:
+        """These params with every non-None field of `override` taking precedence."""
+        if override is None:
+            return self
+        changes = {f.name: getattr(override, f.name) for f in fields(override)}
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts as the provider reported them (0 when it reported nothing)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(slots=True)
+class ChatResponse:
+    """A finished answer, whether it was streamed or not."""
+
+    text: str
+    finish_reason: str | None = None
+    model: str = ""
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+    ttft_s: float | None = None
+    reasoning: str | None = None
+    attempts: int = 1
+    raw: Any = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """A piece of a streamed answer; `reasoning` carries thinking text kept apart from the answer."""
+
+    text: str = ""
+    reasoning: str = ""
