@@ -170,6 +170,8 @@ class Provider:
 
     async def aembed(self, texts: Sequence[str]) -> list[list[float]]:
         """One embedding vector per text."""
+        if not self.supports_embeddings:
+            raise errors.UnsupportedFeatureError(self.name, "embeddings")
         if not texts:
             return []
         request = self.embed_request(list(texts))
@@ -215,6 +217,8 @@ class Provider:
     # ---- I/O ------------------------------------------------------------------------------------
 
     def _with_system(self, messages: Sequence[ChatMessage], params: GenerationParams) -> list[ChatMessage]:
+        if params.json_schema is not None and not self.supports_json_schema:
+            raise errors.UnsupportedFeatureError(self.name, "structured output (json_schema)")
         has_system = any(m.role == "system" for m in messages)
         if params.system and not has_system:
             return [ChatMessage.system(params.system), *messages]
@@ -282,24 +286,26 @@ class Provider:
                 if response.status_code >= 400:
                     content = await response.aread()
                     raise self.classify_error(response.status_code, parse_body(content), response.headers)
-                async for data in response.aiter_bytes():
-                    for event in self._decode(decoder, data):
-                        chunk = self.read_stream_event(event, state)
-                        if chunk is not None:
-                            yield chunk
-                if isinstance(decoder, NDJSONDecoder):
-                    for event in decoder.flush():
-                        chunk = self.read_stream_event(event, state)
-                        if chunk is not None:
-                            yield chunk
+                async for event in self._events(response, decoder):
+                    chunk = self.read_stream_event(event, state)
+                    if chunk is not None:
+                        yield chunk
         except httpx.HTTPError as exc:
             raise classify_transport(self.name, exc) from None
         if self.stream_needs_end_event and not state.done:
             raise errors.ConnectionError("stream ended before its end event", provider=self.name)
 
-    def _decode(self, decoder: SSEDecoder | NDJSONDecoder, data: bytes) -> list[Any]:
+    async def _events(self, response: httpx.Response, decoder: SSEDecoder | NDJSONDecoder) -> AsyncIterator[Any]:
+        async for data in response.aiter_bytes():
+            for event in self._decode(decoder, data):
+                yield event
+        for event in self._decode(decoder, None):
+            yield event
+
+    def _decode(self, decoder: SSEDecoder | NDJSONDecoder, data: bytes | None) -> list[Any]:
+        """Events in `data`, or (None) those left when the body ended."""
         try:
-            return list(decoder.feed(data))
+            return list(decoder.feed(data) if data is not None else decoder.flush())
         except ValueError:
             raise errors.ProtocolError("stream line is not JSON", provider=self.name) from None
 

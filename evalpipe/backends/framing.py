@@ -45,10 +45,13 @@ class _LineSplitter:
         self._pending = text[start:]
         return lines
 
-    def flush(self) -> list[str]:
-        rest = self._pending + self._decoder.decode(b"", final=True)
+    def flush(self) -> tuple[list[str], str]:
+        """At the end of the body: (the lines still held back, the unterminated rest)."""
+        text = self._pending + self._decoder.decode(b"", final=True)
         self._pending = ""
-        return [line for line in _NEWLINE.split(rest) if line]
+        if text.endswith("\r"):  # no "\n" can follow any more: the "\r" ended the line
+            return [text[:-1]], ""
+        return [], text
 
 
 class SSEDecoder:
@@ -65,6 +68,11 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         return self._consume(self._lines.feed(chunk))
+
+    def flush(self) -> list[SSEEvent]:
+        """Events completed by the end of the body (a last blank line written as a lone \\r)."""
+        lines, _unterminated = self._lines.flush()
+        return self._consume(lines)
 
     def _consume(self, lines: list[str]) -> list[SSEEvent]:
         events: list[SSEEvent] = []
@@ -95,4 +103,6 @@ class NDJSONDecoder:
         return [json.loads(line) for line in self._lines.feed(chunk) if line.strip()]
 
     def flush(self) -> list[Any]:
-        return [json.loads(line) for line in self._lines.flush() if line.strip()]
+        """Objects still buffered at the end of the body; the last line needs no newline."""
+        lines, rest = self._lines.flush()
+        return [json.loads(line) for line in [*lines, rest] if line.strip()]
