@@ -33,6 +33,7 @@ class XAIProvider(OpenAIProvider):
     name = "xai"
     default_base_url = "https://api.x.ai/v1"
     default_model = "grok-3-mini"
+    default_embedding_model = "v1"
     api_key_env = "XAI_API_KEY"
     max_tokens_field = "max_tokens"
 

@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
+import structlog
 
 from evalpipe.errors import ProviderError
 
 T = TypeVar("T")
+log = structlog.get_logger("evalpipe.retry")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class RetryPolicy:
         if wait is None or waited_s + wait > self.max_total_wait_s:
             error.attempts = retry_index + 1
             raise error
+        log.info("retrying", provider=error.provider, error=error.kind, status=error.status,
+                 wait_s=round(wait, 3), attempt=retry_index + 1, message=error.message)
         await anyio.sleep(wait)
         return waited_s + wait
 
