@@ -12,7 +12,7 @@ import asyncio
 import json
 import time
 import weakref
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -319,11 +319,25 @@ class ChatStream:
         self._provider = provider
         self._request = request
         self.response: ChatResponse | None = None
+        self._chunks: AsyncGenerator[StreamChunk, None] | None = None
 
     def __aiter__(self) -> AsyncIterator[StreamChunk]:
-        return self._run()
+        if self._chunks is None:
+            self._chunks = self._run()
+        return self._chunks
 
-    async def _run(self) -> AsyncIterator[StreamChunk]:
+    async def aclose(self) -> None:
+        """Stop early and release the connection."""
+        if self._chunks is not None:
+            await self._chunks.aclose()
+
+    async def __aenter__(self) -> ChatStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def _run(self) -> AsyncGenerator[StreamChunk, None]:
         policy = self._provider.retry_policy
         waited, retry_index = 0.0, 0
         while True:
@@ -370,6 +384,16 @@ class BlockingChatStream(Iterator[StreamChunk]):
     @property
     def response(self) -> ChatResponse | None:
         return self._stream.response
+
+    def close(self) -> None:
+        """Stop early and release the connection."""
+        self._chunks.close()
+
+    def __enter__(self) -> BlockingChatStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def collect(self) -> ChatResponse:
         return run_blocking(self._stream.collect)
