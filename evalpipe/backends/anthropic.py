@@ -79,11 +79,8 @@ class AnthropicProvider(Provider):
         )
 
     def read_stream_event(self, event: SSEEvent, state: StreamState) -> StreamChunk | None:
-        try:
-            data = json.loads(event.data)
-        except ValueError:
-            raise errors.ProtocolError("stream event is not JSON", provider=self.name) from None
-        kind = data.get("type", event.event) if isinstance(data, dict) else event.event
+        data = self.event_json(event.data)
+        kind = data.get("type", event.event)
         if kind == "error":
             raise classify_stream_error(self.name, data)
         if kind == "message_start":

@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from evalpipe import errors
 from evalpipe.backends.classify import classify_status, classify_transport, parse_body
-from evalpipe.backends.framing import NDJSONDecoder, SSEDecoder
+from evalpipe.backends.framing import SSEDecoder, StreamDecoder
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.blocking import BlockingIterator, blocking, run_blocking
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
@@ -93,7 +93,7 @@ class Provider:
     supports_embeddings: ClassVar[bool] = True
     supports_json_schema: ClassVar[bool] = True
     ignored_options: ClassVar[frozenset[str]] = frozenset()  # documented: sent nowhere by this protocol
-    stream_decoder: ClassVar[type[SSEDecoder] | type[NDJSONDecoder]] = SSEDecoder
+    stream_decoder: ClassVar[type[StreamDecoder]] = SSEDecoder
     stream_needs_end_event: ClassVar[bool] = True
 
     def __init__(self, config: ProviderConfig) -> None:
@@ -148,6 +148,16 @@ class Provider:
 
     def parse_embed(self, body: Any) -> list[list[float]]:
         raise errors.UnsupportedFeatureError(self.name, "embeddings")
+
+    def event_json(self, data: str) -> dict[str, Any]:
+        """The JSON object in one stream event; anything else is a ProtocolError."""
+        try:
+            parsed = json.loads(data)
+        except ValueError:
+            raise errors.ProtocolError("stream event is not JSON", provider=self.name) from None
+        if not isinstance(parsed, dict):
+            raise errors.ProtocolError("stream event is not a JSON object", provider=self.name)
+        return parsed
 
     def classify_error(self, status: int, body: Any, headers: Mapping[str, str]) -> errors.ProviderError:
         """The error for a non-2xx answer."""
@@ -295,18 +305,20 @@ class Provider:
         if self.stream_needs_end_event and not state.done:
             raise errors.ConnectionError("stream ended before its end event", provider=self.name)
 
-    async def _events(self, response: httpx.Response, decoder: SSEDecoder | NDJSONDecoder) -> AsyncIterator[Any]:
+    async def _events(self, response: httpx.Response, decoder: StreamDecoder) -> AsyncIterator[Any]:
         async for data in response.aiter_bytes():
             for event in self._decode(decoder, data):
                 yield event
         for event in self._decode(decoder, None):
             yield event
 
-    def _decode(self, decoder: SSEDecoder | NDJSONDecoder, data: bytes | None) -> list[Any]:
+    def _decode(self, decoder: StreamDecoder, data: bytes | None) -> list[Any]:
         """Events in `data`, or (None) those left when the body ended."""
         try:
             return list(decoder.feed(data) if data is not None else decoder.flush())
         except ValueError:
+            if data is None:  # the body ended in the middle of a line: cut off, not malformed
+                raise errors.ConnectionError("stream ended mid-line", provider=self.name) from None
             raise errors.ProtocolError("stream line is not JSON", provider=self.name) from None
 
 

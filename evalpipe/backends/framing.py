@@ -10,7 +10,15 @@ import codecs
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+
+class StreamDecoder(Protocol):
+    """Turns body chunks into protocol events; `flush` gives those completed by the body's end."""
+
+    def feed(self, chunk: bytes) -> list[Any]: ...
+
+    def flush(self) -> list[Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,3 +114,25 @@ class NDJSONDecoder:
         """Objects still buffered at the end of the body; the last line needs no newline."""
         lines, rest = self._lines.flush()
         return [json.loads(line) for line in [*lines, rest] if line.strip()]
+
+
+class DataLineDecoder:
+    """The payload of every `data:` line, blank lines between them or not (Phind's body).
+
+    The SSE decoder does not fit there: it would join consecutive `data:` lines into one event
+    and drop a last line with no blank line after it, and Phind sends both."""
+
+    def __init__(self) -> None:
+        self._lines = _LineSplitter()
+
+    def feed(self, chunk: bytes) -> list[str]:
+        return _data_payloads(self._lines.feed(chunk))
+
+    def flush(self) -> list[str]:
+        # The body's end is the stream's end, so a last line without a newline is complete.
+        lines, rest = self._lines.flush()
+        return _data_payloads([*lines, rest])
+
+
+def _data_payloads(lines: list[str]) -> list[str]:
+    return [line.removeprefix("data:").removeprefix(" ") for line in lines if line.startswith("data:")]

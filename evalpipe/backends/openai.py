@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -88,12 +87,7 @@ class OpenAIProvider(Provider):
         if event.data.strip() == "[DONE]":
             state.done = True
             return None
-        try:
-            chunk = json.loads(event.data)
-        except ValueError:
-            raise errors.ProtocolError("stream event is not JSON", provider=self.name) from None
-        if not isinstance(chunk, dict):
-            raise errors.ProtocolError("stream event is not an object", provider=self.name)
+        chunk = self.event_json(event.data)
         if "error" in chunk:
             raise classify_stream_error(self.name, chunk)
         state.model = chunk.get("model") or state.model
