@@ -5,8 +5,8 @@ retries honouring every hint style, and timeouts."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from itertools import count
 
 import pytest
