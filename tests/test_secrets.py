@@ -66,3 +66,12 @@ def test_key_never_leaks(
     for key in (SECRET, BAD_SECRET):
         assert key not in everything
         assert key[10:30] not in everything
+
+
+def test_a_vendor_message_that_quotes_the_key_is_redacted() -> None:
+    from evalpipe.backends.classify import classify_status
+
+    LLMBuilder().backend("openai").api_key(SECRET).build()  # building registers the key as a secret
+    error = classify_status("openai", 401, {"error": {"message": f"Incorrect API key provided: {SECRET}."}})
+    assert SECRET not in str(error) and SECRET not in repr(error)
+    assert "Incorrect API key provided: ***" in str(error)

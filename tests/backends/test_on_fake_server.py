@@ -136,8 +136,6 @@ FAULTS = [
 @pytest.mark.parametrize("target", TARGETS, ids=IDS)
 @pytest.mark.parametrize(("fault", "expected"), FAULTS, ids=[f for f, _ in FAULTS])
 def test_faults_are_classified(fake_server: FakeServer, target: Target, fault: str, expected: type) -> None:
-    if target.backend == "phind" and fault == "truncated_stream":
-        pytest.skip("Phind always streams and has no end event: a clean early close looks like the end")
     llm = build(fake_server, target)
     with pytest.raises(expected) as info:
         llm.chat(ask(f"hello [[fault:{fault}]]"))
@@ -157,8 +155,6 @@ STREAM_FAULTS = [
 @pytest.mark.parametrize("target", TARGETS, ids=IDS)
 @pytest.mark.parametrize(("fault", "expected"), STREAM_FAULTS, ids=[f for f, _ in STREAM_FAULTS])
 def test_stream_faults_are_classified(fake_server: FakeServer, target: Target, fault: str, expected: type) -> None:
-    if target.backend == "phind" and fault == "truncated_stream":
-        pytest.skip("Phind's stream has no end event, so a clean early close cannot be told from the end")
     with pytest.raises(expected):
         for _ in build(fake_server, target).stream(ask(f"a b c d [[fault:{fault}]]")):
             pass

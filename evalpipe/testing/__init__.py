@@ -1,0 +1,88 @@
+"""A fake LLM provider server for offline tests: every vendor protocol evalpipe speaks, on loopback.
+
+    from evalpipe.testing import FakeServer
+
+    with FakeServer() as srv:                       # background thread; `async with` works too
+        client = openai.OpenAI(base_url=srv.url_for("openai"), api_key="sk-test")
+        ...
+        assert srv.stats("sk-test").succeeded == 1
+
+From a shell (benchmarks, other processes): `python -m evalpipe.testing --port 0` prints the root
+URL as its first line, then one `vendor base-url` line per vendor.
+
+Base URLs (`srv.url_for(vendor)`), what each official SDK or a plain client is given:
+
+    openai      {url}/openai/v1              OpenAI(base_url=...)
+    deepseek    {url}/deepseek               OpenAI(base_url=...)  (`/v1/...` works too)
+    xai         {url}/xai/v1                 OpenAI(base_url=...)
+    groq        {url}/groq/openai/v1         OpenAI(base_url=...)
+    mistral     {url}/mistral/v1             OpenAI(base_url=...)
+    openrouter  {url}/openrouter/api/v1      OpenAI(base_url=...)
+    azure       {url}/azure                  AzureOpenAI(azure_endpoint=..., api_version=...); the v1
+                                             route is {url}/azure/openai/v1
+    anthropic   {url}/anthropic              Anthropic(base_url=...)
+    ollama      {url}/ollama                 ollama.Client(host=...)
+    gemini      {url}/gemini                 genai.Client(http_options={"base_url": ...})
+    phind       {url}/phind                  POST {url}/phind/agent/
+
+Answers are deterministic: a chat answers `"Echo: " + <last user message>` (markers removed; a
+system prompt does not change it), cut to `max_tokens` words with the vendor's "length" finish
+reason. A token is a whitespace-separated word; input tokens count every text sent, system prompt
+included. A JSON schema (OpenAI `response_format`, Anthropic `output_format`, Ollama `format`,
+Gemini `responseSchema`/`responseJsonSchema`) gets a small valid instance; plain JSON mode gets
+`{"echo": "<last user message>"}`. Embeddings are L2-normalised hashed bags of words (64
+dimensions unless the request asks for others), so texts sharing words are closer. Streams send
+one word per event. DeepSeek models whose name contains "reasoner" also return `reasoning_content`
+("Thinking: <last user message>").
+
+Auth is checked the way each vendor does (Bearer; `x-api-key`; `x-goog-api-key` or `?key=`;
+Azure `api-key`). Any key is accepted except: none (the vendor's missing-key error), a key starting
+with `invalid` (401, Gemini 400 API_KEY_INVALID) and one starting with `forbidden` (403). Ollama and
+Phind need no key; their calls are counted under the key "".
+
+Markers in the last user message steer one request (so any SDK and any dataset can use them):
+`[[fault:NAME]]` always fails it; `[[fault:NAME:N]]` fails the first N attempts of this identical
+request (same key, vendor, model and body, ignoring the stream flag), then answers normally;
+`[[latency:SECONDS]]` and `[[stream_delay:SECONDS]]` override the server's timing. `FakeServer(
+fault=NAME)` or `srv.set_fault(NAME, times=None)` fail every call instead. Fault names (`Fault`):
+
+    rate_limit_retry_after     429 + `retry-after: <retry_after_s>`
+    rate_limit_retry_after_ms  429 + `retry-after-ms: <retry_after_s * 1000>`
+    rate_limit_http_date       429 + `retry-after: <HTTP date>`
+    rate_limit_gemini          429 + RetryInfo.retryDelay in the body on Gemini; a hint-less 429 elsewhere
+    server_error, unavailable  500, 503
+    overloaded                 529 on Anthropic, 503 elsewhere
+    hang                       no response until the client gives up
+    hang_midstream             a stream stalls after its first delta (non-streamed calls: like hang)
+    reset_midstream            TCP reset after the first delta (non-streamed calls: before any byte)
+    truncated_stream           the stream ends cleanly half-way, without its finish/terminal events
+                               (Phind, which has none: the connection closes inside the chunked body;
+                               non-streamed calls: the body stops short of its content-length)
+    malformed_json             200 whose JSON body, or one stream event, is broken
+    html_error                 502 with an nginx-style HTML page (text/html)
+    error_event                200 stream, a delta, then the vendor's in-stream error event
+                               (non-streamed calls: like server_error)
+    insufficient_quota         OpenAI 429 insufficient_quota; DeepSeek/OpenRouter 402; Anthropic 400
+                               billing; Gemini 429 RESOURCE_EXHAUSTED with QuotaFailure
+    context_length             400 with the vendor's context-length error
+    not_found                  404 model not found
+
+Rate limits per API key: `FakeServer(rpm=R, tpm=T, window_s=W)` answers a call over the limit with
+the vendor's own 429 and an exact hint (`retry-after` rounded up, plus `retry-after-ms` on
+OpenAI-style vendors; `RetryInfo` on Gemini). A call's tokens are its input plus output tokens.
+While limits are set, OpenAI-style vendors send `x-ratelimit-*` headers and Anthropic
+`anthropic-ratelimit-*` headers.
+
+Counters: `srv.stats(api_key=None)` returns a `Stats` (requests, succeeded, input_tokens,
+output_tokens, by_status) for inference calls; `succeeded` counts paid calls (answered 200 and
+delivered to the end). Over HTTP: `GET /_fake/stats[?key=K]` returns the same as JSON,
+`POST /_fake/reset` forgets counters, fault attempts and windows, `POST /_fake/fault` with
+`{"fault": NAME|null, "times": N|null}` sets the server-wide fault, `GET /_fake/health` lists URLs.
+"""
+
+from __future__ import annotations
+
+from evalpipe.testing._server import VENDORS, FakeServer
+from evalpipe.testing._state import Fault, Stats
+
+__all__ = ["VENDORS", "FakeServer", "Fault", "Stats"]

@@ -1,0 +1,189 @@
+"""Deterministic answers: what the fake says is a pure function of the request.
+
+- A chat or completion is answered `"Echo: " + <last user message>` with any `[[...]]` markers
+  removed (a system prompt does not change the answer), cut to `max_tokens` words.
+- A token is a whitespace-separated word. Input tokens are the words of every text sent
+  (system prompt included); output tokens are the words of the answer.
+- When JSON is requested the answer is a small JSON instance valid for the schema, or
+  `{"echo": "<last user message>"}` in plain JSON mode.
+- Embeddings are L2-normalised hashed bags of words, so texts sharing words are close.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from typing import Any
+
+from evalpipe.testing._wire import Answer, Call, Finish, Operation
+
+MARKER = re.compile(r"\[\[(?P<name>[a-z_]+)(?::(?P<arg>[^\]]*))?\]\]")
+DEFAULT_DIMENSIONS = 64
+
+
+def count_tokens(*texts: str) -> int:
+    """Tokens as the fake counts them: whitespace-separated words."""
+    return sum(len(text.split()) for text in texts)
+
+
+def markers(text: str) -> dict[str, str]:
+    """The `[[name]]` / `[[name:arg]]` markers in a text (the last one of a name wins)."""
+    return {m.group("name"): m.group("arg") or "" for m in MARKER.finditer(text)}
+
+
+def strip_markers(text: str) -> str:
+    """The text without its markers."""
+    return re.sub(r"[ \t]*" + MARKER.pattern, "", text).strip()
+
+
+def split_pieces(text: str) -> list[str]:
+    """Word-sized pieces that join back to exactly `text`."""
+    pieces = re.findall(r"\S+\s*", text)
+    if not pieces:
+        return [text] if text else []
+    lead = text[: len(text) - len("".join(pieces))]
+    pieces[0] = lead + pieces[0]
+    return pieces
+
+
+def answer_for(call: Call) -> Answer:
+    """The answer the fake gives to a call."""
+    input_tokens = count_tokens(*call.texts)
+    if call.operation is Operation.EMBED:
+        dimensions = call.dimensions or DEFAULT_DIMENSIONS
+        vectors = [embed_text(text, dimensions) for text in call.inputs]
+        return Answer(input_tokens=count_tokens(*call.inputs), embeddings=vectors)
+    if call.json_schema is not None:
+        text = json.dumps(instance_for(call.json_schema))
+    elif call.json_mode:
+        text = json.dumps({"echo": strip_markers(call.prompt)})
+    else:
+        text = f"Echo: {strip_markers(call.prompt)}".strip()
+    finish = Finish.STOP
+    words = text.split()
+    if call.max_tokens is not None and len(words) > call.max_tokens:
+        text, finish = " ".join(words[: max(call.max_tokens, 0)]), Finish.LENGTH
+    return Answer(
+        text=text,
+        pieces=split_pieces(text),
+        finish=finish,
+        input_tokens=input_tokens,
+        output_tokens=count_tokens(text),
+    )
+
+
+def embed_text(text: str, dimensions: int) -> list[float]:
+    """A unit vector: each word adds ±1 at a position chosen by a stable hash of the word."""
+    vector = [0.0] * max(dimensions, 1)
+    for word in re.findall(r"\w+", text.lower()):
+        digest = hashlib.blake2b(word.encode(), digest_size=8).digest()
+        position = int.from_bytes(digest[:4], "little") % len(vector)
+        vector[position] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(x * x for x in vector))
+    if norm == 0.0:
+        vector[0] = 1.0
+        return vector
+    return [x / norm for x in vector]
+
+
+def instance_for(schema: dict[str, Any], root: dict[str, Any] | None = None, depth: int = 0) -> Any:
+    """A small JSON value valid for a JSON schema (OpenAPI-style upper-case types included).
+
+    Covers what structured-output schemas use: object, array, string, number, integer,
+    boolean, null, enum, const, required, $ref into $defs/definitions, anyOf/oneOf/allOf.
+    """
+    root = schema if root is None else root
+    if depth > 20:
+        return None
+    if "$ref" in schema:
+        return instance_for(_resolve(root, str(schema["$ref"])), root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf"):
+        if schema.get(key):
+            options = [o for o in schema[key] if _type_of(o) != "null"] or schema[key]
+            return instance_for(options[0], root, depth + 1)
+    if schema.get("allOf"):
+        merged: dict[str, Any] = {}
+        for part in schema["allOf"]:
+            part = _resolve(root, part["$ref"]) if "$ref" in part else part
+            for name, value in part.items():
+                if name in ("properties", "$defs") and isinstance(value, dict):
+                    merged.setdefault(name, {}).update(value)
+                elif name == "required":
+                    merged.setdefault("required", []).extend(value)
+                else:
+                    merged.setdefault(name, value)
+        return instance_for(merged, root, depth + 1)
+    kind = _type_of(schema)
+    if kind == "object" or (kind is None and "properties" in schema):
+        properties = schema.get("properties") or {}
+        return {name: instance_for(sub, root, depth + 1) for name, sub in properties.items()}
+    if kind == "array":
+        count = max(int(schema.get("minItems", 1)), 0)
+        if "maxItems" in schema:
+            count = min(count, int(schema["maxItems"]))
+        items = schema.get("items")
+        return [instance_for(items if isinstance(items, dict) else {}, root, depth + 1)] * count
+    if kind == "string":
+        return _string_for(schema)
+    if kind in ("number", "integer"):
+        return _number_for(schema, integer=kind == "integer")
+    if kind == "boolean":
+        return True
+    if kind == "null":
+        return None
+    return {}
+
+
+def _type_of(schema: dict[str, Any]) -> str | None:
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if str(k).lower() != "null"), kind[0] if kind else None)
+    return str(kind).lower() if kind is not None else None
+
+
+def _resolve(root: dict[str, Any], ref: str) -> dict[str, Any]:
+    node: Any = root
+    for part in ref.lstrip("#").strip("/").split("/"):
+        if not part:
+            continue
+        node = node.get(part.replace("~1", "/").replace("~0", "~"), {}) if isinstance(node, dict) else {}
+    return node if isinstance(node, dict) else {}
+
+
+_FORMATS = {
+    "date": "2024-01-01",
+    "date-time": "2024-01-01T00:00:00Z",
+    "time": "00:00:00",
+    "email": "user@example.com",
+    "uri": "https://example.com",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+}
+
+
+def _string_for(schema: dict[str, Any]) -> str:
+    value = _FORMATS.get(str(schema.get("format", "")), "text")
+    minimum, maximum = int(schema.get("minLength", 0)), schema.get("maxLength")
+    if len(value) < minimum:
+        value = value + "x" * (minimum - len(value))
+    if maximum is not None:
+        value = value[: int(maximum)]
+    return value
+
+
+def _number_for(schema: dict[str, Any], *, integer: bool) -> int | float:
+    value: float = 0
+    if "minimum" in schema:
+        value = max(value, float(schema["minimum"]))
+    if "exclusiveMinimum" in schema and not isinstance(schema["exclusiveMinimum"], bool):
+        value = max(value, float(schema["exclusiveMinimum"]) + 1)
+    if "maximum" in schema:
+        value = min(value, float(schema["maximum"]))
+    if "exclusiveMaximum" in schema and not isinstance(schema["exclusiveMaximum"], bool):
+        value = min(value, float(schema["exclusiveMaximum"]) - 1)
+    return math.ceil(value) if integer else value

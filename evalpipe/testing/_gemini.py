@@ -1,0 +1,237 @@
+"""Google Gemini (Generative Language API) as the fake speaks it, mounted at `/gemini`
+(clients add `/v1beta/models/{model}:{method}`).
+
+Auth is the `x-goog-api-key` header or `?key=`. As the real API does, a missing key is a 403
+PERMISSION_DENIED and an invalid key a 400 INVALID_ARGUMENT with reason API_KEY_INVALID (Gemini
+has no 401). Streams are `data: <GenerateContentResponse>\\r\\n\\r\\n` events with `?alt=sse`, and
+a JSON array otherwise; the stream ends when the connection does, after a chunk that carries
+`finishReason`. Rate-limit hints live in the body (`RetryInfo.retryDelay`), not in headers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from evalpipe.testing._wire import (
+    Answer,
+    Call,
+    ErrorKind,
+    Finish,
+    HttpRequest,
+    Operation,
+    Protocol,
+    Reply,
+    RequestRejected,
+    StreamPlan,
+    dumps,
+    identity_of,
+    json_reply,
+    new_id,
+    optional_int,
+    sse,
+    text_of,
+)
+
+_ERRORS: dict[ErrorKind, tuple[int, str, str]] = {
+    ErrorKind.AUTH_MISSING: (
+        403,
+        "PERMISSION_DENIED",
+        "Method doesn't allow unregistered callers (callers without established identity). "
+        "Please use API Key or other form of API consumer identity to call this API.",
+    ),
+    ErrorKind.AUTH_INVALID: (400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key."),
+    ErrorKind.PERMISSION: (403, "PERMISSION_DENIED", "The caller does not have permission"),
+    ErrorKind.BAD_REQUEST: (400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
+    ErrorKind.NOT_FOUND: (
+        404,
+        "NOT_FOUND",
+        "models/{model} is not found for API version v1beta, or is not supported for generateContent. "
+        "Call ListModels to see the list of available models and their supported methods.",
+    ),
+    ErrorKind.CONTEXT_LENGTH: (
+        400,
+        "INVALID_ARGUMENT",
+        "The input token count (1048577) exceeds the maximum number of tokens allowed (1048576).",
+    ),
+    ErrorKind.QUOTA: (
+        429,
+        "RESOURCE_EXHAUSTED",
+        "You exceeded your current quota, please check your plan and billing details.",
+    ),
+    ErrorKind.RATE_LIMIT: (429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."),
+    ErrorKind.SERVER_ERROR: (500, "INTERNAL", "An internal error has occurred. Please retry."),
+    ErrorKind.UNAVAILABLE: (503, "UNAVAILABLE", "The service is currently unavailable."),
+    ErrorKind.OVERLOADED: (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
+}
+
+_FINISH = {Finish.STOP: "STOP", Finish.LENGTH: "MAX_TOKENS"}
+_METHODS = {
+    "generateContent": Operation.CHAT,
+    "streamGenerateContent": Operation.CHAT,
+    "embedContent": Operation.EMBED,
+    "batchEmbedContents": Operation.EMBED,
+}
+
+
+def _field(data: dict[str, Any], camel: str, snake: str) -> Any:
+    """A field in either JSON spelling (the REST API accepts both)."""
+    return data.get(camel, data.get(snake))
+
+
+def _duration(seconds: float) -> str:
+    """A protobuf Duration in JSON: `34s`, `0.2s`."""
+    return f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+class GeminiProtocol(Protocol):
+    """Gemini: generateContent, streamGenerateContent, embedContent, batchEmbedContents, models."""
+
+    vendor: ClassVar[str] = "gemini"
+    prefix: ClassVar[str] = "/gemini"
+    retry_headers: ClassVar[tuple[str, ...]] = ()
+    models: ClassVar[tuple[str, ...]] = ("gemini-2.0-flash", "gemini-2.5-flash", "text-embedding-004")
+
+    def route(self, method: str, path: str, query: dict[str, str]) -> tuple[Operation, dict[str, str]] | None:
+        parts = path.strip("/").split("/", 2)
+        if len(parts) < 2 or parts[0] not in ("v1beta", "v1", "v1alpha") or parts[1] != "models":
+            return None
+        if len(parts) == 2:
+            return (Operation.LIST_MODELS, {}) if method == "GET" else None
+        model, _, rpc = parts[2].rpartition(":")
+        operation = _METHODS.get(rpc)
+        if method != "POST" or operation is None or not model:
+            return None
+        return operation, {"model": model, "method": rpc}
+
+    def api_key(self, request: HttpRequest) -> str | None:
+        return request.headers.get("x-goog-api-key") or request.query.get("key")
+
+    def parse(self, operation: Operation, params: dict[str, str], request: HttpRequest) -> Call:
+        body = request.json()
+        rpc = params["method"]
+        call = Call(operation=operation, model=params["model"], stream=rpc == "streamGenerateContent")
+        call.identity = identity_of(self.vendor, operation.value, params["model"], body)
+        call.extras["sse"] = request.query.get("alt") == "sse"
+        if operation is Operation.EMBED:
+            requests = body.get("requests") if rpc == "batchEmbedContents" else [body]
+            if not isinstance(requests, list) or not requests:
+                raise RequestRejected(
+                    ErrorKind.BAD_REQUEST, "* BatchEmbedContentsRequest.requests: contents is not specified"
+                )
+            call.inputs = [text_of((r.get("content") or {}).get("parts")) for r in requests if isinstance(r, dict)]
+            first = requests[0] if isinstance(requests[0], dict) else {}
+            call.dimensions = optional_int(_field(first, "outputDimensionality", "output_dimensionality"), "dims")
+            call.extras["batch"] = rpc == "batchEmbedContents"
+            return call
+        contents = body.get("contents")
+        if not isinstance(contents, list) or not contents:
+            raise RequestRejected(ErrorKind.BAD_REQUEST, "* GenerateContentRequest.contents: contents is not specified")
+        system = _field(body, "systemInstruction", "system_instruction")
+        if isinstance(system, dict):
+            call.texts.append(text_of(system.get("parts")))
+        for content in contents:
+            if not isinstance(content, dict):
+                continue
+            text = text_of(content.get("parts"))
+            call.texts.append(text)
+            if content.get("role", "user") == "user":
+                call.prompt = text
+        config = _field(body, "generationConfig", "generation_config") or {}
+        call.max_tokens = optional_int(_field(config, "maxOutputTokens", "max_output_tokens"), "maxOutputTokens")
+        if _field(config, "responseMimeType", "response_mime_type") == "application/json":
+            schema = (
+                _field(config, "responseJsonSchema", "response_json_schema")
+                or config.get("_responseJsonSchema")
+                or _field(config, "responseSchema", "response_schema")
+            )
+            call.json_schema = schema if isinstance(schema, dict) else None
+            call.json_mode = call.json_schema is None
+        return call
+
+    def _chunk(self, call: Call, answer: Answer, text: str, finish: bool, response_id: str) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+        usage: dict[str, Any] = {
+            "promptTokenCount": answer.input_tokens,
+            "totalTokenCount": answer.input_tokens,
+        }
+        if finish:
+            candidate["finishReason"] = _FINISH[answer.finish]
+            usage = {
+                "promptTokenCount": answer.input_tokens,
+                "candidatesTokenCount": answer.output_tokens,
+                "totalTokenCount": answer.input_tokens + answer.output_tokens,
+                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.input_tokens}],
+            }
+        return {
+            "candidates": [candidate],
+            "usageMetadata": usage,
+            "modelVersion": call.model,
+            "responseId": response_id,
+        }
+
+    def reply(self, call: Call, answer: Answer) -> Reply:
+        if call.operation is Operation.EMBED:
+            if call.extras.get("batch"):
+                return json_reply(200, {"embeddings": [{"values": vector} for vector in answer.embeddings]})
+            return json_reply(200, {"embedding": {"values": answer.embeddings[0]}})
+        return json_reply(200, self._chunk(call, answer, answer.text, True, new_id("")))
+
+    def stream(self, call: Call, answer: Answer) -> StreamPlan:
+        response_id = new_id("")
+        chunks = [self._chunk(call, answer, piece, False, response_id) for piece in answer.pieces]
+        final = self._chunk(call, answer, "", True, response_id)
+        error = {
+            "error": {
+                "code": 500,
+                "message": "An internal error has occurred. Please retry.",
+                "status": "INTERNAL",
+            }
+        }
+        broken = b'{"candidates":[{"content":{"parts":[{"te'
+        if call.extras.get("sse"):
+
+            def event(data: Any) -> bytes:
+                return sse(data, end=b"\r\n\r\n")
+
+            deltas = [event(chunk) for chunk in chunks]
+            return StreamPlan("text/event-stream", [], deltas, [event(final)], event(error), event(broken))
+        # Without alt=sse the API streams one JSON array, an element at a time.
+        deltas = [(b"[" if i == 0 else b",\r\n") + dumps(chunk) for i, chunk in enumerate(chunks)]
+        tail = [(b",\r\n" if chunks else b"[") + dumps(final), b"]"]
+        return StreamPlan("application/json", [], deltas, tail, b",\r\n" + dumps(error) + b"]", b",\r\n" + broken)
+
+    def error(self, kind: ErrorKind, message: str | None, model: str, retry_after_s: float | None) -> Reply:
+        status, code, default = _ERRORS[kind]
+        error: dict[str, Any] = {
+            "code": status,
+            "message": message or default.format(model=model),
+            "status": code,
+        }
+        if kind is ErrorKind.AUTH_INVALID:
+            error["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                }
+            ]
+        elif kind is ErrorKind.QUOTA:
+            violation = {"quotaMetric": "generativelanguage.googleapis.com/generate_content_input_token_count"}
+            error["details"] = [{"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]}]
+        elif kind is ErrorKind.RATE_LIMIT and retry_after_s is not None:
+            error["details"] = [
+                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": _duration(retry_after_s)}
+            ]
+        return json_reply(status, {"error": error})
+
+    def list_models(self) -> Reply:
+        models = [
+            {
+                "name": f"models/{name}",
+                "displayName": name,
+                "supportedGenerationMethods": ["embedContent"] if "embedding" in name else ["generateContent"],
+            }
+            for name in self.models
+        ]
+        return json_reply(200, {"models": models})

@@ -1,0 +1,170 @@
+"""Ollama's native API as the fake speaks it, mounted at `/ollama` (clients add `/api/...`).
+
+No key is needed. `stream` defaults to true; streams are NDJSON ending with a `"done": true`
+line that carries token counts and nanosecond durations.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from evalpipe.testing._wire import (
+    Answer,
+    Call,
+    ErrorKind,
+    HttpRequest,
+    Operation,
+    Protocol,
+    Reply,
+    RequestRejected,
+    StreamPlan,
+    dumps,
+    identity_of,
+    json_reply,
+    text_of,
+)
+
+_ERRORS: dict[ErrorKind, tuple[int, str]] = {
+    ErrorKind.AUTH_MISSING: (401, "unauthorized"),
+    ErrorKind.AUTH_INVALID: (401, "unauthorized"),
+    ErrorKind.PERMISSION: (403, "forbidden"),
+    ErrorKind.BAD_REQUEST: (400, "invalid request"),
+    ErrorKind.NOT_FOUND: (404, 'model "{model}" not found, try pulling it first'),
+    ErrorKind.CONTEXT_LENGTH: (400, "the input length exceeds the context length"),
+    ErrorKind.QUOTA: (429, "you have reached your usage limit, please upgrade your plan"),
+    ErrorKind.RATE_LIMIT: (429, "too many requests"),
+    ErrorKind.SERVER_ERROR: (500, "an error was encountered while running the model"),
+    ErrorKind.UNAVAILABLE: (503, "server busy, please try again.  maximum pending requests exceeded"),
+    ErrorKind.OVERLOADED: (503, "server busy, please try again.  maximum pending requests exceeded"),
+}
+
+# Durations reported in the final line, in nanoseconds per token: fixed so answers stay deterministic.
+_LOAD_NS, _PROMPT_NS, _EVAL_NS = 1_000_000, 200_000, 10_000_000
+
+
+class OllamaProtocol(Protocol):
+    """Ollama: `/api/chat`, `/api/generate`, `/api/embed` (and the older `/api/embeddings`), `/api/tags`."""
+
+    vendor: ClassVar[str] = "ollama"
+    prefix: ClassVar[str] = "/ollama"
+    requires_key: ClassVar[bool] = False
+    models: ClassVar[tuple[str, ...]] = ("llama3.2:latest", "gemma3:270m", "nomic-embed-text:latest")
+    operations: ClassVar[dict[tuple[str, str], Operation]] = {
+        ("POST", "/api/chat"): Operation.CHAT,
+        ("POST", "/api/generate"): Operation.COMPLETE,
+        ("POST", "/api/embed"): Operation.EMBED,
+        ("POST", "/api/embeddings"): Operation.EMBED,
+        ("GET", "/api/tags"): Operation.LIST_MODELS,
+    }
+
+    def route(self, method: str, path: str, query: dict[str, str]) -> tuple[Operation, dict[str, str]] | None:
+        path = path.rstrip("/")
+        operation = self.operations.get((method, path))
+        if operation is None:
+            return None
+        return operation, ({"legacy": "yes"} if path == "/api/embeddings" else {})
+
+    def api_key(self, request: HttpRequest) -> str | None:
+        return request.bearer() or ""
+
+    def parse(self, operation: Operation, params: dict[str, str], request: HttpRequest) -> Call:
+        body = request.json()
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise RequestRejected(ErrorKind.BAD_REQUEST, "model is required")
+        rest = {k: v for k, v in body.items() if k != "stream"}
+        call = Call(operation=operation, model=model, stream=body.get("stream", True) is not False)
+        call.identity = identity_of(self.vendor, operation.value, params, rest)
+        options = body.get("options") or {}
+        limit = options.get("num_predict") if isinstance(options, dict) else None
+        call.max_tokens = limit if isinstance(limit, int) and limit >= 0 else None
+        fmt = body.get("format")
+        call.json_mode = fmt == "json"
+        call.json_schema = fmt if isinstance(fmt, dict) else None
+        if operation is Operation.CHAT:
+            messages = body.get("messages") or []
+            if not isinstance(messages, list):
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "messages must be an array")
+            for message in messages:
+                content = text_of(message.get("content")) if isinstance(message, dict) else ""
+                call.texts.append(content)
+                if isinstance(message, dict) and message.get("role") == "user":
+                    call.prompt = content
+        elif operation is Operation.COMPLETE:
+            call.prompt = str(body.get("prompt") or "")
+            call.texts = [str(body.get("system") or ""), call.prompt]
+        else:
+            call.stream = False
+            value = body.get("prompt") if params.get("legacy") else body.get("input")
+            call.inputs = [value] if isinstance(value, str) else [str(v) for v in value or []]
+            dimensions = body.get("dimensions")
+            call.dimensions = dimensions if isinstance(dimensions, int) else None
+            call.extras["legacy"] = bool(params.get("legacy"))
+        return call
+
+    def _line(self, call: Call, text: str, done: bool) -> dict[str, Any]:
+        created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        line: dict[str, Any] = {"model": call.model, "created_at": created}
+        if call.operation is Operation.CHAT:
+            line["message"] = {"role": "assistant", "content": text}
+        else:
+            line["response"] = text
+        line["done"] = done
+        return line
+
+    def _final(self, call: Call, answer: Answer, text: str) -> dict[str, Any]:
+        line = self._line(call, text, True)
+        prompt_ns, eval_ns = _PROMPT_NS * max(answer.input_tokens, 1), _EVAL_NS * answer.output_tokens
+        line.update(
+            done_reason=answer.finish.value,
+            total_duration=_LOAD_NS + prompt_ns + eval_ns,
+            load_duration=_LOAD_NS,
+            prompt_eval_count=answer.input_tokens,
+            prompt_eval_duration=prompt_ns,
+            eval_count=answer.output_tokens,
+            eval_duration=eval_ns,
+        )
+        return line
+
+    def reply(self, call: Call, answer: Answer) -> Reply:
+        if call.operation is not Operation.EMBED:
+            return json_reply(200, self._final(call, answer, answer.text))
+        if call.extras.get("legacy"):
+            return json_reply(200, {"embedding": answer.embeddings[0] if answer.embeddings else []})
+        prompt_ns = _PROMPT_NS * max(answer.input_tokens, 1)
+        return json_reply(
+            200,
+            {
+                "model": call.model,
+                "embeddings": answer.embeddings,
+                "total_duration": _LOAD_NS + prompt_ns,
+                "load_duration": _LOAD_NS,
+                "prompt_eval_count": answer.input_tokens,
+            },
+        )
+
+    def stream(self, call: Call, answer: Answer) -> StreamPlan:
+        deltas = [dumps(self._line(call, piece, False)) + b"\n" for piece in answer.pieces]
+        tail = [dumps(self._final(call, answer, "")) + b"\n"]
+        error = dumps({"error": "an error was encountered while running the model: unexpected EOF"}) + b"\n"
+        broken = b'{"model":"' + call.model.encode() + b'","message":{"role":"assistant","content":"Ec\n'
+        return StreamPlan("application/x-ndjson", [], deltas, tail, error, broken)
+
+    def error(self, kind: ErrorKind, message: str | None, model: str, retry_after_s: float | None) -> Reply:
+        status, default = _ERRORS[kind]
+        return json_reply(status, {"error": message or default.format(model=model)})
+
+    def list_models(self) -> Reply:
+        models = [
+            {
+                "name": name,
+                "model": name,
+                "modified_at": "2025-01-01T00:00:00Z",
+                "size": 1_000_000,
+                "digest": f"{index:064x}",
+                "details": {"format": "gguf", "family": name.split(":")[0], "parameter_size": "1B"},
+            }
+            for index, name in enumerate(self.models)
+        ]
+        return json_reply(200, {"models": models})

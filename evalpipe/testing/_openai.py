@@ -1,0 +1,331 @@
+"""OpenAI Chat Completions, Completions, Embeddings and Models, as the fake speaks them.
+
+Mounted at `/openai/v1`. Compatible vendors (DeepSeek, xAI, Groq, Mistral, OpenRouter, Azure)
+subclass `OpenAIProtocol` in `_openai_compatible` and override only what differs.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any, ClassVar
+
+from evalpipe.testing._wire import (
+    Answer,
+    Call,
+    ErrorKind,
+    HttpRequest,
+    Operation,
+    Protocol,
+    RateLimitState,
+    Reply,
+    RequestRejected,
+    StreamPlan,
+    go_duration,
+    identity_of,
+    json_reply,
+    new_id,
+    now,
+    optional_int,
+    sse,
+    text_of,
+)
+
+DONE = b"data: [DONE]\n\n"
+
+# status, error type, error code, message ({model} and {wait} are filled in)
+_ERRORS: dict[ErrorKind, tuple[int, str, str | None, str]] = {
+    ErrorKind.AUTH_MISSING: (
+        401,
+        "invalid_request_error",
+        None,
+        "You didn't provide an API key. You need to provide your API key in an Authorization header "
+        "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+    ),
+    ErrorKind.AUTH_INVALID: (401, "invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    ErrorKind.PERMISSION: (
+        403,
+        "invalid_request_error",
+        "permission_denied",
+        "You are not allowed to use this resource with this API key.",
+    ),
+    ErrorKind.BAD_REQUEST: (400, "invalid_request_error", None, "Invalid request."),
+    ErrorKind.NOT_FOUND: (
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        "The model `{model}` does not exist or you do not have access to it.",
+    ),
+    ErrorKind.CONTEXT_LENGTH: (
+        400,
+        "invalid_request_error",
+        "context_length_exceeded",
+        "This model's maximum context length is 128000 tokens. However, your messages resulted in "
+        "131072 tokens. Please reduce the length of the messages.",
+    ),
+    ErrorKind.QUOTA: (
+        429,
+        "insufficient_quota",
+        "insufficient_quota",
+        "You exceeded your current quota, please check your plan and billing details.",
+    ),
+    ErrorKind.RATE_LIMIT: (
+        429,
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for {model} on requests per min (RPM).{wait}",
+    ),
+    ErrorKind.SERVER_ERROR: (
+        500,
+        "server_error",
+        None,
+        "The server had an error while processing your request. Sorry about that!",
+    ),
+    ErrorKind.UNAVAILABLE: (503, "server_error", None, "The service is temporarily unavailable."),
+    ErrorKind.OVERLOADED: (
+        503,
+        "server_error",
+        None,
+        "The engine is currently overloaded, please try again later.",
+    ),
+}
+
+
+class OpenAIProtocol(Protocol):
+    """The OpenAI API: Bearer auth, SSE streams ending `data: [DONE]`."""
+
+    vendor: ClassVar[str] = "openai"
+    prefix: ClassVar[str] = "/openai"
+    base_path: ClassVar[str] = "/v1"
+    api_roots: ClassVar[tuple[str, ...]] = ("/v1",)
+    retry_headers: ClassVar[tuple[str, ...]] = ("retry-after", "retry-after-ms")
+    models: ClassVar[tuple[str, ...]] = ("gpt-4o-mini", "gpt-4o", "o3-mini", "text-embedding-3-small")
+    operations: ClassVar[dict[tuple[str, str], Operation]] = {
+        ("POST", "/chat/completions"): Operation.CHAT,
+        ("POST", "/completions"): Operation.COMPLETE,
+        ("POST", "/embeddings"): Operation.EMBED,
+        ("GET", "/models"): Operation.LIST_MODELS,
+    }
+    # Reasoning models reject `max_tokens` with 400 unsupported_parameter.
+    reasoning_models: ClassVar[tuple[str, ...]] = ("o1", "o3", "o4", "gpt-5")
+    usage_on_finish_chunk: ClassVar[bool] = False  # xAI, Mistral: usage rides on the finish_reason chunk
+    stream_comments: ClassVar[tuple[bytes, ...]] = ()  # SSE comments sent before the first chunk
+    status_overrides: ClassVar[dict[ErrorKind, int]] = {}
+
+    # -- requests -------------------------------------------------------------------------------
+    def route(self, method: str, path: str, query: dict[str, str]) -> tuple[Operation, dict[str, str]] | None:
+        for root in self.api_roots:
+            if path.startswith(root + "/"):
+                operation = self.operations.get((method, path[len(root) :].rstrip("/")))
+                if operation is not None:
+                    return operation, {}
+        return None
+
+    def api_key(self, request: HttpRequest) -> str | None:
+        return request.bearer()
+
+    def parse(self, operation: Operation, params: dict[str, str], request: HttpRequest) -> Call:
+        body = request.json()
+        model = params.get("model") or body.get("model")
+        if not isinstance(model, str) or not model:
+            raise RequestRejected(ErrorKind.BAD_REQUEST, "you must provide a model parameter")
+        self.check_params(model, body)
+        call = Call(operation=operation, model=model, stream=bool(body.get("stream")))
+        rest = {k: v for k, v in body.items() if k not in ("stream", "stream_options")}
+        call.identity = identity_of(self.vendor, operation.value, params, rest)
+        options = body.get("stream_options")
+        call.include_usage = call.stream and isinstance(options, dict) and bool(options.get("include_usage"))
+        call.max_tokens = optional_int(body.get("max_completion_tokens", body.get("max_tokens")), "max_tokens")
+        if operation is Operation.CHAT:
+            messages = body.get("messages")
+            if not isinstance(messages, list) or not messages:
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "'messages' must be a non-empty array.")
+            for message in messages:
+                if not isinstance(message, dict) or "role" not in message:
+                    raise RequestRejected(ErrorKind.BAD_REQUEST, "Each message needs a 'role'.")
+                call.texts.append(text_of(message.get("content")))
+                if message["role"] == "user":
+                    call.prompt = text_of(message.get("content"))
+            self.parse_response_format(call, body.get("response_format"))
+        elif operation is Operation.COMPLETE:
+            prompt = body.get("prompt", "")
+            call.prompt = prompt[0] if isinstance(prompt, list) and prompt else str(prompt or "")
+            call.texts.append(call.prompt)
+        elif operation is Operation.EMBED:
+            call.inputs = _embedding_inputs(body.get("input"))
+            call.dimensions = optional_int(body.get("dimensions"), "dimensions")
+            call.extras["base64"] = body.get("encoding_format") == "base64"
+        return call
+
+    def check_params(self, model: str, body: dict[str, Any]) -> None:
+        """Reject parameters this vendor or model refuses."""
+        if "max_tokens" in body and model.startswith(self.reasoning_models):
+            raise RequestRejected(
+                ErrorKind.BAD_REQUEST,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                "Use 'max_completion_tokens' instead.",
+            )
+
+    @staticmethod
+    def parse_response_format(call: Call, response_format: Any) -> None:
+        """Structured output: `json_object` mode or a `json_schema`."""
+        if not isinstance(response_format, dict):
+            return
+        if response_format.get("type") == "json_object":
+            call.json_mode = True
+        elif response_format.get("type") == "json_schema":
+            spec = response_format.get("json_schema") or {}
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            call.json_schema = schema if isinstance(schema, dict) else {}
+
+    # -- responses ------------------------------------------------------------------------------
+    def usage(self, call: Call, answer: Answer) -> dict[str, Any]:
+        """The `usage` object of a response."""
+        total = answer.input_tokens + answer.output_tokens
+        return {
+            "prompt_tokens": answer.input_tokens,
+            "completion_tokens": answer.output_tokens,
+            "total_tokens": total,
+        }
+
+    def message(self, call: Call, answer: Answer) -> dict[str, Any]:
+        """The assistant message of a chat response."""
+        return {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []}
+
+    def delta_chunks(self, call: Call, answer: Answer) -> list[dict[str, Any]]:
+        """The `delta` objects that stream the answer."""
+        return [{"content": piece} for piece in answer.pieces]
+
+    def reply(self, call: Call, answer: Answer) -> Reply:
+        if call.operation is Operation.EMBED:
+            return json_reply(200, self.embeddings(call, answer))
+        base = {"created": now(), "model": call.model, "system_fingerprint": "fp_fake"}
+        finish = answer.finish.value
+        if call.operation is Operation.COMPLETE:
+            choice: dict[str, Any] = {
+                "text": answer.text,
+                "index": 0,
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+            body = {"id": new_id("cmpl-"), "object": "text_completion", **base, "choices": [choice]}
+        else:
+            choice = {
+                "index": 0,
+                "message": self.message(call, answer),
+                "logprobs": None,
+                "finish_reason": finish,
+            }
+            body = {"id": new_id("chatcmpl-"), "object": "chat.completion", **base, "choices": [choice]}
+        body["usage"] = self.usage(call, answer)
+        return json_reply(200, body)
+
+    def embeddings(self, call: Call, answer: Answer) -> dict[str, Any]:
+        """An embeddings response body (`base64` packs little-endian float32, as OpenAI does)."""
+        data = []
+        for index, vector in enumerate(answer.embeddings):
+            value: Any = vector
+            if call.extras.get("base64"):
+                value = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": value})
+        usage = {"prompt_tokens": answer.input_tokens, "total_tokens": answer.input_tokens}
+        return {"object": "list", "data": data, "model": call.model, "usage": usage}
+
+    def stream(self, call: Call, answer: Answer) -> StreamPlan:
+        completion = call.operation is Operation.COMPLETE
+        base: dict[str, Any] = {
+            "id": new_id("cmpl-" if completion else "chatcmpl-"),
+            "object": "text_completion" if completion else "chat.completion.chunk",
+            "created": now(),
+            "model": call.model,
+            "system_fingerprint": "fp_fake",
+        }
+        if call.include_usage:
+            base["usage"] = None
+
+        def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+            if completion:
+                choice = {
+                    "text": delta.get("content") or "",
+                    "index": 0,
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            else:
+                choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+            return {**base, "choices": [choice]}
+
+        head = list(self.stream_comments) + self.stream_preamble(call)
+        if not completion:
+            head.append(sse(chunk({"role": "assistant", "content": "", "refusal": None})))
+        deltas = [sse(chunk(delta)) for delta in self.delta_chunks(call, answer)]
+        finish = {**chunk({}, answer.finish.value), **self.finish_extras(call, answer)}
+        tail = []
+        if self.usage_on_finish_chunk:
+            finish["usage"] = self.usage(call, answer)
+            tail.append(sse(finish))
+        else:
+            tail.append(sse(finish))
+            if call.include_usage:
+                tail.append(sse({**base, "choices": [], "usage": self.usage(call, answer)}))
+        tail.append(DONE)
+        broken = b'data: {"id":"' + base["id"].encode() + b'","choices":[{"index":0,"delta":{"content":"Ec\n\n'
+        return StreamPlan("text/event-stream", head, deltas, tail, sse(self.stream_error(base)), broken)
+
+    def finish_extras(self, call: Call, answer: Answer) -> dict[str, Any]:
+        """Fields a vendor adds to the finish_reason chunk (Groq's `x_groq`)."""
+        return {}
+
+    def stream_preamble(self, call: Call) -> list[bytes]:
+        """Events sent before the role chunk (Azure's prompt filter results)."""
+        return []
+
+    def stream_error(self, base: dict[str, Any]) -> dict[str, Any]:
+        """The `data:` payload of an error that happens after the stream started."""
+        message = "The server had an error while processing your request. Sorry about that!"
+        return {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+
+    def error(self, kind: ErrorKind, message: str | None, model: str, retry_after_s: float | None) -> Reply:
+        status, error_type, code, default = _ERRORS[kind]
+        status = self.status_overrides.get(kind, status)
+        wait = f" Please try again in {retry_after_s:.3g}s." if retry_after_s is not None else ""
+        text = message or default.format(model=model or "the model", wait=wait)
+        return json_reply(status, self.error_body(kind, status, text, error_type, code))
+
+    def error_body(self, kind: ErrorKind, status: int, message: str, error_type: str, code: str | None) -> Any:
+        """The JSON body of an error response."""
+        return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+    def list_models(self) -> Reply:
+        data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": self.vendor} for m in self.models]
+        return json_reply(200, {"object": "list", "data": data})
+
+    def ratelimit_headers(self, state: RateLimitState) -> list[tuple[str, str]]:
+        headers = []
+        if state.limit_requests is not None:
+            headers += [
+                ("x-ratelimit-limit-requests", str(state.limit_requests)),
+                ("x-ratelimit-remaining-requests", str(state.remaining_requests)),
+                ("x-ratelimit-reset-requests", go_duration(state.reset_requests_s)),
+            ]
+        if state.limit_tokens is not None:
+            headers += [
+                ("x-ratelimit-limit-tokens", str(state.limit_tokens)),
+                ("x-ratelimit-remaining-tokens", str(state.remaining_tokens)),
+                ("x-ratelimit-reset-tokens", go_duration(state.reset_tokens_s)),
+            ]
+        return headers
+
+
+def _embedding_inputs(value: Any) -> list[str]:
+    """Texts to embed: a string, a list of strings, or token arrays (each token counts as a word)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and value:
+        if all(isinstance(item, int) for item in value):
+            return [" ".join(str(token) for token in value)]
+        if all(isinstance(item, str) for item in value):
+            return list(value)
+        if all(isinstance(item, list) for item in value):
+            return [" ".join(str(token) for token in item) for item in value]
+    raise RequestRejected(ErrorKind.BAD_REQUEST, "'input' must be a string, an array of strings or token arrays.")

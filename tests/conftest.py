@@ -1,0 +1,20 @@
+"""Fixtures shared by the whole test suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from evalpipe.testing import FakeServer
+
+
+@pytest.fixture(scope="session")
+def fake_server() -> Iterator[FakeServer]:
+    """One fake provider server for the session, in a background thread on a free loopback port.
+
+    It is shared: give each test its own API key and read `fake_server.stats(key)`, or start a
+    `FakeServer(...)` of your own when a test needs limits, latency or a server-wide fault.
+    """
+    with FakeServer() as server:
+        yield server
