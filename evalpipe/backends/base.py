@@ -247,12 +247,6 @@ class Provider:
             self._clients[loop] = client
         return client
 
-    def _build(self, request: HttpRequest) -> httpx.Request:
-        return self._client().build_request(
-            request.method, request.path.lstrip("/") if request.path else "", json=request.body,
-            params=request.query,
-        )
-
     async def _call(self, request: HttpRequest, parse: Any) -> ChatResponse:
         async def attempt() -> ChatResponse:
             started = time.perf_counter()
@@ -271,7 +265,10 @@ class Provider:
         try:
             # fail_after bounds the whole attempt; httpx's timeout only bounds each read.
             with anyio.fail_after(self.config.timeout_s):
-                response = await self._client().send(self._build(request))
+                client = self._client()
+                response = await client.send(
+                    client.build_request(request.method, request.path, json=request.body, params=request.query)
+                )
         except TimeoutError as exc:
             raise errors.TimeoutError(f"no answer in {self.config.timeout_s}s", provider=self.name) from exc
         except httpx.HTTPError as exc:
@@ -291,7 +288,7 @@ class Provider:
         decoder = self.stream_decoder()
         try:
             async with self._client().stream(
-                request.method, request.path.lstrip("/"), json=request.body, params=request.query
+                request.method, request.path, json=request.body, params=request.query
             ) as response:
                 if response.status_code >= 400:
                     content = await response.aread()

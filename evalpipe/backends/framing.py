@@ -42,7 +42,10 @@ class _LineSplitter:
 
     def feed(self, chunk: bytes) -> list[str]:
         text = self._pending + self._decoder.decode(chunk)
-        lines: list[str] = []
+        if "\r" not in text:  # the common case, several times faster than the regex below
+            *lines, self._pending = text.split("\n")
+            return lines
+        lines = []
         start = 0
         for match in _NEWLINE.finditer(text):
             # A final "\r" may be the first half of "\r\n": keep it until the next chunk decides.
