@@ -1,0 +1,171 @@
+"""The job file's schema: what a job may say, validated with pydantic before any call is made.
+
+A job is: a dataset × backends × parameter sets × repeats, with prompt templates, scorers, limits,
+outputs and a budget. `evalpipe schema` prints the JSON Schema of `JobSpec` for editors.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from evalpipe.backends.registry import LLMBackend
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=64)]
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo must not silently become a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DatasetSpec(Strict):
+    """Where the items come from: inline, or a JSONL / CSV / Parquet file (relative to the job file)."""
+
+    items: list[dict[str, Any]] | None = None
+    path: str | None = None
+    id_field: str = "id"  # items without it get a stable id from a hash of their content
+    limit: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        if (self.items is None) == (self.path is None):
+            raise ValueError("give exactly one of `items` or `path`")
+        return self
+
+
+class MessageSpec(Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class PromptSpec(Strict):
+    """Jinja2 templates over an item's fields: `system` + `user`, or a list of `messages`.
+
+    `mode: completion` sends the rendered `user` text as a plain completion prompt."""
+
+    system: str | None = None
+    user: str | None = None
+    messages: list[MessageSpec] | None = None
+    mode: Literal["chat", "completion"] = "chat"
+
+    @model_validator(mode="after")
+    def _one_form(self) -> PromptSpec:
+        if (self.user is None) == (self.messages is None):
+            raise ValueError("give either `user` (with an optional `system`) or `messages`")
+        if self.mode == "completion" and self.user is None:
+            raise ValueError("`mode: completion` needs `user`")
+        return self
+
+
+class BackendSpec(Strict):
+    """One backend to evaluate, with its own limits and prices."""
+
+    id: Identifier
+    backend: LLMBackend
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None  # another variable than the backend's conventional one
+    options: dict[str, Any] = Field(default_factory=dict)
+    max_concurrency: int = Field(default=8, ge=1)
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    price_input_per_1m: float = Field(default=0.0, ge=0)
+    price_output_per_1m: float = Field(default=0.0, ge=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+    max_retries: int = Field(default=4, ge=0)
+
+
+class ParamSetSpec(Strict):
+    """A named set of sampling parameters ("calm", "creative")."""
+
+    name: str = Field(min_length=1, max_length=128)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    top_k: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    stop: list[str] | None = None
+
+
+GRID_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed")
+
+
+class ParametersSpec(Strict):
+    """Explicit `sets` and/or a `grid` whose cartesian product adds one set per combination."""
+
+    sets: list[ParamSetSpec] = Field(default_factory=list)
+    grid: dict[Literal["temperature", "top_p", "top_k", "max_tokens", "seed"], list[float | int]] = Field(
+        default_factory=dict
+    )
+
+    def expanded(self) -> list[ParamSetSpec]:
+        """Every parameter set: the explicit ones, then the grid's (named like `temperature=0.2,top_p=0.9`)."""
+        combos: list[ParamSetSpec] = list(self.sets)
+        if self.grid:
+            keys = list(self.grid)
+            for values in itertools.product(*(self.grid[k] for k in keys)):
+                name = ",".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
+                combos.append(ParamSetSpec.model_validate({"name": name, **dict(zip(keys, values, strict=True))}))
+        return combos or [ParamSetSpec(name="default")]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> ParametersSpec:
+        names = [p.name for p in self.expanded()]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"parameter set names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+class ScorerSpec(Strict):
+    """A criterion: a built-in (`json_valid`, `contains`, `regex`, ...) or `module:function`."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)  # the scorer's own options, checked by its factory
+
+    type: str
+    name: Identifier | None = None
+    weight: float = Field(default=1.0, ge=0)
+    threshold: float | None = Field(default=None, ge=0, le=1)
+
+
+OutputFormat = Literal["parquet", "csv", "jsonl"]
+
+
+class OutputSpec(Strict):
+    dir: str = "results"
+    formats: list[OutputFormat] = Field(default_factory=lambda: list[OutputFormat](["parquet", "csv"]))
+
+
+class BudgetSpec(Strict):
+    max_cost_usd: float | None = Field(default=None, gt=0)
+    max_tokens: int | None = Field(default=None, gt=0)
+
+
+class JobSpec(Strict):
+    """A whole job file."""
+
+    name: Identifier
+    description: str = ""
+    dataset: DatasetSpec
+    prompt: PromptSpec
+    backends: list[BackendSpec] = Field(min_length=1)
+    parameters: ParametersSpec = Field(default_factory=ParametersSpec)
+    repeats: int = Field(default=1, ge=1)
+    scorers: list[ScorerSpec] = Field(default_factory=list)
+    concurrency: int = Field(default=32, ge=1)
+    task_timeout_s: float = Field(default=300.0, gt=0)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    budget: BudgetSpec = Field(default_factory=BudgetSpec)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> JobSpec:
+        for what, names in (("backend ids", [b.id for b in self.backends]),
+                            ("scorer names", [s.name or s.type for s in self.scorers])):
+            repeated = sorted({n for n in names if names.count(n) > 1})
+            if repeated:
+                raise ValueError(f"{what} must be unique; repeated: {', '.join(repeated)}")
+        return self

@@ -1,0 +1,66 @@
+"""A task: one call to make (an item × a backend × a parameter set × a repeat), and its stable id."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from evalpipe.types import ChatMessage, GenerationParams
+
+
+@dataclass(frozen=True, slots=True)
+class ParamSet:
+    """Named sampling parameters."""
+
+    name: str
+    params: GenerationParams
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    """Everything needed to make one call and write its row; self-contained, addressed by `task_id`."""
+
+    task_id: str
+    index: int  # position in the expansion order: rows can be sorted back into it
+    item_id: str
+    item: Mapping[str, Any]  # the dataset item, for scorers (references, expected answers)
+    backend_id: str
+    param_set: ParamSet
+    repeat: int
+    messages: tuple[ChatMessage, ...]
+    mode: Literal["chat", "completion"] = "chat"
+    turn: int = 0
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt as one text, for the row: the completion prompt, or the last user message."""
+        users = [m.content for m in self.messages if m.role == "user"]
+        return users[-1] if users else ""
+
+
+def stable_hash(value: Any, length: int = 24) -> str:
+    """A hex digest of `value`'s canonical JSON: equal inputs give equal ids across runs and machines."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
+def task_id(
+    *,
+    item: Mapping[str, Any],
+    backend_id: str,
+    model: str,
+    param_set: ParamSet,
+    repeat: int,
+    template: Any,
+    turn: int = 0,
+) -> str:
+    """The id keying resume and the response cache: it changes whenever an input of the call changes."""
+    params = {k: v for k, v in asdict(param_set.params).items() if v is not None}
+    return stable_hash({
+        "item": item, "backend": backend_id, "model": model, "params": params,
+        "repeat": repeat, "template": template, "turn": turn,
+    })
+

@@ -1,0 +1,74 @@
+"""Criteria on the answer's text: exact_match, contains, regex."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
+
+from jinja2.sandbox import SandboxedEnvironment
+
+from evalpipe.scoring.base import Score
+from evalpipe.types import ChatMessage, ChatResponse
+
+_templates = SandboxedEnvironment(autoescape=False)
+
+
+def _expand(value: str, item: Mapping[str, Any]) -> str:
+    """Options may name item fields (`{{ answer }}`), so one scorer serves every item."""
+    return _templates.from_string(value).render(**item) if "{{" in value else value
+
+
+class Contains:
+    """1 when the answer contains any (or all) of `values`."""
+
+    def __init__(self, values: Sequence[str] | str, *, mode: Literal["any", "all"] = "any",
+                 case_sensitive: bool = False, name: str = "contains") -> None:
+        self.values = [values] if isinstance(values, str) else list(values)
+        self.mode = mode
+        self.case_sensitive = case_sensitive
+        self.name = name
+
+    async def __call__(
+        self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
+    ) -> Score:
+        text = response.text if self.case_sensitive else response.text.casefold()
+        wanted = [_expand(v, item) for v in self.values]
+        found = [v for v in wanted if (v if self.case_sensitive else v.casefold()) in text]
+        ok = bool(found) if self.mode == "any" else len(found) == len(wanted)
+        missing = [v for v in wanted if v not in found]
+        return Score(1.0 if ok else 0.0, None if ok else f"missing: {', '.join(missing)}")
+
+
+class ExactMatch:
+    """1 when the stripped answer equals `expected` (an item-field template)."""
+
+    def __init__(self, expected: str, *, case_sensitive: bool = False, name: str = "exact_match") -> None:
+        self.expected = expected
+        self.case_sensitive = case_sensitive
+        self.name = name
+
+    async def __call__(
+        self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
+    ) -> Score:
+        expected, answer = _expand(self.expected, item).strip(), response.text.strip()
+        if not self.case_sensitive:
+            expected, answer = expected.casefold(), answer.casefold()
+        return Score(1.0 if answer == expected else 0.0)
+
+
+class Regex:
+    """1 when `pattern` matches somewhere in the answer (`fullmatch: true` for the whole answer)."""
+
+    def __init__(self, pattern: str, *, fullmatch: bool = False, ignore_case: bool = False,
+                 name: str = "regex") -> None:
+        self.pattern = re.compile(pattern, re.IGNORECASE if ignore_case else 0)
+        self.fullmatch = fullmatch
+        self.name = name
+
+    async def __call__(
+        self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
+    ) -> Score:
+        text = response.text.strip()
+        match = self.pattern.fullmatch(text) if self.fullmatch else self.pattern.search(text)
+        return Score(1.0 if match else 0.0)
