@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -25,7 +26,7 @@ def build_scorer(kind: str, name: str | None = None, options: Mapping[str, Any] 
     if kind in BUILT_IN:
         try:
             return BUILT_IN[kind](**options, name=name or kind)
-        except (TypeError, ValueError) as exc:  # wrong or missing options, a bad regex
+        except (TypeError, ValueError, re.error) as exc:  # wrong or missing options, a bad regex
             raise ConfigError(f"scorer {kind!r}: {exc}") from None
     if ":" in kind:
         module_name, _, attribute = kind.partition(":")
