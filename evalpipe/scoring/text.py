@@ -6,12 +6,14 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from evalpipe.scoring.base import Score
 from evalpipe.types import ChatMessage, ChatResponse
 
-_templates = SandboxedEnvironment(autoescape=False)
+# Strict: a misspelt field must fail, not render "" (which every answer "contains").
+_templates = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
 
 
 def _expand(value: str, item: Mapping[str, Any]) -> str:

@@ -1,0 +1,155 @@
+"""Expansion: a job's items × backends × parameter sets × repeats, as tasks made one at a time.
+
+The order is item-major: every task of the first item (each backend, then each parameter set, then
+each repeat), then the second item, and so on. So the first rows of a run already cover every backend
+and parameter set, and a run stopped early (budget, Ctrl-C) still compares them on the same items.
+Nothing is materialised: the dataset streams, and each item's prompt is rendered once for all its tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
+
+from evalpipe.pipeline.load import LoadedJob, model_for
+from evalpipe.pipeline.spec import BackendSpec, ParamSetSpec
+from evalpipe.pipeline.task import ParamSet, Task, task_id
+from evalpipe.types import ChatMessage, GenerationParams
+
+# The plan assumes this many output tokens per call when a parameter set has no `max_tokens`.
+DEFAULT_OUTPUT_TOKENS = 256
+# The plan renders the prompts of the first items only and scales their average to the whole dataset.
+PLAN_SAMPLE_ITEMS = 1000
+
+
+def param_set_from_spec(spec: ParamSetSpec) -> ParamSet:
+    """The runtime `ParamSet` for one parameter set of a job file."""
+    params = GenerationParams(
+        temperature=spec.temperature,
+        top_p=spec.top_p,
+        top_k=spec.top_k,
+        max_tokens=spec.max_tokens,
+        seed=spec.seed,
+        stop=tuple(spec.stop) if spec.stop is not None else None,
+    )
+    return ParamSet(spec.name, params)
+
+
+def param_sets(loaded: LoadedJob) -> list[ParamSet]:
+    """Every parameter set of the job in expansion order: the explicit `sets`, then the `grid`'s."""
+    return [param_set_from_spec(spec) for spec in loaded.spec.parameters.expanded()]
+
+
+def _selected(loaded: LoadedJob, backend_ids: Collection[str] | None) -> list[tuple[int, BackendSpec]]:
+    return [(i, b) for i, b in enumerate(loaded.spec.backends) if backend_ids is None or b.id in backend_ids]
+
+
+def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None) -> Iterator[Task]:
+    """The job's tasks, lazily, item-major; `backend_ids` keeps only those backends.
+
+    A task's `index` is its position in the full expansion, even when backends are left out, so rows
+    of runs with different backend selections sort into the same order. A template that fails on an
+    item's values (checked at load time on a sample only) raises `TemplateRenderError`.
+    """
+    sets = param_sets(loaded)
+    repeats = loaded.spec.repeats
+    backends = [(i, b, model_for(b)) for i, b in _selected(loaded, backend_ids)]
+    per_backend = len(sets) * repeats
+    per_item = len(loaded.spec.backends) * per_backend
+    template = loaded.spec.prompt.model_dump(mode="json")
+    mode = loaded.spec.prompt.mode
+    for item in loaded.dataset:
+        messages = loaded.templates.render(item.data)
+        for backend_index, backend, model in backends:
+            for set_index, param_set in enumerate(sets):
+                for repeat in range(repeats):
+                    identity = task_id(item=item.data, backend_id=backend.id, model=model,
+                                       param_set=param_set, repeat=repeat, template=template)
+                    index = item.position * per_item + backend_index * per_backend + set_index * repeats + repeat
+                    yield Task(identity, index, item.id, item.data, backend.id, param_set, repeat, messages, mode)
+
+
+def count_tasks(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None) -> int:
+    """How many tasks `expand_job` yields, without building them."""
+    backends = len(_selected(loaded, backend_ids))
+    return len(loaded.dataset) * backends * len(loaded.spec.parameters.expanded()) * loaded.spec.repeats
+
+
+def estimate_tokens(messages: Sequence[ChatMessage]) -> int:
+    """A rough token count for prompts: about four characters per token, as for English text."""
+    return math.ceil(sum(len(message.content) for message in messages) / 4)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendPlan:
+    """What one backend will be asked: calls, estimated tokens and their cost."""
+
+    backend_id: str
+    backend: str
+    model: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A job's size and estimated spend, before any call.
+
+    Input tokens are estimated from the rendered prompts of the first `sampled_items` items; output
+    tokens assume every call uses its `max_tokens` (or `DEFAULT_OUTPUT_TOKENS`), so they are an upper
+    bound when `max_tokens` is set. Calls made by scorers (judges, embeddings) are not included.
+    """
+
+    tasks: int
+    items: int
+    param_sets: int
+    repeats: int
+    sampled_items: int
+    backends: tuple[BackendPlan, ...]
+
+    @property
+    def input_tokens(self) -> int:
+        """Estimated input tokens over all backends."""
+        return sum(b.input_tokens for b in self.backends)
+
+    @property
+    def output_tokens(self) -> int:
+        """Estimated output tokens over all backends."""
+        return sum(b.output_tokens for b in self.backends)
+
+    @property
+    def cost_usd(self) -> float:
+        """Estimated cost over all backends, from their prices per million tokens."""
+        return sum(b.cost_usd for b in self.backends)
+
+
+def plan_job(loaded: LoadedJob) -> Plan:
+    """Count the job's calls per backend and estimate their tokens and cost."""
+    sets = loaded.spec.parameters.expanded()
+    items, repeats = len(loaded.dataset), loaded.spec.repeats
+    sampled = 0
+    sample_tokens = 0
+    for item in loaded.dataset:
+        if sampled >= PLAN_SAMPLE_ITEMS:
+            break
+        sample_tokens += estimate_tokens(loaded.templates.render(item.data))
+        sampled += 1
+    calls = items * len(sets) * repeats
+    input_tokens = round(sample_tokens / sampled * calls) if sampled else 0
+    output_tokens = items * repeats * sum(s.max_tokens or DEFAULT_OUTPUT_TOKENS for s in sets)
+    backends = tuple(
+        BackendPlan(
+            backend_id=b.id,
+            backend=b.backend.value,
+            model=model_for(b),
+            calls=calls,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=(input_tokens * b.price_input_per_1m + output_tokens * b.price_output_per_1m) / 1_000_000,
+        )
+        for b in loaded.spec.backends
+    )
+    return Plan(calls * len(backends), items, len(sets), repeats, sampled, backends)

@@ -1,0 +1,133 @@
+"""Prompt templates: Jinja2 in a sandbox, compiled once per job, rendered per item into chat messages.
+
+A template sees the item's fields as variables (`{{ question }}`). `StrictUndefined` turns a missing
+field into an error instead of an empty prompt, and the loader checks every template's fields against
+the dataset before any call. Autoescaping is off: prompts are text, not HTML. As Jinja does by
+default, one trailing newline is dropped: a YAML `|` block always ends in one, and a completion prompt
+ending "A:\\n" instead of "A:" changes what a base model writes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import StrictUndefined, Template, TemplateError, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from evalpipe.errors import ConfigError
+from evalpipe.pipeline.spec import PromptSpec
+from evalpipe.types import ChatMessage, Role
+
+FieldPath = tuple[str | int, ...]  # where a value sits in the job file: ("prompt", "messages", 1, "content")
+
+
+class PromptTemplateError(ConfigError):
+    """Templates that do not compile; `problems` holds (field, line within the template, message) each."""
+
+    def __init__(self, problems: list[tuple[FieldPath, int | None, str]]) -> None:
+        super().__init__("; ".join(f"{format_field(path)}: {message}" for path, _, message in problems))
+        self.problems = problems
+
+
+class TemplateRenderError(ConfigError):
+    """A template failed for one item: a field it uses is missing, or an expression fails on the values."""
+
+    def __init__(self, field: FieldPath, message: str, *, missing_field: bool) -> None:
+        super().__init__(f"{format_field(field)}: {message}")
+        self.field = field
+        self.missing_field = missing_field
+
+
+def format_field(path: FieldPath) -> str:
+    """A field path as people write it: `backends[1].rpm`."""
+    text = ""
+    for part in path:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+    return text
+
+
+def template_environment() -> SandboxedEnvironment:
+    """The environment every job template compiles in: sandboxed, strict about undefined names, no escaping."""
+    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def template_sources(prompt: PromptSpec) -> list[tuple[FieldPath, Role, str]]:
+    """Each template of `prompt` in message order, with where it sits in the job and its message role."""
+    if prompt.messages is not None:
+        return [(("prompt", "messages", i, "content"), m.role, m.content) for i, m in enumerate(prompt.messages)]
+    sources: list[tuple[FieldPath, Role, str]] = []
+    if prompt.system is not None:
+        sources.append((("prompt", "system"), "system", prompt.system))
+    if prompt.user is not None:
+        sources.append((("prompt", "user"), "user", prompt.user))
+    return sources
+
+
+def referenced_fields(source: str, environment: SandboxedEnvironment | None = None) -> set[str]:
+    """The item fields a template needs; raises jinja2's `TemplateSyntaxError` if it does not parse.
+
+    A field read only behind `is defined` / `is undefined` or through `| default(...)` is optional and
+    not counted: that is how a template says a field may be absent.
+    """
+    environment = environment or template_environment()
+    tree = environment.parse(source)
+    optional = {test.node.name for test in tree.find_all(nodes.Test)
+                if test.name in ("defined", "undefined") and isinstance(test.node, nodes.Name)}
+    optional |= {used.node.name for used in tree.find_all(nodes.Filter)
+                 if used.name in ("default", "d") and isinstance(used.node, nodes.Name)}
+    names = meta.find_undeclared_variables(tree) - optional
+    return {name for name in names if name not in environment.globals}  # range, dict, ... are not fields
+
+
+def option_templates(value: Any, path: FieldPath) -> list[tuple[FieldPath, str]]:
+    """The strings with template syntax inside a scorer's options (`values: ["{{ expected }}"]`), by path."""
+    if isinstance(value, str):
+        return [(path, value)] if "{{" in value or "{%" in value else []
+    if isinstance(value, Mapping):
+        return [found for key, child in value.items() for found in option_templates(child, (*path, str(key)))]
+    if isinstance(value, list):
+        return [found for index, child in enumerate(value) for found in option_templates(child, (*path, index))]
+    return []
+
+
+def required_fields(prompt_spec: PromptSpec) -> set[str]:
+    """The item fields the prompt's templates need (optional ones left out); raises `PromptTemplateError`."""
+    return set(PromptTemplates(prompt_spec).fields)
+
+
+class PromptTemplates:
+    """A prompt's templates compiled once; `render(item)` gives the messages of one call."""
+
+    def __init__(self, prompt: PromptSpec, environment: SandboxedEnvironment | None = None) -> None:
+        self.prompt = prompt
+        self.environment = environment or template_environment()
+        self.compiled: list[tuple[FieldPath, Role, Template]] = []
+        self.fields_by_template: dict[FieldPath, frozenset[str]] = {}
+        problems: list[tuple[FieldPath, int | None, str]] = []
+        for path, role, source in template_sources(prompt):
+            try:
+                self.fields_by_template[path] = frozenset(referenced_fields(source, self.environment))
+                self.compiled.append((path, role, self.environment.from_string(source)))
+            except TemplateSyntaxError as exc:
+                message = f"template syntax error: {exc.message} (template line {exc.lineno})"
+                problems.append((path, exc.lineno, message))
+        if problems:
+            raise PromptTemplateError(problems)
+        self.fields: frozenset[str] = frozenset().union(*self.fields_by_template.values())
+
+    def render(self, item: Mapping[str, Any]) -> tuple[ChatMessage, ...]:
+        """The messages for `item`; raises `TemplateRenderError` naming the template that failed."""
+        messages: list[ChatMessage] = []
+        for path, role, template in self.compiled:
+            try:
+                messages.append(ChatMessage(role, template.render(item)))
+            except UndefinedError as exc:
+                raise TemplateRenderError(path, str(exc.message), missing_field=True) from None
+            except SecurityError as exc:
+                raise TemplateRenderError(path, f"not allowed in the sandbox: {exc}", missing_field=False) from None
+            except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
+                # A filter or an expression failing on this item's values, e.g. `{{ n + 1 }}` with a string n.
+                raise TemplateRenderError(path, f"{type(exc).__name__}: {exc}", missing_field=False) from None
+        return tuple(messages)
