@@ -1,0 +1,255 @@
+"""The run store: one SQLite file per run directory holding every finished task's row, the response cache
+and the run's metadata. A task counts as done once its row is committed here; resume reads it back.
+
+Only the runner's writer calls it, but possibly from different worker threads (`anyio.to_thread`), and
+cache lookups may come from several at once; one lock serializes them on the single connection.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+
+from evalpipe.errors import ConfigError
+from evalpipe.pipeline.rows import STATUSES, Row, normalize_row, row_from_json, row_to_json
+
+STORE_FILENAME = "run.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS rows (
+    task_id TEXT PRIMARY KEY,
+    task_index INTEGER,
+    status TEXT,
+    input_tokens INTEGER NOT NULL DEFAULT 0,
+    output_tokens INTEGER NOT NULL DEFAULT 0,
+    cost_usd REAL NOT NULL DEFAULT 0,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS rows_by_index ON rows (task_index);
+CREATE TABLE IF NOT EXISTS response_cache (
+    request_key TEXT PRIMARY KEY,
+    payload TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+# "skipped" rows (a backend without its key, a budget that ran out) were never attempted, so a
+# resume attempts them; "error" rows are attempted again only when asked (`--retry-errors`).
+_DONE = ("ok", "error")
+_DONE_WITHOUT_ERRORS = ("ok",)
+
+
+@dataclass(frozen=True, slots=True)
+class RunTotals:
+    """Sums over the stored rows, for the manifest and the summary line."""
+
+    rows: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; `record` opens and commits its own, so a batch
+    # is exactly one transaction. check_same_thread=False: calls arrive from anyio's worker threads.
+    connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
+    mode = connection.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+    if mode != "wal":
+        connection.close()
+        raise ConfigError(f"the run store needs SQLite's WAL mode, which this file system refused ({mode!r})")
+    # With WAL, NORMAL does not fsync at each commit: a commit is appended to the -wal file with write(),
+    # and the OS keeps it even if this process is SIGKILLed, so a process crash loses no committed batch
+    # (https://www.sqlite.org/pragma.html#pragma_synchronous). Only an OS crash or power cut can drop the
+    # last commits, and the database stays consistent; those tasks then simply run again. FULL would
+    # fsync every batch and make the writer the bottleneck for no protection a crashed run needs.
+    connection.execute("PRAGMA synchronous=NORMAL")
+    return connection
+
+
+class RunStore:
+    """Rows, response cache and metadata of one run, in `<run_dir>/run.sqlite`."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path, run_id: str, schema: pa.Schema) -> None:
+        self._connection = connection
+        self._lock = threading.Lock()
+        self.path = path
+        self.run_id = run_id
+        self.schema = schema
+
+    @classmethod
+    def open(cls, run_dir: str | Path, run_id: str, schema: pa.Schema) -> RunStore:
+        """Open (or create) the store of `run_dir`; refuses a store that belongs to another run id."""
+        path = Path(run_dir) / STORE_FILENAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = _connect(path)
+        try:
+            connection.executescript(_SCHEMA)
+            row = connection.execute("SELECT value FROM meta WHERE key = 'run_id'").fetchone()
+            if row is None:
+                connection.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                                       [("run_id", run_id), ("created_at", datetime.now(UTC).isoformat())])
+            elif row[0] != run_id:
+                raise ConfigError(f"{path} belongs to run {row[0]!r}, not {run_id!r}")
+        except BaseException:
+            connection.close()
+            raise
+        return cls(connection, path, run_id, schema)
+
+    @staticmethod
+    def read_meta(run_dir: str | Path) -> dict[str, str]:
+        """The metadata of the store in `run_dir` without opening it for writing; ConfigError if there is none."""
+        path = Path(run_dir) / STORE_FILENAME
+        if not path.is_file():
+            raise ConfigError(f"{run_dir} is not a run directory: it has no {STORE_FILENAME}")
+        connection = sqlite3.connect(path)
+        try:
+            return dict(connection.execute("SELECT key, value FROM meta").fetchall())
+        except sqlite3.DatabaseError as error:
+            raise ConfigError(f"{path} is not a readable run store: {error}") from None
+        finally:
+            connection.close()
+
+    # -- rows -------------------------------------------------------------------------------------------
+
+    def record(self, rows: Iterable[Mapping[str, Any]]) -> list[Row]:
+        """Commit `rows` in one transaction (replacing earlier rows of the same tasks); returns them normalized.
+
+        A row without `run_id` gets this run's. Nothing of the batch is kept if any row is invalid."""
+        normalized: list[Row] = []
+
+        def parameters() -> Iterator[tuple[Any, ...]]:
+            for raw in rows:
+                row = normalize_row(raw, self.schema)
+                if row["task_id"] is None or row["status"] is None:
+                    raise ValueError("a row needs a task_id and a status")
+                if row["run_id"] is None:
+                    row["run_id"] = self.run_id
+                normalized.append(row)
+                yield (row["task_id"], row["task_index"], row["status"], row["input_tokens"] or 0,
+                       row["output_tokens"] or 0, row["cost_usd"] or 0.0,
+                       json.dumps(row_to_json(row), ensure_ascii=False, separators=(",", ":")))
+
+        with self._lock:
+            self._connection.execute("BEGIN IMMEDIATE")
+            try:
+                # Rows are inserted as the iterable yields them, all inside this one transaction.
+                self._connection.executemany(
+                    "INSERT OR REPLACE INTO rows (task_id, task_index, status, input_tokens, output_tokens,"
+                    " cost_usd, data) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    parameters(),
+                )
+                self._connection.execute("COMMIT")
+            except BaseException:
+                self._connection.execute("ROLLBACK")
+                raise
+        return normalized
+
+    def is_finished(self, task_id: str, *, retry_errors: bool = False) -> bool:
+        """Whether `task_id` has a final row; with `retry_errors`, an error row does not count."""
+        done = _DONE_WITHOUT_ERRORS if retry_errors else _DONE
+        with self._lock:
+            row = self._connection.execute(
+                f"SELECT 1 FROM rows WHERE task_id = ? AND status IN ({', '.join('?' * len(done))})",
+                (task_id, *done),
+            ).fetchone()
+        return row is not None
+
+    def finished_ids(self, *, retry_errors: bool = False) -> set[str]:
+        """Every task id with a final row (see `is_finished`); for huge runs prefer `is_finished`."""
+        done = _DONE_WITHOUT_ERRORS if retry_errors else _DONE
+        with self._lock:
+            cursor = self._connection.execute(
+                f"SELECT task_id FROM rows WHERE status IN ({', '.join('?' * len(done))})", done
+            )
+            return {task_id for (task_id,) in cursor}
+
+    def iter_rows(self) -> Iterator[Row]:
+        """Every stored row in task_index order, streamed from a snapshot of the store."""
+        # A connection of its own: WAL gives it a consistent snapshot, and the writer is never blocked
+        # while a caller consumes the rows slowly (a sink rebuild, an export).
+        connection = sqlite3.connect(self.path)
+        try:
+            cursor = connection.execute("SELECT data FROM rows ORDER BY task_index, task_id")
+            for (data,) in cursor:
+                yield row_from_json(json.loads(data), self.schema)
+        finally:
+            connection.close()
+
+    def counts(self) -> dict[str, int]:
+        """The number of rows per status: "ok", "error" and "skipped", each present even at 0."""
+        with self._lock:
+            found = dict(self._connection.execute("SELECT status, COUNT(*) FROM rows GROUP BY status").fetchall())
+        return {status: int(found.get(status, 0)) for status in STATUSES}
+
+    def totals(self) -> RunTotals:
+        """Row count and the sums of tokens and cost over all stored rows."""
+        with self._lock:
+            rows, input_tokens, output_tokens, cost = self._connection.execute(
+                "SELECT COUNT(*), TOTAL(input_tokens), TOTAL(output_tokens), TOTAL(cost_usd) FROM rows"
+            ).fetchone()
+        return RunTotals(rows, int(input_tokens), int(output_tokens), float(cost))
+
+    # -- response cache ---------------------------------------------------------------------------------
+
+    def cached_response(self, request_key: str) -> dict[str, Any] | None:
+        """The payload stored for this exact request, if it was already answered."""
+        with self._lock:
+            row = self._connection.execute(
+                "SELECT payload FROM response_cache WHERE request_key = ?", (request_key,)
+            ).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def cache_response(self, request_key: str, payload: Mapping[str, Any]) -> None:
+        """Store the answer to a request, durably (committed) before returning: a paid call is never lost."""
+        text = json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":"))
+        with self._lock:
+            self._connection.execute(
+                "INSERT OR REPLACE INTO response_cache (request_key, payload, created_at) VALUES (?, ?, ?)",
+                (request_key, text, datetime.now(UTC).isoformat()),
+            )
+
+    # -- metadata ---------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        """A metadata value (job hash, started_at, ...), or None."""
+        with self._lock:
+            row = self._connection.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a metadata value, committed at once."""
+        with self._lock:
+            self._connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def meta(self) -> dict[str, str]:
+        """All metadata."""
+        with self._lock:
+            return dict(self._connection.execute("SELECT key, value FROM meta").fetchall())
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the store; SQLite folds the WAL back into the main file when the last connection closes."""
+        with self._lock:
+            self._connection.close()
+
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()

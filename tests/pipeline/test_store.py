@@ -1,0 +1,203 @@
+"""The run store: WAL, one row per task, the response cache, and committed batches surviving a SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from evalpipe.errors import ConfigError
+from evalpipe.pipeline.rows import row_schema
+from evalpipe.pipeline.store import STORE_FILENAME, RunStore
+
+SCHEMA = row_schema(["c"])
+
+
+def row(task_id: str, index: int, status: str = "ok", **columns: Any) -> dict[str, Any]:
+    return {"task_id": task_id, "task_index": index, "status": status, **columns}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Any:
+    with RunStore.open(tmp_path, "run-1", SCHEMA) as opened:
+        yield opened
+
+
+def test_store_file_is_in_wal_mode(store: RunStore, tmp_path: Path) -> None:
+    other = sqlite3.connect(tmp_path / STORE_FILENAME)
+    try:
+        assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        other.close()
+
+
+def test_finished_ids_count_ok_and_error_rows_and_retry_errors_drops_errors(store: RunStore) -> None:
+    store.record([row("a", 0), row("b", 1, "error", error_type="RateLimitError"), row("c", 2, "skipped")])
+
+    assert store.finished_ids() == {"a", "b"}
+    assert store.finished_ids(retry_errors=True) == {"a"}
+    assert store.is_finished("b") and not store.is_finished("b", retry_errors=True)
+    assert not store.is_finished("c")  # never attempted: a resume attempts it
+    assert not store.is_finished("unknown")
+    assert store.counts() == {"ok": 1, "error": 1, "skipped": 1}
+
+
+def test_a_retried_error_row_replaces_the_old_one(store: RunStore) -> None:
+    store.record([row("a", 0, "error", error_type="ServerError", input_tokens=5)])
+    store.record([row("a", 0, "ok", response="fine", input_tokens=7, output_tokens=3, cost_usd=0.25)])
+
+    rows = list(store.iter_rows())
+    assert len(rows) == 1
+    assert rows[0]["status"] == "ok" and rows[0]["response"] == "fine" and rows[0]["error_type"] is None
+    assert store.counts() == {"ok": 1, "error": 0, "skipped": 0}
+    totals = store.totals()
+    assert (totals.rows, totals.input_tokens, totals.output_tokens, totals.cost_usd) == (1, 7, 3, 0.25)
+
+
+def test_rows_come_back_in_task_order_with_types_and_run_id(store: RunStore) -> None:
+    started = datetime(2024, 3, 1, 9, 0, 0, 123456, tzinfo=UTC)
+    store.record([row("z", 2), row("y", 0, started_at=started, score_c=float("nan"))])
+    store.record([row("x", 1, run_id="explicit")])
+
+    rows = list(store.iter_rows())
+
+    assert [r["task_id"] for r in rows] == ["y", "x", "z"]
+    assert rows[0]["started_at"] == started
+    assert rows[0]["score_c"] != rows[0]["score_c"]  # NaN survives the JSON round trip
+    assert [r["run_id"] for r in rows] == ["run-1", "explicit", "run-1"]
+
+
+def test_a_batch_with_an_invalid_row_is_not_kept_at_all(store: RunStore) -> None:
+    with pytest.raises(ValueError, match="unknown_column"):
+        store.record([row("a", 0), row("b", 1, unknown_column=1)])
+    with pytest.raises(ValueError, match="task_id"):
+        store.record([row("c", 2), {"status": "ok"}])
+
+    assert list(store.iter_rows()) == []
+    store.record([row("d", 3)])  # the store is still usable after a rolled-back batch
+    assert store.finished_ids() == {"d"}
+
+
+def test_response_cache_round_trips_and_persists(tmp_path: Path) -> None:
+    payload = {"text": "Grüße ✓", "input_tokens": 3, "ttft_s": None}
+    with RunStore.open(tmp_path, "run-1", SCHEMA) as first:
+        assert first.cached_response("k1") is None
+        first.cache_response("k1", payload)
+        assert first.cached_response("k1") == payload
+
+    with RunStore.open(tmp_path, "run-1", SCHEMA) as again:
+        assert again.cached_response("k1") == payload
+        assert again.cached_response("k2") is None
+
+
+def test_meta_and_run_id_guard(tmp_path: Path) -> None:
+    with RunStore.open(tmp_path, "run-1", SCHEMA) as store:
+        store.set_meta("job_hash", "abc")
+        assert store.get_meta("job_hash") == "abc"
+        assert store.get_meta("missing") is None
+
+    meta = RunStore.read_meta(tmp_path)
+    assert meta["run_id"] == "run-1" and meta["job_hash"] == "abc"
+    assert datetime.fromisoformat(meta["created_at"]).tzinfo is not None
+    with pytest.raises(ConfigError, match="belongs to run 'run-1'"):
+        RunStore.open(tmp_path, "run-2", SCHEMA)
+    with pytest.raises(ConfigError, match="not a run directory"):
+        RunStore.read_meta(tmp_path / "elsewhere")
+
+
+def test_calls_from_many_threads_at_once_are_serialized(store: RunStore) -> None:
+    def work(worker: int) -> None:
+        for i in range(40):
+            store.cache_response(f"{worker}-{i}", {"i": i})
+            assert store.cached_response(f"{worker}-{i}") == {"i": i}
+        store.record([row(f"{worker}-{i}", worker * 100 + i) for i in range(20)])
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(work, range(8)))
+
+    assert store.totals().rows == 160
+
+
+# A writer in its own process, recording batches of BATCH rows and printing how many batches are
+# committed. With a "pause" argument it stops in the middle of batch PAUSE_AT, inside the transaction.
+WRITER = textwrap.dedent("""
+    import itertools, sys, time
+    from evalpipe.pipeline.rows import row_schema
+    from evalpipe.pipeline.store import RunStore
+
+    BATCH, PAUSE_AT = 25, 5
+    store = RunStore.open(sys.argv[1], "run-1", row_schema(["c"]))
+    pause = sys.argv[2] == "pause"
+
+    def rows(batch):
+        for i in range(BATCH):
+            if pause and batch == PAUSE_AT and i == BATCH // 2:
+                print("inside", flush=True)
+                time.sleep(60)
+            n = batch * BATCH + i
+            yield {"task_id": f"t{n:06d}", "task_index": n, "status": "ok", "response": "x" * 300, "score_c": 0.5}
+
+    for batch in itertools.count():
+        store.record(rows(batch))
+        print(f"committed {batch + 1}", flush=True)
+""")
+BATCH = 25
+
+
+def _kill_writer(run_dir: Path, mode: str, after_lines: int) -> int:
+    """Run the writer, SIGKILL it after `after_lines` lines (or at "inside"); return the batches it reported."""
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir), mode], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    committed = 0
+    try:
+        for line in process.stdout:
+            if line.startswith("committed"):
+                committed = int(line.split()[1])
+            if line.strip() == "inside" or committed >= after_lines:
+                break
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=10)
+        process.stdout.close()
+    assert process.returncode == -signal.SIGKILL
+    return committed
+
+
+def _stored_ids(run_dir: Path) -> list[str]:
+    with RunStore.open(run_dir, "run-1", SCHEMA) as store:
+        return [r["task_id"] for r in store.iter_rows()]
+
+
+def test_sigkill_inside_a_batch_keeps_exactly_the_committed_batches(tmp_path: Path) -> None:
+    reported = _kill_writer(tmp_path, "pause", after_lines=10**9)
+
+    assert reported == 5
+    assert (tmp_path / f"{STORE_FILENAME}-wal").exists()  # the crash left a WAL that opening must recover
+    assert _stored_ids(tmp_path) == [f"t{n:06d}" for n in range(5 * BATCH)]
+    check = sqlite3.connect(tmp_path / STORE_FILENAME)
+    try:
+        assert check.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        check.close()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_sigkill_at_a_random_moment_keeps_whole_batches_only(tmp_path: Path, seed: int) -> None:
+    reported = _kill_writer(tmp_path, "run", after_lines=random.Random(seed).randint(3, 60))
+
+    ids = _stored_ids(tmp_path)
+    # The writer may commit a batch or two between its last line and the kill, never part of one.
+    assert len(ids) % BATCH == 0
+    assert len(ids) >= reported * BATCH
+    assert ids == [f"t{n:06d}" for n in range(len(ids))]
