@@ -1,0 +1,195 @@
+"""`evalpipe`: run, check and plan jobs from the shell. Parsing and printing only: the work is in
+the pipeline. Exit codes: 0 done, 2 a bad job file or option (nothing was called), 130 interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import anyio
+import structlog
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from evalpipe.backends.registry import LLMBackend, provider_class
+from evalpipe.errors import ConfigError
+from evalpipe.pipeline.expand import plan_job
+from evalpipe.pipeline.load import load_job
+from evalpipe.pipeline.runner import RunOptions, RunOutcome, RunProgress, run_job
+from evalpipe.pipeline.spec import JobSpec
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+out = Console()
+err = Console(stderr=True)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `evalpipe` command."""
+    args = _parser().parse_args(argv)
+    _configure_logging(args.log_format, args.verbose)
+    try:
+        code: int = args.handler(args)
+        return code
+    except ConfigError as error:
+        err.print(f"[red]error:[/red] {error.message}", highlight=False, markup=True)
+        return EXIT_BAD_INPUT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="evalpipe", description="Evaluate LLMs with job files.")
+    parser.add_argument("--log-format", choices=["console", "json"], default="console",
+                        help="log lines for people (default) or one JSON object per line for machines")
+    parser.add_argument("-v", "--verbose", action="store_true", help="also log each retry")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a job file")
+    run.add_argument("job", type=Path)
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run; finished tasks are skipped")
+    run.add_argument("--retry-errors", action="store_true", help="when resuming, run error rows again")
+    run.add_argument("--concurrency", type=int, help="override the job's global concurrency")
+    run.add_argument("--out", type=Path, help="results root (default: the job's output.dir)")
+    run.add_argument("--force", action="store_true", help="resume even though the job file changed")
+    run.add_argument("--dry-run", action="store_true", help="validate and plan, call nothing")
+    run.set_defaults(handler=_run)
+
+    for name, handler, text in (("validate", _validate, "check a job file; call nothing"),
+                                ("plan", _plan, "tasks, calls, tokens and cost a job would take")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("job", type=Path)
+        command.set_defaults(handler=handler)
+
+    commands.add_parser("backends", help="the backends and which keys are set").set_defaults(handler=_backends)
+    commands.add_parser("schema", help="the JSON Schema of job files").set_defaults(handler=_schema)
+    fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing)")
+    fake.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m evalpipe.testing")
+    fake.set_defaults(handler=_fake_server)
+    return parser
+
+
+def _configure_logging(log_format: str, verbose: bool) -> None:
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.WARNING),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def _validate(args: argparse.Namespace) -> int:
+    loaded = load_job(args.job)
+    spec = loaded.spec
+    out.print(f"{args.job}: valid — {len(loaded.dataset)} items, {len(spec.backends)} backends, "
+              f"{len(spec.parameters.expanded())} parameter sets, {spec.repeats} repeats", highlight=False)
+    return 0
+
+
+def _plan(args: argparse.Namespace) -> int:
+    plan = plan_job(load_job(args.job))
+    table = Table(title=f"{args.job}: {plan.tasks} tasks ({plan.items} items × {plan.param_sets} parameter sets "
+                        f"× {plan.repeats} repeats per backend)")
+    for column in ("backend", "model", "calls", "input tokens", "output tokens", "cost (USD)"):
+        table.add_column(column, justify="left" if column in ("backend", "model") else "right")
+    for b in plan.backends:
+        table.add_row(b.backend_id, b.model, f"{b.calls:,}", f"≈{b.input_tokens:,}", f"≤{b.output_tokens:,}",
+                      f"{b.cost_usd:.4f}")
+    table.add_row("total", "", f"{plan.tasks:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
+                  f"{plan.cost_usd:.4f}")
+    out.print(table)
+    return 0
+
+
+def _backends(args: argparse.Namespace) -> int:
+    table = Table(title="backends")
+    for column in ("backend", "default model", "key variable", "key"):
+        table.add_column(column)
+    for backend in LLMBackend:
+        cls = provider_class(backend)
+        env = cls.api_key_env
+        state = "not needed" if not cls.requires_api_key else ("set" if env and os.environ.get(env) else "missing")
+        table.add_row(backend.value, cls.default_model or "(required)", env or "", state)  # never the key itself
+    out.print(table)
+    return 0
+
+
+def _schema(args: argparse.Namespace) -> int:
+    print(json.dumps(JobSpec.model_json_schema(), indent=2))
+    return 0
+
+
+def _fake_server(args: argparse.Namespace) -> int:
+    from evalpipe.testing.__main__ import main as fake_main
+
+    return fake_main(args.rest)
+
+
+def _run(args: argparse.Namespace) -> int:
+    loaded = load_job(args.job)  # every mistake in the job file stops here, before any call
+    if args.dry_run:
+        return _plan(args)
+    options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
+                         retry_errors=args.retry_errors, force=args.force)
+    with _progress_display() as on_row:
+        outcome = anyio.run(run_job, loaded, options, on_row)
+    _summary(outcome)
+    if outcome.state == "interrupted":
+        err.print(f"interrupted: resume with  {outcome.resume_command}", highlight=False)
+        return EXIT_INTERRUPTED
+    if outcome.state == "budget_exhausted":
+        err.print(f"stopped at the budget: raise it and resume with  {outcome.resume_command}", highlight=False)
+    return 0
+
+
+class _progress_display:  # noqa: N801 - used as a context manager like a function
+    """A rich progress bar on a terminal; a plain line every few seconds otherwise (logs, CI)."""
+
+    def __init__(self) -> None:
+        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                             TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=err)
+        self._task = self._bar.add_task("running", total=None, stats="")
+        self._last_line = 0.0
+
+    def __enter__(self) -> Callable[[RunProgress], None]:
+        if err.is_terminal:
+            self._bar.start()
+        return self.update
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._bar.stop()
+
+    def update(self, progress: RunProgress) -> None:
+        elapsed = max(time.monotonic() - progress.started, 1e-9)
+        stats = (f"{progress.errors} errors · {progress.calls / elapsed:.1f} calls/s · "
+                 f"{progress.input_tokens + progress.output_tokens:,} tokens · ${progress.cost_usd:.4f}")
+        if err.is_terminal:
+            self._bar.update(self._task, total=progress.total, completed=progress.done, stats=stats)
+        elif time.monotonic() - self._last_line >= 5 or progress.done == progress.total:
+            self._last_line = time.monotonic()
+            err.print(f"{progress.done}/{progress.total} done · {stats}", highlight=False)
+
+
+def _summary(outcome: RunOutcome) -> None:
+    for backend_id, reason in outcome.skipped_backends.items():
+        out.print(f"skipped backend {backend_id}: {reason}", highlight=False)
+    table = Table(title=f"run {outcome.run_id}: {outcome.state}")
+    for column in ("tasks", "ok", "errors", "cost (USD)"):
+        table.add_column(column, justify="right")
+    table.add_row(str(outcome.total_tasks), str(outcome.counts.get("ok", 0)), str(outcome.counts.get("error", 0)),
+                  f"{outcome.cost_usd:.4f}")
+    out.print(table)
+    for name, path in outcome.outputs.items():
+        out.print(f"{name}: {path}", highlight=False)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""One task from call to row: generate (through the backend's limits and the response cache),
+score every criterion, and flatten the result into a row. Every outcome is a row: an answer
+with its scores, or a classified error."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import anyio
+
+from evalpipe import errors
+from evalpipe.backends.base import Provider
+from evalpipe.backends.retry import RetryPolicy
+from evalpipe.pipeline.limits import Limiter, call_with_limits, estimate_tokens
+from evalpipe.pipeline.spec import BackendSpec
+from evalpipe.pipeline.task import Task, stable_hash
+from evalpipe.scoring.base import Scorer
+from evalpipe.types import ChatResponse, Usage
+
+
+class ResponseCache(Protocol):
+    """Answers already paid for, keyed by the exact request; `put` returns once it is durable."""
+
+    async def get(self, key: str) -> dict[str, Any] | None: ...
+
+    async def put(self, key: str, payload: dict[str, Any]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A configured backend of the job: its spec, provider and limits."""
+
+    spec: BackendSpec
+    provider: Provider
+    limiter: Limiter
+
+    def cost(self, usage: Usage) -> float:
+        return (usage.input_tokens * self.spec.price_input_per_1m
+                + usage.output_tokens * self.spec.price_output_per_1m) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Criterion:
+    """A scorer with its weight and optional pass threshold."""
+
+    scorer: Scorer
+    weight: float = 1.0
+    threshold: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self.scorer.name
+
+
+def request_key(task: Task, backend: Backend) -> str:
+    """The cache key: the task's identity plus everything the provider will send."""
+    config = backend.provider.config
+    return stable_hash({"task": task.task_id, "backend": config.backend, "model": config.model,
+                        "base_url": config.base_url, "mode": task.mode,
+                        "messages": [(m.role, m.content) for m in task.messages],
+                        "params": asdict(config.params.merged(task.param_set.params))}, 32)
+
+
+def expected_output_tokens(task: Task, backend: Backend) -> int:
+    """A pessimistic guess for the TPM limiter and the budget, corrected by the real usage later."""
+    return task.param_set.params.max_tokens or backend.provider.config.params.max_tokens or 256
+
+
+async def generate(
+    task: Task, backend: Backend, policy: RetryPolicy, cache: ResponseCache
+) -> tuple[ChatResponse, bool]:
+    """The answer to `task`, from the cache when it was already paid for; (response, cached)."""
+    key = request_key(task, backend)
+    if (hit := await cache.get(key)) is not None:
+        return response_from_payload(hit), True
+    provider, params = backend.provider, task.param_set.params
+
+    async def attempt() -> ChatResponse:
+        if task.mode == "completion":
+            return await provider.acomplete(task.prompt_text, params)
+        return await provider.achat(task.messages, params)
+
+    estimate = sum(estimate_tokens(m.content) for m in task.messages) + expected_output_tokens(task, backend)
+    response, attempts = await call_with_limits(
+        backend.limiter, policy, attempt, estimate, lambda r: r.usage.total_tokens
+    )
+    response.attempts = attempts
+    await cache.put(key, payload_from_response(response))
+    return response, False
+
+
+def payload_from_response(response: ChatResponse) -> dict[str, Any]:
+    return {"text": response.text, "finish_reason": response.finish_reason, "model": response.model,
+            "input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens,
+            "latency_s": response.latency_s, "ttft_s": response.ttft_s, "reasoning": response.reasoning,
+            "attempts": response.attempts}
+
+
+def response_from_payload(payload: Mapping[str, Any]) -> ChatResponse:
+    return ChatResponse(
+        text=payload["text"], finish_reason=payload["finish_reason"], model=payload["model"],
+        usage=Usage(payload["input_tokens"], payload["output_tokens"]), latency_s=payload["latency_s"],
+        ttft_s=payload["ttft_s"], reasoning=payload["reasoning"], attempts=payload["attempts"],
+    )
+
+
+async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Criterion]) -> dict[str, Any]:
+    """Score columns for the row: each criterion's score and explanation, the weighted total, passed."""
+    columns: dict[str, Any] = {}
+    total, weights, passed = 0.0, 0.0, True
+    for criterion in criteria:
+        score = await criterion.scorer(task.item, task.messages, response)
+        columns[f"score_{criterion.name}"] = score.value
+        columns[f"explanation_{criterion.name}"] = score.explanation or score.error
+        if score.value is None or not math.isfinite(score.value):
+            passed = False  # a missing score cannot pass; the total uses what is there
+            continue
+        total += criterion.weight * score.value
+        weights += criterion.weight
+        if criterion.threshold is not None and score.value < criterion.threshold:
+            passed = False
+    columns["score_total"] = total / weights if weights else None
+    columns["passed"] = passed if criteria else None
+    return columns
+
+
+async def execute(
+    task: Task, backend: Backend, criteria: Sequence[Criterion], *, run_id: str, policy: RetryPolicy,
+    cache: ResponseCache, timeout_s: float,
+) -> dict[str, Any]:
+    """The row for `task`; never raises for a provider's failure (cancellation still propagates)."""
+    started_at = datetime.now(UTC)
+    row = base_row(task, backend, run_id)
+    try:
+        with anyio.fail_after(timeout_s):
+            response, cached = await generate(task, backend, policy, cache)
+    except errors.ProviderError as error:
+        row.update(status="error", error_type=error.kind, error_message=error.message, attempts=error.attempts)
+    except TimeoutError:
+        row.update(status="error", error_type="TimeoutError", error_message=f"task took over {timeout_s}s")
+    except errors.EvalpipeError as error:  # unsupported feature, bad configuration found late
+        row.update(status="error", error_type=type(error).__name__, error_message=error.message)
+    else:
+        row.update(
+            status="ok", response=response.text, reasoning=response.reasoning, finish_reason=response.finish_reason,
+            model=response.model or row["model"], input_tokens=response.usage.input_tokens,
+            output_tokens=response.usage.output_tokens, cost_usd=backend.cost(response.usage),
+            latency_s=response.latency_s, ttft_s=response.ttft_s, attempts=response.attempts, cached=cached,
+        )
+        row.update(await score_answer(task, response, criteria))
+    row.update(started_at=started_at, finished_at=datetime.now(UTC))
+    return row
+
+
+def base_row(task: Task, backend: Backend, run_id: str) -> dict[str, Any]:
+    """The columns every row has, whatever happened."""
+    params = task.param_set.params
+    return {
+        "run_id": run_id, "task_id": task.task_id, "task_index": task.index, "item_id": task.item_id,
+        "backend_id": task.backend_id, "provider": backend.spec.backend.value, "model": backend.provider.model,
+        "param_set": task.param_set.name, "temperature": params.temperature, "top_p": params.top_p,
+        "top_k": params.top_k, "max_tokens": params.max_tokens, "seed": params.seed, "repeat": task.repeat,
+        "turn": task.turn, "prompt": task.prompt_text, "cached": False, "attempts": 0,
+    }
