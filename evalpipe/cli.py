@@ -15,6 +15,7 @@ from pathlib import Path
 import anyio
 import structlog
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -39,8 +40,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.handler(args)
         return code
     except ConfigError as error:
-        err.print(f"[red]error:[/red] {error.message}", highlight=False, markup=True)
+        # Escaped: messages quote the user's own text, and `[/x]` in it must print, not break the markup.
+        # Soft-wrapped: a long line stays one line for grep and copy-paste, whatever the width.
+        err.print(f"[red]error:[/red] {escape(error.message)}", highlight=False, markup=True, soft_wrap=True)
         return EXIT_BAD_INPUT
+    except KeyboardInterrupt:  # before the runner took over the signals: nothing was started
+        err.print("interrupted", highlight=False, markup=False, soft_wrap=True)
+        return EXIT_INTERRUPTED
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("job", type=Path)
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run; finished tasks are skipped")
     run.add_argument("--retry-errors", action="store_true", help="when resuming, run error rows again")
-    run.add_argument("--concurrency", type=int, help="override the job's global concurrency")
+    run.add_argument("--concurrency", type=_positive_int, help="override the job's global concurrency")
     run.add_argument("--out", type=Path, help="results root (default: the job's output.dir)")
     run.add_argument("--force", action="store_true", help="resume even though the job file changed")
     run.add_argument("--dry-run", action="store_true", help="validate and plan, call nothing")
@@ -90,18 +106,19 @@ def _validate(args: argparse.Namespace) -> int:
     loaded = load_job(args.job)
     spec = loaded.spec
     out.print(f"{args.job}: valid — {len(loaded.dataset)} items, {len(spec.backends)} backends, "
-              f"{len(spec.parameters.expanded())} parameter sets, {spec.repeats} repeats", highlight=False)
+              f"{len(spec.parameters.expanded())} parameter sets, {spec.repeats} repeats", highlight=False,
+              markup=False, soft_wrap=True)
     return 0
 
 
 def _plan(args: argparse.Namespace) -> int:
     plan = plan_job(load_job(args.job))
-    table = Table(title=f"{args.job}: {plan.tasks} tasks ({plan.items} items × {plan.param_sets} parameter sets "
-                        f"× {plan.repeats} repeats per backend)")
+    table = Table(title=escape(f"{args.job}: {plan.tasks} tasks ({plan.items} items × {plan.param_sets} "
+                               f"parameter sets × {plan.repeats} repeats per backend)"))
     for column in ("backend", "model", "calls", "input tokens", "output tokens", "cost (USD)"):
         table.add_column(column, justify="left" if column in ("backend", "model") else "right")
     for b in plan.backends:
-        table.add_row(b.backend_id, b.model, f"{b.calls:,}", f"≈{b.input_tokens:,}", f"≤{b.output_tokens:,}",
+        table.add_row(b.backend_id, escape(b.model), f"{b.calls:,}", f"≈{b.input_tokens:,}", f"≤{b.output_tokens:,}",
                       f"{b.cost_usd:.4f}")
     table.add_row("total", "", f"{plan.tasks:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
                   f"{plan.cost_usd:.4f}")
@@ -143,10 +160,11 @@ def _run(args: argparse.Namespace) -> int:
         outcome = anyio.run(run_job, loaded, options, on_row)
     _summary(outcome)
     if outcome.state == "interrupted":
-        err.print(f"interrupted: resume with  {outcome.resume_command}", highlight=False)
+        err.print(f"interrupted: resume with  {outcome.resume_command}", highlight=False, markup=False, soft_wrap=True)
         return EXIT_INTERRUPTED
     if outcome.state == "budget_exhausted":
-        err.print(f"stopped at the budget: raise it and resume with  {outcome.resume_command}", highlight=False)
+        err.print(f"stopped at the budget: raise it and resume with  {outcome.resume_command}", highlight=False,
+                  markup=False, soft_wrap=True)
     return 0
 
 
@@ -175,12 +193,12 @@ class _progress_display:  # noqa: N801 - used as a context manager like a functi
             self._bar.update(self._task, total=progress.total, completed=progress.done, stats=stats)
         elif time.monotonic() - self._last_line >= 5 or progress.done == progress.total:
             self._last_line = time.monotonic()
-            err.print(f"{progress.done}/{progress.total} done · {stats}", highlight=False)
+            err.print(f"{progress.done}/{progress.total} done · {stats}", highlight=False, markup=False, soft_wrap=True)
 
 
 def _summary(outcome: RunOutcome) -> None:
     for backend_id, reason in outcome.skipped_backends.items():
-        out.print(f"skipped backend {backend_id}: {reason}", highlight=False)
+        out.print(f"skipped backend {backend_id}: {reason}", highlight=False, markup=False, soft_wrap=True)
     table = Table(title=f"run {outcome.run_id}: {outcome.state}")
     for column in ("tasks", "ok", "errors", "cost (USD)"):
         table.add_column(column, justify="right")
@@ -188,7 +206,7 @@ def _summary(outcome: RunOutcome) -> None:
                   f"{outcome.cost_usd:.4f}")
     out.print(table)
     for name, path in outcome.outputs.items():
-        out.print(f"{name}: {path}", highlight=False)
+        out.print(f"{name}: {path}", highlight=False, markup=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import anyio
+import structlog
 
 from evalpipe import errors
 from evalpipe.backends.base import Provider
@@ -18,8 +19,10 @@ from evalpipe.backends.retry import RetryPolicy
 from evalpipe.pipeline.limits import Limiter, call_with_limits, estimate_tokens
 from evalpipe.pipeline.spec import BackendSpec
 from evalpipe.pipeline.task import Task, stable_hash
-from evalpipe.scoring.base import Scorer
+from evalpipe.scoring.base import Score, Scorer
 from evalpipe.types import ChatResponse, Usage
+
+log = structlog.get_logger("evalpipe.run")
 
 
 class ResponseCache(Protocol):
@@ -32,11 +35,12 @@ class ResponseCache(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """A configured backend of the job: its spec, provider and limits."""
+    """A configured backend of the job: its spec, provider, limits and retry policy."""
 
     spec: BackendSpec
     provider: Provider
     limiter: Limiter
+    policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     def cost(self, usage: Usage) -> float:
         return (usage.input_tokens * self.spec.price_input_per_1m
@@ -59,10 +63,12 @@ class Criterion:
 def request_key(task: Task, backend: Backend) -> str:
     """The cache key: the task's identity plus everything the provider will send."""
     config = backend.provider.config
+    params = config.params.merged(task.param_set.params)
+    # fields() + getattr, not asdict(): asdict deep-copies, and this runs once per task.
     return stable_hash({"task": task.task_id, "backend": config.backend, "model": config.model,
                         "base_url": config.base_url, "mode": task.mode,
                         "messages": [(m.role, m.content) for m in task.messages],
-                        "params": asdict(config.params.merged(task.param_set.params))}, 32)
+                        "params": {f.name: getattr(params, f.name) for f in fields(params)}}, 32)
 
 
 def expected_output_tokens(task: Task, backend: Backend) -> int:
@@ -71,22 +77,31 @@ def expected_output_tokens(task: Task, backend: Backend) -> int:
 
 
 async def generate(
-    task: Task, backend: Backend, policy: RetryPolicy, cache: ResponseCache
+    task: Task, backend: Backend, cache: ResponseCache, timeout_s: float = math.inf
 ) -> tuple[ChatResponse, bool]:
-    """The answer to `task`, from the cache when it was already paid for; (response, cached)."""
+    """The answer to `task`, from the cache when it was already paid for; (response, cached).
+
+    `timeout_s` bounds the task from its first attempt on: time spent queueing for the backend's
+    limits before that (a slow rate limit, a Retry-After pause) does not count, so a long queue
+    never turns into timeouts of calls that were not even sent. Raises TimeoutError when it runs out."""
     key = request_key(task, backend)
     if (hit := await cache.get(key)) is not None:
         return response_from_payload(hit), True
     provider, params = backend.provider, task.param_set.params
+    deadline: float | None = None
 
     async def attempt() -> ChatResponse:
-        if task.mode == "completion":
-            return await provider.acomplete(task.prompt_text, params)
-        return await provider.achat(task.messages, params)
+        nonlocal deadline
+        if deadline is None:
+            deadline = anyio.current_time() + timeout_s
+        with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+            if task.mode == "completion":
+                return await provider.acomplete(task.prompt_text, params)
+            return await provider.achat(task.messages, params)
 
     estimate = sum(estimate_tokens(m.content) for m in task.messages) + expected_output_tokens(task, backend)
     response, attempts = await call_with_limits(
-        backend.limiter, policy, attempt, estimate, lambda r: r.usage.total_tokens
+        backend.limiter, backend.policy, attempt, estimate, lambda r: r.usage.total_tokens
     )
     response.attempts = attempts
     await cache.put(key, payload_from_response(response))
@@ -113,7 +128,11 @@ async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Cr
     columns: dict[str, Any] = {}
     total, weights, passed = 0.0, 0.0, True
     for criterion in criteria:
-        score = await criterion.scorer(task.item, task.messages, response)
+        try:
+            score = await criterion.scorer(task.item, task.messages, response)
+        except Exception as error:  # a scorer must not raise, but if one does the row still gets written
+            log.exception("scorer failed", scorer=criterion.name, task_id=task.task_id)
+            score = Score.missing(f"scorer failed: {type(error).__name__}: {errors.redact(str(error))}")
         columns[f"score_{criterion.name}"] = score.value
         columns[f"explanation_{criterion.name}"] = score.explanation or score.error
         if score.value is None or not math.isfinite(score.value):
@@ -129,21 +148,25 @@ async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Cr
 
 
 async def execute(
-    task: Task, backend: Backend, criteria: Sequence[Criterion], *, run_id: str, policy: RetryPolicy,
-    cache: ResponseCache, timeout_s: float,
+    task: Task, backend: Backend, criteria: Sequence[Criterion], *, run_id: str, cache: ResponseCache,
+    timeout_s: float,
 ) -> dict[str, Any]:
-    """The row for `task`; never raises for a provider's failure (cancellation still propagates)."""
+    """The row for `task`; never raises for a failure of the call (cancellation still propagates)."""
     started_at = datetime.now(UTC)
     row = base_row(task, backend, run_id)
     try:
-        with anyio.fail_after(timeout_s):
-            response, cached = await generate(task, backend, policy, cache)
+        response, cached = await generate(task, backend, cache, timeout_s)
     except errors.ProviderError as error:
         row.update(status="error", error_type=error.kind, error_message=error.message, attempts=error.attempts)
     except TimeoutError:
         row.update(status="error", error_type="TimeoutError", error_message=f"task took over {timeout_s}s")
     except errors.EvalpipeError as error:  # unsupported feature, bad configuration found late
         row.update(status="error", error_type=type(error).__name__, error_message=error.message)
+    except Exception as error:
+        # A bug in a provider's parsing must cost one row, not the run and every call in flight with it.
+        log.exception("task failed unexpectedly", task_id=task.task_id, backend=task.backend_id)
+        row.update(status="error", error_type=type(error).__name__,
+                   error_message=f"unexpected error: {errors.redact(str(error))}")
     else:
         row.update(
             status="ok", response=response.text, reasoning=response.reasoning, finish_reason=response.finish_reason,

@@ -1,7 +1,12 @@
 """The runner: tasks flow from the lazy expansion through bounded workers to one writer.
 
-    expand_job ─▶ dispatcher ──(global cap)──▶ workers: execute(task) ─▶ bounded stream ─▶ writer
-                     │ budget guard, stop on SIGINT/SIGTERM                 store.record ─▶ sinks
+    expand_job(backend A) ─▶ dispatcher A ─┐                               ┌─▶ store.record ─▶ sinks
+    expand_job(backend B) ─▶ dispatcher B ─┼─▶ workers: execute(task) ─▶ bounded stream ─▶ writer
+           budget guard, stop on SIGINT/SIGTERM ─┘   (job-wide cap on calls in flight)
+
+Each backend has its own dispatcher and its own window of tasks in memory, so a backend that is slow,
+rate limited or paused by a Retry-After holds back only its own tasks; the job-wide concurrency caps
+the calls in flight across all of them.
 
 A row counts as done once the writer has committed it to the run store; the sinks are written
 after the commit, and rebuilt from the store when a run resumes, so every task ends as exactly
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -29,9 +35,9 @@ from evalpipe.builder import LLMBuilder
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.execute import Backend, Criterion, execute, expected_output_tokens
 from evalpipe.pipeline.expand import count_tasks, expand_job
-from evalpipe.pipeline.limits import BackendLimiter, estimate_tokens
+from evalpipe.pipeline.limits import BackendLimiter, GlobalLimiter, estimate_tokens
 from evalpipe.pipeline.load import LoadedJob
-from evalpipe.pipeline.manifest import RunState, build_manifest, resume_command, write_manifest
+from evalpipe.pipeline.manifest import RunState, build_manifest, file_sha256, resume_command, write_manifest
 from evalpipe.pipeline.rows import row_schema
 from evalpipe.pipeline.rundir import prepare_run_dir
 from evalpipe.pipeline.sinks import Sinks
@@ -43,6 +49,7 @@ from evalpipe.scoring.registry import build_scorer
 log = structlog.get_logger("evalpipe.run")
 Row = dict[str, Any]
 _WRITER_BATCH = 256
+_SKIPS_PER_CHECKPOINT = 1024  # finished tasks passed over on resume between two yields to the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +104,12 @@ class RunOutcome:
 
 
 def open_backends(
-    loaded: LoadedJob, period_s: float, environ: Mapping[str, str] | None = None
+    loaded: LoadedJob, period_s: float, environ: Mapping[str, str] | None = None,
+    *, shared: GlobalLimiter | None = None,
 ) -> tuple[dict[str, Backend], dict[str, str]]:
-    """A provider and limiter per backend whose key is present; the others with the reason they are skipped."""
+    """A provider and limiter per backend whose key is present; the others with the reason they are skipped.
+
+    `shared` is the job-wide cap on calls in flight that every backend's limiter draws on."""
     environ = os.environ if environ is None else environ
     backends: dict[str, Backend] = {}
     skipped: dict[str, str] = {}
@@ -109,7 +119,8 @@ def open_backends(
         except ConfigError as error:
             skipped[spec.id] = error.message
             continue
-        backends[spec.id] = Backend(spec, provider, BackendLimiter.from_spec(spec, period_s=period_s))
+        limiter = BackendLimiter.from_spec(spec, shared=shared, period_s=period_s)
+        backends[spec.id] = Backend(spec, provider, limiter, RetryPolicy(max_retries=spec.max_retries))
     return backends, skipped
 
 
@@ -139,18 +150,80 @@ def criteria_of(loaded: LoadedJob) -> list[Criterion]:
 
 
 class _StoreCache:
-    """The response cache in the run store; a `put` is committed before it returns."""
+    """The response cache in the run store; a `put` is committed before it returns.
 
-    def __init__(self, store: RunStore) -> None:
+    Puts that arrive while another is being written wait and go together in the next trip to a
+    worker thread: a trip costs more than the insert, and answers arrive in bursts."""
+
+    def __init__(self, store: RunStore, *, empty: bool) -> None:
         self._store = store
+        # A new run's cache starts empty and a task's key is only ever looked up by that task, so a
+        # new run needs no lookups at all (each would cost a trip to a worker thread).
+        self._empty = empty
+        self._queued: list[tuple[str, dict[str, Any]]] = []
+        self._tickets = 0  # puts queued so far; a put's ticket is its number
+        self._committed = 0  # every put up to this ticket is committed
+        self._writing: anyio.Event | None = None  # set when the batch being written is committed
+        self._failure: BaseException | None = None
 
     async def get(self, key: str) -> dict[str, Any] | None:
+        if self._empty:
+            return None
         return await anyio.to_thread.run_sync(self._store.cached_response, key)
 
     async def put(self, key: str, payload: dict[str, Any]) -> None:
         # Shielded: an answer that was paid for is recorded even when the run is being cancelled.
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self._store.cache_response, key, payload)
+            self._tickets += 1
+            ticket = self._tickets
+            self._queued.append((key, payload))
+            while self._committed < ticket:
+                if self._failure is not None:
+                    raise RuntimeError("the response cache could not be written") from self._failure
+                if self._writing is not None:
+                    await self._writing.wait()
+                    continue
+                batch, self._queued, last = self._queued, [], self._tickets
+                written = self._writing = anyio.Event()
+                try:
+                    await anyio.to_thread.run_sync(self._write, batch)
+                    self._committed = last
+                except BaseException as error:
+                    self._failure = error
+                    raise
+                finally:
+                    self._writing = None
+                    written.set()
+
+    def _write(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        for key, payload in batch:
+            self._store.cache_response(key, payload)
+
+
+@dataclass(slots=True)
+class _Spend:
+    """What the budget guard counts: what the run spent (its answers are in the response cache even
+    before their rows are committed) plus the projections of the tasks in flight."""
+
+    cost_usd: float = 0.0
+    tokens: int = 0
+    in_flight: dict[str, tuple[float, int]] = field(default_factory=dict)  # task id -> projection
+    in_flight_cost: float = 0.0
+    in_flight_tokens: int = 0
+
+    def start(self, task_id: str, cost: float, tokens: int) -> None:
+        self.in_flight[task_id] = (cost, tokens)
+        self.in_flight_cost += cost
+        self.in_flight_tokens += tokens
+
+    def settle(self, row: Mapping[str, Any]) -> None:
+        """A task ended as `row`: its real spend replaces its projection."""
+        cost, tokens = self.in_flight.pop(row["task_id"], (0.0, 0))
+        self.in_flight_cost -= cost
+        self.in_flight_tokens -= tokens
+        if row.get("status") == "ok":
+            self.cost_usd += row.get("cost_usd") or 0.0
+            self.tokens += (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
 
 
 class JobRun:
@@ -162,91 +235,118 @@ class JobRun:
         self.on_row = on_row
         self.progress = RunProgress()
         self.stop_reason: RunState | None = None
-        self._in_flight_cost = 0.0
-        self._in_flight_tokens = 0
+        self._spend = _Spend()
+        self._rows_written = 0  # in this session
 
     async def run(self) -> RunOutcome:
         spec = self.loaded.spec
-        backends, skipped = open_backends(self.loaded, self.options.period_s)
+        concurrency = self.options.concurrency or spec.concurrency
+        backends, skipped = open_backends(self.loaded, self.options.period_s, shared=GlobalLimiter(concurrency))
         for backend_id, reason in skipped.items():
             log.warning("backend skipped", backend=backend_id, reason=reason)
         criteria = criteria_of(self.loaded)
         schema = row_schema([c.name for c in criteria])
+        # The fingerprint covers the job's content but leaves out what may change on resume (budget,
+        # concurrency, limits); the job file's own hash would refuse those too, so only the dataset
+        # file's content is added.
+        dataset = self.loaded.dataset.path
+        inputs = {"dataset_sha256": file_sha256(dataset)} if dataset is not None else None
         run_dir = prepare_run_dir(spec, root=self.options.out_root, run_dir=self.options.run_dir,
-                                  force=self.options.force, inputs={"job_sha256": self.loaded.sha256})
+                                  force=self.options.force, inputs=inputs)
         started_at = datetime.now(UTC)
         store = RunStore.open(run_dir.path, run_dir.run_id, schema)
-        sinks = Sinks.for_run(run_dir.path, schema, spec.output.formats)
+        sinks: Sinks | None = None
+        state: RunState = "interrupted"
+        replaces_rows = False
         try:
+            sinks = Sinks.for_run(run_dir.path, schema, spec.output.formats)
             run_dir.remember(store)
             if run_dir.resumed:
                 sinks.rebuild_from(store)
             finished = store.finished_ids(retry_errors=self.options.retry_errors)
+            # Retried error rows replace rows the rebuild above already wrote to the sinks.
+            replaces_rows = self.options.retry_errors and store.counts()["error"] > 0
             total = count_tasks(self.loaded, backend_ids=set(backends))
             self.progress = RunProgress(total=total, done=min(len(finished), total))
+            # The budget covers the whole run: what earlier sessions of it spent counts too.
+            spent = store.totals()
+            self._spend = _Spend(cost_usd=spent.cost_usd, tokens=spent.input_tokens + spent.output_tokens)
             write_manifest(run_dir.path, build_manifest(
                 spec, store, run_dir=run_dir.path, state="running", started_at=started_at,
                 job_file=self.loaded.path, tasks_total=total, outputs=sinks.paths))
             log.info("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
                      already_done=self.progress.done, backends=sorted(backends))
-            await self._execute(backends, criteria, store, sinks, finished, run_dir.run_id)
+            cache = _StoreCache(store, empty=not run_dir.resumed)
+            await self._execute(backends, criteria, store, sinks, finished, run_dir.run_id, cache, concurrency)
+            state = self.stop_reason or "completed"
         finally:
             with anyio.CancelScope(shield=True):
-                sinks.close()
-                state: RunState = self.stop_reason or "completed"
+                if sinks is not None:
+                    if replaces_rows and self._rows_written:
+                        sinks.rebuild_from(store)  # one row per task again: the retried ones as they are now
+                    sinks.close()
                 counts = store.counts()
-                if state == "completed" and sum(counts.values()) < self.progress.total:
+                if state == "completed" and self.progress.done < self.progress.total:
                     state = "interrupted"
+                outputs = sinks.paths if sinks is not None else {}
                 manifest = build_manifest(spec, store, run_dir=run_dir.path, state=state, started_at=started_at,
                                           finished_at=datetime.now(UTC), job_file=self.loaded.path,
-                                          tasks_total=self.progress.total, outputs=sinks.paths)
+                                          tasks_total=self.progress.total, outputs=outputs)
                 write_manifest(run_dir.path, manifest)
                 store.close()
                 for backend in backends.values():
                     await backend.provider.aclose()
         log.info("run finished", state=state, counts=counts, cost_usd=round(manifest.cost_usd, 6))
         return RunOutcome(run_dir.path, run_dir.run_id, state, counts, self.progress.total, manifest.cost_usd,
-                          sinks.paths, skipped, resume_command(self.loaded.path, run_dir.path))
+                          outputs, skipped, resume_command(self.loaded.path, run_dir.path))
 
     async def _execute(self, backends: dict[str, Backend], criteria: Sequence[Criterion], store: RunStore,
-                       sinks: Sinks, finished: set[str], run_id: str) -> None:
-        cache = _StoreCache(store)
-        policy = RetryPolicy(max_retries=max((b.spec.max_retries for b in backends.values()), default=0))
-        concurrency = self.options.concurrency or self.loaded.spec.concurrency
+                       sinks: Sinks, finished: set[str], run_id: str, cache: _StoreCache, concurrency: int) -> None:
+        # Room for every task that can be in flight at once, so workers rarely wait to hand over a row.
         send, receive = anyio.create_memory_object_stream[Row](max_buffer_size=concurrency)
         async with anyio.create_task_group() as run:
             if self.options.handle_signals:
                 run.start_soon(self._watch_signals, run.cancel_scope)
             async with anyio.create_task_group() as pipeline:
                 pipeline.start_soon(self._write, receive, store, sinks)
-                async with send:  # closing it lets the writer drain what is left and end
-                    await self._dispatch(backends, criteria, finished, run_id, policy, cache, send, concurrency)
+                # Closing `send` once every dispatcher is done lets the writer drain what is left and end.
+                async with send, anyio.create_task_group() as dispatchers:
+                    for backend in backends.values():
+                        # A window of tasks per backend, as many as can be in flight: enough to keep the
+                        # backend busy, and a backend that is held back fills only its own window.
+                        window = min(backend.spec.max_concurrency, concurrency)
+                        dispatchers.start_soon(self._dispatch, backend, criteria, finished, run_id, cache, send,
+                                               window)
             run.cancel_scope.cancel()  # everything is written: stop watching for signals
 
-    async def _dispatch(self, backends: dict[str, Backend], criteria: Sequence[Criterion], finished: set[str],
-                        run_id: str, policy: RetryPolicy, cache: _StoreCache,
-                        send: MemoryObjectSendStream[Row], concurrency: int) -> None:
-        slots = anyio.Semaphore(concurrency)  # acquired here, released by the worker: bounds tasks in memory
+    async def _dispatch(self, backend: Backend, criteria: Sequence[Criterion], finished: set[str], run_id: str,
+                        cache: _StoreCache, send: MemoryObjectSendStream[Row], window: int) -> None:
+        """Start the backend's unfinished tasks in expansion order, at most `window` at a time."""
+        slots = anyio.Semaphore(window)  # acquired here, released by the worker: bounds tasks in memory
         budget = self.loaded.spec.budget
+        skipped = 0
         async with anyio.create_task_group() as workers:
-            for task in expand_job(self.loaded, backend_ids=set(backends)):
+            for task in expand_job(self.loaded, backend_ids={backend.spec.id}):
                 if task.task_id in finished:
+                    skipped += 1
+                    if skipped % _SKIPS_PER_CHECKPOINT == 0:
+                        await anyio.lowlevel.checkpoint()  # a long resume scan must not starve signals or the writer
                     continue
                 if self.stop_reason is not None:
                     break
-                backend = backends[task.backend_id]
+                await slots.acquire()
+                # Checked after the wait for a place: a signal or the budget may have come meanwhile, and
+                # the spend of the tasks that just finished is now known.
+                if self.stop_reason is not None:
+                    slots.release()
+                    break
                 cost, tokens = self._projection(task, backend)
                 if self._over_budget(cost, tokens, budget.max_cost_usd, budget.max_tokens):
-                    self.stop_reason = "budget_exhausted"
-                    log.warning("budget reached: no more tasks are started; running ones finish",
-                                spent_usd=round(self.progress.cost_usd, 6), max_cost_usd=budget.max_cost_usd,
-                                max_tokens=budget.max_tokens)
+                    slots.release()
+                    self._stop_for_budget()
                     break
-                await slots.acquire()
-                self._in_flight_cost += cost
-                self._in_flight_tokens += tokens
-                workers.start_soon(self._work, task, backend, criteria, run_id, policy, cache, send.clone(),
-                                   slots, cost, tokens)
+                self._spend.start(task.task_id, cost, tokens)
+                workers.start_soon(self._work, task, backend, criteria, run_id, cache, send.clone(), slots)
 
     def _projection(self, task: Task, backend: Backend) -> tuple[float, int]:
         input_tokens = sum(estimate_tokens(m.content) for m in task.messages)
@@ -256,22 +356,29 @@ class JobRun:
         return cost, input_tokens + output_tokens
 
     def _over_budget(self, cost: float, tokens: int, max_cost: float | None, max_tokens: int | None) -> bool:
-        spent_tokens = self.progress.input_tokens + self.progress.output_tokens
-        if max_cost is not None and self.progress.cost_usd + self._in_flight_cost + cost > max_cost:
+        spend = self._spend
+        if max_cost is not None and spend.cost_usd + spend.in_flight_cost + cost > max_cost:
             return True
-        return max_tokens is not None and spent_tokens + self._in_flight_tokens + tokens > max_tokens
+        return max_tokens is not None and spend.tokens + spend.in_flight_tokens + tokens > max_tokens
+
+    def _stop_for_budget(self) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = "budget_exhausted"
+            budget = self.loaded.spec.budget
+            log.warning("budget reached: no more tasks are started; running ones finish",
+                        spent_usd=round(self._spend.cost_usd, 6), spent_tokens=self._spend.tokens,
+                        max_cost_usd=budget.max_cost_usd, max_tokens=budget.max_tokens)
 
     async def _work(self, task: Task, backend: Backend, criteria: Sequence[Criterion], run_id: str,
-                    policy: RetryPolicy, cache: _StoreCache, send: MemoryObjectSendStream[Row],
-                    slots: anyio.Semaphore, cost: float, tokens: int) -> None:
+                    cache: _StoreCache, send: MemoryObjectSendStream[Row], slots: anyio.Semaphore) -> None:
         async with send:
             try:
-                row = await execute(task, backend, criteria, run_id=run_id, policy=policy, cache=cache,
+                row = await execute(task, backend, criteria, run_id=run_id, cache=cache,
                                     timeout_s=self.loaded.spec.task_timeout_s)
+                # Settled before the place is given back, so the next budget check sees the real spend.
+                self._spend.settle(row)
                 await send.send(row)
             finally:
-                self._in_flight_cost -= cost
-                self._in_flight_tokens -= tokens
                 slots.release()
 
     async def _write(self, receive: MemoryObjectReceiveStream[Row], store: RunStore, sinks: Sinks) -> None:
@@ -285,8 +392,8 @@ class JobRun:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 with anyio.CancelScope(shield=True):  # a batch is committed and written whole, or not at all
-                    rows = await anyio.to_thread.run_sync(store.record, batch)
-                    await anyio.to_thread.run_sync(sinks.write, rows)
+                    rows = await anyio.to_thread.run_sync(_commit_and_write, store, sinks, batch)
+                self._rows_written += len(rows)
                 for row in rows:
                     self.progress.add(row)
                 if self.on_row is not None:
@@ -302,6 +409,13 @@ class JobRun:
                 self.stop_reason = "interrupted"
                 log.warning("stopping: no new tasks; calls in flight finish (signal again to cancel them)",
                             signal=signum)
+
+
+def _commit_and_write(store: RunStore, sinks: Sinks, batch: Sequence[Row]) -> list[Row]:
+    """Commit `batch` to the store, then append it to the sinks (one trip to a worker thread for both)."""
+    rows = store.record(batch)
+    sinks.write(rows)
+    return rows
 
 
 async def run_job(
