@@ -448,7 +448,8 @@ async def test_the_runner_keeps_to_the_token_rate_without_a_429_at_nearly_the_fu
     api_key: str, tmp_path: Path
 ) -> None:
     # Ten words in, "Echo:" and ten words out: 21 tokens a call, estimated as 10 + max_tokens 11.
-    tpm, window_s, tasks, tokens = 1000, 1.0, 120, 21
+    # A two-second window: late wake-ups on a busy 2-core machine cost less of it than of one second.
+    tpm, window_s, tasks, tokens = 2000, 2.0, 120, 21
     words = " ".join(f"w{i}" for i in range(9))
     with FakeServer(tpm=tpm, window_s=window_s) as srv:
         loaded = job([{"q": f"{words} q{i}"} for i in range(tasks)], [backend(srv, "b", tpm=tpm, max_concurrency=8)],
