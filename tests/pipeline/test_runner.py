@@ -16,13 +16,15 @@ import pyarrow.dataset as pads  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import structlog
 
+from evalpipe.pipeline.execute import Criterion, execute
 from evalpipe.pipeline.expand import expand_job
 from evalpipe.pipeline.load import LoadedJob, prepare_job
 from evalpipe.pipeline.rows import row_schema
-from evalpipe.pipeline.runner import RunOptions, RunOutcome, run_job
+from evalpipe.pipeline.runner import RunOptions, RunOutcome, open_backends, run_job
 from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME, unescape_csv_cell
 from evalpipe.pipeline.spec import JobSpec
 from evalpipe.pipeline.store import RunStore
+from evalpipe.scoring.registry import build_scorer
 from evalpipe.testing import FakeServer, Fault
 
 pytestmark = pytest.mark.anyio
@@ -121,7 +123,7 @@ async def test_every_fault_ends_as_exactly_one_row_of_the_right_kind(api_key: st
         items.append({"id": f"{fault.value}-twice", "q": f"twice [[fault:{fault.value}:2]]"})
     items.append({"id": "fine", "q": "no fault at all"})
     with FakeServer(retry_after_s=0.05) as srv:
-        backends = [backend(srv, kind, kind, timeout_s=0.3, max_retries=2) for kind in VENDORS]
+        backends = [backend(srv, kind, kind, timeout_s=1.0, max_retries=2) for kind in VENDORS]
         loaded = job(items, backends, task_timeout_s=20)
         outcome = await run(loaded, tmp_path)
         stats = srv.stats(api_key)
@@ -323,6 +325,38 @@ async def test_rows_carry_each_criterion_the_weighted_total_and_the_pass_verdict
     assert "Rome" in miss["explanation_right"]
     csv_miss = next(r for r in found["csv"] if r["item_id"] == "miss")
     assert (csv_miss["score_total"], csv_miss["passed"]) == ("0.25", "false")
+
+
+class ExplodingScorer:
+    """A Scorer object that breaks its promise never to raise."""
+
+    name = "explodes"
+
+    async def __call__(self, item: Any, messages: Any, response: Any) -> Any:
+        raise ZeroDivisionError("scorer bug")
+
+
+async def test_a_scorer_that_raises_costs_its_score_not_the_row(api_key: str) -> None:
+    with FakeServer() as srv:
+        loaded = job([{"q": "question"}], [backend(srv, "b")])
+        backends, _ = open_backends(loaded, 60.0)
+        task = next(expand_job(loaded))
+        criteria = [Criterion(ExplodingScorer()), Criterion(build_scorer("contains", "echo", {"values": ["Echo"]}))]
+        with structlog.testing.capture_logs() as logs:
+            row = await execute(task, backends["b"], criteria, run_id="r", cache=NoCache(), timeout_s=10)
+        await backends["b"].provider.aclose()
+    assert row["status"] == "ok" and row["response"] == "Echo: question"
+    assert row["score_explodes"] is None and "ZeroDivisionError: scorer bug" in row["explanation_explodes"]
+    assert row["score_echo"] == 1.0 and row["score_total"] == 1.0 and row["passed"] is False
+    assert any(e["event"] == "scorer failed" for e in logs)
+
+
+class NoCache:
+    async def get(self, key: str) -> None:
+        return None
+
+    async def put(self, key: str, payload: dict[str, Any]) -> None:
+        pass
 
 
 # -- concurrency and rate limits ------------------------------------------------------------------------
