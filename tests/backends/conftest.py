@@ -31,16 +31,23 @@ def local_installed() -> None:
 @pytest.fixture
 def local_builder() -> LLMBuilder:
     """A builder for the managed server with small, deterministic answers (2 cores in CI)."""
-    return LLMBuilder().backend("local").temperature(0).seed(7).max_tokens(24)
+    # A generous timeout: a busy 2-core CI machine can make the small model slow, not wrong.
+    return LLMBuilder().backend("local").temperature(0).seed(7).max_tokens(24).timeout(300)
 
 
 @pytest.fixture(scope="session")
-def local_server(local_installed: None) -> Iterator[LlamaServer]:
-    """The process-wide managed llama-server, stopped when the session ends."""
-    server = shared_server()
-    yield server
+def local_session(local_installed: None) -> Iterator[None]:
+    """Starts the process-wide managed llama-server once; stops it when the session ends."""
+    shared_server()
+    yield
     stop_shared_servers()
     assert not llama_server_children(), "a llama-server outlived the test session"
+
+
+@pytest.fixture
+def local_server(local_session: None) -> LlamaServer:
+    """The session's server, running (restarted if a test before this one killed it)."""
+    return shared_server()
 
 
 def llama_server_children() -> list[int]:
@@ -58,8 +65,8 @@ def llama_server_children() -> list[int]:
 
 
 @pytest.fixture(scope="session")
-def local_llm(local_server: LlamaServer) -> LocalProvider:
+def local_llm(local_session: None) -> LocalProvider:
     """A LocalProvider on the session's server."""
-    provider = LLMBuilder().backend("local").temperature(0).seed(7).max_tokens(24).build()
+    provider = LLMBuilder().backend("local").temperature(0).seed(7).max_tokens(24).timeout(300).build()
     assert isinstance(provider, LocalProvider)
     return provider

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import anyio
+import anyio.to_thread
+import httpx
 import pytest
 
 from evalpipe import errors
@@ -31,6 +33,7 @@ FEW_SHOT = [
     ChatMessage.user("What is the capital of France?"),
 ]
 COMPLETE_PROMPT = "Q: What is the capital of Italy?\nA: Rome\nQ: What is the capital of France?\nA:"
+COUNTING = "1, 2, 3, 4, 5, 6, 7, 8, 9, 10,"
 
 
 def cosine(a: list[float], b: list[float]) -> float:
@@ -40,7 +43,8 @@ def cosine(a: list[float], b: list[float]) -> float:
 
 def test_chat_answers_a_few_shot_question(local_llm: LocalProvider) -> None:
     answer = local_llm.chat(FEW_SHOT)
-    assert "Paris" in answer.text
+    assert answer.text == "Paris"  # and no noise after it: the template and the stops end the turn
+    assert answer.finish_reason == "stop"
     assert answer.usage.input_tokens > 10 and answer.usage.output_tokens > 0
     assert answer.latency_s > 0
 
@@ -53,7 +57,8 @@ def test_complete_uses_the_completions_route(local_llm: LocalProvider) -> None:
 
 
 def test_stream_chunks_join_to_the_full_answer(local_llm: LocalProvider) -> None:
-    params = GenerationParams(max_tokens=16)
+    # Its own stop replaces the newline that ends a default chat turn: 12 tokens, so several chunks.
+    params = GenerationParams(max_tokens=12, stop=("###",))
     stream = local_llm.stream(FEW_SHOT, params)
     chunks = [chunk.text for chunk in stream]
     response = stream.response
@@ -107,7 +112,7 @@ def test_embeddings_have_a_fixed_dimension_and_meaning(local_llm: LocalProvider)
 def test_anthropic_route_of_the_same_server(local_llm: LocalProvider) -> None:
     anthropic = local_llm.anthropic()
     answer = anthropic.chat(FEW_SHOT)
-    assert "Paris" in answer.text
+    assert answer.text == "Paris"
     assert answer.finish_reason in ("stop", "length")
     assert answer.usage.output_tokens > 0
     streamed = anthropic.stream(FEW_SHOT)
@@ -140,24 +145,35 @@ def test_a_killed_server_gives_a_classified_error_then_restarts(
     assert isinstance(provider, LocalProvider)
     provider.complete("Warm up:", GenerationParams(max_tokens=1))
     assert local_server.process is not None
-    starts, port, pid = local_server.starts, local_server.port, local_server.process.pid
+    starts, pid = local_server.starts, local_server.process.pid
+    monitor = httpx.Client(
+        base_url=local_server.base_url, headers={"Authorization": f"Bearer {local_server.api_key}"}
+    )
+
+    def kill_once_generating() -> None:  # polls the server's slot monitor, in a worker thread
+        deadline = time.monotonic() + 120
+        while not any(
+            slot["is_processing"] and slot["next_token"][0]["n_decoded"] > 0
+            for slot in monitor.get("/slots").json()
+        ):
+            assert time.monotonic() < deadline, "the request never started generating"
+            time.sleep(0.02)
+        os.kill(pid, signal.SIGKILL)
 
     async def kill_during_generation() -> None:
-        async def kill_soon() -> None:
-            await anyio.sleep(0.5)
-            os.kill(pid, signal.SIGKILL)
 
         async with anyio.create_task_group() as group:
-            group.start_soon(kill_soon)
+            group.start_soon(anyio.to_thread.run_sync, kill_once_generating)
             with pytest.raises((errors.ConnectionError, errors.ServerError)):
-                # min_tokens-free long generation: stops only at max_tokens, seconds after the kill
-                await provider.acomplete("A very long story:", GenerationParams(max_tokens=2000, stop=()))
+                # Greedy counting goes on until max_tokens: the answer is minutes away when the kill lands.
+                await provider.acomplete(COUNTING, GenerationParams(max_tokens=2000, stop=()))
         await provider.aclose()
 
-    anyio.run(kill_during_generation)
+    with monitor:
+        anyio.run(kill_during_generation)
     answer = provider.complete(COMPLETE_PROMPT, GenerationParams(stop=("\n",)))
     assert answer.text.strip() == "Paris"
-    assert local_server.starts == starts + 1 and local_server.port == port
+    assert local_server.starts == starts + 1
     assert local_server.process is not None and local_server.process.pid != pid
 
 
@@ -167,8 +183,17 @@ def test_base_url_talks_to_a_running_server_and_manages_nothing(local_server: Ll
     answer = llm.complete(COMPLETE_PROMPT, GenerationParams(temperature=0, max_tokens=4, stop=("\n",)))
     assert answer.text.strip() == "Paris"
     assert len(llm.embed(["one vector"])[0]) == 640  # the OpenAI route, not llama-server's own /embeddings
-    with pytest.raises(errors.AuthenticationError):
-        LLMBuilder().backend("local").base_url(local_server.base_url).build().complete("Hi")
+
+
+def test_the_server_key_stays_secret(local_server: LlamaServer) -> None:
+    assert local_server.process is not None and local_server.log_path is not None
+    key = local_server.api_key
+    assert key not in Path(f"/proc/{local_server.process.pid}/cmdline").read_text()  # ps shows it to all
+    assert key not in local_server.log_path.read_text()
+    assert key not in repr(local_server)
+    with pytest.raises(errors.AuthenticationError) as caught:
+        LLMBuilder().backend("local").base_url(local_server.base_url).api_key("wrong-key").build().complete("Hi")
+    assert key not in str(caught.value)
 
 
 def test_model_serves_another_gguf_on_its_own_server(local_server: LlamaServer) -> None:
@@ -194,7 +219,7 @@ def test_a_missing_model_file_names_the_problem(tmp_path: Path, local_builder: L
 def test_a_server_that_cannot_start_gives_its_log(tmp_path: Path, local_installed: None) -> None:
     not_a_model = tmp_path / "broken.gguf"
     not_a_model.write_bytes(b"GGUF but not really")
-    with pytest.raises(errors.ConfigError, match="did not start"):
+    with pytest.raises(errors.ConfigError, match=r"did not start(?s:.*)failed to load model"):
         shared_server(ServerSettings(model_path=str(not_a_model), startup_timeout_s=30))
 
 
