@@ -67,8 +67,9 @@ class Server:
     """`python -m evalpipe.testing` in its own process."""
 
     def __init__(self, *options: str) -> None:
+        # stderr discarded: at the end the server is terminated with keep-alive connections still open.
         self.process = subprocess.Popen([sys.executable, "-m", "evalpipe.testing", "--port", "0", *options],
-                                        stdout=subprocess.PIPE, text=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         first = self.process.stdout.readline().strip() if self.process.stdout else ""
         if not first.startswith("http://"):
             self.process.kill()
@@ -407,14 +408,14 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=100, help="tasks in flight in benchmark 1")
     parser.add_argument("--overhead-concurrency", help="comma-separated concurrencies of benchmark 2 "
                                                        "(default 16,100; quick 16)")
-    parser.add_argument("--rounds", type=int, help="measured rounds of benchmark 2 (default 3, quick 1)")
+    parser.add_argument("--rounds", type=int, help="measured rounds of benchmark 2 (default 5, quick 1)")
     parser.add_argument("--memory-sizes", help="comma-separated task counts for benchmark 3 (default 10000,100000)")
     parser.add_argument("--only", choices=["concurrency", "overhead", "memory", "rate"], action="append",
                         help="run only these benchmarks (repeatable)")
     args = parser.parse_args()
     args.concurrency_tasks = 1000 if args.quick else 2000
     args.overhead_tasks = 500 if args.quick else 2000
-    args.rounds = args.rounds or (1 if args.quick else 3)
+    args.rounds = args.rounds or (1 if args.quick else 5)
     default_sizes = "2000,10000" if args.quick else "10000,100000"
     args.memory_sizes = [int(n) for n in (args.memory_sizes or default_sizes).split(",")]
     overhead_at = [int(n) for n in (args.overhead_concurrency or ("16" if args.quick else "16,100")).split(",")]

@@ -302,7 +302,7 @@ class JobRun:
 
     async def _execute(self, backends: dict[str, Backend], criteria: Sequence[Criterion], store: RunStore,
                        sinks: Sinks, finished: set[str], run_id: str, cache: _StoreCache, concurrency: int) -> None:
-        # Room for every task that can be in flight at once, so workers rarely wait to hand over a row.
+        # Room for a row from every call the job lets be in flight, so workers rarely wait to hand one over.
         send, receive = anyio.create_memory_object_stream[Row](max_buffer_size=concurrency)
         async with anyio.create_task_group() as run:
             if self.options.handle_signals:
