@@ -5,6 +5,7 @@ from __future__ import annotations
 from evalpipe.backends.base import ChatStream, Provider
 from evalpipe.backends.registry import LLMBackend
 from evalpipe.builder import LLMBuilder
+from evalpipe.chain import MultiPromptChain, PromptChain
 from evalpipe.errors import (
     AuthenticationError,
     BadRequestError,
@@ -41,9 +42,11 @@ __all__ = [
     "GenerationParams",
     "LLMBackend",
     "LLMBuilder",
+    "MultiPromptChain",
     "NotFoundError",
     "OverloadedError",
     "PermissionDeniedError",
+    "PromptChain",
     "ProtocolError",
     "Provider",
     "ProviderError",
