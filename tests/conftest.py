@@ -10,6 +10,12 @@ from evalpipe.testing import FakeServer
 
 
 @pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    """evalpipe runs on asyncio (aiolimiter is asyncio-only): no trio variants even when trio is installed."""
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
 def fake_server() -> Iterator[FakeServer]:
     """One fake provider server for the session, in a background thread on a free loopback port.
 

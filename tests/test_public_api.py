@@ -14,6 +14,8 @@ DOCUMENTED = {
     "PermissionDeniedError", "NotFoundError", "BadRequestError", "ContextLengthError", "QuotaExceededError",
     "ProtocolError", "TransientError", "RateLimitError", "OverloadedError", "ServerError", "TimeoutError",
     "ConnectionError",
+    # evaluation
+    "PromptChain", "MultiPromptChain",
     "__version__",
 }
 

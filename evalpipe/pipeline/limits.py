@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
@@ -232,11 +232,17 @@ class BackendLimiter:
     @asynccontextmanager
     async def slot(self, estimated_tokens: int = 0) -> AsyncIterator[BackendPermit]:
         """Wait for a place, the pause, tokens and the request's turn; the permit is valid inside."""
-        # The backend's own cap first: its waiting calls must not sit on job-wide places.
-        job_slot = self._shared.slot() if self._shared is not None else nullcontext()
-        async with _borrow(self._concurrency), job_slot:
+        # Order matters. The backend's own cap first and the pause before the job-wide place: calls
+        # queued behind this backend's cap or waiting out its Retry-After hold none of the places the
+        # other backends need. The job-wide place comes before the rates, so an admitted call leaves
+        # at once instead of waiting for a place and bunching up with the next ones; only the one call
+        # inside the admission lock can hold a place while it waits for its turn.
+        async with AsyncExitStack() as held:
+            await held.enter_async_context(_borrow(self._concurrency))
             async with self._admission:
                 await self._wait_out_pause()
+                if self._shared is not None:
+                    await held.enter_async_context(self._shared.slot())
                 if self._tokens is not None:
                     await self._charge_tokens(estimated_tokens / self._factor)
                 if self._requests is not None:

@@ -439,19 +439,15 @@ async def test_a_retry_after_pauses_only_its_own_backend(api_key: str, tmp_path:
     assert finished["fast"] < 1.5
 
 
-@pytest.mark.xfail(strict=True, reason="limits: a call waiting out its backend's Retry-After pause (or its rate) "
-                                       "holds a job-wide place: BackendLimiter.slot takes the shared slot before "
-                                       "admission, so a paused backend with max_concurrency >= the job's "
-                                       "concurrency stops every backend")
 async def test_calls_waiting_out_a_pause_hold_no_job_wide_place(api_key: str, tmp_path: Path) -> None:
     # As above with a job-wide cap of 4: `slow`'s calls waiting out the pause take 3 of the 4 places,
-    # and `fast` makes its 20 calls one at a time (2 s) instead of 4 at a time (0.5 s).
+    # and `fast` would make its 20 calls one at a time (2 s) instead of 4 at a time (0.5 s).
     with FakeServer(retry_after_s=2.0) as paused, FakeServer(latency_s=0.1) as srv:
         paused.set_fault("rate_limit_retry_after", times=1)
         outcome, finished = await finish_times(tmp_path, 4, backend(paused, "slow", max_concurrency=8),
                                                backend(srv, "fast", "anthropic"), items=20)
     assert outcome.counts["ok"] == 40
-    assert finished["fast"] < 1
+    assert finished["fast"] < 1.5  # 0.5 s with 4 places, 2 s if held to one
 
 
 def pace(stamps: Sequence[float], window_s: float, weight: float = 1) -> float:
