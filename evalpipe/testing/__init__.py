@@ -43,7 +43,8 @@ Phind need no key; their calls are counted under the key "".
 Markers in the last user message steer one request (so any SDK and any dataset can use them):
 `[[fault:NAME]]` always fails it; `[[fault:NAME:N]]` fails the first N attempts of this identical
 request (same key, vendor, model and body, ignoring the stream flag), then answers normally;
-`[[latency:SECONDS]]` and `[[stream_delay:SECONDS]]` override the server's timing. `FakeServer(
+`[[latency:SECONDS]]` and `[[stream_delay:SECONDS]]` override the server's timing; `[[reply:TEXT]]` answers
+TEXT (no `]` inside) instead of the echo, even when JSON is requested. `FakeServer(
 fault=NAME)` or `srv.set_fault(NAME, times=None)` fail every call instead. Fault names (`Fault`):
 
     rate_limit_retry_after     429 + `retry-after: <retry_after_s>`

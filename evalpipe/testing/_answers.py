@@ -2,6 +2,8 @@
 
 - A chat or completion is answered `"Echo: " + <last user message>` with any `[[...]]` markers
   removed (a system prompt does not change the answer), cut to `max_tokens` words.
+- `[[reply:TEXT]]` in the last user message makes the answer TEXT instead (it cannot contain `]`):
+  a test scripts exactly what a judge model says, whatever else the prompt holds.
 - A token is a whitespace-separated word. Input tokens are the words of every text sent
   (system prompt included); output tokens are the words of the answer.
 - When JSON is requested the answer is a small JSON instance valid for the schema, or
@@ -55,7 +57,10 @@ def answer_for(call: Call) -> Answer:
         dimensions = call.dimensions or DEFAULT_DIMENSIONS
         vectors = [embed_text(text, dimensions) for text in call.inputs]
         return Answer(input_tokens=count_tokens(*call.inputs), embeddings=vectors)
-    if call.json_schema is not None:
+    scripted = markers(call.prompt).get("reply")
+    if scripted is not None:
+        text = scripted.strip()
+    elif call.json_schema is not None:
         text = json.dumps(instance_for(call.json_schema))
     elif call.json_mode:
         text = json.dumps({"echo": strip_markers(call.prompt)})
