@@ -12,7 +12,7 @@ export CMAKE_ARGS ?= -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_
 	-DCMAKE_PROJECT_INCLUDE=$(CURDIR)/scripts/llama_server_only.cmake
 export LLAMA_CPP_BUILD_JOBS ?= $(JOBS)
 
-.PHONY: install test lint run bench clean
+.PHONY: install test lint run bench clean chromium
 
 $(VENV)/.installed: pyproject.toml scripts/llama_server_only.cmake
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,8 +27,14 @@ lint: install
 	$(VENV)/bin/ruff check evalpipe tests scripts
 	$(VENV)/bin/mypy evalpipe
 
-test: lint
+test: lint chromium
 	$(VENV)/bin/pytest -q
+
+# The HTML report's tests drive Debian's chromium through its chromedriver: no browser download.
+chromium:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
+			chromium chromium-driver; }
 
 run: install
 	$(VENV)/bin/evalpipe run jobs/quickstart.yaml

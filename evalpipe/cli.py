@@ -26,6 +26,7 @@ from evalpipe.pipeline.load import load_job
 from evalpipe.pipeline.runner import RunOptions, RunOutcome, RunProgress, run_job
 from evalpipe.pipeline.spec import JobSpec
 
+EXIT_REGRESSION = 1  # `compare --fail-on-regression`: B is worse than A beyond the threshold
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 out = Console()
@@ -82,12 +83,106 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("job", type=Path)
         command.set_defaults(handler=handler)
 
+    _add_analysis_commands(commands)
     commands.add_parser("backends", help="the backends and which keys are set").set_defaults(handler=_backends)
     commands.add_parser("schema", help="the JSON Schema of job files").set_defaults(handler=_schema)
     fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing)")
     fake.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m evalpipe.testing")
     fake.set_defaults(handler=_fake_server)
     return parser
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
+    return value
+
+
+def _add_analysis_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    formats = ["table", "csv", "json", "markdown"]
+    summary = commands.add_parser("summary", help="per backend and parameter set: scores with 95%% CIs, errors, "
+                                  "latency, tokens, cost")
+    summary.add_argument("run_dir", type=Path)
+    summary.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
+    summary.set_defaults(handler=_summary_command)
+
+    compare = commands.add_parser("compare", help="is run B better than run A? paired differences with 95%% CIs")
+    compare.add_argument("run_a", type=Path, help="the baseline run directory")
+    compare.add_argument("run_b", type=Path, help="the run directory compared with it")
+    compare.add_argument("--pair-on", choices=["task", "item"], default="task",
+                         help="pair rows on item, parameter set, repeat and turn (task, default) or on item only, "
+                              "averaging each side first")
+    compare.add_argument("--fail-on-regression", type=_non_negative_float, metavar="THRESHOLD",
+                         help=f"exit {EXIT_REGRESSION} when the 95%% CI of B − A on --metric lies entirely below "
+                              "−THRESHOLD for any backend")
+    compare.add_argument("--metric", default="score_total",
+                         help="the metric of the gate and of the top regressions (default: score_total)")
+    compare.add_argument("--top", type=_positive_int, default=10, help="most regressed pairs shown per backend")
+    compare.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
+    compare.set_defaults(handler=_compare_command)
+
+    report = commands.add_parser("report", help="a self-contained HTML report of a run (and its comparison)")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--compare", type=Path, metavar="RUN_B", help="also compare RUN_B against RUN_DIR")
+    report.add_argument("--pair-on", choices=["task", "item"], default="task")
+    report.add_argument("--fail-on-regression", type=_non_negative_float, metavar="THRESHOLD",
+                        help="mark the gate in the report (the exit code stays 0)")
+    report.add_argument("--metric", default="score_total")
+    report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
+    report.set_defaults(handler=_report_command)
+
+
+# The analysis commands import polars-based modules on use: `evalpipe run` should not pay for them.
+def _summary_command(args: argparse.Namespace) -> int:
+    from evalpipe.analysis.runs import open_run
+    from evalpipe.analysis.summary import summarize
+    from evalpipe.analysis.tables import summary_renderable, summary_text
+
+    summary = summarize(open_run(args.run_dir))
+    if args.format == "table":
+        out.print(summary_renderable(summary))
+    else:
+        if summary.partial and args.format == "csv":  # CSV has no room for the label
+            err.print("partial: " + "; ".join(summary.warnings), highlight=False, markup=False, soft_wrap=True)
+        sys.stdout.write(summary_text(summary, args.format))
+    return 0
+
+
+def _compare_command(args: argparse.Namespace) -> int:
+    from evalpipe.analysis.compare import compare_runs, metric_column
+    from evalpipe.analysis.runs import open_run
+    from evalpipe.analysis.tables import comparison_renderable, comparison_text, gate_message
+
+    comparison = compare_runs(open_run(args.run_a), open_run(args.run_b), pair_on=args.pair_on,
+                              gate_metric=metric_column(args.metric), threshold=args.fail_on_regression, top=args.top)
+    if args.format == "table":
+        out.print(comparison_renderable(comparison))
+    else:
+        sys.stdout.write(comparison_text(comparison, args.format))
+        message = gate_message(comparison)
+        if message and args.format == "csv":
+            err.print(message, highlight=False, markup=False, soft_wrap=True)
+    return EXIT_REGRESSION if comparison.gate_failed else 0
+
+
+def _report_command(args: argparse.Namespace) -> int:
+    from evalpipe.analysis.compare import compare_runs, metric_column
+    from evalpipe.analysis.report import write_report
+    from evalpipe.analysis.runs import open_run
+    from evalpipe.analysis.summary import summarize
+
+    run = open_run(args.run_dir)
+    comparison = None
+    if args.compare is not None:
+        comparison = compare_runs(run, open_run(args.compare), pair_on=args.pair_on,
+                                  gate_metric=metric_column(args.metric), threshold=args.fail_on_regression)
+    path = write_report(run, summarize(run), args.output, comparison)
+    out.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
+    return 0
 
 
 def _configure_logging(log_format: str, verbose: bool) -> None:

@@ -1,0 +1,295 @@
+"""Summaries and comparisons as text: a rich terminal table, CSV, JSON or Markdown.
+
+CSV and JSON carry full precision for tools; the terminal and Markdown round for people. A partial run
+is labelled in every format that has room for it (CSV has none: the CLI prints the label on stderr).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any, Literal
+
+from rich.console import Group, RenderableType
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from evalpipe.analysis.compare import Comparison, MetricDifference
+from evalpipe.analysis.stats import Estimate
+from evalpipe.analysis.summary import GroupSummary, RunSummary
+
+TextFormat = Literal["csv", "json", "markdown"]
+_EXCERPT = 120
+
+
+def metric_label(metric: str) -> str:
+    """`score_total` -> `total`, `score_judge` -> `judge`."""
+    return metric.removeprefix("score_")
+
+
+def format_estimate(estimate: Estimate) -> str:
+    """`0.635 [0.600, 0.671]`, `0.635 (n=1)` or `—`."""
+    if estimate.n == 0:
+        return "—"
+    if math.isnan(estimate.low):
+        return f"{estimate.mean:.3f} (n={estimate.n})"
+    return f"{estimate.mean:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
+
+
+def format_difference(estimate: Estimate) -> str:
+    """A signed difference with its interval: `-0.165 [-0.192, -0.140]`."""
+    if estimate.n == 0:
+        return "—"
+    if math.isnan(estimate.low):
+        return f"{estimate.mean:+.3f} (n={estimate.n})"
+    return f"{estimate.mean:+.3f} [{estimate.low:+.3f}, {estimate.high:+.3f}]"
+
+
+def verdict(difference: MetricDifference) -> str:
+    """`worse`, `better` or `no clear change`: whether the interval excludes zero."""
+    if difference.difference.below(0):
+        return "worse"
+    if difference.difference.above(0):
+        return "better"
+    return "no clear change"
+
+
+def _number(value: float | None, pattern: str = "{:.3f}") -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else pattern.format(value)
+
+
+def _errors(group: GroupSummary) -> str:
+    if not group.errors:
+        return "0"
+    classes = ", ".join(f"{name} {count}" for name, count in group.errors_by_type.items())
+    return f"{group.error_rate:.1%} ({classes})"
+
+
+def _excerpt(text: str | None) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= _EXCERPT else text[:_EXCERPT - 1] + "…"
+
+
+# -- summary -------------------------------------------------------------------------------------------
+
+
+def summary_columns(summary: RunSummary) -> list[str]:
+    """The headers of the people-facing summary table."""
+    wins = ["best-of wins"] if any(g.best_of_wins is not None for g in summary.groups) else []
+    return ["backend", "param set", "n", *(metric_label(m) for m in summary.metrics), "pass rate", "errors",
+            "latency p50/p95 s", "ttft p50 s", "tokens in/out", "cost USD", *wins]
+
+
+def summary_cells(summary: RunSummary, group: GroupSummary) -> list[str]:
+    """One row of the people-facing summary table."""
+    wins = [] if all(g.best_of_wins is None for g in summary.groups) else [str(group.best_of_wins or 0)]
+    return [group.backend_id, group.param_set, f"{group.rows:,}",
+            *(format_estimate(group.scores[m]) for m in summary.metrics),
+            _number(group.pass_rate, "{:.1%}"), _errors(group),
+            f"{_number(group.latency_p50_s, '{:.2f}')} / {_number(group.latency_p95_s, '{:.2f}')}",
+            _number(group.ttft_p50_s, "{:.2f}"), f"{group.input_tokens:,} / {group.output_tokens:,}",
+            f"{group.cost_usd:.4f}", *wins]
+
+
+def summary_renderable(summary: RunSummary) -> RenderableType:
+    """The summary as rich renderables: partial label, the table, best-of wins."""
+    parts: list[RenderableType] = []
+    if summary.partial:
+        parts.append(Text("PARTIAL: " + "; ".join(summary.warnings), style="bold yellow"))
+    table = Table(title=escape(f"run {summary.run_name} ({summary.state}) — means with 95% bootstrap CI"))
+    for column in summary_columns(summary):
+        table.add_column(column, justify="left" if column in ("backend", "param set") else "right")
+    for group in summary.groups:
+        table.add_row(*(escape(cell) for cell in summary_cells(summary, group)))
+    parts.append(table)
+    if summary.best_of_wins_by_backend:
+        wins = ", ".join(f"{b} {n}" for b, n in summary.best_of_wins_by_backend.items())
+        parts.append(Text(f"best-of wins of {summary.best_of_contests:,} contests: {wins}"))
+    return Group(*parts)
+
+
+def summary_records(summary: RunSummary) -> list[dict[str, Any]]:
+    """One flat record per group, every number at full precision."""
+    error_types = sorted({name for g in summary.groups for name in g.errors_by_type})
+    records = []
+    for g in summary.groups:
+        record: dict[str, Any] = {
+            "backend_id": g.backend_id, "param_set": g.param_set, "model": g.model, "temperature": g.temperature,
+            "top_p": g.top_p, "rows": g.rows, "ok": g.ok, "errors": g.errors, "skipped": g.skipped,
+            "error_rate": g.error_rate}
+        record.update({f"errors_{name}": g.errors_by_type.get(name, 0) for name in error_types})
+        for metric, estimate in g.scores.items():
+            record.update({f"{metric}_mean": _finite(estimate.mean), f"{metric}_ci_low": _finite(estimate.low),
+                           f"{metric}_ci_high": _finite(estimate.high), f"{metric}_n": estimate.n})
+        record.update({"pass_rate": g.pass_rate, "latency_p50_s": g.latency_p50_s, "latency_p95_s": g.latency_p95_s,
+                       "ttft_p50_s": g.ttft_p50_s, "input_tokens": g.input_tokens, "output_tokens": g.output_tokens,
+                       "cost_usd": g.cost_usd, "best_of_wins": g.best_of_wins})
+        records.append(record)
+    return records
+
+
+def summary_text(summary: RunSummary, text_format: TextFormat) -> str:
+    """The summary as CSV, JSON or Markdown."""
+    records = summary_records(summary)
+    if text_format == "csv":
+        return _csv(records)
+    if text_format == "json":
+        return json.dumps({"run": summary.run_name, "path": summary.run_path, "state": summary.state,
+                           "partial": summary.partial, "warnings": list(summary.warnings), "groups": records,
+                           "best_of_wins_by_backend": summary.best_of_wins_by_backend,
+                           "best_of_contests": summary.best_of_contests}, indent=2, allow_nan=False) + "\n"
+    lines = [f"## Run {summary.run_name} ({summary.state})", ""]
+    if summary.partial:
+        lines += [f"> **Partial:** {_md('; '.join(summary.warnings))}", ""]
+    lines += _markdown_table(summary_columns(summary), [summary_cells(summary, g) for g in summary.groups])
+    lines += ["", "Means with 95% bootstrap confidence intervals."]
+    if summary.best_of_wins_by_backend:
+        wins = ", ".join(f"{b} {n}" for b, n in summary.best_of_wins_by_backend.items())
+        lines += ["", f"Best-of wins of {summary.best_of_contests:,} contests: {_md(wins)}"]
+    return "\n".join(lines) + "\n"
+
+
+# -- comparison ----------------------------------------------------------------------------------------
+
+
+def _difference_cells(d: MetricDifference) -> list[str]:
+    return [d.backend_id, metric_label(d.metric), f"{d.pairs:,}", _number(d.mean_a), _number(d.mean_b),
+            format_difference(d.difference), f"{d.wins}/{d.ties}/{d.losses}", verdict(d)]
+
+
+_DIFFERENCE_COLUMNS = ["backend", "metric", "pairs", "A", "B", "B − A [95% CI]", "wins/ties/losses", "verdict"]
+_CHANGE_COLUMNS = ["backend", "pairs", "only in A", "only in B", "cost A → B USD", "latency p50 A → B s"]
+_REGRESSION_COLUMNS = ["backend", "pair", "A", "B", "prompt", "answer A", "answer B"]
+
+
+def _change_cells(comparison: Comparison) -> list[list[str]]:
+    rows = []
+    for c in comparison.changes:
+        change = f" ({(c.cost_b_usd - c.cost_a_usd) / c.cost_a_usd:+.1%})" if c.cost_a_usd else ""
+        rows.append([c.backend_id, f"{c.pairs:,}", f"{c.only_in_a:,}", f"{c.only_in_b:,}",
+                     f"{c.cost_a_usd:.4f} → {c.cost_b_usd:.4f}{change}",
+                     f"{_number(c.latency_p50_a_s, '{:.2f}')} → {_number(c.latency_p50_b_s, '{:.2f}')}"])
+    return rows
+
+
+def _regression_cells(comparison: Comparison) -> list[list[str]]:
+    return [[r.backend_id, " ".join(f"{k}={v}" for k, v in r.key.items()), f"{r.score_a:.3f}", f"{r.score_b:.3f}",
+             _excerpt(r.prompt), _excerpt(r.response_a), _excerpt(r.response_b)]
+            for found in comparison.regressions.values() for r in found]
+
+
+def gate_message(comparison: Comparison) -> str | None:
+    """The release gate's verdict, or None when no threshold was given."""
+    if comparison.threshold is None:
+        return None
+    metric = metric_label(comparison.gate_metric)
+    if not comparison.changes_with_pairs:
+        return "REGRESSION GATE FAILED: no row of B pairs with a row of A, so nothing shows B is not worse"
+    if comparison.failed_backends:
+        return (f"REGRESSION GATE FAILED: the 95% CI of B − A on {metric} lies entirely below "
+                f"−{comparison.threshold:g} for {', '.join(comparison.failed_backends)}")
+    return f"regression gate passed: no backend's 95% CI on {metric} lies entirely below −{comparison.threshold:g}"
+
+
+def comparison_renderable(comparison: Comparison) -> RenderableType:
+    """The comparison as rich renderables."""
+    parts: list[RenderableType] = []
+    for name, warnings in ((comparison.run_a, comparison.warnings_a), (comparison.run_b, comparison.warnings_b)):
+        if warnings:
+            parts.append(Text(f"PARTIAL {name}: " + "; ".join(warnings), style="bold yellow"))
+    parts += [Text(note) for note in comparison.notes]
+    title = f"B = {comparison.run_b} vs A = {comparison.run_a}, paired on {comparison.pair_on}"
+    for heading, columns, rows in (
+        (title, _DIFFERENCE_COLUMNS, [_difference_cells(d) for d in comparison.differences]),
+        ("pairing, cost and latency", _CHANGE_COLUMNS, _change_cells(comparison)),
+        (f"most regressed pairs on {metric_label(comparison.gate_metric)}", _REGRESSION_COLUMNS,
+         _regression_cells(comparison)),
+    ):
+        if not rows:
+            continue
+        table = Table(title=escape(heading))
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(escape(cell) for cell in row))
+        parts.append(table)
+    message = gate_message(comparison)
+    if message:
+        parts.append(Text(message, style="bold red" if comparison.gate_failed else "green"))
+    return Group(*parts)
+
+
+def comparison_json_data(comparison: Comparison) -> dict[str, Any]:
+    """The comparison as plain JSON data (NaN as null)."""
+    data = asdict(comparison)
+    data["gate_failed"] = comparison.gate_failed
+    return _json_safe(data)  # type: ignore[no-any-return]
+
+
+def comparison_text(comparison: Comparison, text_format: TextFormat) -> str:
+    """The comparison as CSV (the differences), JSON (everything) or Markdown (everything)."""
+    if text_format == "json":
+        return json.dumps(comparison_json_data(comparison), indent=2, allow_nan=False) + "\n"
+    if text_format == "csv":
+        return _csv([{"backend_id": d.backend_id, "metric": d.metric, "pairs": d.pairs, "unscored": d.unscored,
+                      "mean_a": _finite(d.mean_a), "mean_b": _finite(d.mean_b),
+                      "difference": _finite(d.difference.mean), "ci_low": _finite(d.difference.low),
+                      "ci_high": _finite(d.difference.high), "ci_method": d.difference.method, "wins": d.wins,
+                      "ties": d.ties, "losses": d.losses, "verdict": verdict(d)} for d in comparison.differences])
+    lines = [f"## B = {comparison.run_b} vs A = {comparison.run_a} (paired on {comparison.pair_on})", ""]
+    for name, warnings in ((comparison.run_a, comparison.warnings_a), (comparison.run_b, comparison.warnings_b)):
+        if warnings:
+            lines += [f"> **Partial {_md(name)}:** {_md('; '.join(warnings))}", ""]
+    lines += [f"- {_md(note)}" for note in comparison.notes] + ([""] if comparison.notes else [])
+    lines += _markdown_table(_DIFFERENCE_COLUMNS, [_difference_cells(d) for d in comparison.differences])
+    lines += ["", *_markdown_table(_CHANGE_COLUMNS, _change_cells(comparison))]
+    regressions = _regression_cells(comparison)
+    if regressions:
+        lines += ["", f"### Most regressed pairs on {metric_label(comparison.gate_metric)}", "",
+                  *_markdown_table(_REGRESSION_COLUMNS, regressions)]
+    message = gate_message(comparison)
+    if message:
+        lines += ["", f"**{message}**"]
+    return "\n".join(lines) + "\n"
+
+
+# -- plumbing ------------------------------------------------------------------------------------------
+
+
+def _finite(value: float | None) -> float | None:
+    return None if value is None or math.isnan(value) or math.isinf(value) else value
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return _finite(value)
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _csv(records: Sequence[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    if records:
+        writer = csv.DictWriter(buffer, fieldnames=list(records[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+    return buffer.getvalue()
+
+
+def _md(text: str) -> str:
+    """Text safe inside a Markdown table cell: pipes escaped, no line breaks."""
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _markdown_table(columns: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in rows]
+    return lines
