@@ -136,6 +136,12 @@ def _add_analysis_commands(commands: argparse._SubParsersAction[argparse.Argumen
     report.set_defaults(handler=_report_command)
 
 
+def _table_console() -> Console:
+    """The terminal's console; for a pipe or a file, one wide enough that a table keeps its natural width
+    (rich assumes 80 columns there, which would fold every number of a wide table)."""
+    return out if out.is_terminal else Console(width=250)
+
+
 # The analysis commands import polars-based modules on use: `evalpipe run` should not pay for them.
 def _summary_command(args: argparse.Namespace) -> int:
     from evalpipe.analysis.runs import open_run
@@ -144,7 +150,7 @@ def _summary_command(args: argparse.Namespace) -> int:
 
     summary = summarize(open_run(args.run_dir))
     if args.format == "table":
-        out.print(summary_renderable(summary))
+        _table_console().print(summary_renderable(summary))
     else:
         if summary.partial and args.format == "csv":  # CSV has no room for the label
             err.print("partial: " + "; ".join(summary.warnings), highlight=False, markup=False, soft_wrap=True)
@@ -160,7 +166,7 @@ def _compare_command(args: argparse.Namespace) -> int:
     comparison = compare_runs(open_run(args.run_a), open_run(args.run_b), pair_on=args.pair_on,
                               gate_metric=metric_column(args.metric), threshold=args.fail_on_regression, top=args.top)
     if args.format == "table":
-        out.print(comparison_renderable(comparison))
+        _table_console().print(comparison_renderable(comparison))
     else:
         sys.stdout.write(comparison_text(comparison, args.format))
         message = gate_message(comparison)

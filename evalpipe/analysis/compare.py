@@ -11,15 +11,17 @@ backend and reported; they are never dropped silently.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from evalpipe.analysis.runs import Run, RunDirError, collect
-from evalpipe.analysis.stats import Estimate
-from evalpipe.analysis.summary import score_estimates
+from evalpipe.analysis.stats import Estimate, FloatArray, IntArray
+from evalpipe.analysis.summary import exact_sum, score_estimates, value_counts
 
 PairOn = Literal["task", "item"]
 PAIR_KEYS: dict[PairOn, tuple[str, ...]] = {"task": ("item_id", "param_set", "repeat", "turn"), "item": ("item_id",)}
@@ -158,8 +160,9 @@ def _side(run: Run, keys: list[str], metrics: list[str], pair_on: PairOn, mappin
         [pl.when(pl.col(m).is_finite()).then(pl.col(m)).alias(m) for m in metrics]
         + [pl.when(pl.col("status") == "ok").then(pl.col("latency_s")).alias("latency_s")])
     if pair_on == "item":
-        frame = frame.group_by(keys).agg([pl.col(m).mean() for m in metrics]
-                                         + [pl.col("cost_usd").sum(), pl.col("latency_s").mean()])
+        # Rounded: the order of a group's rows varies between runs, and with it a float mean's last digits.
+        frame = frame.group_by(keys).agg([pl.col(m).mean().round(12) for m in metrics]
+                                         + [exact_sum("cost_usd"), pl.col("latency_s").mean()])
     return frame.select([*keys, *metrics, "cost_usd", "latency_s", pl.lit(True).alias("_in_a")])
 
 
@@ -169,8 +172,8 @@ def _changes(joined: pl.LazyFrame, both: pl.Expr, run: Run) -> list[BackendChang
         both.sum().alias("pairs"),
         (in_a & ~in_b).sum().alias("only_in_a"),
         (in_b & ~in_a).sum().alias("only_in_b"),
-        pl.col("cost_usd").filter(both).sum().alias("cost_a"),
-        pl.col("cost_usd_b").filter(both).sum().alias("cost_b"),
+        exact_sum("cost_usd", both).alias("cost_a"),
+        exact_sum("cost_usd_b", both).alias("cost_b"),
         pl.col("latency_s").filter(both).median().alias("latency_a"),
         pl.col("latency_s_b").filter(both).median().alias("latency_b"),
     ).sort("backend_id"), run)
@@ -182,23 +185,27 @@ def _differences(paired: pl.LazyFrame, metrics: list[str], run: Run) -> list[Met
     # Rounded so that 0.7 − 0.6 and 0.8 − 0.7 count as one distinct value (the bootstrap works on counts).
     diffs = paired.select("backend_id", *[(pl.col(f"{m}_b") - pl.col(m)).round(9).alias(m) for m in metrics])
     estimates = score_estimates(diffs, metrics, ("backend_id",), run)
+    # Each side's mean over the scored pairs, from value counts: exact, so the report is the same every run.
+    scored_sides = paired.select("backend_id", *[
+        pl.when(pl.col(m).is_not_null() & pl.col(f"{m}_b").is_not_null()).then(pl.col(name)).alias(name)
+        for m in metrics for name in (m, f"{m}_b")])
+    counts = value_counts(scored_sides, [name for m in metrics for name in (m, f"{m}_b")], ("backend_id",), run)
     aggregates = []
     for m in metrics:
         scored = pl.col(m).is_not_null() & pl.col(f"{m}_b").is_not_null()
         diff = pl.col(f"{m}_b") - pl.col(m)
         aggregates += [scored.sum().alias(f"{m}:pairs"), (~scored).sum().alias(f"{m}:unscored"),
-                       pl.col(m).filter(scored).mean().alias(f"{m}:a"),
-                       pl.col(f"{m}_b").filter(scored).mean().alias(f"{m}:b"),
                        (diff > _TIE).sum().alias(f"{m}:wins"), (diff < -_TIE).sum().alias(f"{m}:losses")]
     frame = collect(paired.group_by("backend_id").agg(aggregates).sort("backend_id"), run)
     found = []
     for r in frame.iter_rows(named=True):
+        backend = r["backend_id"]
         for m in metrics:
             pairs, wins, losses = r[f"{m}:pairs"], r[f"{m}:wins"], r[f"{m}:losses"]
-            estimate = estimates.get((r["backend_id"], m)) or Estimate(float("nan"), float("nan"), float("nan"), 0,
-                                                                        "none")
-            found.append(MetricDifference(r["backend_id"], m, pairs, r[f"{m}:unscored"], _nan(r[f"{m}:a"]),
-                                          _nan(r[f"{m}:b"]), estimate, wins, pairs - wins - losses, losses))
+            estimate = estimates.get((backend, m)) or Estimate(math.nan, math.nan, math.nan, 0, "none")
+            found.append(MetricDifference(backend, m, pairs, r[f"{m}:unscored"], _mean(counts.get((backend, m))),
+                                          _mean(counts.get((backend, f"{m}_b"))), estimate, wins,
+                                          pairs - wins - losses, losses))
     return found
 
 
@@ -235,5 +242,8 @@ def _texts(run: Run, wanted: pl.DataFrame, keys: list[str], mapping: Mapping[str
     return collect(frame.select(*keys, "prompt", "response"), run)
 
 
-def _nan(value: float | None) -> float:
-    return float("nan") if value is None else value
+def _mean(counts: tuple[FloatArray, IntArray] | None) -> float:
+    if counts is None or not counts[1].sum():
+        return math.nan
+    values, weights = counts
+    return float(np.dot(values, weights) / weights.sum())

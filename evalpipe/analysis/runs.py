@@ -19,12 +19,15 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.manifest import MANIFEST_FILENAME, Manifest, read_manifest
-from evalpipe.pipeline.rows import COLUMNS, criteria_of
+from evalpipe.pipeline.rows import criteria_of
 from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
 
 BEST_OF_FILENAME = "best_of.parquet"
-# Every fixed column of the row schema: a file without them was not written by evalpipe.
-REQUIRED_COLUMNS = COLUMNS
+# The fixed columns analysis reads. Not all of `rows.COLUMNS`: the schema grows, and runs written before
+# a new column was added must stay readable.
+REQUIRED_COLUMNS = ("run_id", "task_index", "item_id", "backend_id", "model", "param_set", "temperature", "top_p",
+                    "repeat", "turn", "prompt", "response", "input_tokens", "output_tokens", "cost_usd", "latency_s",
+                    "ttft_s", "status", "error_type", "error_message", "score_total", "passed")
 BEST_OF_REQUIRED_COLUMNS = ("item_id", "winner_backend_id")
 
 

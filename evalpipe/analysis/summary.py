@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import polars as pl
 
 from evalpipe.analysis.runs import Run, collect
-from evalpipe.analysis.stats import Estimate, mean_ci
+from evalpipe.analysis.stats import Estimate, FloatArray, IntArray, mean_ci
 
 GROUP_KEYS = ("backend_id", "param_set")
 _OK = pl.col("status") == "ok"
@@ -117,7 +118,7 @@ def _aggregates() -> list[pl.Expr]:
         of_ok("ttft_s").quantile(0.5, "linear").alias("ttft_p50"),
         pl.col("input_tokens").sum(),
         pl.col("output_tokens").sum(),
-        pl.col("cost_usd").sum(),
+        exact_sum("cost_usd"),
     ]
 
 
@@ -128,23 +129,37 @@ def _errors_by_type(frame: pl.DataFrame) -> dict[tuple[str, str], dict[str, int]
     return found
 
 
-def score_estimates(frame: pl.LazyFrame, metrics: list[str], keys: tuple[str, ...], run: Run,
-                    ) -> dict[tuple[Any, ...], Estimate]:
-    """Mean and bootstrap interval of every metric column per group of `keys`, over the finite values.
+def value_counts(frame: pl.LazyFrame, metrics: list[str], keys: tuple[str, ...], run: Run,
+                 ) -> dict[tuple[Any, ...], tuple[FloatArray, IntArray]]:
+    """The distinct finite values of each metric column per group of `keys`, sorted, with their counts.
 
-    Keyed by (*group key values, metric); the interval's seed comes from the same key, so it does not
-    depend on which other groups or runs are in the query."""
+    Keyed by (*group key values, metric). Sums over these are exact to the last digit on every run,
+    which polars' parallel float sums are not."""
     counts = collect(
         frame.select([*keys, *metrics])
         .unpivot(on=metrics, index=list(keys), variable_name="metric", value_name="value")
         .filter(pl.col("value").is_finite())
         .group_by([*keys, "metric", "value"]).len()
         .sort([*keys, "metric", "value"]), run)
-    estimates: dict[tuple[Any, ...], Estimate] = {}
-    for group_key, group in counts.group_by([*keys, "metric"], maintain_order=True):
-        estimates[group_key] = mean_ci(group["value"].to_numpy(), group["len"].to_numpy(),
-                                       key="|".join(str(part) for part in group_key))
-    return estimates
+    return {key: (group["value"].to_numpy(), group["len"].to_numpy().astype(np.int64))
+            for key, group in counts.group_by([*keys, "metric"], maintain_order=True)}
+
+
+def score_estimates(frame: pl.LazyFrame, metrics: list[str], keys: tuple[str, ...], run: Run,
+                    ) -> dict[tuple[Any, ...], Estimate]:
+    """Mean and bootstrap interval of every metric column per group of `keys`, over the finite values.
+
+    Keyed by (*group key values, metric); the interval's seed comes from the same key, so it does not
+    depend on which other groups or runs are in the query."""
+    return {key: mean_ci(values, counts, key="|".join(str(part) for part in key))
+            for key, (values, counts) in value_counts(frame, metrics, keys, run).items()}
+
+
+def exact_sum(column: str, where: pl.Expr | None = None, unit: float = 1e-9) -> pl.Expr:
+    """The sum of a float column (over rows where `where` holds) in whole `unit`s: integer addition, so the
+    same on every run, unlike a parallel float sum (its last digits follow the order chunks arrive in)."""
+    values = pl.col(column) if where is None else pl.col(column).filter(where)
+    return ((values / unit).round().cast(pl.Int64).sum() * unit).alias(column)
 
 
 def _best_of_wins(run: Run) -> tuple[dict[tuple[str, str], int] | None, dict[str, int], int]:

@@ -103,7 +103,9 @@ def summary_renderable(summary: RunSummary) -> RenderableType:
         parts.append(Text("PARTIAL: " + "; ".join(summary.warnings), style="bold yellow"))
     table = Table(title=escape(f"run {summary.run_name} ({summary.state}) — means with 95% bootstrap CI"))
     for column in summary_columns(summary):
-        table.add_column(column, justify="left" if column in ("backend", "param set") else "right")
+        # Folded, not cut: in a narrow terminal (or a pipe, 80 columns) a number split over lines is
+        # still readable, one ending in "…" is not.
+        table.add_column(column, justify="left" if column in ("backend", "param set") else "right", overflow="fold")
     for group in summary.groups:
         table.add_row(*(escape(cell) for cell in summary_cells(summary, group)))
     parts.append(table)

@@ -1,0 +1,130 @@
+"""`evalpipe compare`: a planted regression is flagged and gates the pipeline, no difference is not,
+unpaired rows are counted, and the same inputs give the same report."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
+import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+import pytest
+
+from evalpipe.analysis.compare import compare_runs
+from evalpipe.analysis.runs import open_run
+from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
+from evalpipe.cli import EXIT_BAD_INPUT, EXIT_REGRESSION, main
+
+
+def rerun(spec: SyntheticRun, path: Path, **changes: Any) -> Path:
+    """The same job run again: same items, fresh noise, optionally a planted quality shift."""
+    return write_synthetic_run(path, dataclasses.replace(spec, noise_seed=spec.noise_seed + 1, run_id="candidate",
+                                                         **changes))
+
+
+def compare_json(args: list[str], capsys: pytest.CaptureFixture[str], code: int = 0) -> dict[str, Any]:
+    assert main(["compare", *args, "--format", "json"]) == code
+    data: dict[str, Any] = json.loads(capsys.readouterr().out)
+    return data
+
+
+def differences(data: dict[str, Any], metric: str = "score_total") -> dict[str, dict[str, Any]]:
+    return {d["backend_id"]: d for d in data["differences"] if d["metric"] == metric}
+
+
+def test_planted_regression_is_flagged_and_fails_the_gate(tmp_path: Path, baseline_run: Path,
+                                                          baseline_spec: SyntheticRun,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    candidate = rerun(baseline_spec, tmp_path / "b", shift={"beta": -0.15})
+    data = compare_json([str(baseline_run), str(candidate), "--fail-on-regression", "0.02"], capsys,
+                        code=EXIT_REGRESSION)
+    beta, alpha = differences(data)["beta"], differences(data)["alpha"]
+    assert beta["difference"]["high"] < -0.02  # the whole interval is a loss beyond the threshold
+    assert beta["losses"] > beta["wins"]
+    assert alpha["difference"]["low"] < 0 < alpha["difference"]["high"]  # alpha did not change
+    assert data["failed_backends"] == ["beta"] and data["gate_failed"] is True
+    assert [r["difference"] < 0 for r in data["regressions"]["beta"]] == [True] * 10
+    worst = data["regressions"]["beta"][0]
+    assert worst["prompt"].startswith("What is question") and worst["response_a"] and worst["response_b"]
+    # The terminal table says it too, and a large enough threshold lets the same runs pass.
+    assert main(["compare", str(baseline_run), str(candidate), "--fail-on-regression", "0.02"]) == EXIT_REGRESSION
+    assert "REGRESSION GATE FAILED" in capsys.readouterr().out
+    assert main(["compare", str(baseline_run), str(candidate), "--fail-on-regression", "0.5"]) == 0
+
+
+def test_no_difference_is_not_flagged(tmp_path: Path, baseline_run: Path, baseline_spec: SyntheticRun,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    candidate = rerun(baseline_spec, tmp_path / "b")
+    data = compare_json([str(baseline_run), str(candidate), "--fail-on-regression", "0.0"], capsys)
+    assert data["gate_failed"] is False
+    for difference in data["differences"]:  # every metric of every backend: the CI covers zero
+        assert difference["difference"]["low"] < 0 < difference["difference"]["high"], difference
+
+
+def test_gate_on_a_chosen_criterion(tmp_path: Path, baseline_run: Path, baseline_spec: SyntheticRun,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    candidate = rerun(baseline_spec, tmp_path / "b", shift={"alpha": -0.2})
+    args = [str(baseline_run), str(candidate), "--fail-on-regression", "0.01"]
+    assert main(["compare", *args, "--metric", "judge"]) == EXIT_REGRESSION
+    assert main(["compare", *args, "--metric", "nonexistent"]) == EXIT_BAD_INPUT
+    assert "cannot compare on 'score_nonexistent'" in capsys.readouterr().err
+
+
+def test_same_inputs_give_the_same_report(tmp_path: Path, baseline_run: Path, baseline_spec: SyntheticRun,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    candidate = rerun(baseline_spec, tmp_path / "b", shift={"beta": -0.05})
+    first = compare_json([str(baseline_run), str(candidate)], capsys)
+    second = compare_json([str(baseline_run), str(candidate)], capsys)
+    assert first == second
+
+
+def test_unpaired_rows_are_counted_not_dropped(tmp_path: Path, baseline_run: Path, baseline_spec: SyntheticRun,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    candidate = rerun(baseline_spec, tmp_path / "b")
+    part = candidate / "parquet" / "part-00000.parquet"
+    table = pq.read_table(part)
+    # B lost item-0's rows (both backends, all parameter sets and repeats: 12 rows) ...
+    pq.write_table(table.filter(pc.not_equal(table["item_id"], "item-0")), part)
+    comparison = compare_runs(open_run(baseline_run), open_run(candidate))
+    assert {c.backend_id: (c.only_in_a, c.only_in_b) for c in comparison.changes} == {"alpha": (6, 0),
+                                                                                     "beta": (6, 0)}
+    assert {c.backend_id: c.pairs for c in comparison.changes} == {"alpha": 474, "beta": 474}
+    # ... and error rows pair but have no score: counted as unscored.
+    total = {d.backend_id: d for d in comparison.differences if d.metric == "score_total"}
+    assert all(d.pairs + d.unscored == 474 and d.unscored > 0 for d in total.values())
+    assert main(["compare", str(baseline_run), str(candidate), "--format", "markdown"]) == 0
+    assert "| alpha | 474 | 6 | 0 |" in capsys.readouterr().out
+
+
+def test_pairing_on_item_averages_each_side_first(tmp_path: Path, baseline_run: Path, baseline_spec: SyntheticRun,
+                                                  ) -> None:
+    # B ran each item once with one parameter set: only item pairing can compare it with A.
+    candidate = write_synthetic_run(tmp_path / "b", dataclasses.replace(
+        baseline_spec, repeats=1, param_sets={"only": (0.7, 0.9)}, noise_seed=9, shift={"beta": -0.2}))
+    by_task = compare_runs(open_run(baseline_run), open_run(candidate))
+    assert all(c.pairs == 0 for c in by_task.changes)
+    by_item = compare_runs(open_run(baseline_run), open_run(candidate), pair_on="item", threshold=0.02)
+    assert {c.backend_id: c.pairs for c in by_item.changes} == {"alpha": 80, "beta": 80}
+    assert by_item.failed_backends == ["beta"]
+    assert all(set(r.key) == {"item_id"} for found in by_item.regressions.values() for r in found)
+
+
+def test_nothing_paired_fails_the_gate_rather_than_passing_it(tmp_path: Path, baseline_run: Path,
+                                                               baseline_spec: SyntheticRun,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    other = write_synthetic_run(tmp_path / "b", dataclasses.replace(baseline_spec, backends={"gamma": 0.6,
+                                                                                            "delta": 0.6}))
+    assert main(["compare", str(baseline_run), str(other), "--fail-on-regression", "0.1"]) == EXIT_REGRESSION
+    assert "no row of B pairs with a row of A" in capsys.readouterr().out
+
+
+def test_a_renamed_single_backend_is_paired_with_the_other(tmp_path: Path) -> None:
+    spec = SyntheticRun(items=60, backends={"model-2024": 0.6})
+    old = write_synthetic_run(tmp_path / "a", spec)
+    new = write_synthetic_run(tmp_path / "b", dataclasses.replace(spec, backends={"model-2025": 0.6}, noise_seed=4))
+    comparison = compare_runs(open_run(old), open_run(new))
+    assert comparison.backend_map == {"model-2025": "model-2024"}
+    assert [c.pairs for c in comparison.changes] == [60]
+    assert "model-2025 (B) is compared with model-2024 (A)" in comparison.notes[0]
