@@ -3,30 +3,68 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
+
+from jinja2 import TemplateSyntaxError
 
 from evalpipe.errors import ConfigError
 from evalpipe.scoring.base import Scorer, as_scorer
-from evalpipe.scoring.structured import JsonValid
+from evalpipe.scoring.calls import ModelCalls
+from evalpipe.scoring.judge import LLMJudge, tone, toxicity_judge
+from evalpipe.scoring.length import Length
+from evalpipe.scoring.self_explain import SelfExplain
+from evalpipe.scoring.semantic import SemanticRelevance
+from evalpipe.scoring.structured import JsonSchema, JsonValid
 from evalpipe.scoring.text import Contains, ExactMatch, Regex
+from evalpipe.scoring.toxicity import Toxicity
 
+# Scorers that call models: built with the job's `ModelCalls` as their first argument, and the
+# backend they name (option `backend`, else their default) must be one the job can call.
+CALLS_MODELS: dict[str, Callable[..., Scorer]] = {
+    "llm_judge": LLMJudge,
+    "self_explain": SelfExplain,
+    "semantic_relevance": SemanticRelevance,
+    "tone": tone,
+    "toxicity_judge": toxicity_judge,
+}
 BUILT_IN: dict[str, Callable[..., Scorer]] = {
     "contains": Contains,
     "exact_match": ExactMatch,
+    "json_schema": JsonSchema,
     "json_valid": JsonValid,
+    "length": Length,
     "regex": Regex,
+    "toxicity": Toxicity,
+    **CALLS_MODELS,
 }
+_GIVEN_BY_THE_JOB = frozenset({"calls", "base_dir"})  # passed by build_scorer, never options of a job file
 
 
-def build_scorer(kind: str, name: str | None = None, options: Mapping[str, Any] | None = None) -> Scorer:
-    """The scorer `kind` with `options`; a ConfigError says what is wrong with them."""
+def build_scorer(kind: str, name: str | None = None, options: Mapping[str, Any] | None = None,
+                 calls: ModelCalls | None = None, base_dir: Path | None = None) -> Scorer:
+    """The scorer `kind` with `options`; a ConfigError says what is wrong with them.
+
+    `calls` serves scorers that call models (judges, embeddings); `base_dir` is where relative
+    file options (a json_schema file) are found, the job file's folder.
+    """
     options = dict(options or {})
     if kind in BUILT_IN:
+        factory = BUILT_IN[kind]
+        reserved = sorted(_GIVEN_BY_THE_JOB & options.keys())
+        if reserved:
+            raise ConfigError(f"scorer {kind!r}: {', '.join(reserved)} is not an option")
+        arguments: list[Any] = []
+        if kind in CALLS_MODELS:
+            arguments.append(_calls_for(kind, name or kind, factory, options, calls))
+        if "base_dir" in inspect.signature(factory).parameters:
+            options["base_dir"] = base_dir
         try:
-            return BUILT_IN[kind](**options, name=name or kind)
-        except (TypeError, ValueError, re.error) as exc:  # wrong or missing options, a bad regex
+            return factory(*arguments, **options, name=name or kind)
+        except (TypeError, ValueError, re.error, TemplateSyntaxError) as exc:  # wrong options, bad regex/template
             raise ConfigError(f"scorer {kind!r}: {exc}") from None
     if ":" in kind:
         module_name, _, attribute = kind.partition(":")
@@ -39,3 +77,19 @@ def build_scorer(kind: str, name: str | None = None, options: Mapping[str, Any] 
         return as_scorer(function, name or attribute)
     known = ", ".join(sorted(BUILT_IN))
     raise ConfigError(f"unknown scorer {kind!r}; expected one of: {known}, or module:function")
+
+
+def _calls_for(kind: str, name: str, factory: Callable[..., Scorer], options: Mapping[str, Any],
+               calls: ModelCalls | None) -> ModelCalls:
+    """`calls`, checked (at job load, before any paid call) to reach the backend the scorer names."""
+    default = inspect.signature(factory).parameters["backend"].default
+    backend = options.get("backend", None if default is inspect.Parameter.empty else default)
+    if backend is None:
+        raise ConfigError(f"scorer {name!r} ({kind}) needs the option `backend`: the id of the backend it calls")
+    if not isinstance(backend, str):
+        raise ConfigError(f"scorer {name!r} ({kind}): backend must be a backend id, got {backend!r}")
+    if calls is None:
+        raise ConfigError(f"scorer {name!r} ({kind}) calls backend {backend!r}, but no model calls were provided")
+    if not calls.has(backend):
+        raise ConfigError(f"scorer {name!r} ({kind}) calls backend {backend!r}, which the job does not define")
+    return calls

@@ -6,19 +6,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from jinja2 import StrictUndefined
-from jinja2.sandbox import SandboxedEnvironment
-
 from evalpipe.scoring.base import Score
+from evalpipe.scoring.prompts import ItemTemplate
 from evalpipe.types import ChatMessage, ChatResponse
-
-# Strict: a misspelt field must fail, not render "" (which every answer "contains").
-_templates = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
-
-
-def _expand(value: str, item: Mapping[str, Any]) -> str:
-    """Options may name item fields (`{{ answer }}`), so one scorer serves every item."""
-    return _templates.from_string(value).render(**item) if "{{" in value else value
 
 
 class Contains:
@@ -26,7 +16,8 @@ class Contains:
 
     def __init__(self, values: Sequence[str] | str, *, mode: Literal["any", "all"] = "any",
                  case_sensitive: bool = False, name: str = "contains") -> None:
-        self.values = [values] if isinstance(values, str) else list(values)
+        # Options may name item fields (`{{ answer }}`), so one scorer serves every item.
+        self.values = [ItemTemplate(v) for v in ([values] if isinstance(values, str) else values)]
         self.mode = mode
         self.case_sensitive = case_sensitive
         self.name = name
@@ -35,7 +26,7 @@ class Contains:
         self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
     ) -> Score:
         text = response.text if self.case_sensitive else response.text.casefold()
-        wanted = [_expand(v, item) for v in self.values]
+        wanted = [v.render(item) for v in self.values]
         found = [v for v in wanted if (v if self.case_sensitive else v.casefold()) in text]
         ok = bool(found) if self.mode == "any" else len(found) == len(wanted)
         missing = [v for v in wanted if v not in found]
@@ -46,14 +37,14 @@ class ExactMatch:
     """1 when the stripped answer equals `expected` (an item-field template)."""
 
     def __init__(self, expected: str, *, case_sensitive: bool = False, name: str = "exact_match") -> None:
-        self.expected = expected
+        self.expected = ItemTemplate(expected)
         self.case_sensitive = case_sensitive
         self.name = name
 
     async def __call__(
         self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
     ) -> Score:
-        expected, answer = _expand(self.expected, item).strip(), response.text.strip()
+        expected, answer = self.expected.render(item).strip(), response.text.strip()
         if not self.case_sensitive:
             expected, answer = expected.casefold(), answer.casefold()
         return Score(1.0 if answer == expected else 0.0)
