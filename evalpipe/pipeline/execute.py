@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -16,11 +16,13 @@ import structlog
 from evalpipe import errors
 from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
-from evalpipe.pipeline.limits import Limiter, call_with_limits, estimate_tokens
+from evalpipe.pipeline.limits import Limiter, call_with_limits, prompt_tokens
+from evalpipe.pipeline.model_calls import charging
 from evalpipe.pipeline.spec import BackendSpec
 from evalpipe.pipeline.task import Task, stable_hash
 from evalpipe.scoring.base import Score, Scorer
-from evalpipe.types import ChatResponse, Usage
+from evalpipe.scoring.calls import answering
+from evalpipe.types import ChatMessage, ChatResponse, Usage
 
 log = structlog.get_logger("evalpipe.run")
 
@@ -99,7 +101,7 @@ async def generate(
                 return await provider.acomplete(task.prompt_text, params)
             return await provider.achat(task.messages, params)
 
-    estimate = sum(estimate_tokens(m.content) for m in task.messages) + expected_output_tokens(task, backend)
+    estimate = prompt_tokens(task.messages) + expected_output_tokens(task, backend)
     response, attempts = await call_with_limits(
         backend.limiter, backend.policy, attempt, estimate, lambda r: r.usage.total_tokens
     )
@@ -124,7 +126,16 @@ def response_from_payload(payload: Mapping[str, Any]) -> ChatResponse:
 
 
 async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Criterion]) -> dict[str, Any]:
-    """Score columns for the row: each criterion's score and explanation, the weighted total, passed."""
+    """Score columns for the row: each criterion's score and explanation, the weighted total, passed,
+    and what the scorers' own model calls spent."""
+    with charging(task.task_id) as spend, answering(task.backend_id):
+        columns = await _scores(task, response, criteria)
+    columns.update(scoring_input_tokens=spend.input_tokens, scoring_output_tokens=spend.output_tokens,
+                   scoring_cost_usd=spend.cost_usd)
+    return columns
+
+
+async def _scores(task: Task, response: ChatResponse, criteria: Sequence[Criterion]) -> dict[str, Any]:
     columns: dict[str, Any] = {}
     total, weights, passed = 0.0, 0.0, True
     for criterion in criteria:
@@ -145,6 +156,55 @@ async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Cr
     columns["score_total"] = total / weights if weights else None
     columns["passed"] = passed if criteria else None
     return columns
+
+
+async def execute_task(
+    task: Task, backend: Backend, criteria: Sequence[Criterion], *, run_id: str, cache: ResponseCache,
+    timeout_s: float,
+) -> list[dict[str, Any]]:
+    """The rows of `task`: one, or one per turn of a dialogue; never raises for a failure of a call."""
+    if task.dialogue is None:
+        return [await execute(task, backend, criteria, run_id=run_id, cache=cache, timeout_s=timeout_s)]
+    rows: list[dict[str, Any]] = []
+    for turn in dialogue_turns(task):
+        if task.dialogue == "rollout" and rows:
+            if rows[-1]["status"] != "ok":  # the model's own history is missing from here on
+                rows.append(base_row(turn, backend, run_id) | {
+                    "status": "error", "error_type": "PreviousTurnFailed",
+                    "error_message": f"turn {turn.turn - 1} failed, so this turn has no history to answer",
+                    "started_at": datetime.now(UTC), "finished_at": datetime.now(UTC)})
+                continue
+            turn = replace(turn, messages=rollout_history(turn, rows))
+        rows.append(await execute(turn, backend, criteria, run_id=run_id, cache=cache, timeout_s=timeout_s))
+    return rows
+
+
+def dialogue_turns(task: Task) -> list[Task]:
+    """A dialogue task as one task per user turn, each with the transcript up to its user message.
+
+    The turn's item also carries `turn` and `reference_answer` (the transcript's own answer to that
+    turn, or None) for scorers to compare with."""
+    turns = []
+    users = [i for i, message in enumerate(task.messages) if message.role == "user"]
+    for turn, (position, row_id) in enumerate(zip(users, task.row_ids, strict=True)):
+        following = task.messages[position + 1] if position + 1 < len(task.messages) else None
+        reference = following.content if following is not None and following.role == "assistant" else None
+        item = {**task.item, "turn": turn, "reference_answer": reference}
+        turns.append(replace(task, task_id=row_id, item=item, messages=task.messages[:position + 1], turn=turn,
+                             dialogue=None))
+    return turns
+
+
+def rollout_history(turn: Task, earlier: Sequence[Mapping[str, Any]]) -> tuple[ChatMessage, ...]:
+    """`turn`'s messages with the transcript's answers replaced by the model's own (`earlier` rows' responses)."""
+    answers = iter(row["response"] for row in earlier)
+    kept = [message for message in turn.messages if message.role != "assistant"]
+    history: list[ChatMessage] = []
+    for message in kept[:-1]:
+        history.append(message)
+        if message.role == "user":
+            history.append(ChatMessage("assistant", next(answers)))
+    return (*history, kept[-1])
 
 
 async def execute(

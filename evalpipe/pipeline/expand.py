@@ -8,14 +8,14 @@ Nothing is materialised: the dataset streams, and each item's prompt is rendered
 
 from __future__ import annotations
 
-import math
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
+from evalpipe.pipeline.limits import prompt_tokens
 from evalpipe.pipeline.load import LoadedJob, model_for
 from evalpipe.pipeline.spec import BackendSpec, ParamSetSpec
 from evalpipe.pipeline.task import ParamSet, Task, task_id
-from evalpipe.types import ChatMessage, GenerationParams
+from evalpipe.types import GenerationParams
 
 # The plan assumes this many output tokens per call when a parameter set has no `max_tokens`.
 DEFAULT_OUTPUT_TOKENS = 256
@@ -59,6 +59,7 @@ def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None)
     per_item = len(loaded.spec.backends) * per_backend
     template = loaded.spec.prompt.model_dump(mode="json")
     mode = loaded.spec.prompt.mode
+    dialogue = loaded.spec.prompt.dialogue_mode if loaded.spec.prompt.dialogue is not None else None
     for item in loaded.dataset:
         messages = loaded.templates.render(item.data)
         for backend_index, backend, model in backends:
@@ -67,18 +68,20 @@ def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None)
                     identity = task_id(item=item.data, backend_id=backend.id, model=model,
                                        param_set=param_set, repeat=repeat, template=template)
                     index = item.position * per_item + backend_index * per_backend + set_index * repeats + repeat
-                    yield Task(identity, index, item.id, item.data, backend.id, param_set, repeat, messages, mode)
+                    yield Task(identity, index, item.id, item.data, backend.id, param_set, repeat, messages, mode,
+                               dialogue=dialogue)
 
 
 def count_tasks(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None) -> int:
-    """How many tasks `expand_job` yields, without building them."""
-    backends = len(_selected(loaded, backend_ids))
-    return len(loaded.dataset) * backends * len(loaded.spec.parameters.expanded()) * loaded.spec.repeats
-
-
-def estimate_tokens(messages: Sequence[ChatMessage]) -> int:
-    """A rough token count for prompts: about four characters per token, as for English text."""
-    return math.ceil(sum(len(message.content) for message in messages) / 4)
+    """How many rows the tasks `expand_job` yields will write (one per task, one per turn of a dialogue)."""
+    per_item = len(_selected(loaded, backend_ids)) * len(loaded.spec.parameters.expanded()) * loaded.spec.repeats
+    field = loaded.spec.prompt.dialogue
+    if field is None:
+        return len(loaded.dataset) * per_item
+    # A dialogue that cannot be read still ends as one (error) row.
+    turns = (item.data.get(field) for item in loaded.dataset)
+    return per_item * sum(max(1, sum(isinstance(t, dict) and t.get("role") == "user" for t in turn_list))
+                          if isinstance(turn_list, list) else 1 for turn_list in turns)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +138,7 @@ def plan_job(loaded: LoadedJob) -> Plan:
     for item in loaded.dataset:
         if sampled >= PLAN_SAMPLE_ITEMS:
             break
-        sample_tokens += estimate_tokens(loaded.templates.render(item.data))
+        sample_tokens += prompt_tokens(loaded.templates.render(item.data))
         sampled += 1
     calls = items * len(sets) * repeats
     input_tokens = round(sample_tokens / sampled * calls) if sampled else 0

@@ -52,7 +52,7 @@ aiolimiter is asyncio-only; evalpipe runs anyio on its asyncio backend.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -64,6 +64,7 @@ from aiolimiter import AsyncLimiter
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.errors import ProviderError, RateLimitError
 from evalpipe.pipeline.spec import BackendSpec
+from evalpipe.types import ChatMessage
 
 T = TypeVar("T")
 log = structlog.get_logger("evalpipe.limits")
@@ -81,6 +82,11 @@ _EPSILON = 1e-9
 def estimate_tokens(text: str) -> int:
     """Tokens in `text` by the four-characters-per-token rule of thumb, rounded up."""
     return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def prompt_tokens(messages: Iterable[ChatMessage]) -> int:
+    """The estimated input tokens of a call's messages."""
+    return sum(estimate_tokens(message.content) for message in messages)
 
 
 class Permit(Protocol):
@@ -361,4 +367,5 @@ __all__ = [
     "Permit",
     "call_with_limits",
     "estimate_tokens",
+    "prompt_tokens",
 ]

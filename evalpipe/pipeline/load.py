@@ -40,7 +40,9 @@ from evalpipe.pipeline.templates import (
     option_templates,
     referenced_fields,
 )
+from evalpipe.scoring.calls import ANSWERING
 from evalpipe.scoring.registry import BUILT_IN, build_scorer
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams
 
 # Templates are rendered in full for the first items only. A missing field is checked on every item;
 # an expression that fails on some value (`{{ n + 1 }}` with a string n) is caught only in this sample.
@@ -227,13 +229,30 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
     return LoadedJob(spec, path, digest, base_dir, dataset, templates)
 
 
+class _DeclaredBackends:
+    """The job's backends and judges as scorers see them when a job is checked: known, not yet callable."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.ids = {backend.id for backend in (*spec.backends, *spec.judges)}
+
+    def has(self, backend_id: str) -> bool:
+        return backend_id == ANSWERING or backend_id in self.ids
+
+    async def chat(self, backend_id: str, messages: Sequence[ChatMessage],
+                   params: GenerationParams | None = None) -> ChatResponse:
+        raise RuntimeError("a scorer called a model while the job was being checked")
+
+    async def embed(self, backend_id: str, texts: Sequence[str]) -> list[list[float]]:
+        raise RuntimeError("a scorer called a model while the job was being checked")
+
+
 def _check_scorers(spec: JobSpec, locator: _Locator) -> dict[FieldPath, frozenset[str]]:
     """Build each scorer once to check it; return the item fields its option templates read."""
     fields: dict[FieldPath, frozenset[str]] = {}
     for index, scorer in enumerate(spec.scorers):
         options = dict(scorer.model_extra or {})
         try:
-            build_scorer(scorer.type, scorer.name, options)
+            build_scorer(scorer.type, scorer.name, options, _DeclaredBackends(spec))
         except ConfigError as exc:
             message = exc.message
             if message.startswith("unknown scorer"):

@@ -46,6 +46,9 @@ _LEADING: tuple[tuple[str, Any], ...] = (
     ("input_tokens", pa.int64()),
     ("output_tokens", pa.int64()),
     ("cost_usd", pa.float64()),
+    ("scoring_input_tokens", pa.int64()),  # what the scorers' own model calls (judges, embeddings) used
+    ("scoring_output_tokens", pa.int64()),
+    ("scoring_cost_usd", pa.float64()),
     ("latency_s", pa.float64()),
     ("ttft_s", pa.float64()),
     ("attempts", pa.int64()),
@@ -99,6 +102,13 @@ def row_schema(criteria: Sequence[str]) -> pa.Schema:
 def criteria_of(schema: pa.Schema) -> list[str]:
     """The criterion names of a row schema, in column order."""
     return [name.removeprefix("score_") for name in schema.names if name.startswith("score_") and name not in COLUMNS]
+
+
+def spend_of(row: Mapping[str, Any]) -> tuple[int, int, float]:
+    """(input tokens, output tokens, cost) a row's calls spent: the answer's and its scorers'."""
+    return ((row.get("input_tokens") or 0) + (row.get("scoring_input_tokens") or 0),
+            (row.get("output_tokens") or 0) + (row.get("scoring_output_tokens") or 0),
+            (row.get("cost_usd") or 0.0) + (row.get("scoring_cost_usd") or 0.0))
 
 
 def _to_str(value: Any) -> str:

@@ -33,17 +33,20 @@ from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.builder import LLMBuilder
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.execute import Backend, Criterion, execute, expected_output_tokens
+from evalpipe.pipeline.best_of import write_best_of
+from evalpipe.pipeline.execute import Backend, Criterion, execute_task, expected_output_tokens
 from evalpipe.pipeline.expand import count_tasks, expand_job
-from evalpipe.pipeline.limits import BackendLimiter, GlobalLimiter, estimate_tokens
+from evalpipe.pipeline.limits import BackendLimiter, GlobalLimiter, prompt_tokens
 from evalpipe.pipeline.load import LoadedJob
 from evalpipe.pipeline.manifest import RunState, build_manifest, file_sha256, resume_command, write_manifest
-from evalpipe.pipeline.rows import row_schema
+from evalpipe.pipeline.model_calls import JobCalls
+from evalpipe.pipeline.rows import row_schema, spend_of
 from evalpipe.pipeline.rundir import prepare_run_dir
 from evalpipe.pipeline.sinks import Sinks
 from evalpipe.pipeline.spec import BackendSpec
 from evalpipe.pipeline.store import RunStore
 from evalpipe.pipeline.task import Task
+from evalpipe.scoring.calls import ModelCalls
 from evalpipe.scoring.registry import build_scorer
 
 log = structlog.get_logger("evalpipe.run")
@@ -63,6 +66,10 @@ class RunOptions:
     force: bool = False  # resume even though the job changed
     period_s: float = 60.0  # the "minute" of rpm/tpm limits (tests shorten it)
     handle_signals: bool = True  # SIGINT/SIGTERM stop dispatching (main thread only)
+    # Built providers to use for these backend ids instead of building them from the job (the
+    # Python API's evaluator); the caller owns them: the runner does not close them.
+    providers: Mapping[str, Provider] = field(default_factory=dict)
+    criteria: Sequence[Criterion] = ()  # scored after the job's own scorers (plain functions, in code)
 
 
 @dataclass(slots=True)
@@ -83,9 +90,10 @@ class RunProgress:
         self.errors += row.get("status") == "error"
         if row.get("status") == "ok" and not row.get("cached"):
             self.calls += 1
-            self.input_tokens += row.get("input_tokens") or 0
-            self.output_tokens += row.get("output_tokens") or 0
-            self.cost_usd += row.get("cost_usd") or 0.0
+            input_tokens, output_tokens, cost = spend_of(row)
+            self.input_tokens += input_tokens
+            self.output_tokens += output_tokens
+            self.cost_usd += cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,17 +113,20 @@ class RunOutcome:
 
 def open_backends(
     loaded: LoadedJob, period_s: float, environ: Mapping[str, str] | None = None,
-    *, shared: GlobalLimiter | None = None,
+    *, shared: GlobalLimiter | None = None, providers: Mapping[str, Provider] | None = None,
 ) -> tuple[dict[str, Backend], dict[str, str]]:
-    """A provider and limiter per backend whose key is present; the others with the reason they are skipped.
+    """A provider and limiter per backend and judge whose key is present; the others with the reason
+    they are skipped.
 
-    `shared` is the job-wide cap on calls in flight that every backend's limiter draws on."""
+    `shared` is the job-wide cap on calls in flight that every backend's limiter draws on; `providers`
+    are built providers to use for their ids."""
     environ = os.environ if environ is None else environ
+    providers = providers or {}
     backends: dict[str, Backend] = {}
     skipped: dict[str, str] = {}
-    for spec in loaded.spec.backends:
+    for spec in (*loaded.spec.backends, *loaded.spec.judges):
         try:
-            provider = _provider(spec, environ)
+            provider = providers[spec.id] if spec.id in providers else _provider(spec, environ)
         except ConfigError as error:
             skipped[spec.id] = error.message
             continue
@@ -139,12 +150,12 @@ def _provider(spec: BackendSpec, environ: Mapping[str, str]) -> Provider:
     return builder.build()
 
 
-def criteria_of(loaded: LoadedJob) -> list[Criterion]:
+def criteria_of(loaded: LoadedJob, calls: ModelCalls | None = None) -> list[Criterion]:
     """The job's scorers, built (their options were checked when the job was loaded)."""
     criteria = []
     for spec in loaded.spec.scorers:
         options = {k: v for k, v in (spec.model_extra or {}).items()}
-        scorer = build_scorer(spec.type, spec.name, options)
+        scorer = build_scorer(spec.type, spec.name, options, calls)
         criteria.append(Criterion(scorer, spec.weight, spec.threshold))
     return criteria
 
@@ -216,14 +227,16 @@ class _Spend:
         self.in_flight_cost += cost
         self.in_flight_tokens += tokens
 
-    def settle(self, row: Mapping[str, Any]) -> None:
-        """A task ended as `row`: its real spend replaces its projection."""
-        cost, tokens = self.in_flight.pop(row["task_id"], (0.0, 0))
+    def settle(self, task_id: str, rows: Sequence[Mapping[str, Any]]) -> None:
+        """A task ended as `rows`: their real spend replaces its projection."""
+        cost, tokens = self.in_flight.pop(task_id, (0.0, 0))
         self.in_flight_cost -= cost
         self.in_flight_tokens -= tokens
-        if row.get("status") == "ok":
-            self.cost_usd += row.get("cost_usd") or 0.0
-            self.tokens += (row.get("input_tokens") or 0) + (row.get("output_tokens") or 0)
+        for row in rows:
+            if row.get("status") == "ok":
+                input_tokens, output_tokens, spent = spend_of(row)
+                self.cost_usd += spent
+                self.tokens += input_tokens + output_tokens
 
 
 class JobRun:
@@ -241,10 +254,13 @@ class JobRun:
     async def run(self) -> RunOutcome:
         spec = self.loaded.spec
         concurrency = self.options.concurrency or spec.concurrency
-        backends, skipped = open_backends(self.loaded, self.options.period_s, shared=GlobalLimiter(concurrency))
+        backends, skipped = open_backends(self.loaded, self.options.period_s, shared=GlobalLimiter(concurrency),
+                                          providers=self.options.providers)
         for backend_id, reason in skipped.items():
             log.warning("backend skipped", backend=backend_id, reason=reason)
-        criteria = criteria_of(self.loaded)
+        evaluated = {b.id for b in spec.backends if b.id in backends}
+        calls = JobCalls(backends)  # its cache is the run store's, opened below: the store needs the criteria
+        criteria = [*criteria_of(self.loaded, calls), *self.options.criteria]
         schema = row_schema([c.name for c in criteria])
         # The fingerprint covers the job's content but leaves out what may change on resume (budget,
         # concurrency, limits); the job file's own hash would refuse those too, so only the dataset
@@ -276,8 +292,10 @@ class JobRun:
                 job_file=self.loaded.path, tasks_total=total, outputs=sinks.paths))
             log.info("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
                      already_done=self.progress.done, backends=sorted(backends))
-            cache = _StoreCache(store, empty=not run_dir.resumed)
-            await self._execute(backends, criteria, store, sinks, finished, run_dir.run_id, cache, concurrency)
+            cache = calls.cache = _StoreCache(store, empty=not run_dir.resumed)
+            evaluated_backends = {backend_id: backends[backend_id] for backend_id in evaluated}
+            await self._execute(evaluated_backends, criteria, store, sinks, finished, run_dir.run_id, cache,
+                                concurrency)
             state = self.stop_reason or "completed"
         finally:
             with anyio.CancelScope(shield=True):
@@ -294,8 +312,11 @@ class JobRun:
                                           tasks_total=self.progress.total, outputs=outputs)
                 write_manifest(run_dir.path, manifest)
                 store.close()
-                for backend in backends.values():
-                    await backend.provider.aclose()
+                if spec.best_of and criteria:  # for a stopped run too: the manifest says it is partial
+                    write_best_of(run_dir.path, store.iter_rows())
+                for backend_id, backend in backends.items():
+                    if backend_id not in self.options.providers:
+                        await backend.provider.aclose()
         log.info("run finished", state=state, counts=counts, cost_usd=round(manifest.cost_usd, 6))
         return RunOutcome(run_dir.path, run_dir.run_id, state, counts, self.progress.total, manifest.cost_usd,
                           outputs, skipped, resume_command(self.loaded.path, run_dir.path))
@@ -303,7 +324,7 @@ class JobRun:
     async def _execute(self, backends: dict[str, Backend], criteria: Sequence[Criterion], store: RunStore,
                        sinks: Sinks, finished: set[str], run_id: str, cache: _StoreCache, concurrency: int) -> None:
         # Room for a row from every call the job lets be in flight, so workers rarely wait to hand one over.
-        send, receive = anyio.create_memory_object_stream[Row](max_buffer_size=concurrency)
+        send, receive = anyio.create_memory_object_stream[list[Row]](max_buffer_size=concurrency)
         async with anyio.create_task_group() as run:
             if self.options.handle_signals:
                 run.start_soon(self._watch_signals, run.cancel_scope)
@@ -320,14 +341,14 @@ class JobRun:
             run.cancel_scope.cancel()  # everything is written: stop watching for signals
 
     async def _dispatch(self, backend: Backend, criteria: Sequence[Criterion], finished: set[str], run_id: str,
-                        cache: _StoreCache, send: MemoryObjectSendStream[Row], window: int) -> None:
+                        cache: _StoreCache, send: MemoryObjectSendStream[list[Row]], window: int) -> None:
         """Start the backend's unfinished tasks in expansion order, at most `window` at a time."""
         slots = anyio.Semaphore(window)  # acquired here, released by the worker: bounds tasks in memory
         budget = self.loaded.spec.budget
         skipped = 0
         async with anyio.create_task_group() as workers:
             for task in expand_job(self.loaded, backend_ids={backend.spec.id}):
-                if task.task_id in finished:
+                if all(row_id in finished for row_id in task.row_ids):
                     skipped += 1
                     if skipped % _SKIPS_PER_CHECKPOINT == 0:
                         await anyio.lowlevel.checkpoint()  # a long resume scan must not starve signals or the writer
@@ -349,8 +370,9 @@ class JobRun:
                 workers.start_soon(self._work, task, backend, criteria, run_id, cache, send.clone(), slots)
 
     def _projection(self, task: Task, backend: Backend) -> tuple[float, int]:
-        input_tokens = sum(estimate_tokens(m.content) for m in task.messages)
-        output_tokens = expected_output_tokens(task, backend)
+        turns = len(task.row_ids)  # a dialogue's turns each send (at most) the whole transcript
+        input_tokens = prompt_tokens(task.messages) * turns
+        output_tokens = expected_output_tokens(task, backend) * turns
         spec = backend.spec
         cost = (input_tokens * spec.price_input_per_1m + output_tokens * spec.price_output_per_1m) / 1_000_000
         return cost, input_tokens + output_tokens
@@ -370,25 +392,25 @@ class JobRun:
                         max_cost_usd=budget.max_cost_usd, max_tokens=budget.max_tokens)
 
     async def _work(self, task: Task, backend: Backend, criteria: Sequence[Criterion], run_id: str,
-                    cache: _StoreCache, send: MemoryObjectSendStream[Row], slots: anyio.Semaphore) -> None:
+                    cache: _StoreCache, send: MemoryObjectSendStream[list[Row]], slots: anyio.Semaphore) -> None:
         async with send:
             try:
-                row = await execute(task, backend, criteria, run_id=run_id, cache=cache,
+                rows = await execute_task(task, backend, criteria, run_id=run_id, cache=cache,
                                     timeout_s=self.loaded.spec.task_timeout_s)
                 # Settled before the place is given back, so the next budget check sees the real spend.
-                self._spend.settle(row)
-                await send.send(row)
+                self._spend.settle(task.task_id, rows)
+                await send.send(rows)  # together: a dialogue's turns are committed in one transaction
             finally:
                 slots.release()
 
-    async def _write(self, receive: MemoryObjectReceiveStream[Row], store: RunStore, sinks: Sinks) -> None:
+    async def _write(self, receive: MemoryObjectReceiveStream[list[Row]], store: RunStore, sinks: Sinks) -> None:
         """The one writer: commit a batch to the store, then append it to the sinks."""
         async with receive:
             async for first in receive:
-                batch = [first]
+                batch = list(first)
                 while len(batch) < _WRITER_BATCH:
                     try:
-                        batch.append(receive.receive_nowait())
+                        batch.extend(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 with anyio.CancelScope(shield=True):  # a batch is committed and written whole, or not at all

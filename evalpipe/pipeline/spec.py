@@ -43,19 +43,24 @@ class MessageSpec(Strict):
 
 
 class PromptSpec(Strict):
-    """Jinja2 templates over an item's fields: `system` + `user`, or a list of `messages`.
+    """Jinja2 templates over an item's fields: `system` + `user`, or a list of `messages`; or a dialogue.
 
-    `mode: completion` sends the rendered `user` text as a plain completion prompt."""
+    `mode: completion` sends the rendered `user` text as a plain completion prompt. `dialogue` names
+    the item field holding a transcript (a list of `{role, content}`): every user message in it is a
+    turn with a row of its own. `dialogue_mode: fixed` answers each turn after the transcript's own
+    earlier turns; `rollout` after the model's own earlier answers, turn by turn."""
 
     system: str | None = None
     user: str | None = None
     messages: list[MessageSpec] | None = None
+    dialogue: str | None = None
+    dialogue_mode: Literal["fixed", "rollout"] = "fixed"
     mode: Literal["chat", "completion"] = "chat"
 
     @model_validator(mode="after")
     def _one_form(self) -> PromptSpec:
-        if (self.user is None) == (self.messages is None):
-            raise ValueError("give either `user` (with an optional `system`) or `messages`")
+        if [self.user, self.messages, self.dialogue].count(None) != 2:
+            raise ValueError("give one of `user` (with an optional `system`), `messages` or `dialogue`")
         if self.mode == "completion" and self.user is None:
             raise ValueError("`mode: completion` needs `user`")
         return self
@@ -155,7 +160,9 @@ class JobSpec(Strict):
     backends: list[BackendSpec] = Field(min_length=1)
     parameters: ParametersSpec = Field(default_factory=ParametersSpec)
     repeats: int = Field(default=1, ge=1)
+    judges: list[BackendSpec] = Field(default_factory=list)  # called by scorers only, never evaluated
     scorers: list[ScorerSpec] = Field(default_factory=list)
+    best_of: bool = True  # write best_of.parquet: each item's best answer across backends and parameter sets
     concurrency: int = Field(default=32, ge=1)
     task_timeout_s: float = Field(default=300.0, gt=0)
     output: OutputSpec = Field(default_factory=OutputSpec)
@@ -163,7 +170,7 @@ class JobSpec(Strict):
 
     @model_validator(mode="after")
     def _unique_ids(self) -> JobSpec:
-        for what, names in (("backend ids", [b.id for b in self.backends]),
+        for what, names in (("backend and judge ids", [b.id for b in (*self.backends, *self.judges)]),
                             ("scorer names", [s.name or s.type for s in self.scorers])):
             repeated = sorted({n for n in names if names.count(n) > 1})
             if repeated:

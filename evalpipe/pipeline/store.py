@@ -20,7 +20,7 @@ from typing import Any
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.rows import STATUSES, Row, normalize_row, row_from_json, row_to_json
+from evalpipe.pipeline.rows import STATUSES, Row, normalize_row, row_from_json, row_to_json, spend_of
 
 STORE_FILENAME = "run.sqlite"
 
@@ -138,8 +138,7 @@ class RunStore:
                 if row["run_id"] is None:
                     row["run_id"] = self.run_id
                 normalized.append(row)
-                yield (row["task_id"], row["task_index"], row["status"], row["input_tokens"] or 0,
-                       row["output_tokens"] or 0, row["cost_usd"] or 0.0,
+                yield (row["task_id"], row["task_index"], row["status"], *spend_of(row),
                        json.dumps(row_to_json(row), ensure_ascii=False, separators=(",", ":")))
 
         with self._lock:

@@ -33,12 +33,22 @@ class Task:
     messages: tuple[ChatMessage, ...]
     mode: Literal["chat", "completion"] = "chat"
     turn: int = 0
+    # A dialogue task holds a whole transcript in `messages` and makes one call and row per user turn.
+    dialogue: Literal["fixed", "rollout"] | None = None
 
     @property
     def prompt_text(self) -> str:
         """The prompt as one text, for the row: the completion prompt, or the last user message."""
         users = [m.content for m in self.messages if m.role == "user"]
         return users[-1] if users else ""
+
+    @property
+    def row_ids(self) -> tuple[str, ...]:
+        """The ids of the task's rows: its own id, or one per turn of a dialogue (they sort in turn order)."""
+        if self.dialogue is None:
+            return (self.task_id,)
+        turns = sum(m.role == "user" for m in self.messages)
+        return tuple(f"{self.task_id}-{turn:03d}" for turn in range(turns))
 
 
 def stable_hash(value: Any, length: int = 24) -> str:

@@ -115,6 +115,8 @@ class PromptTemplates:
                 problems.append((path, exc.lineno, message))
         if problems:
             raise PromptTemplateError(problems)
+        if prompt.dialogue is not None:
+            self.fields_by_template[("prompt", "dialogue")] = frozenset({prompt.dialogue})
         self.fields: frozenset[str] = frozenset().union(*self.fields_by_template.values())
 
     def render(self, item: Mapping[str, Any]) -> tuple[ChatMessage, ...]:
@@ -130,4 +132,27 @@ class PromptTemplates:
             except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
                 # A filter or an expression failing on this item's values, e.g. `{{ n + 1 }}` with a string n.
                 raise TemplateRenderError(path, f"{type(exc).__name__}: {exc}", missing_field=False) from None
+        if self.prompt.dialogue is not None:
+            messages.extend(transcript(item, self.prompt.dialogue))
         return tuple(messages)
+
+
+def transcript(item: Mapping[str, Any], field: str) -> list[ChatMessage]:
+    """The dialogue in `item[field]`: a list of `{role, content}` with at least one user message."""
+    where: FieldPath = ("prompt", "dialogue")
+    if field not in item:
+        raise TemplateRenderError(where, f"the item has no field {field!r}", missing_field=True)
+    turns = item[field]
+    if not isinstance(turns, list) or not turns:
+        raise TemplateRenderError(where, f"field {field!r} must be a non-empty list of {{role, content}}",
+                                  missing_field=False)
+    messages = []
+    for index, turn in enumerate(turns):
+        if (not isinstance(turn, Mapping) or turn.get("role") not in ("system", "user", "assistant")
+                or not isinstance(turn.get("content"), str)):
+            raise TemplateRenderError(where, f"{field}[{index}] must be {{role: system|user|assistant, content: "
+                                             f"text}}, got {turn!r:.80}", missing_field=False)
+        messages.append(ChatMessage(turn["role"], turn["content"]))
+    if not any(m.role == "user" for m in messages):
+        raise TemplateRenderError(where, f"field {field!r} has no user message to answer", missing_field=False)
+    return messages

@@ -103,7 +103,7 @@ def test_an_unknown_key_lists_the_allowed_ones(project: Path) -> None:
 
 def test_an_unknown_top_level_key(project: Path) -> None:
     (line,) = problems(GOOD_JOB + "concurency: 4\n")
-    assert line.startswith("jobs/job.yaml:16: concurency: unknown key; allowed here: backends, budget, concurrency")
+    assert line.startswith("jobs/job.yaml:16: concurency: unknown key; allowed here: backends, best_of, budget, concurrency")
     assert "did you mean 'concurrency'" in line
 
 
@@ -243,7 +243,8 @@ def test_scorer_problems(project: Path) -> None:
     )
     assert problems(text) == [
         "jobs/job.yaml:16: scorers[1]: unknown scorer 'containz'; expected one of: contains, exact_match, "
-        "json_valid, regex, or module:function (did you mean 'contains'?)",
+        "json_schema, json_valid, length, llm_judge, regex, self_explain, semantic_relevance, tone, toxicity, "
+        "toxicity_judge, or module:function (did you mean 'contains'?)",
         "jobs/job.yaml:17: scorers[2]: scorer 'contains': Contains.__init__() got an unexpected keyword argument "
         "'valuez'; its options are: values, mode, case_sensitive",
         "jobs/job.yaml:20: scorers[3]: scorer 'regex': missing ), unterminated subpattern at position 0",

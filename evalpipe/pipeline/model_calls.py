@@ -1,0 +1,125 @@
+"""The model calls scorers make during a job (judges, embeddings, self-explanations), done like any other call.
+
+`JobCalls` is the runner's `ModelCalls`: a call to backend `id` waits for that backend's limits,
+is retried by its policy, is answered from the run's response cache when it was already paid for
+(a resumed run does not pay its judge twice), and its tokens and cost are charged to the task being
+scored, so they reach the row, the budget and the manifest.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from evalpipe.errors import ConfigError
+from evalpipe.pipeline.limits import call_with_limits, estimate_tokens, prompt_tokens
+from evalpipe.pipeline.task import stable_hash
+from evalpipe.scoring.calls import ANSWERING, resolve
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage
+
+if TYPE_CHECKING:
+    from evalpipe.pipeline.execute import Backend, ResponseCache
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class ScoringSpend:
+    """What the scorers of one task spent on model calls."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+_task: contextvars.ContextVar[tuple[str, ScoringSpend] | None] = contextvars.ContextVar(
+    "evalpipe_scored_task", default=None
+)
+
+
+@contextmanager
+def charging(task_id: str) -> Iterator[ScoringSpend]:
+    """While the task's scorers run: their calls are cached under `task_id` and charged to the spend yielded."""
+    spend = ScoringSpend()
+    token = _task.set((task_id, spend))
+    try:
+        yield spend
+    finally:
+        _task.reset(token)
+
+
+class JobCalls:
+    """`ModelCalls` through the job's backends (evaluated ones and judges)."""
+
+    def __init__(self, backends: Mapping[str, Backend], cache: ResponseCache | None = None) -> None:
+        self.backends = backends
+        self.cache = cache  # None: no caching
+
+    def has(self, backend_id: str) -> bool:
+        return backend_id == ANSWERING or backend_id in self.backends
+
+    async def chat(
+        self, backend_id: str, messages: Sequence[ChatMessage], params: GenerationParams | None = None
+    ) -> ChatResponse:
+        backend = self._backend(backend_id)
+        merged = backend.provider.config.params.merged(params)
+        request = {"chat": [(m.role, m.content) for m in messages],
+                   "params": {f.name: getattr(merged, f.name) for f in fields(merged)}}
+        output = merged.max_tokens or 256
+        payload = await self._call(backend, request, lambda: backend.provider.achat(messages, params),
+                                   prompt_tokens(messages) + output, _chat_payload)
+        return ChatResponse(text=payload["text"], finish_reason=payload["finish_reason"], model=payload["model"],
+                            usage=Usage(payload["input_tokens"], payload["output_tokens"]))
+
+    async def embed(self, backend_id: str, texts: Sequence[str]) -> list[list[float]]:
+        backend = self._backend(backend_id)
+        estimate = sum(estimate_tokens(text) for text in texts)
+
+        def payload_of(vectors: list[list[float]]) -> dict[str, Any]:
+            # Embedding answers carry no usage here: the estimate is what is charged.
+            return {"vectors": vectors, "input_tokens": estimate, "output_tokens": 0}
+
+        payload = await self._call(backend, {"embed": list(texts)}, lambda: backend.provider.aembed(texts),
+                                   estimate, payload_of)
+        vectors: list[list[float]] = payload["vectors"]
+        return vectors
+
+    def _backend(self, backend_id: str) -> Backend:
+        name = resolve(backend_id)
+        try:
+            return self.backends[name]
+        except KeyError:
+            raise ConfigError(f"scorers call backend {name!r}, which the job does not have") from None
+
+    async def _call(self, backend: Backend, request: dict[str, Any], attempt: Callable[[], Awaitable[T]],
+                    estimate: int, payload_of: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+        scored = _task.get()
+        config = backend.provider.config
+        key = stable_hash({"scoring": scored[0] if scored else None, "backend": config.backend,
+                           "model": config.model, "base_url": config.base_url, **request}, 32)
+        payload = await self.cache.get(key) if self.cache is not None else None
+        if payload is None:
+            def used(result: T) -> int:
+                counted = payload_of(result)
+                return int(counted["input_tokens"] + counted["output_tokens"])
+
+            result, _ = await call_with_limits(backend.limiter, backend.policy, attempt, estimate, used)
+            payload = payload_of(result)
+            if self.cache is not None:
+                await self.cache.put(key, payload)
+        if scored is not None:
+            # Charged from the cache too: a cached answer was paid by a session whose row was never
+            # committed, so this row is the only place its cost shows.
+            spend = scored[1]
+            spend.input_tokens += payload["input_tokens"]
+            spend.output_tokens += payload["output_tokens"]
+            spend.cost_usd += backend.cost(Usage(payload["input_tokens"], payload["output_tokens"]))
+        return payload
+
+
+def _chat_payload(response: ChatResponse) -> dict[str, Any]:
+    return {"text": response.text, "finish_reason": response.finish_reason, "model": response.model,
+            "input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens}
