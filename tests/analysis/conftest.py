@@ -20,6 +20,12 @@ HOSTILE_ANSWER = "<b>bold</b> answer</td></tr><script>console.error('injected')<
 
 
 @pytest.fixture(scope="session")
+def hostile_answer() -> str:
+    """The answer one item of `real_run` gets."""
+    return HOSTILE_ANSWER
+
+
+@pytest.fixture(scope="session")
 def real_run(tmp_path_factory: pytest.TempPathFactory, fake_server: FakeServer) -> Iterator[Path]:
     """A finished sweep: 2 backends × 4 grid points × 6 items, one item failing with a non-retried error."""
     key_env = "EVALPIPE_TEST_ANALYSIS_KEY"

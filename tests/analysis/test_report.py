@@ -21,7 +21,6 @@ from selenium.webdriver.support.ui import Select
 
 from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
 from evalpipe.cli import main
-from tests.analysis.conftest import HOSTILE_ANSWER
 
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
@@ -62,8 +61,8 @@ def shown_rows(browser: WebDriver) -> int:
     return count
 
 
-def test_report_of_a_real_run_loads_draws_and_filters(real_run: Path, tmp_path: Path,
-                                                      browser: WebDriver) -> None:
+def test_report_of_a_real_run_loads_draws_and_filters(real_run: Path, tmp_path: Path, browser: WebDriver,
+                                                      hostile_answer: str) -> None:
     output = tmp_path / "report.html"
     assert main(["report", str(real_run), "-o", str(output)]) == 0
     html = output.read_text(encoding="utf-8")
@@ -73,7 +72,7 @@ def test_report_of_a_real_run_loads_draws_and_filters(real_run: Path, tmp_path: 
     assert console == [], console  # no errors, and the hostile answer's script did not run
     assert browser.execute_script("return performance.getEntriesByType('resource').length") == 0
     # The answer's markup shows as text.
-    assert HOSTILE_ANSWER in browser.execute_script("return document.getElementById('items').textContent")
+    assert hostile_answer in browser.execute_script("return document.getElementById('items').textContent")
     assert not browser.find_elements(By.CSS_SELECTOR, "#items b, #items img")
 
     charts = browser.find_elements(By.CSS_SELECTOR, "figure.chart")
