@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 import time
@@ -13,12 +12,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import anyio
-import structlog
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from evalpipe import logs
 from evalpipe.backends.registry import LLMBackend, provider_class
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.expand import plan_job
@@ -36,7 +35,7 @@ err = Console(stderr=True)
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `evalpipe` command."""
     args = _parser().parse_args(argv)
-    _configure_logging(args.log_format, args.verbose)
+    logs.configure(args.log_format, args.verbose)
     try:
         code: int = args.handler(args)
         return code
@@ -189,18 +188,6 @@ def _report_command(args: argparse.Namespace) -> int:
     path = write_report(run, summarize(run), args.output, comparison)
     out.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
     return 0
-
-
-def _configure_logging(log_format: str, verbose: bool) -> None:
-    renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
-    )
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    renderer],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG if verbose else logging.WARNING),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
 
 
 def _validate(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ import structlog
 import yaml
 
 from evalpipe.cli import main
+from evalpipe.logs import RUN_LOG_FILENAME
 from evalpipe.testing import FakeServer
 
 KEY_VARIABLE = "EVALPIPE_TEST_CLI_KEY"
@@ -208,6 +209,11 @@ def test_run_writes_the_outputs_says_where_and_prints_no_key(
     run_dir = Path(where["csv"]).parent
     written = "".join(p.read_text(encoding="utf-8", errors="replace") for p in run_dir.rglob("*") if p.is_file())
     assert CANARY not in out + err + written
+    # The run's own log: JSON lines of info and up, though stderr showed warnings only.
+    events = [json.loads(line) for line in (run_dir / RUN_LOG_FILENAME).read_text(encoding="utf-8").splitlines()]
+    assert [e["event"] for e in events if e["event"].startswith("run ")] == ["run started", "run finished"]
+    assert all(e["level"] in ("info", "warning", "error") and e["timestamp"] for e in events)
+    assert "run started" not in err
 
 
 def test_a_backend_without_its_key_gets_one_line_and_the_others_run(

@@ -33,6 +33,7 @@ from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.builder import LLMBuilder
 from evalpipe.errors import ConfigError
+from evalpipe.logs import run_log
 from evalpipe.pipeline.best_of import write_best_of
 from evalpipe.pipeline.execute import Backend, Criterion, execute_task, expected_output_tokens
 from evalpipe.pipeline.expand import count_tasks, expand_job
@@ -269,55 +270,56 @@ class JobRun:
         inputs = {"dataset_sha256": file_sha256(dataset)} if dataset is not None else None
         run_dir = prepare_run_dir(spec, root=self.options.out_root, run_dir=self.options.run_dir,
                                   force=self.options.force, inputs=inputs)
-        started_at = datetime.now(UTC)
-        store = RunStore.open(run_dir.path, run_dir.run_id, schema)
-        sinks: Sinks | None = None
-        state: RunState = "interrupted"
-        replaces_rows = False
-        try:
-            sinks = Sinks.for_run(run_dir.path, schema, spec.output.formats)
-            run_dir.remember(store)
-            if run_dir.resumed:
-                sinks.rebuild_from(store)
-            finished = store.finished_ids(retry_errors=self.options.retry_errors)
-            # Retried error rows replace rows the rebuild above already wrote to the sinks.
-            replaces_rows = self.options.retry_errors and store.counts()["error"] > 0
-            total = count_tasks(self.loaded, backend_ids=set(backends))
-            self.progress = RunProgress(total=total, done=min(len(finished), total))
-            # The budget covers the whole run: what earlier sessions of it spent counts too.
-            spent = store.totals()
-            self._spend = _Spend(cost_usd=spent.cost_usd, tokens=spent.input_tokens + spent.output_tokens)
-            write_manifest(run_dir.path, build_manifest(
-                spec, store, run_dir=run_dir.path, state="running", started_at=started_at,
-                job_file=self.loaded.path, tasks_total=total, outputs=sinks.paths))
-            log.info("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
-                     already_done=self.progress.done, backends=sorted(backends))
-            cache = calls.cache = _StoreCache(store, empty=not run_dir.resumed)
-            evaluated_backends = {backend_id: backends[backend_id] for backend_id in evaluated}
-            await self._execute(evaluated_backends, criteria, store, sinks, finished, run_dir.run_id, cache,
-                                concurrency)
-            state = self.stop_reason or "completed"
-        finally:
-            with anyio.CancelScope(shield=True):
-                if sinks is not None:
-                    if replaces_rows and self._rows_written:
-                        sinks.rebuild_from(store)  # one row per task again: the retried ones as they are now
-                    sinks.close()
-                counts = store.counts()
-                if state == "completed" and self.progress.done < self.progress.total:
-                    state = "interrupted"
-                outputs = sinks.paths if sinks is not None else {}
-                manifest = build_manifest(spec, store, run_dir=run_dir.path, state=state, started_at=started_at,
-                                          finished_at=datetime.now(UTC), job_file=self.loaded.path,
-                                          tasks_total=self.progress.total, outputs=outputs)
-                write_manifest(run_dir.path, manifest)
-                store.close()
-                if spec.best_of and criteria:  # for a stopped run too: the manifest says it is partial
-                    write_best_of(run_dir.path, store.iter_rows())
-                for backend_id, backend in backends.items():
-                    if backend_id not in self.options.providers:
-                        await backend.provider.aclose()
-        log.info("run finished", state=state, counts=counts, cost_usd=round(manifest.cost_usd, 6))
+        with run_log(run_dir.path):  # the run directory's own structured log
+            started_at = datetime.now(UTC)
+            store = RunStore.open(run_dir.path, run_dir.run_id, schema)
+            sinks: Sinks | None = None
+            state: RunState = "interrupted"
+            replaces_rows = False
+            try:
+                sinks = Sinks.for_run(run_dir.path, schema, spec.output.formats)
+                run_dir.remember(store)
+                if run_dir.resumed:
+                    sinks.rebuild_from(store)
+                finished = store.finished_ids(retry_errors=self.options.retry_errors)
+                # Retried error rows replace rows the rebuild above already wrote to the sinks.
+                replaces_rows = self.options.retry_errors and store.counts()["error"] > 0
+                total = count_tasks(self.loaded, backend_ids=set(backends))
+                self.progress = RunProgress(total=total, done=min(len(finished), total))
+                # The budget covers the whole run: what earlier sessions of it spent counts too.
+                spent = store.totals()
+                self._spend = _Spend(cost_usd=spent.cost_usd, tokens=spent.input_tokens + spent.output_tokens)
+                write_manifest(run_dir.path, build_manifest(
+                    spec, store, run_dir=run_dir.path, state="running", started_at=started_at,
+                    job_file=self.loaded.path, tasks_total=total, outputs=sinks.paths))
+                log.info("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
+                         already_done=self.progress.done, backends=sorted(backends))
+                cache = calls.cache = _StoreCache(store, empty=not run_dir.resumed)
+                evaluated_backends = {backend_id: backends[backend_id] for backend_id in evaluated}
+                await self._execute(evaluated_backends, criteria, store, sinks, finished, run_dir.run_id, cache,
+                                    concurrency)
+                state = self.stop_reason or "completed"
+            finally:
+                with anyio.CancelScope(shield=True):
+                    if sinks is not None:
+                        if replaces_rows and self._rows_written:
+                            sinks.rebuild_from(store)  # one row per task again: the retried ones as they are now
+                        sinks.close()
+                    counts = store.counts()
+                    if state == "completed" and self.progress.done < self.progress.total:
+                        state = "interrupted"
+                    outputs = sinks.paths if sinks is not None else {}
+                    manifest = build_manifest(spec, store, run_dir=run_dir.path, state=state, started_at=started_at,
+                                              finished_at=datetime.now(UTC), job_file=self.loaded.path,
+                                              tasks_total=self.progress.total, outputs=outputs)
+                    write_manifest(run_dir.path, manifest)
+                    store.close()
+                    if spec.best_of and criteria:  # for a stopped run too: the manifest says it is partial
+                        write_best_of(run_dir.path, store.iter_rows())
+                    for backend_id, backend in backends.items():
+                        if backend_id not in self.options.providers:
+                            await backend.provider.aclose()
+            log.info("run finished", state=state, counts=counts, cost_usd=round(manifest.cost_usd, 6))
         return RunOutcome(run_dir.path, run_dir.run_id, state, counts, self.progress.total, manifest.cost_usd,
                           outputs, skipped, resume_command(self.loaded.path, run_dir.path))
 

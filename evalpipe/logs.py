@@ -1,0 +1,73 @@
+"""Logging: structlog events to stderr for people (or JSON for machines), and each run's own log file.
+
+A run directory keeps `run.log.jsonl`: every event of level info and above while the run is going,
+one JSON object per line, whatever stderr shows. The file gets its events from a processor early in
+the chain, so it sees what `--verbose` would show even when stderr only shows warnings.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import structlog
+
+RUN_LOG_FILENAME = "run.log.jsonl"
+
+_run_logs: list[IO[str]] = []  # the log files of the runs going on in this process
+
+
+def _to_run_logs(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    if _run_logs and logging.getLevelName(method.upper()) >= logging.INFO:
+        line = json.dumps(event, default=str, ensure_ascii=False) + "\n"
+        for file in _run_logs:
+            file.write(line)
+    return event
+
+
+def _below(level: int) -> structlog.typing.Processor:
+    def drop(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        if logging.getLevelName(method.upper()) < level:
+            raise structlog.DropEvent
+        return event
+
+    return drop
+
+
+def configure(log_format: str = "console", verbose: bool = False) -> None:
+    """stderr shows warnings (everything with `verbose`), as text or JSON lines; run logs get info and up."""
+    renderer: structlog.typing.Processor = (
+        structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    stderr_level = logging.DEBUG if verbose else logging.WARNING
+    structlog.configure(
+        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
+                    _to_run_logs, _below(stderr_level), renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(min(stderr_level, logging.INFO)),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+def run_logs_enabled() -> bool:
+    """Whether the logging set up by `configure` is in place (a program may have set up its own)."""
+    return _to_run_logs in structlog.get_config()["processors"]
+
+
+@contextmanager
+def run_log(run_dir: Path) -> Iterator[Path | None]:
+    """While a run goes on: its events are appended to `run_dir/run.log.jsonl` (None when not enabled)."""
+    if not run_logs_enabled():
+        yield None
+        return
+    path = run_dir / RUN_LOG_FILENAME
+    with path.open("a", encoding="utf-8", buffering=1) as file:  # line-buffered: readable during the run
+        _run_logs.append(file)
+        try:
+            yield path
+        finally:
+            _run_logs.remove(file)
