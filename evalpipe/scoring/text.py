@@ -6,6 +6,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
+from jinja2 import TemplateError
+
 from evalpipe.scoring.base import Score
 from evalpipe.scoring.prompts import ItemTemplate
 from evalpipe.types import ChatMessage, ChatResponse
@@ -26,7 +28,10 @@ class Contains:
         self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
     ) -> Score:
         text = response.text if self.case_sensitive else response.text.casefold()
-        wanted = [v.render(item) for v in self.values]
+        try:
+            wanted = [v.render(item) for v in self.values]
+        except TemplateError as exc:  # the loader checks fields against the dataset; this is the last guard
+            return Score.missing(f"values: {exc}")
         found = [v for v in wanted if (v if self.case_sensitive else v.casefold()) in text]
         ok = bool(found) if self.mode == "any" else len(found) == len(wanted)
         missing = [v for v in wanted if v not in found]
@@ -44,7 +49,10 @@ class ExactMatch:
     async def __call__(
         self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
     ) -> Score:
-        expected, answer = self.expected.render(item).strip(), response.text.strip()
+        try:
+            expected, answer = self.expected.render(item).strip(), response.text.strip()
+        except TemplateError as exc:
+            return Score.missing(f"expected: {exc}")
         if not self.case_sensitive:
             expected, answer = expected.casefold(), answer.casefold()
         return Score(1.0 if answer == expected else 0.0)

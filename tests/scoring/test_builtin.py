@@ -24,6 +24,8 @@ async def test_contains_any_all_case_and_item_templates() -> None:
     assert missing.value == 0.0 and missing.explanation == "missing: green"
     assert (await score("contains", "It is Rome", {"expected": "Rome"}, values=["{{ expected }}"])).value == 1.0
     assert (await score("contains", "", values=["x"])).value == 0.0
+    assert (await score("contains", "Rome", {}, values=["{{ expected }}"])).error == "values: 'expected' is undefined"
+    assert (await score("exact_match", "Rome", {}, expected="{{ a }}")).error == "expected: 'a' is undefined"
 
 
 @pytest.mark.anyio
