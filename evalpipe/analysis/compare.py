@@ -125,7 +125,10 @@ def compare_runs(run_a: Run, run_b: Run, *, pair_on: PairOn = "task", gate_metri
     keys = ["backend_id", *PAIR_KEYS[pair_on]]
     side_a = _side(run_a, keys, metrics, pair_on, {})
     side_b = _side(run_b, keys, metrics, pair_on, mapping)
-    joined = side_a.join(side_b, on=keys, how="full", nulls_equal=True, suffix="_b", coalesce=True)
+    # Joined once and held: five queries below read it, and a lazy join would be redone for each. It holds
+    # only keys, scores, cost and latency (about 100 bytes a pair), never prompts or answers.
+    joined = collect(side_a.join(side_b, on=keys, how="full", nulls_equal=True, suffix="_b", coalesce=True),
+                     run_a).lazy()
     both = pl.col("_in_a").is_not_null() & pl.col("_in_a_b").is_not_null()
     paired = joined.filter(both)
     changes = _changes(joined, both, run_a)
