@@ -193,6 +193,14 @@ class Provider:
         merged = self.config.params.merged(params)
         return ChatStream(self, self.chat_request(self._with_system(messages, merged), merged, stream=True))
 
+    async def aopen(self) -> Provider:
+        """Get ready to call now rather than on the first call: build this event loop's HTTP client.
+
+        A runner opens its providers before it starts pacing calls, so that the first call leaves
+        when the rate limiter lets it, not after the set-up."""
+        self._client()
+        return self
+
     async def aclose(self) -> None:
         """Close this event loop's connections."""
         client = self._clients.pop(asyncio.get_running_loop(), None)
@@ -210,6 +218,7 @@ class Provider:
     chat = blocking(achat)
     complete = blocking(acomplete)
     embed = blocking(aembed)
+    open = blocking(aopen)
     close = blocking(aclose)
 
     def stream(

@@ -75,6 +75,11 @@ class LocalProvider(OpenAIProvider):
         self._point_at(server)
         return server
 
+    async def aopen(self) -> Provider:
+        """Start (or find) the managed server, then get the connections ready."""
+        await self.server()
+        return await super().aopen()
+
     def _point_at(self, server: LlamaServer) -> None:
         url = f"{server.base_url}/v1/"
         if self.config.base_url != url:

@@ -215,7 +215,7 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
     for index, backend in enumerate(spec.backends):
         if not model_for(backend):
             locator.add(("backends", index, "model"), f"{backend.backend.value} has no default model; set `model`")
-    scorer_fields = _check_scorers(spec, locator)
+    scorer_fields = _check_scorers(spec, locator, base_dir)
     templates: PromptTemplates | None = None
     try:
         templates = PromptTemplates(spec.prompt)
@@ -246,19 +246,20 @@ class _DeclaredBackends:
         raise RuntimeError("a scorer called a model while the job was being checked")
 
 
-def _check_scorers(spec: JobSpec, locator: _Locator) -> dict[FieldPath, frozenset[str]]:
+def _check_scorers(spec: JobSpec, locator: _Locator, base_dir: Path) -> dict[FieldPath, frozenset[str]]:
     """Build each scorer once to check it; return the item fields its option templates read."""
     fields: dict[FieldPath, frozenset[str]] = {}
     for index, scorer in enumerate(spec.scorers):
         options = dict(scorer.model_extra or {})
         try:
-            build_scorer(scorer.type, scorer.name, options, _DeclaredBackends(spec))
+            build_scorer(scorer.type, scorer.name, options, _DeclaredBackends(spec), base_dir=base_dir)
         except ConfigError as exc:
             message = exc.message
             if message.startswith("unknown scorer"):
                 message += similar(scorer.type, BUILT_IN)
             elif scorer.type in BUILT_IN and "unexpected keyword" in message:
-                allowed = [p for p in inspect.signature(BUILT_IN[scorer.type]).parameters if p != "name"]
+                allowed = [p for p in inspect.signature(BUILT_IN[scorer.type]).parameters
+                           if p not in ("name", "calls", "base_dir")]
                 message += f"; its options are: {', '.join(allowed)}"
             locator.add(("scorers", index), message)
         # Option templates (`values: ["{{ expected }}"]`) read item fields too: a typo there would

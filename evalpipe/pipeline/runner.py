@@ -32,7 +32,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.builder import LLMBuilder
-from evalpipe.errors import ConfigError
+from evalpipe.errors import ConfigError, EvalpipeError
 from evalpipe.logs import run_log
 from evalpipe.pipeline.best_of import write_best_of
 from evalpipe.pipeline.execute import Backend, Criterion, execute_task, expected_output_tokens
@@ -156,7 +156,7 @@ def criteria_of(loaded: LoadedJob, calls: ModelCalls | None = None) -> list[Crit
     criteria = []
     for spec in loaded.spec.scorers:
         options = {k: v for k, v in (spec.model_extra or {}).items()}
-        scorer = build_scorer(spec.type, spec.name, options, calls)
+        scorer = build_scorer(spec.type, spec.name, options, calls, base_dir=loaded.base_dir)
         criteria.append(Criterion(scorer, spec.weight, spec.threshold))
     return criteria
 
@@ -295,6 +295,7 @@ class JobRun:
                 log.info("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
                          already_done=self.progress.done, backends=sorted(backends))
                 cache = calls.cache = _StoreCache(store, empty=not run_dir.resumed)
+                await _open_all(backends)
                 evaluated_backends = {backend_id: backends[backend_id] for backend_id in evaluated}
                 await self._execute(evaluated_backends, criteria, store, sinks, finished, run_dir.run_id, cache,
                                     concurrency)
@@ -433,6 +434,15 @@ class JobRun:
                 self.stop_reason = "interrupted"
                 log.warning("stopping: no new tasks; calls in flight finish (signal again to cancel them)",
                             signal=signum)
+
+
+async def _open_all(backends: Mapping[str, Backend]) -> None:
+    """Open every provider before the first call is paced (a local backend starts its server here)."""
+    for backend_id, backend in backends.items():
+        try:
+            await backend.provider.aopen()
+        except EvalpipeError as error:  # its calls will fail too, each as a classified error row
+            log.warning("backend could not be opened", backend=backend_id, error=error.message)
 
 
 def _commit_and_write(store: RunStore, sinks: Sinks, batch: Sequence[Row]) -> list[Row]:
