@@ -140,9 +140,11 @@ def plan_job(loaded: LoadedJob) -> Plan:
             break
         sample_tokens += prompt_tokens(loaded.templates.render(item.data))
         sampled += 1
-    calls = items * len(sets) * repeats
-    input_tokens = round(sample_tokens / sampled * calls) if sampled else 0
-    output_tokens = items * repeats * sum(s.max_tokens or DEFAULT_OUTPUT_TOKENS for s in sets)
+    # A dialogue item makes a call per user turn; any other item one.
+    prompts = count_tasks(loaded, backend_ids={loaded.spec.backends[0].id}) // (len(sets) * repeats)
+    calls = prompts * len(sets) * repeats
+    input_tokens = round(sample_tokens / sampled * calls) if sampled else 0  # a whole transcript per turn: a bound
+    output_tokens = prompts * repeats * sum(s.max_tokens or DEFAULT_OUTPUT_TOKENS for s in sets)
     backends = tuple(
         BackendPlan(
             backend_id=b.id,
