@@ -191,17 +191,4 @@ class AnthropicProtocol(Protocol):
         def at(seconds: float) -> str:
             return (datetime.now(UTC) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
-        headers = []
-        if state.limit_requests is not None:
-            headers += [
-                ("anthropic-ratelimit-requests-limit", str(state.limit_requests)),
-                ("anthropic-ratelimit-requests-remaining", str(state.remaining_requests)),
-                ("anthropic-ratelimit-requests-reset", at(state.reset_requests_s)),
-            ]
-        if state.limit_tokens is not None:
-            headers += [
-                ("anthropic-ratelimit-tokens-limit", str(state.limit_tokens)),
-                ("anthropic-ratelimit-tokens-remaining", str(state.remaining_tokens)),
-                ("anthropic-ratelimit-tokens-reset", at(state.reset_tokens_s)),
-            ]
-        return headers
+        return state.headers(lambda kind, field: f"anthropic-ratelimit-{kind}-{field}", at)

@@ -301,20 +301,7 @@ class OpenAIProtocol(Protocol):
         return json_reply(200, {"object": "list", "data": data})
 
     def ratelimit_headers(self, state: RateLimitState) -> list[tuple[str, str]]:
-        headers = []
-        if state.limit_requests is not None:
-            headers += [
-                ("x-ratelimit-limit-requests", str(state.limit_requests)),
-                ("x-ratelimit-remaining-requests", str(state.remaining_requests)),
-                ("x-ratelimit-reset-requests", go_duration(state.reset_requests_s)),
-            ]
-        if state.limit_tokens is not None:
-            headers += [
-                ("x-ratelimit-limit-tokens", str(state.limit_tokens)),
-                ("x-ratelimit-remaining-tokens", str(state.remaining_tokens)),
-                ("x-ratelimit-reset-tokens", go_duration(state.reset_tokens_s)),
-            ]
-        return headers
+        return state.headers(lambda kind, field: f"x-ratelimit-{field}-{kind}", go_duration)
 
 
 def _embedding_inputs(value: Any) -> list[str]:

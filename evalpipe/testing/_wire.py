@@ -14,6 +14,7 @@ import math
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -155,6 +156,19 @@ class RateLimitState:
     limit_tokens: int | None
     remaining_tokens: int
     reset_tokens_s: float
+
+    def headers(self, name: Callable[[str, str], str], reset: Callable[[float], str]) -> list[tuple[str, str]]:
+        """limit / remaining / reset headers for requests and tokens, as a vendor spells them:
+        `name(kind, field)` gives the header name, `reset(seconds)` the reset value."""
+        headers = []
+        for kind, limit, remaining, reset_s in (
+            ("requests", self.limit_requests, self.remaining_requests, self.reset_requests_s),
+            ("tokens", self.limit_tokens, self.remaining_tokens, self.reset_tokens_s),
+        ):
+            if limit is not None:
+                headers += [(name(kind, "limit"), str(limit)), (name(kind, "remaining"), str(remaining)),
+                            (name(kind, "reset"), reset(reset_s))]
+        return headers
 
 
 def dumps(data: Any) -> bytes:
