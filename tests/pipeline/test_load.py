@@ -103,7 +103,8 @@ def test_an_unknown_key_lists_the_allowed_ones(project: Path) -> None:
 
 def test_an_unknown_top_level_key(project: Path) -> None:
     (line,) = problems(GOOD_JOB + "concurency: 4\n")
-    assert line.startswith("jobs/job.yaml:16: concurency: unknown key; allowed here: backends, best_of, budget, concurrency")
+    assert line.startswith("jobs/job.yaml:16: concurency: unknown key; allowed here: backends, best_of, budget, "
+                           "concurrency")
     assert "did you mean 'concurrency'" in line
 
 
