@@ -25,6 +25,7 @@ from evalpipe.errors import (
     TransientError,
     UnsupportedFeatureError,
 )
+from evalpipe.evaluator import EvalResult, LLMEvaluator, ParamSet
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
 
 __version__ = "0.1.0"
@@ -38,13 +39,16 @@ __all__ = [
     "ConfigError",
     "ConnectionError",
     "ContextLengthError",
+    "EvalResult",
     "EvalpipeError",
     "GenerationParams",
     "LLMBackend",
     "LLMBuilder",
+    "LLMEvaluator",
     "MultiPromptChain",
     "NotFoundError",
     "OverloadedError",
+    "ParamSet",
     "PermissionDeniedError",
     "PromptChain",
     "ProtocolError",

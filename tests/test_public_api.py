@@ -15,7 +15,7 @@ DOCUMENTED = {
     "ProtocolError", "TransientError", "RateLimitError", "OverloadedError", "ServerError", "TimeoutError",
     "ConnectionError",
     # evaluation
-    "PromptChain", "MultiPromptChain",
+    "PromptChain", "MultiPromptChain", "LLMEvaluator", "ParamSet", "EvalResult",
     "__version__",
 }
 
