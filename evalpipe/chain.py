@@ -15,14 +15,14 @@ each step's `ChatResponse` for usage and latency, and `arun_item` is the form a 
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Self
+from typing import Any, Literal, NamedTuple, Protocol, Self
 
 from jinja2 import Template, TemplateError, TemplateSyntaxError, UndefinedError
 from jinja2.exceptions import SecurityError
 
-from evalpipe.backends.base import Provider
 from evalpipe.blocking import blocking
 from evalpipe.errors import ConfigError, EvalpipeError
 from evalpipe.pipeline.templates import referenced_fields, template_environment
@@ -31,6 +31,16 @@ from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage
 
 Mode = Literal["chat", "completion"]
 DEFAULT_PROVIDER = "default"  # the registry name of a PromptChain's one provider
+
+
+class ChainBackend(Protocol):
+    """What a step needs from a backend: a `Provider`, or a job's way of calling one within its limits."""
+
+    async def achat(
+        self, messages: Sequence[ChatMessage], params: GenerationParams | None = None
+    ) -> ChatResponse: ...
+
+    async def acomplete(self, prompt: str, params: GenerationParams | None = None) -> ChatResponse: ...
 
 
 class ChainTemplateError(ConfigError):
@@ -121,11 +131,11 @@ class ChainResult:
 class PromptChain:
     """Steps that run in order on one provider; each step's output is a variable for the steps after it."""
 
-    def __init__(self, llm: Provider) -> None:
+    def __init__(self, llm: ChainBackend) -> None:
         self._start({DEFAULT_PROVIDER: llm}, DEFAULT_PROVIDER)
 
-    def _start(self, providers: Mapping[str, Provider], default: str | None) -> None:
-        self.providers: dict[str, Provider] = dict(providers)
+    def _start(self, providers: Mapping[str, ChainBackend], default: str | None) -> None:
+        self.providers: dict[str, ChainBackend] = dict(providers)
         self.default_provider = default
         self.steps: list[ChainStep] = []
         self._environment = template_environment()
@@ -204,6 +214,17 @@ class PromptChain:
                     missing=missing,
                 )
             defined.add(step.name)
+
+    def with_providers(self, providers: Mapping[str, ChainBackend]) -> Self:
+        """The same steps, with these backends in place of the registered ones of the same names.
+
+        A job builds its chain once and gives every task its own way of calling the backends."""
+        unknown = set(providers) - set(self.providers)
+        if unknown:
+            raise ConfigError(f"no provider named {_names(unknown)} in this chain; known: {_names(self.providers)}")
+        clone = copy.copy(self)  # shares the compiled steps
+        clone.providers = {**self.providers, **providers}
+        return clone
 
     async def arun(self, variables: Mapping[str, Any] | None = None, /, **more: Any) -> dict[str, str]:
         """Run every step; step name -> output. Variables come as a mapping, keywords, or both."""
@@ -296,7 +317,7 @@ class MultiPromptChain(PromptChain):
     `MultiPromptChain({"fast": small_llm, "smart": big_llm}).step("draft", ..., provider="fast")`.
     A step without `provider=` uses `default`, or the only provider when there is one."""
 
-    def __init__(self, providers: Mapping[str, Provider], *, default: str | None = None) -> None:
+    def __init__(self, providers: Mapping[str, ChainBackend], *, default: str | None = None) -> None:
         if not providers:
             raise ConfigError("a MultiPromptChain needs at least one provider")
         if default is not None and default not in providers:
@@ -331,6 +352,7 @@ def _names(names: Collection[str]) -> str:
 
 
 __all__ = [
+    "ChainBackend",
     "ChainOutcome",
     "ChainResult",
     "ChainStep",

@@ -16,8 +16,9 @@ import structlog
 from evalpipe import errors
 from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
+from evalpipe.pipeline.chains import run_chain
 from evalpipe.pipeline.limits import Limiter, call_with_limits, prompt_tokens
-from evalpipe.pipeline.model_calls import charging
+from evalpipe.pipeline.model_calls import JobCalls, charging
 from evalpipe.pipeline.spec import BackendSpec
 from evalpipe.pipeline.task import Task, stable_hash
 from evalpipe.scoring.base import Score, Scorer
@@ -79,16 +80,27 @@ def expected_output_tokens(task: Task, backend: Backend) -> int:
 
 
 async def generate(
-    task: Task, backend: Backend, cache: ResponseCache, timeout_s: float = math.inf
-) -> tuple[ChatResponse, bool]:
-    """The answer to `task`, from the cache when it was already paid for; (response, cached).
+    task: Task, backend: Backend, cache: ResponseCache, timeout_s: float = math.inf, calls: JobCalls | None = None
+) -> tuple[ChatResponse, bool, float]:
+    """The answer to `task`, from the cache when it was already paid for; (response, cached, cost).
+
+    A chain task runs its steps through `calls` (each step cached on its own); its answer is the last
+    step's, its tokens and cost those of every step.
 
     `timeout_s` bounds the task from its first attempt on: time spent queueing for the backend's
     limits before that (a slow rate limit, a Retry-After pause) does not count, so a long queue
     never turns into timeouts of calls that were not even sent. Raises TimeoutError when it runs out."""
+    if task.chain is not None:
+        if calls is None:
+            raise errors.ConfigError("a chain is run through the job's calls; none were given")
+        with anyio.fail_after(timeout_s):
+            response, cost = await run_chain(task.chain, task.task_id, task.backend_id, dict(task.item),
+                                             task.param_set.params, calls)
+        return response, False, cost
     key = request_key(task, backend)
     if (hit := await cache.get(key)) is not None:
-        return response_from_payload(hit), True
+        response = response_from_payload(hit)
+        return response, True, backend.cost(response.usage)
     provider, params = backend.provider, task.param_set.params
     deadline: float | None = None
 
@@ -107,7 +119,7 @@ async def generate(
     )
     response.attempts = attempts
     await cache.put(key, payload_from_response(response))
-    return response, False
+    return response, False, backend.cost(response.usage)
 
 
 def payload_from_response(response: ChatResponse) -> dict[str, Any]:
@@ -160,11 +172,11 @@ async def _scores(task: Task, response: ChatResponse, criteria: Sequence[Criteri
 
 async def execute_task(
     task: Task, backend: Backend, criteria: Sequence[Criterion], *, run_id: str, cache: ResponseCache,
-    timeout_s: float,
+    timeout_s: float, calls: JobCalls | None = None,
 ) -> list[dict[str, Any]]:
     """The rows of `task`: one, or one per turn of a dialogue; never raises for a failure of a call."""
     if task.dialogue is None:
-        return [await execute(task, backend, criteria, run_id=run_id, cache=cache, timeout_s=timeout_s)]
+        return [await execute(task, backend, criteria, run_id=run_id, cache=cache, timeout_s=timeout_s, calls=calls)]
     rows: list[dict[str, Any]] = []
     for turn in dialogue_turns(task):
         if task.dialogue == "rollout" and rows:
@@ -209,13 +221,13 @@ def rollout_history(turn: Task, earlier: Sequence[Mapping[str, Any]]) -> tuple[C
 
 async def execute(
     task: Task, backend: Backend, criteria: Sequence[Criterion], *, run_id: str, cache: ResponseCache,
-    timeout_s: float,
+    timeout_s: float, calls: JobCalls | None = None,
 ) -> dict[str, Any]:
     """The row for `task`; never raises for a failure of the call (cancellation still propagates)."""
     started_at = datetime.now(UTC)
     row = base_row(task, backend, run_id)
     try:
-        response, cached = await generate(task, backend, cache, timeout_s)
+        response, cached, cost = await generate(task, backend, cache, timeout_s, calls)
     except errors.ProviderError as error:
         row.update(status="error", error_type=error.kind, error_message=error.message, attempts=error.attempts)
     except TimeoutError:
@@ -231,7 +243,7 @@ async def execute(
         row.update(
             status="ok", response=response.text, reasoning=response.reasoning, finish_reason=response.finish_reason,
             model=response.model or row["model"], input_tokens=response.usage.input_tokens,
-            output_tokens=response.usage.output_tokens, cost_usd=backend.cost(response.usage),
+            output_tokens=response.usage.output_tokens, cost_usd=cost,
             latency_s=response.latency_s, ttft_s=response.ttft_s, attempts=response.attempts, cached=cached,
         )
         row.update(await score_answer(task, response, criteria))

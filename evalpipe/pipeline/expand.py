@@ -69,7 +69,7 @@ def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None)
                                        param_set=param_set, repeat=repeat, template=template)
                     index = item.position * per_item + backend_index * per_backend + set_index * repeats + repeat
                     yield Task(identity, index, item.id, item.data, backend.id, param_set, repeat, messages, mode,
-                               dialogue=dialogue)
+                               dialogue=dialogue, chain=loaded.chain)
 
 
 def count_tasks(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None) -> int:

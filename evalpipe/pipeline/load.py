@@ -28,7 +28,9 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from evalpipe.backends.registry import provider_class
+from evalpipe.chain import ChainTemplateError, MultiPromptChain
 from evalpipe.errors import ConfigError
+from evalpipe.pipeline.chains import build_chain
 from evalpipe.pipeline.dataset import Dataset, DatasetError, DatasetItem, display_path, duplicate_items, id_digest
 from evalpipe.pipeline.spec import BackendSpec, JobSpec
 from evalpipe.pipeline.templates import (
@@ -83,6 +85,7 @@ class LoadedJob:
     base_dir: Path  # relative dataset paths start here: the job file's directory
     dataset: Dataset
     templates: PromptTemplates
+    chain: MultiPromptChain | None = None  # a job whose unit is a prompt chain
 
 
 def model_for(backend: BackendSpec) -> str:
@@ -216,6 +219,7 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
         if not model_for(backend):
             locator.add(("backends", index, "model"), f"{backend.backend.value} has no default model; set `model`")
     scorer_fields = _check_scorers(spec, locator, base_dir)
+    chain, chain_fields = _check_chain(spec, locator)
     templates: PromptTemplates | None = None
     try:
         templates = PromptTemplates(spec.prompt)
@@ -223,10 +227,30 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
         for where, line_in_template, message in exc.problems:
             locator.add(where, message, locator.template_line(where, line_in_template))
     dataset = Dataset(spec.dataset, base_dir)
-    _check_dataset(dataset, templates, scorer_fields, locator)
+    _check_dataset(dataset, templates, {**scorer_fields, **chain_fields}, locator)
     if locator.problems or templates is None:
         raise locator.error()
-    return LoadedJob(spec, path, digest, base_dir, dataset, templates)
+    return LoadedJob(spec, path, digest, base_dir, dataset, templates, chain)
+
+
+def _check_chain(spec: JobSpec, locator: _Locator) -> tuple[MultiPromptChain | None, dict[FieldPath, frozenset[str]]]:
+    """The job's prompt chain, built (every template checked), and the item fields each step reads."""
+    if spec.prompt.chain is None:
+        return None, {}
+    try:
+        chain = build_chain(spec.prompt.chain, [b.id for b in (*spec.backends, *spec.judges)])
+    except ConfigError as exc:
+        failed = exc.step if isinstance(exc, ChainTemplateError) else None
+        index = next((i for i, s in enumerate(spec.prompt.chain) if s.name == failed), None)
+        locator.add(("prompt", "chain", index) if index is not None else ("prompt", "chain"), exc.message)
+        return None, {}
+    # A step reads item fields and earlier steps' outputs; the dataset must have the fields.
+    fields: dict[FieldPath, frozenset[str]] = {}
+    earlier: set[str] = set()
+    for index, step in enumerate(chain.steps):
+        fields[("prompt", "chain", index, "user")] = step.fields - earlier
+        earlier.add(step.name)
+    return chain, fields
 
 
 class _DeclaredBackends:

@@ -71,8 +71,16 @@ class JobCalls:
         output = merged.max_tokens or 256
         payload = await self._call(backend, request, lambda: backend.provider.achat(messages, params),
                                    prompt_tokens(messages) + output, _chat_payload)
-        return ChatResponse(text=payload["text"], finish_reason=payload["finish_reason"], model=payload["model"],
-                            usage=Usage(payload["input_tokens"], payload["output_tokens"]))
+        return _chat_response(payload)
+
+    async def complete(self, backend_id: str, prompt: str, params: GenerationParams | None = None) -> ChatResponse:
+        """A plain-text completion (prompt chains' completion steps)."""
+        backend = self._backend(backend_id)
+        merged = backend.provider.config.params.merged(params)
+        request = {"complete": prompt, "params": {f.name: getattr(merged, f.name) for f in fields(merged)}}
+        payload = await self._call(backend, request, lambda: backend.provider.acomplete(prompt, params),
+                                   estimate_tokens(prompt) + (merged.max_tokens or 256), _chat_payload)
+        return _chat_response(payload)
 
     async def embed(self, backend_id: str, texts: Sequence[str]) -> list[list[float]]:
         backend = self._backend(backend_id)
@@ -120,6 +128,13 @@ class JobCalls:
         return payload
 
 
+def _chat_response(payload: Mapping[str, Any]) -> ChatResponse:
+    return ChatResponse(text=payload["text"], finish_reason=payload["finish_reason"], model=payload["model"],
+                        usage=Usage(payload["input_tokens"], payload["output_tokens"]),
+                        latency_s=payload.get("latency_s", 0.0))
+
+
 def _chat_payload(response: ChatResponse) -> dict[str, Any]:
     return {"text": response.text, "finish_reason": response.finish_reason, "model": response.model,
-            "input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens}
+            "input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens,
+            "latency_s": response.latency_s}

@@ -251,6 +251,7 @@ class JobRun:
         self.stop_reason: RunState | None = None
         self._spend = _Spend()
         self._rows_written = 0  # in this session
+        self._calls: JobCalls | None = None  # scorers' and chains' calls to the job's backends
 
     async def run(self) -> RunOutcome:
         spec = self.loaded.spec
@@ -260,7 +261,8 @@ class JobRun:
         for backend_id, reason in skipped.items():
             log.warning("backend skipped", backend=backend_id, reason=reason)
         evaluated = {b.id for b in spec.backends if b.id in backends}
-        calls = JobCalls(backends)  # its cache is the run store's, opened below: the store needs the criteria
+        # Its cache is the run store's, opened below: the store needs the criteria, which need the calls.
+        calls = self._calls = JobCalls(backends)
         criteria = [*criteria_of(self.loaded, calls), *self.options.criteria]
         schema = row_schema([c.name for c in criteria])
         # The fingerprint covers the job's content but leaves out what may change on resume (budget,
@@ -399,7 +401,7 @@ class JobRun:
         async with send:
             try:
                 rows = await execute_task(task, backend, criteria, run_id=run_id, cache=cache,
-                                    timeout_s=self.loaded.spec.task_timeout_s)
+                                          timeout_s=self.loaded.spec.task_timeout_s, calls=self._calls)
                 # Settled before the place is given back, so the next budget check sees the real spend.
                 self._spend.settle(task.task_id, rows)
                 await send.send(rows)  # together: a dialogue's turns are committed in one transaction

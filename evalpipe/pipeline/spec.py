@@ -42,25 +42,45 @@ class MessageSpec(Strict):
     content: str
 
 
+class ChainStepSpec(Strict):
+    """One step of a prompt chain: its template reads the item's fields and earlier steps' outputs."""
+
+    name: Identifier
+    user: str
+    system: str | None = None
+    mode: Literal["chat", "completion"] = "chat"
+    backend: str | None = None  # a backend or judge id of the job; default: the backend being evaluated
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, gt=0, le=1)
+    max_tokens: int | None = Field(default=None, ge=1)
+    stop: list[str] | None = None
+    transform: list[Literal["trim", "strip_think", "extract_json"]] = Field(default_factory=list)
+
+
 class PromptSpec(Strict):
     """Jinja2 templates over an item's fields: `system` + `user`, or a list of `messages`; or a dialogue.
 
     `mode: completion` sends the rendered `user` text as a plain completion prompt. `dialogue` names
     the item field holding a transcript (a list of `{role, content}`): every user message in it is a
     turn with a row of its own. `dialogue_mode: fixed` answers each turn after the transcript's own
-    earlier turns; `rollout` after the model's own earlier answers, turn by turn."""
+    earlier turns; `rollout` after the model's own earlier answers, turn by turn. `chain` is a prompt
+    chain: its steps run in order, each reading the outputs of those before it, and the last step's
+    output is the answer that is scored."""
 
     system: str | None = None
     user: str | None = None
     messages: list[MessageSpec] | None = None
     dialogue: str | None = None
     dialogue_mode: Literal["fixed", "rollout"] = "fixed"
+    chain: list[ChainStepSpec] | None = Field(default=None, min_length=1)
     mode: Literal["chat", "completion"] = "chat"
 
     @model_validator(mode="after")
     def _one_form(self) -> PromptSpec:
-        if [self.user, self.messages, self.dialogue].count(None) != 2:
-            raise ValueError("give one of `user` (with an optional `system`), `messages` or `dialogue`")
+        if [self.user, self.messages, self.dialogue, self.chain].count(None) != 3:
+            raise ValueError("give one of `user` (with an optional `system`), `messages`, `dialogue` or `chain`")
+        if self.chain is not None and self.system is not None:
+            raise ValueError("a chain's steps have their own `system`")
         if self.mode == "completion" and self.user is None:
             raise ValueError("`mode: completion` needs `user`")
         return self

@@ -6,9 +6,12 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from evalpipe.types import ChatMessage, GenerationParams
+
+if TYPE_CHECKING:
+    from evalpipe.chain import MultiPromptChain
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,7 @@ class Task:
     turn: int = 0
     # A dialogue task holds a whole transcript in `messages` and makes one call and row per user turn.
     dialogue: Literal["fixed", "rollout"] | None = None
+    chain: MultiPromptChain | None = None  # the job's prompt chain, when a chain is what is evaluated
 
     @property
     def prompt_text(self) -> str:

@@ -57,6 +57,8 @@ def template_sources(prompt: PromptSpec) -> list[tuple[FieldPath, Role, str]]:
     """Each template of `prompt` in message order, with where it sits in the job and its message role."""
     if prompt.messages is not None:
         return [(("prompt", "messages", i, "content"), m.role, m.content) for i, m in enumerate(prompt.messages)]
+    if prompt.chain is not None:  # the first step's prompt stands for the task (row, estimates)
+        return [(("prompt", "chain", 0, "user"), "user", prompt.chain[0].user)]
     sources: list[tuple[FieldPath, Role, str]] = []
     if prompt.system is not None:
         sources.append((("prompt", "system"), "system", prompt.system))

@@ -144,3 +144,38 @@ def test_best_of_ranks_by_score_then_expansion_order() -> None:
              "backend_id": f"b{i}"} for i, s in enumerate([0.5, 0.9, 0.9, 0.1])]
     (record,) = best_of(rows)
     assert (record["winner_backend_id"], record["winner_score"], record["runner_up_score"]) == ("b1", 0.9, 0.9)
+
+
+def chain_job(srv: FakeServer, helper_srv: FakeServer, second: str = "Title for: {{ summary }}") -> Any:
+    helper = backend(helper_srv, "helper", "anthropic", price_input_per_1m=1000.0)
+    steps = [{"name": "summary", "user": "Summarize: {{ text }}", "max_tokens": 20},
+             {"name": "title", "user": second, "backend": "helper", "transform": ["trim"]}]
+    return job([{"id": "a", "text": "alpha beta"}, {"id": "b", "text": "gamma"}],
+               [backend(srv, "b", price_input_per_1m=100.0)], judges=[helper], prompt={"chain": steps},
+               scorers=[{"type": "contains", "values": ["Summarize"]}])
+
+
+async def test_a_chain_is_the_unit_a_job_scores_with_every_step_counted_and_paid_once(
+    api_key: str, tmp_path: Path  # noqa: F811
+) -> None:
+    with FakeServer() as srv, FakeServer() as helper_srv:
+        loaded = chain_job(srv, helper_srv)
+        outcome = await run(loaded, tmp_path)
+        with sqlite3.connect(outcome.run_dir / STORE_FILENAME) as connection:
+            connection.execute("DELETE FROM rows")  # a crash before the rows were committed
+        resumed = await run(loaded, tmp_path, run_dir=outcome.run_dir)
+        first_steps, second_steps = srv.stats(api_key), helper_srv.stats(api_key)
+    rows = {r["item_id"]: r for r in outputs(resumed, ["contains"])["store"]}
+    assert first_steps.requests == 2 and second_steps.requests == 2  # one per item and step, resume included
+    # Step 1 on `b` echoes its prompt; step 2 on `helper` echoes the title prompt built from step 1's output.
+    assert rows["a"]["response"] == "Echo: Title for: Echo: Summarize: alpha beta"
+    assert rows["a"]["prompt"] == "Summarize: alpha beta" and rows["a"]["score_contains"] == 1.0
+    # Tokens and cost of both steps: (3 in + 4 out) on `b`, (6 in + 7 out) on `helper`.
+    assert (rows["a"]["input_tokens"], rows["a"]["output_tokens"]) == (3 + 6, 4 + 7)
+    assert rows["a"]["cost_usd"] == pytest.approx((3 * 100.0 + 6 * 1000.0) / 1e6)
+    assert {r["backend_id"] for r in rows.values()} == {"b"}
+
+
+async def test_a_chain_step_reading_an_undefined_name_fails_at_load_naming_the_step(tmp_path: Path) -> None:
+    with FakeServer() as srv, pytest.raises(Exception, match=r"prompt\.chain\[1\].*tittle"):
+        chain_job(srv, srv, second="Title for: {{ tittle }}")

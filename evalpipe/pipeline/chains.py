@@ -1,0 +1,72 @@
+"""A prompt chain as the unit a job evaluates.
+
+The chain is built once when the job is loaded, with every template checked then. Each task runs it
+with callers of its own: a step goes to the backend being evaluated (or to the job backend or judge
+it names) through that backend's limits, retries and the run's response cache, with the task's
+parameter set under the step's own parameters. The last step's output is the answer that is scored;
+the row's tokens and cost are those of every step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+from evalpipe.chain import ChainTemplateError, MultiPromptChain
+from evalpipe.pipeline.model_calls import JobCalls, charging
+from evalpipe.pipeline.spec import ChainStepSpec
+from evalpipe.scoring.calls import ANSWERING, answering
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage
+
+
+class _NotYetCallable:
+    """A chain's backends while the job is checked: named, not callable."""
+
+    async def achat(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None) -> ChatResponse:
+        raise RuntimeError("a job's chain was run before the job started")
+
+    async def acomplete(self, prompt: str, params: GenerationParams | None = None) -> ChatResponse:
+        raise RuntimeError("a job's chain was run before the job started")
+
+
+def build_chain(steps: Sequence[ChainStepSpec], backend_ids: Collection[str]) -> MultiPromptChain:
+    """The job's chain; a `ChainTemplateError` or `ConfigError` names the step that is wrong."""
+    names = {ANSWERING, *backend_ids}
+    chain = MultiPromptChain(dict.fromkeys(names, _NotYetCallable()), default=ANSWERING)
+    for step in steps:
+        if step.backend is not None and step.backend not in backend_ids:
+            raise ChainTemplateError(step.name, f"backend {step.backend!r} is not a backend or judge of the job")
+        params = GenerationParams(temperature=step.temperature, top_p=step.top_p, max_tokens=step.max_tokens,
+                                  stop=tuple(step.stop) if step.stop is not None else None)
+        chain.step(step.name, step.user, system=step.system, provider=step.backend, mode=step.mode, params=params,
+                   transform=list(step.transform))
+    return chain
+
+
+@dataclass(frozen=True, slots=True)
+class _TaskCaller:
+    """One task's way to call one backend from a chain step."""
+
+    calls: JobCalls
+    backend_id: str
+    task_params: GenerationParams
+
+    async def achat(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None) -> ChatResponse:
+        return await self.calls.chat(self.backend_id, messages, self.task_params.merged(params))
+
+    async def acomplete(self, prompt: str, params: GenerationParams | None = None) -> ChatResponse:
+        return await self.calls.complete(self.backend_id, prompt, self.task_params.merged(params))
+
+
+async def run_chain(
+    chain: MultiPromptChain, task_id: str, backend_id: str, item: dict[str, object], params: GenerationParams,
+    calls: JobCalls,
+) -> tuple[ChatResponse, float]:
+    """The chain's answer for one task (text of the last step, tokens of all) and the cost of all its steps."""
+    callers = {name: _TaskCaller(calls, name, params) for name in chain.providers}
+    with charging(task_id) as spend, answering(backend_id):
+        result = await chain.with_providers(callers).arun_detailed(item)
+    last = result.steps[-1].response
+    response = ChatResponse(text=result.final_text, finish_reason=last.finish_reason, model=last.model,
+                            usage=Usage(spend.input_tokens, spend.output_tokens), latency_s=result.latency_s)
+    return response, spend.cost_usd
