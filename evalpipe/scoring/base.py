@@ -73,8 +73,21 @@ def to_score(result: Any, name: str) -> Score:
     return Score.missing(f"{name} returned {type(result).__name__}, not a number")
 
 
+class RenamedScorer:
+    """A scorer under another criterion name."""
+
+    def __init__(self, scorer: Scorer, name: str) -> None:
+        self.scorer = scorer
+        self.name = name
+
+    async def __call__(
+        self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
+    ) -> Score:
+        return await self.scorer(item, messages, response)
+
+
 def as_scorer(candidate: Scorer | Callable[..., Any], name: str | None = None) -> Scorer:
-    """A Scorer as it is; a plain function wrapped in FunctionScorer."""
-    if isinstance(candidate, Scorer) and hasattr(candidate, "name") and name is None:
-        return candidate
+    """A Scorer as it is (renamed when `name` differs); a plain function wrapped in FunctionScorer."""
+    if isinstance(candidate, Scorer) and hasattr(candidate, "name"):
+        return candidate if name is None or name == candidate.name else RenamedScorer(candidate, name)
     return FunctionScorer(candidate, name)

@@ -81,3 +81,10 @@ def test_bad_scorer_configuration_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="cannot be imported"):
         build_scorer("no_such_module_xyz:f")
     assert build_scorer("os.path:isabs").name == "isabs"
+
+
+@pytest.mark.anyio
+async def test_a_scorer_object_given_another_name_is_still_called_as_a_scorer() -> None:
+    renamed = as_scorer(build_scorer("contains", options={"values": ["yes"]}), "says_yes")
+    assert renamed.name == "says_yes"
+    assert (await renamed({}, [], ChatResponse("yes indeed"))).value == 1.0
