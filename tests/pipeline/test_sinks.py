@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
-import signal
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -24,6 +20,7 @@ import pytest
 from evalpipe.pipeline.rows import normalize_row, row_schema
 from evalpipe.pipeline.sinks import ParquetSink, Sinks, escape_csv_cell, unescape_csv_cell
 from evalpipe.pipeline.store import RunStore
+from tests.pipeline.killing import run_until_killed
 
 SCHEMA = row_schema(["c"])
 ALL_FORMATS: list[Any] = ["parquet", "csv", "jsonl"]
@@ -183,21 +180,9 @@ ROWS_PER_PART = 40
 
 
 def _kill_writer(run_dir: Path, mode: str, after_batches: int) -> int:
-    process = subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir), mode], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    written = 0
-    try:
-        for line in process.stdout:
-            written = int(line.split()[1])
-            if written >= after_batches:
-                break
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait(timeout=10)
-        process.stdout.close()
-    assert process.returncode == -signal.SIGKILL
-    return written
+    """Run the writer, SIGKILL it once it reported `after_batches` batches; return the batches it reported."""
+    lines = run_until_killed(WRITER, str(run_dir), mode, stop=lambda line: int(line.split()[1]) >= after_batches)
+    return int(lines[-1].split()[1]) if lines else 0
 
 
 def _check_resume(run_dir: Path) -> None:

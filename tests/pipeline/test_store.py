@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -19,6 +15,7 @@ import pytest
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.rows import row_schema
 from evalpipe.pipeline.store import STORE_FILENAME, RunStore
+from tests.pipeline.killing import run_until_killed
 
 SCHEMA = row_schema(["c"])
 
@@ -156,22 +153,11 @@ BATCH = 25
 
 def _kill_writer(run_dir: Path, mode: str, after_lines: int) -> int:
     """Run the writer, SIGKILL it after `after_lines` lines (or at "inside"); return the batches it reported."""
-    process = subprocess.Popen([sys.executable, "-c", WRITER, str(run_dir), mode], stdout=subprocess.PIPE, text=True)
-    assert process.stdout is not None
-    committed = 0
-    try:
-        for line in process.stdout:
-            if line.startswith("committed"):
-                committed = int(line.split()[1])
-            if line.strip() == "inside" or committed >= after_lines:
-                break
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait(timeout=10)
-        process.stdout.close()
-    assert process.returncode == -signal.SIGKILL
-    return committed
+    def stop(line: str) -> bool:
+        return line == "inside" or (line.startswith("committed") and int(line.split()[1]) >= after_lines)
+
+    lines = run_until_killed(WRITER, str(run_dir), mode, stop=stop)
+    return max((int(line.split()[1]) for line in lines if line.startswith("committed")), default=0)
 
 
 def _stored_ids(run_dir: Path) -> list[str]:
