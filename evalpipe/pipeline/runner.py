@@ -45,7 +45,7 @@ from evalpipe.pipeline.rows import row_schema, spend_of
 from evalpipe.pipeline.rundir import prepare_run_dir
 from evalpipe.pipeline.sinks import Sinks
 from evalpipe.pipeline.spec import BackendSpec
-from evalpipe.pipeline.store import RunStore
+from evalpipe.pipeline.store import FinishedIds, RunStore
 from evalpipe.pipeline.task import Task
 from evalpipe.scoring.calls import ModelCalls
 from evalpipe.scoring.registry import build_scorer
@@ -283,7 +283,7 @@ class JobRun:
                 run_dir.remember(store)
                 if run_dir.resumed:
                     sinks.rebuild_from(store)
-                finished = store.finished_ids(retry_errors=self.options.retry_errors)
+                finished = store.finished(retry_errors=self.options.retry_errors)
                 # Retried error rows replace rows the rebuild above already wrote to the sinks.
                 replaces_rows = self.options.retry_errors and store.counts()["error"] > 0
                 total = count_tasks(self.loaded, backend_ids=set(backends))
@@ -327,7 +327,7 @@ class JobRun:
                           outputs, skipped, resume_command(self.loaded.path, run_dir.path))
 
     async def _execute(self, backends: dict[str, Backend], criteria: Sequence[Criterion], store: RunStore,
-                       sinks: Sinks, finished: set[str], run_id: str, cache: _StoreCache, concurrency: int) -> None:
+                       sinks: Sinks, finished: FinishedIds, run_id: str, cache: _StoreCache, concurrency: int) -> None:
         # Room for a row from every call the job lets be in flight, so workers rarely wait to hand one over.
         send, receive = anyio.create_memory_object_stream[list[Row]](max_buffer_size=concurrency)
         async with anyio.create_task_group() as run:
@@ -345,7 +345,7 @@ class JobRun:
                                                window)
             run.cancel_scope.cancel()  # everything is written: stop watching for signals
 
-    async def _dispatch(self, backend: Backend, criteria: Sequence[Criterion], finished: set[str], run_id: str,
+    async def _dispatch(self, backend: Backend, criteria: Sequence[Criterion], finished: FinishedIds, run_id: str,
                         cache: _StoreCache, send: MemoryObjectSendStream[list[Row]], window: int) -> None:
         """Start the backend's unfinished tasks in expansion order, at most `window` at a time."""
         slots = anyio.Semaphore(window)  # acquired here, released by the worker: bounds tasks in memory

@@ -7,9 +7,11 @@ cache lookups may come from several at once; one lock serializes them on the sin
 
 from __future__ import annotations
 
+import bisect
 import json
 import sqlite3
 import threading
+from array import array
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -17,6 +19,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
 from evalpipe.errors import ConfigError
@@ -77,6 +80,32 @@ def _connect(path: Path) -> sqlite3.Connection:
     # fsync every batch and make the writer the bottleneck for no protection a crashed run needs.
     connection.execute("PRAGMA synchronous=NORMAL")
     return connection
+
+
+class FinishedIds:
+    """A read-only set of task ids kept as sorted 64-bit digests. Two ids share a digest with a
+    probability of about n²/2⁶⁵ (3·10⁻⁸ for a million tasks): a risk worth 100 MB less on resume.
+
+    The digest is Python's string hash (SipHash, salted per process): the digests are compared
+    within this process only and never stored, and it is far cheaper than a cryptographic hash."""
+
+    def __init__(self, task_ids: Iterable[str]) -> None:
+        # Built in numpy (8 bytes an id, sorted in place), looked up with bisect on an `array`: a numpy
+        # scalar lookup costs several times more per task.
+        digests = np.fromiter((hash(task_id) for task_id in task_ids), dtype=np.int64)
+        digests.sort()
+        self._digests = array("q")
+        self._digests.frombytes(digests.tobytes())
+
+    def __len__(self) -> int:
+        return len(self._digests)
+
+    def __contains__(self, task_id: object) -> bool:
+        if not isinstance(task_id, str):
+            return False
+        digest = hash(task_id)
+        index = bisect.bisect_left(self._digests, digest)
+        return index < len(self._digests) and self._digests[index] == digest
 
 
 class RunStore:
@@ -167,13 +196,19 @@ class RunStore:
         return row is not None
 
     def finished_ids(self, *, retry_errors: bool = False) -> set[str]:
-        """Every task id with a final row (see `is_finished`); for huge runs prefer `is_finished`."""
-        done = _DONE_WITHOUT_ERRORS if retry_errors else _DONE
+        """Every task id with a final row (see `is_finished`); for huge runs prefer `finished`."""
         with self._lock:
-            cursor = self._connection.execute(
-                f"SELECT task_id FROM rows WHERE status IN ({', '.join('?' * len(done))})", done
-            )
-            return {task_id for (task_id,) in cursor}
+            return {task_id for (task_id,) in self._finished_cursor(retry_errors)}
+
+    def finished(self, *, retry_errors: bool = False) -> FinishedIds:
+        """The finished task ids in 8 bytes each (a set of the ids takes over 100 MB per million)."""
+        with self._lock:  # streamed from the cursor: the ids are never all in memory as text
+            return FinishedIds(task_id for (task_id,) in self._finished_cursor(retry_errors))
+
+    def _finished_cursor(self, retry_errors: bool) -> sqlite3.Cursor:
+        done = _DONE_WITHOUT_ERRORS if retry_errors else _DONE
+        return self._connection.execute(f"SELECT task_id FROM rows WHERE status IN ({', '.join('?' * len(done))})",
+                                        done)
 
     def iter_rows(self) -> Iterator[Row]:
         """Every stored row in task_index order, streamed from a snapshot of the store."""

@@ -187,3 +187,14 @@ def test_sigkill_at_a_random_moment_keeps_whole_batches_only(tmp_path: Path, see
     assert len(ids) % BATCH == 0
     assert len(ids) >= reported * BATCH
     assert ids == [f"t{n:06d}" for n in range(len(ids))]
+
+
+def test_finished_answers_like_the_set_of_finished_ids(store: RunStore) -> None:
+    store.record([{"task_id": f"t{i}", "task_index": i, "status": "error" if i % 3 == 0 else "ok"}
+                  for i in range(300)])
+    for retry_errors in (False, True):
+        exact, compact = store.finished_ids(retry_errors=retry_errors), store.finished(retry_errors=retry_errors)
+        assert len(compact) == len(exact)
+        assert all(f"t{i}" in compact for i in range(300) if f"t{i}" in exact)
+        assert not any(f"t{i}" in compact for i in range(300) if f"t{i}" not in exact)
+        assert "t1000" not in compact and "t1-000" not in compact
