@@ -49,7 +49,8 @@ def configure(log_format: str = "console", verbose: bool = False) -> None:
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
                     _to_run_logs, _below(stderr_level), renderer],
         wrapper_class=structlog.make_filtering_bound_logger(min(stderr_level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # `sys.stderr` looked up per logger, not bound now: a test harness or a daemon may replace it later.
+        logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
     )
 
 

@@ -9,12 +9,14 @@ per task. Only the runner's single writer task calls them, so there is no lockin
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import os
 import shutil
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -45,6 +47,14 @@ def unescape_csv_cell(text: str) -> str:
     return text[1:] if text.startswith("'") else text
 
 
+@dataclass(frozen=True, slots=True)
+class Rebuild:
+    """A sink being rewritten: `write` batches of rows in task order, then `finish` to put them in place."""
+
+    write: Callable[[Sequence[Row]], None]
+    finish: Callable[[], None]
+
+
 class Sink(Protocol):
     """One output format of a run."""
 
@@ -56,8 +66,8 @@ class Sink(Protocol):
     def flush(self) -> None:
         """Make everything written so far readable on disk."""
 
-    def rebuild(self, store: RunStore) -> None:
-        """Rewrite the output from the store: one row per task, in task order; later writes append."""
+    def start_rebuild(self) -> Rebuild:
+        """Start rewriting the output from scratch: the rebuild's rows replace everything when it finishes."""
 
     def close(self) -> None:
         """Flush and close; the sink is not used afterwards."""
@@ -149,8 +159,8 @@ class ParquetSink:
         self._next_part += 1
         self._part_rows = 0
 
-    def rebuild(self, store: RunStore) -> None:
-        """Replace every part by parts written from the store, swapping directories once they are complete."""
+    def start_rebuild(self) -> Rebuild:
+        """New parts in a staging directory that replaces the parts directory once it is complete."""
         self._buffer.clear()
         if self._writer is not None:
             self._writer.close()
@@ -162,20 +172,17 @@ class ParquetSink:
             shutil.rmtree(leftover, ignore_errors=True)
         fresh = ParquetSink(staging, self.schema, rows_per_part=self.rows_per_part,
                             seconds_per_part=math.inf, row_group_rows=self.row_group_rows)
-        batch: list[Row] = []
-        for row in store.iter_rows():
-            batch.append(row)
-            if len(batch) >= self.row_group_rows:
-                fresh.write(batch)
-                batch = []
-        fresh.write(batch)
-        fresh.close()
-        rebuilt_parts = len(fresh.parts())
-        if self.path.exists():
-            self.path.rename(retired)
-        staging.rename(self.path)
-        shutil.rmtree(retired, ignore_errors=True)
-        self._next_part = rebuilt_parts
+
+        def finish() -> None:
+            fresh.close()
+            rebuilt_parts = len(fresh.parts())
+            if self.path.exists():
+                self.path.rename(retired)
+            staging.rename(self.path)
+            shutil.rmtree(retired, ignore_errors=True)
+            self._next_part = rebuilt_parts
+
+        return Rebuild(fresh.write, finish)
 
 
 class _TextLinesSink:
@@ -218,14 +225,18 @@ class _TextLinesSink:
             self._file.close()
             self._file = None
 
-    def rebuild(self, store: RunStore) -> None:
-        """Rewrite the file from the store into a temporary file, then rename it over the old one."""
+    def start_rebuild(self) -> Rebuild:
+        """A temporary file that is renamed over the old one once it is complete."""
         self.close()
         temp = self.path.with_name(f".{self.path.name}.tmp")
-        with temp.open("w", encoding="utf-8", newline="") as file:
-            self._start(file)
-            self._append(file, store.iter_rows())
-        os.replace(temp, self.path)
+        file = temp.open("w", encoding="utf-8", newline="")
+        self._start(file)
+
+        def finish() -> None:
+            file.close()
+            os.replace(temp, self.path)
+
+        return Rebuild(lambda rows: self._append(file, rows), finish)
 
 
 class CsvSink(_TextLinesSink):
@@ -331,10 +342,15 @@ class Sinks:
         for sink in self.sinks.values():
             sink.flush()
 
-    def rebuild_from(self, store: RunStore) -> None:
-        """Rewrite every sink from the store: what a resumed run does before it writes new rows."""
-        for sink in self.sinks.values():
-            sink.rebuild(store)
+    def rebuild_from(self, store: RunStore, batch_rows: int = 5_000) -> None:
+        """Rewrite every sink from the store, in one pass over it: what a resumed run does before it writes."""
+        rebuilds = [sink.start_rebuild() for sink in self.sinks.values()]
+        rows = store.iter_rows()
+        while batch := list(itertools.islice(rows, batch_rows)):
+            for rebuild in rebuilds:
+                rebuild.write(batch)
+        for rebuild in rebuilds:
+            rebuild.finish()
 
     def close(self) -> None:
         """Close every sink."""
