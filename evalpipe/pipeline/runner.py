@@ -450,7 +450,7 @@ async def _open_all(backends: Mapping[str, Backend]) -> None:
 def _commit_and_write(store: RunStore, sinks: Sinks, batch: Sequence[Row]) -> list[Row]:
     """Commit `batch` to the store, then append it to the sinks (one trip to a worker thread for both)."""
     rows = store.record(batch)
-    sinks.write(rows)
+    sinks.write(rows, normalized=True)
     return rows
 
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Protocol, cast
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
@@ -331,11 +331,12 @@ class Sinks:
         """Where each format goes (the Parquet entry is the directory of parts)."""
         return {name: sink.path for name, sink in self.sinks.items()}
 
-    def write(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Write a batch to every sink; rows are normalized first, so a wrong column fails here, not in a file."""
-        normalized = [normalize_row(row, self.schema) for row in rows]
+    def write(self, rows: Sequence[Mapping[str, Any]], *, normalized: bool = False) -> None:
+        """Write a batch to every sink. Rows are normalized first, so a wrong column fails here, not in a
+        file; `normalized=True` says they already are (the run store's `record` returns them so)."""
+        batch = cast(list[Row], list(rows)) if normalized else [normalize_row(row, self.schema) for row in rows]
         for sink in self.sinks.values():
-            sink.write(normalized)
+            sink.write(batch)
 
     def flush(self) -> None:
         """Make every row written so far readable on disk (closes the open Parquet part)."""
