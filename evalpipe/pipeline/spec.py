@@ -104,10 +104,9 @@ class BackendSpec(Strict):
     max_retries: int = Field(default=4, ge=0)
 
 
-class ParamSetSpec(Strict):
-    """A named set of sampling parameters ("calm", "creative")."""
+class SamplingSpec(Strict):
+    """Sampling parameters; unset ones are left to the backend."""
 
-    name: str = Field(min_length=1, max_length=128)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
     top_k: int | None = Field(default=None, ge=1)
@@ -116,16 +115,24 @@ class ParamSetSpec(Strict):
     stop: list[str] | None = None
 
 
+class ParamSetSpec(SamplingSpec):
+    """A named set of sampling parameters ("calm", "creative")."""
+
+    name: str = Field(min_length=1, max_length=128)
+
+
 GRID_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed")
 
 
 class ParametersSpec(Strict):
-    """Explicit `sets` and/or a `grid` whose cartesian product adds one set per combination."""
+    """Explicit `sets` and/or a `grid` whose cartesian product adds one set per combination; `defaults`
+    fill in what a set or grid point leaves unset (a sweep's `max_tokens` and `stop`, say)."""
 
     sets: list[ParamSetSpec] = Field(default_factory=list)
     grid: dict[Literal["temperature", "top_p", "top_k", "max_tokens", "seed"], list[float | int]] = Field(
         default_factory=dict
     )
+    defaults: SamplingSpec = Field(default_factory=SamplingSpec)
 
     def expanded(self) -> list[ParamSetSpec]:
         """Every parameter set: the explicit ones, then the grid's (named like `temperature=0.2,top_p=0.9`)."""
@@ -135,7 +142,11 @@ class ParametersSpec(Strict):
             for values in itertools.product(*(self.grid[k] for k in keys)):
                 name = ",".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
                 combos.append(ParamSetSpec.model_validate({"name": name, **dict(zip(keys, values, strict=True))}))
-        return combos or [ParamSetSpec(name="default")]
+        combos = combos or [ParamSetSpec(name="default")]
+        defaults = self.defaults.model_dump(exclude_none=True)
+        if not defaults:
+            return combos
+        return [combo.model_copy(update={**defaults, **combo.model_dump(exclude_none=True)}) for combo in combos]
 
     @model_validator(mode="after")
     def _unique_names(self) -> ParametersSpec:

@@ -220,3 +220,15 @@ def test_the_plan_counts_calls_tokens_and_cost(tmp_path: Path) -> None:
     assert cloud.cost_usd == pytest.approx((8 * 16 * 1.0 + 4 * 2 * (10 + DEFAULT_OUTPUT_TOKENS) * 4.0) / 1e6)
     assert local.cost_usd == 0 and plan.cost_usd == cloud.cost_usd
     assert plan.input_tokens == 2 * 8 * 16
+
+
+def test_parameter_defaults_fill_what_sets_and_grid_points_leave_unset() -> None:
+    from evalpipe.pipeline.spec import ParametersSpec
+
+    spec = ParametersSpec.model_validate({
+        "sets": [{"name": "calm", "temperature": 0.1, "max_tokens": 99}],
+        "grid": {"temperature": [0.5, 1.0]},
+        "defaults": {"max_tokens": 8, "stop": ["\n"], "temperature": 0.3},
+    })
+    assert [(p.name, p.temperature, p.max_tokens, p.stop) for p in spec.expanded()] == [
+        ("calm", 0.1, 99, ["\n"]), ("temperature=0.5", 0.5, 8, ["\n"]), ("temperature=1.0", 1.0, 8, ["\n"])]
