@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -124,8 +123,8 @@ class LLMBuilder:
             raise ConfigError("no backend chosen: call .backend(LLMBackend.OPENAI) or another")
         cls = provider_class(options.backend)
         api_key = options.api_key
-        if api_key is None and cls.api_key_env and os.environ.get(cls.api_key_env):
-            api_key = SecretStr(os.environ[cls.api_key_env])
+        if api_key is None and (found := cls.key_from_environment()):
+            api_key = SecretStr(found[1])
         if api_key is None and cls.requires_api_key:
             raise ConfigError(
                 f"{options.backend.value} needs an API key: call .api_key(...) or set {cls.api_key_env}"

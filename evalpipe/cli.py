@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -220,9 +219,10 @@ def _backends(args: argparse.Namespace) -> int:
         table.add_column(column)
     for backend in LLMBackend:
         cls = provider_class(backend)
-        env = cls.api_key_env
-        state = "not needed" if not cls.requires_api_key else ("set" if env and os.environ.get(env) else "missing")
-        table.add_row(backend.value, cls.default_model or "(required)", env or "", state)  # never the key itself
+        variables = " or ".join(v for v in (cls.api_key_env, *cls.api_key_env_aliases) if v)
+        found = cls.key_from_environment()
+        state = "not needed" if not cls.requires_api_key else (f"set ({found[0]})" if found else "missing")
+        table.add_row(backend.value, cls.default_model or "(required)", variables, state)  # never the key itself
     out.print(table)
     return 0
 

@@ -69,3 +69,13 @@ def test_repr_never_shows_the_key() -> None:
     assert "supersecret" not in repr(builder)
     assert "supersecret" not in repr(builder.build())
     assert "supersecret" not in repr(builder.build().config)
+
+
+def test_gemini_reads_google_api_key_when_gemini_api_key_is_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GEMINI_API_KEY", raising=False)
+    monkeypatch.setenv("GOOGLE_API_KEY", "AIza-from-google-variable")
+    llm = LLMBuilder().backend(LLMBackend.GOOGLE).build()
+    assert llm.config.api_key is not None and llm.config.api_key.get_secret_value() == "AIza-from-google-variable"
+    monkeypatch.setenv("GEMINI_API_KEY", "AIza-from-gemini-variable")  # the backend's own variable comes first
+    llm = LLMBuilder().backend(LLMBackend.GOOGLE).build()
+    assert llm.config.api_key is not None and llm.config.api_key.get_secret_value() == "AIza-from-gemini-variable"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
@@ -89,10 +90,19 @@ class Provider:
     default_base_url: ClassVar[str] = ""
     default_model: ClassVar[str] = ""
     api_key_env: ClassVar[str | None] = None
+    api_key_env_aliases: ClassVar[tuple[str, ...]] = ()  # also read, in order, when `api_key_env` is unset
     requires_api_key: ClassVar[bool] = True
     supports_embeddings: ClassVar[bool] = True
     supports_json_schema: ClassVar[bool] = True
     ignored_options: ClassVar[frozenset[str]] = frozenset()  # documented: sent nowhere by this protocol
+
+    @classmethod
+    def key_from_environment(cls) -> tuple[str, str] | None:
+        """(variable, key) of the first key variable of this backend that is set, if any."""
+        for variable in (cls.api_key_env, *cls.api_key_env_aliases):
+            if variable and os.environ.get(variable):
+                return variable, os.environ[variable]
+        return None
     stream_decoder: ClassVar[type[StreamDecoder]] = SSEDecoder
     stream_needs_end_event: ClassVar[bool] = True
 

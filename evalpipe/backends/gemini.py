@@ -104,6 +104,7 @@ class GeminiProvider(Provider):
     # The embeddings guide's model for text-only input (text-embedding-004 is its deprecated predecessor).
     default_embedding_model: ClassVar[str] = "gemini-embedding-001"
     api_key_env = "GEMINI_API_KEY"
+    api_key_env_aliases = ("GOOGLE_API_KEY",)  # the google-genai SDK reads both
     # A Gemini stream has no end event: the last event carries `finishReason`, then the connection
     # closes. `read_stream_event` marks that event as the end, so a cut stream is a ConnectionError.
     stream_needs_end_event = True
