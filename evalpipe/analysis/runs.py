@@ -9,7 +9,7 @@ analysed at all raises `RunDirError` with a sentence saying why; what can be ana
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ from evalpipe.pipeline.rows import criteria_of
 from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
 
 BEST_OF_FILENAME = "best_of.parquet"
+_NO_SHARED_SUBPLANS = pl.QueryOptFlags(comm_subplan_elim=False)
 # The fixed columns analysis reads. Not all of `rows.COLUMNS`: the schema grows, and runs written before
 # a new column was added must stay readable.
 REQUIRED_COLUMNS = ("run_id", "task_index", "item_id", "backend_id", "model", "param_set", "temperature", "top_p",
@@ -71,9 +72,9 @@ class Run:
         """Whether the rows have `column`."""
         return column in self.schema.names
 
-    def scan(self, columns: Sequence[str] | None = None) -> pl.LazyFrame:
-        """A lazy scan of the readable parts, limited to `columns` that exist (all when None)."""
-        frame = pl.scan_parquet(list(self.parts))
+    def scan(self, columns: Sequence[str] | None = None, parts: Sequence[Path] | None = None) -> pl.LazyFrame:
+        """A lazy scan of the readable parts (or of `parts`), limited to `columns` that exist (all when None)."""
+        frame = pl.scan_parquet(list(self.parts if parts is None else parts))
         if columns is None:
             return frame
         return frame.select([name for name in dict.fromkeys(columns) if self.has(name)])
@@ -85,11 +86,43 @@ class Run:
 
 def collect(frame: pl.LazyFrame, run: Run) -> pl.DataFrame:
     """Run a query over `run`'s files; a part that breaks mid-read becomes a RunDirError, not a traceback."""
+    return collect_all([frame], run)[0]
+
+
+def collect_all(frames: Sequence[pl.LazyFrame], run: Run) -> list[pl.DataFrame]:
+    """Run several queries over `run`'s files at once, on polars' streaming engine: aggregations that it
+    streams (sums, counts, min/max, first, group-by and semi-join) hold their groups, not the rows.
+
+    Without common-subplan elimination: for queries sharing a scan it would cache the scanned rows
+    whole, the opposite of streaming."""
+    if not frames:
+        return []
     try:
-        return frame.collect(engine="streaming")
+        found = pl.collect_all(frames, engine="streaming", optimizations=_NO_SHARED_SUBPLANS)
     except (pl.exceptions.PolarsError, OSError) as error:
         raise RunDirError(f"{run.path}: the Parquet output cannot be read ({_first_line(error)}); "
                           "a part file may be corrupt") from None
+    assert isinstance(found, list)
+    return found
+
+
+Merge = Callable[[pl.DataFrame], pl.DataFrame]
+
+
+def collect_per_part(run: Run, columns: Sequence[str], queries: Callable[[pl.LazyFrame], Sequence[pl.LazyFrame]],
+                     merges: Sequence[Merge]) -> list[pl.DataFrame]:
+    """Run `queries` over each part of `run` in turn, folding each query's results into those of the parts
+    before it with its merge (given the two stacked, earlier part first: sum counts, keep the first value).
+
+    One part at a time bounds memory by a part's rows (the runner closes a part at 100,000), whatever
+    the run's size: a query over all parts at once lets polars read ahead in several files per scan."""
+    merged: list[pl.DataFrame] = []
+    for part in run.parts:
+        found = collect_all(queries(run.scan(columns, [part])), run)
+        merged = found if not merged else [
+            merge(pl.concat([so_far, frame], how="diagonal_relaxed"))
+            for merge, so_far, frame in zip(merges, merged, found, strict=True)]
+    return merged
 
 
 def open_run(path: str | Path) -> Run:

@@ -1,9 +1,11 @@
 """`evalpipe summary`: per backend and parameter set, how good, how reliable, how fast and how costly.
 
-Three lazy queries over the projected score and timing columns (never prompts or answers): one
-aggregate pass, the error classes, and the value counts of each score column, which is all a bootstrap
-interval needs (see `stats`). Memory therefore follows the number of groups and distinct scores, not
-the number of rows.
+Queries over the projected score and timing columns (never prompts or answers), run together on polars'
+streaming engine, each an aggregation it streams: one pass of sums and counts, the error classes, the
+value counts of each score column (all a bootstrap interval needs, see `stats`), and the latency
+histograms from which `quantiles` finds exact quantiles, with a short second pass over a few buckets.
+Memory therefore follows the number of groups, distinct scores and latency buckets, not the number of
+rows.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from evalpipe.analysis.runs import Run, collect
+from evalpipe.analysis import quantiles
+from evalpipe.analysis.runs import Merge, Run, collect, collect_per_part
 from evalpipe.analysis.stats import Estimate, FloatArray, IntArray, mean_ci
 
 GROUP_KEYS = ("backend_id", "param_set")
@@ -71,38 +74,77 @@ class RunSummary:
         return bool(self.warnings)
 
 
+LATENCY_QUANTILES = {"latency_s": (0.5, 0.95), "ttft_s": (0.5,)}
+
+
 def summarize(run: Run) -> RunSummary:
     """The summary of `run`."""
     metrics = run.metrics
-    frame = run.scan([*GROUP_KEYS, "task_index", "model", "temperature", "top_p", "status", "error_type", "passed",
-                      "latency_s", "ttft_s", "input_tokens", "output_tokens", "cost_usd", *metrics])
-    totals = collect(frame.group_by(GROUP_KEYS).agg(_aggregates()).sort("first_task"), run)
-    errors = _errors_by_type(collect(
-        frame.filter(pl.col("status") == "error")
-        .group_by([*GROUP_KEYS, pl.col("error_type").fill_null("unknown")]).len(), run))
-    estimates = score_estimates(frame, metrics, GROUP_KEYS, run)
+    columns = [*GROUP_KEYS, "task_index", "model", "temperature", "top_p", "status", "error_type", "passed",
+               "latency_s", "ttft_s", "input_tokens", "output_tokens", "cost_usd", *metrics]
+    timed = [column for column in LATENCY_QUANTILES if run.has(column)]
+
+    def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
+        return [part.group_by(GROUP_KEYS).agg(_aggregates()),
+                part.filter(pl.col("status") == "error")
+                .group_by([*GROUP_KEYS, pl.col("error_type").fill_null("unknown")]).len(),
+                *(quantiles.histogram(part.filter(_OK), column, GROUP_KEYS) for column in timed),
+                *value_count_queries(part, metrics, GROUP_KEYS)]
+
+    def merge_histogram(frame: pl.DataFrame) -> pl.DataFrame:
+        return quantiles.merge_histograms(frame, GROUP_KEYS)
+
+    def merge_counts(frame: pl.DataFrame) -> pl.DataFrame:
+        return merge_value_counts(frame, GROUP_KEYS)
+
+    totals, errors_frame, *rest = collect_per_part(run, columns, queries, [
+        _merge_totals, _merge_errors, *([merge_histogram] * len(timed)), *([merge_counts] * len(metrics))])
+    histograms, counts = rest[:len(timed)], rest[len(timed):]
+    timing = _quantiles(run, columns, dict(zip(timed, histograms, strict=True)))
+    errors = _errors_by_type(errors_frame)
+    estimates = estimates_from(value_counts_from(counts, GROUP_KEYS))
     wins, wins_by_backend, contests = _best_of_wins(run)
     groups = []
-    for record in totals.iter_rows(named=True):
+    for record in _finish_totals(totals).iter_rows(named=True):
         key = (record["backend_id"], record["param_set"])
+        latency = timing.get("latency_s", {}).get(key, [None, None])
+        ttft = timing.get("ttft_s", {}).get(key, [None])
         groups.append(GroupSummary(
             backend_id=key[0] or "", param_set=key[1] or "", model=record["model"],
             temperature=record["temperature"], top_p=record["top_p"], rows=record["rows"], ok=record["ok"],
             errors=record["errors"], skipped=record["skipped"], errors_by_type=errors.get(key, {}),
             scores={metric: estimates[(*key, metric)] if (*key, metric) in estimates else mean_ci([], key="")
                     for metric in metrics},
-            pass_rate=record["pass_rate"], latency_p50_s=record["latency_p50"], latency_p95_s=record["latency_p95"],
-            ttft_p50_s=record["ttft_p50"], input_tokens=record["input_tokens"] or 0,
+            pass_rate=record["pass_rate"], latency_p50_s=latency[0], latency_p95_s=latency[1],
+            ttft_p50_s=ttft[0], input_tokens=record["input_tokens"] or 0,
             output_tokens=record["output_tokens"] or 0, cost_usd=record["cost_usd"] or 0.0,
             best_of_wins=None if wins is None else wins.get(key, 0)))
     state = run.manifest.state if run.manifest is not None else "unknown"
     return RunSummary(run.name, str(run.path), state, run.warnings, metrics, groups, wins_by_backend, contests)
 
 
-def _aggregates() -> list[pl.Expr]:
-    def of_ok(column: str) -> pl.Expr:
-        return pl.col(column).filter(_OK & pl.col(column).is_not_null())
+def _quantiles(run: Run, columns: list[str], histograms: dict[str, pl.DataFrame],
+               ) -> dict[str, dict[tuple[Any, ...], list[float | None]]]:
+    """The latency quantiles per group from the per-part histograms, with a pass 2 when one needs it."""
+    located = {column: quantiles.locate(quantiles.merge_histograms(hist, GROUP_KEYS), GROUP_KEYS,
+                                        LATENCY_QUANTILES[column]) for column, hist in histograms.items()}
+    pending = [column for column, where in located.items() if not where.pending.is_empty()]
+    refined: dict[str, pl.DataFrame] = {}
+    if pending:
+        def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
+            return [quantiles.refine(part.filter(_OK), column, located[column]) for column in pending]
 
+        def merge(column: str) -> Merge:
+            return lambda frame: quantiles.merge_refined(frame, GROUP_KEYS, column)
+
+        found = collect_per_part(run, columns, queries, [merge(column) for column in pending])
+        refined = dict(zip(pending, found, strict=True))
+    return {column: quantiles.finish(where, column, refined.get(column)) for column, where in located.items()}
+
+
+def _aggregates() -> list[pl.Expr]:
+    """Per group of one part, aggregations that polars streams (no `filter` inside them, which would gather
+    each group's rows) and that merge across parts (`_merge_totals`)."""
     return [
         pl.col("task_index").min().alias("first_task"),
         pl.len().alias("rows"),
@@ -112,14 +154,31 @@ def _aggregates() -> list[pl.Expr]:
         pl.col("model").drop_nulls().first().alias("model"),
         pl.col("temperature").drop_nulls().first().alias("temperature"),
         pl.col("top_p").drop_nulls().first().alias("top_p"),
-        of_ok("passed").cast(pl.Float64).mean().alias("pass_rate"),
-        of_ok("latency_s").quantile(0.5, "linear").alias("latency_p50"),
-        of_ok("latency_s").quantile(0.95, "linear").alias("latency_p95"),
-        of_ok("ttft_s").quantile(0.5, "linear").alias("ttft_p50"),
+        pl.when(_OK).then(pl.col("passed")).cast(pl.Int64).sum().alias("passed"),
+        pl.when(_OK).then(pl.col("passed")).count().alias("verdicts"),
         pl.col("input_tokens").sum(),
         pl.col("output_tokens").sum(),
-        exact_sum("cost_usd"),
+        exact_units("cost_usd"),
     ]
+
+
+def _merge_totals(totals: pl.DataFrame) -> pl.DataFrame:
+    """`_aggregates` of consecutive parts, stacked in part order, as one row per group."""
+    return totals.group_by(GROUP_KEYS, maintain_order=True).agg(
+        pl.col("first_task").min(), *(pl.col(name).drop_nulls().first() for name in ("model", "temperature", "top_p")),
+        *(pl.col(name).sum() for name in ("rows", "ok", "errors", "skipped", "passed", "verdicts", "input_tokens",
+                                          "output_tokens", "cost_usd")))
+
+
+def _finish_totals(totals: pl.DataFrame) -> pl.DataFrame:
+    """The merged totals with the pass rate and cost in dollars, in the order of the job's tasks."""
+    pass_rate = pl.when(pl.col("verdicts") > 0).then(pl.col("passed") / pl.col("verdicts"))
+    return totals.with_columns(pass_rate.alias("pass_rate"),
+                               (pl.col("cost_usd") * EXACT_UNIT).alias("cost_usd")).sort("first_task")
+
+
+def _merge_errors(errors: pl.DataFrame) -> pl.DataFrame:
+    return errors.group_by([*GROUP_KEYS, "error_type"]).agg(pl.col("len").sum())
 
 
 def _errors_by_type(frame: pl.DataFrame) -> dict[tuple[str, str], dict[str, int]]:
@@ -129,37 +188,52 @@ def _errors_by_type(frame: pl.DataFrame) -> dict[tuple[str, str], dict[str, int]
     return found
 
 
-def value_counts(frame: pl.LazyFrame, metrics: list[str], keys: tuple[str, ...], run: Run,
-                 ) -> dict[tuple[Any, ...], tuple[FloatArray, IntArray]]:
-    """The distinct finite values of each metric column per group of `keys`, sorted, with their counts.
+def value_count_queries(frame: pl.LazyFrame, metrics: list[str], keys: tuple[str, ...]) -> list[pl.LazyFrame]:
+    """One query per metric column: its finite values per group of `keys`, with their counts.
 
-    Keyed by (*group key values, metric). Sums over these are exact to the last digit on every run,
-    which polars' parallel float sums are not."""
-    counts = collect(
-        frame.select([*keys, *metrics])
-        .unpivot(on=metrics, index=list(keys), variable_name="metric", value_name="value")
-        .filter(pl.col("value").is_finite())
-        .group_by([*keys, "metric", "value"]).len()
-        .sort([*keys, "metric", "value"]), run)
-    return {key: (group["value"].to_numpy(), group["len"].to_numpy().astype(np.int64))
-            for key, group in counts.group_by([*keys, "metric"], maintain_order=True)}
+    Separate group-bys rather than one over an unpivoted frame: polars streams these, and each holds only
+    its column's distinct values per group."""
+    return [frame.select(*keys, pl.col(metric).alias("value")).filter(pl.col("value").is_finite())
+            .group_by([*keys, "value"]).len().with_columns(pl.lit(metric).alias("metric"))
+            for metric in metrics]
 
 
-def score_estimates(frame: pl.LazyFrame, metrics: list[str], keys: tuple[str, ...], run: Run,
-                    ) -> dict[tuple[Any, ...], Estimate]:
-    """Mean and bootstrap interval of every metric column per group of `keys`, over the finite values.
+def value_counts_from(frames: list[pl.DataFrame], keys: tuple[str, ...],
+                      ) -> dict[tuple[Any, ...], tuple[FloatArray, IntArray]]:
+    """`value_count_queries`' (merged) results keyed by (*group key values, metric), each group's values sorted."""
+    found: dict[tuple[Any, ...], tuple[FloatArray, IntArray]] = {}
+    for counts in frames:
+        for key, group in counts.sort([*keys, "value"]).group_by([*keys, "metric"], maintain_order=True):
+            found[key] = (group["value"].to_numpy(), group["len"].to_numpy().astype(np.int64))
+    return dict(sorted(found.items(), key=lambda item: tuple(str(part) for part in item[0])))
 
-    Keyed by (*group key values, metric); the interval's seed comes from the same key, so it does not
+
+def estimates_from(counts: dict[tuple[Any, ...], tuple[FloatArray, IntArray]]) -> dict[tuple[Any, ...], Estimate]:
+    """Mean and bootstrap interval of each value-count entry; the seed comes from its key, so it does not
     depend on which other groups or runs are in the query."""
     return {key: mean_ci(values, counts, key="|".join(str(part) for part in key))
-            for key, (values, counts) in value_counts(frame, metrics, keys, run).items()}
+            for key, (values, counts) in counts.items()}
 
 
-def exact_sum(column: str, where: pl.Expr | None = None, unit: float = 1e-9) -> pl.Expr:
+EXACT_UNIT = 1e-9
+
+
+def exact_units(column: str, where: pl.Expr | None = None, unit: float = EXACT_UNIT) -> pl.Expr:
+    """The sum of a float column (over rows where `where` holds) as a whole number of `unit`s: integer
+    addition, so the same on every run, and partial sums add up exactly."""
+    values = pl.col(column) if where is None else pl.when(where).then(pl.col(column))
+    return (values / unit).round().cast(pl.Int64).sum().alias(column)
+
+
+def exact_sum(column: str, where: pl.Expr | None = None, unit: float = EXACT_UNIT) -> pl.Expr:
     """The sum of a float column (over rows where `where` holds) in whole `unit`s: integer addition, so the
     same on every run, unlike a parallel float sum (its last digits follow the order chunks arrive in)."""
-    values = pl.col(column) if where is None else pl.col(column).filter(where)
-    return ((values / unit).round().cast(pl.Int64).sum() * unit).alias(column)
+    return (exact_units(column, where, unit) * unit).alias(column)
+
+
+def merge_value_counts(frame: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
+    """Per-part value counts (`value_count_queries`) summed into the counts of the whole run."""
+    return frame.group_by([*keys, "metric", "value"]).agg(pl.col("len").sum())
 
 
 def _best_of_wins(run: Run) -> tuple[dict[tuple[str, str], int] | None, dict[str, int], int]:

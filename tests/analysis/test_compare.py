@@ -128,3 +128,14 @@ def test_a_renamed_single_backend_is_paired_with_the_other(tmp_path: Path) -> No
     assert comparison.backend_map == {"model-2025": "model-2024"}
     assert [c.pairs for c in comparison.changes] == [60]
     assert "model-2025 (B) is compared with model-2024 (A)" in comparison.notes[0]
+
+
+@pytest.mark.parametrize("pair_on", ["task", "item"])
+def test_partitioned_join_gives_the_same_comparison(tmp_path: Path, baseline_run: Path, baseline_spec: SyntheticRun,
+                                                    monkeypatch: pytest.MonkeyPatch, pair_on: str) -> None:
+    # Large runs are joined a partition of items at a time; every figure must merge exactly.
+    candidate = rerun(baseline_spec, tmp_path / "b", shift={"beta": -0.1})
+    whole = compare_runs(open_run(baseline_run), open_run(candidate), pair_on=pair_on)  # type: ignore[arg-type]
+    monkeypatch.setattr("evalpipe.analysis.compare.PAIRS_PER_PARTITION", 100)
+    split = compare_runs(open_run(baseline_run), open_run(candidate), pair_on=pair_on)  # type: ignore[arg-type]
+    assert split == whole
