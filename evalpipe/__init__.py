@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from evalpipe.backends.base import ChatStream, Provider
 from evalpipe.backends.registry import LLMBackend
 from evalpipe.builder import LLMBuilder
-from evalpipe.chain import MultiPromptChain, PromptChain
 from evalpipe.errors import (
     AuthenticationError,
     BadRequestError,
@@ -25,8 +27,22 @@ from evalpipe.errors import (
     TransientError,
     UnsupportedFeatureError,
 )
-from evalpipe.evaluator import EvalResult, LLMEvaluator, ParamSet
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
+
+if TYPE_CHECKING:
+    from evalpipe.chain import MultiPromptChain, PromptChain
+    from evalpipe.evaluator import EvalResult, LLMEvaluator, ParamSet
+
+# The evaluation API loads the runner (pyarrow, numpy, the scorers' libraries): imported on first use,
+# so that a program using only the client starts quickly and small.
+_LAZY = {"PromptChain": "evalpipe.chain", "MultiPromptChain": "evalpipe.chain", "LLMEvaluator": "evalpipe.evaluator",
+         "ParamSet": "evalpipe.evaluator", "EvalResult": "evalpipe.evaluator"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'evalpipe' has no attribute {name!r}")
 
 __version__ = "0.1.0"
 

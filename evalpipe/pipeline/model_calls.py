@@ -65,21 +65,19 @@ class JobCalls:
         self, backend_id: str, messages: Sequence[ChatMessage], params: GenerationParams | None = None
     ) -> ChatResponse:
         backend = self._backend(backend_id)
-        merged = backend.provider.config.params.merged(params)
-        request = {"chat": [(m.role, m.content) for m in messages],
-                   "params": {f.name: getattr(merged, f.name) for f in fields(merged)}}
-        output = merged.max_tokens or 256
-        payload = await self._call(backend, request, lambda: backend.provider.achat(messages, params),
-                                   prompt_tokens(messages) + output, _chat_payload)
+        request = {"chat": [(m.role, m.content) for m in messages], "params": _sent(backend, params)}
+        estimate = prompt_tokens(messages) + _expected_output(backend, params)
+        payload = await self._call(backend, request, lambda: backend.provider.achat(messages, params), estimate,
+                                   _chat_payload)
         return _chat_response(payload)
 
     async def complete(self, backend_id: str, prompt: str, params: GenerationParams | None = None) -> ChatResponse:
         """A plain-text completion (prompt chains' completion steps)."""
         backend = self._backend(backend_id)
-        merged = backend.provider.config.params.merged(params)
-        request = {"complete": prompt, "params": {f.name: getattr(merged, f.name) for f in fields(merged)}}
-        payload = await self._call(backend, request, lambda: backend.provider.acomplete(prompt, params),
-                                   estimate_tokens(prompt) + (merged.max_tokens or 256), _chat_payload)
+        request = {"complete": prompt, "params": _sent(backend, params)}
+        estimate = estimate_tokens(prompt) + _expected_output(backend, params)
+        payload = await self._call(backend, request, lambda: backend.provider.acomplete(prompt, params), estimate,
+                                   _chat_payload)
         return _chat_response(payload)
 
     async def embed(self, backend_id: str, texts: Sequence[str]) -> list[list[float]]:
@@ -106,7 +104,7 @@ class JobCalls:
                     estimate: int, payload_of: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
         scored = _task.get()
         config = backend.provider.config
-        key = stable_hash({"scoring": scored[0] if scored else None, "backend": config.backend,
+        key = stable_hash({"task": scored[0] if scored else None, "backend": config.backend,
                            "model": config.model, "base_url": config.base_url, **request}, 32)
         payload = await self.cache.get(key) if self.cache is not None else None
         if payload is None:
@@ -126,6 +124,17 @@ class JobCalls:
             spend.output_tokens += payload["output_tokens"]
             spend.cost_usd += backend.cost(Usage(payload["input_tokens"], payload["output_tokens"]))
         return payload
+
+
+def _sent(backend: Backend, params: GenerationParams | None) -> dict[str, Any]:
+    """The parameters a call will send, for its cache key."""
+    merged = backend.provider.config.params.merged(params)
+    return {f.name: getattr(merged, f.name) for f in fields(merged)}
+
+
+def _expected_output(backend: Backend, params: GenerationParams | None) -> int:
+    """A pessimistic output estimate for the token limiter, corrected by the real usage after the call."""
+    return (params.max_tokens if params is not None else None) or backend.provider.config.params.max_tokens or 256
 
 
 def _chat_response(payload: Mapping[str, Any]) -> ChatResponse:
