@@ -239,7 +239,7 @@ class LLMEvaluator:
         if not any(entry.weight > 0 for entry in self._entries()):
             raise ConfigError("best_of needs a criterion with a weight: call .scoring(...) or .add_criterion(...)")
         rows = await self._run("best_of", _chat_job(_as_messages(messages)))
-        winner = pick_best(rows)[0]["winner_task_id"]
+        winner = next(pick_best(rows))["winner_task_id"]
         return next((self._result(row) for row in rows if row["task_id"] == winner), None)
 
     async def aevaluate_dialogue(self, dialogue: Sequence[ChatMessage], *,

@@ -8,13 +8,16 @@ give the same winner. A group without any scored row is still reported, with no 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import itertools
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
+
+if TYPE_CHECKING:
+    from evalpipe.pipeline.store import RunStore
 
 BEST_OF_FILENAME = "best_of.parquet"
 
@@ -33,15 +36,13 @@ BEST_OF_SCHEMA = pa.schema([
 ])
 
 
-_KEPT = ("task_id", "task_index", "backend_id", "model", "param_set", "score_total")
+GROUP_KEY = ("item_id", "turn", "repeat")
+CANDIDATE_COLUMNS = ("task_id", "task_index", "item_id", "turn", "repeat", "backend_id", "model", "param_set",
+                     "status", "score_total")
 
 
-@dataclass(slots=True)
-class _Group:
-    candidates: int = 0
-    scored: int = 0
-    winner: Mapping[str, Any] | None = None
-    runner_up_score: float | None = None
+def _key(row: Mapping[str, Any], per_repeat: bool) -> tuple[Any, ...]:
+    return row["item_id"], row.get("turn") or 0, (row.get("repeat") or 0) if per_repeat else None
 
 
 def _beats(row: Mapping[str, Any], best: Mapping[str, Any] | None) -> bool:
@@ -52,45 +53,47 @@ def _beats(row: Mapping[str, Any], best: Mapping[str, Any] | None) -> bool:
     return (row["task_index"], row["task_id"]) < (best["task_index"], best["task_id"])
 
 
-def best_of(rows: Iterable[Mapping[str, Any]], *, per_repeat: bool = True) -> list[dict[str, Any]]:
-    """One record per (item, turn, repeat) in first-seen order, shaped like `BEST_OF_SCHEMA`.
+def best_of(rows: Iterable[Mapping[str, Any]], *, per_repeat: bool = True, grouped: bool = False) -> Iterator[
+        dict[str, Any]]:
+    """One record per (item, turn, repeat), shaped like `BEST_OF_SCHEMA`, in key order.
 
-    With `per_repeat=False` the repeats of an item compete with each other too (repeat is then None)."""
-    groups: dict[tuple[Any, ...], _Group] = {}
-    for row in rows:
-        key = (row["item_id"], row.get("turn") or 0, (row.get("repeat") or 0) if per_repeat else None)
-        group = groups.setdefault(key, _Group())
-        group.candidates += 1
-        score = row.get("score_total")
-        if row.get("status") != "ok" or score is None:
-            continue
-        group.scored += 1
-        if _beats(row, group.winner):
-            if group.winner is not None:
-                beaten = group.winner["score_total"]
-                group.runner_up_score = beaten if group.runner_up_score is None else max(group.runner_up_score, beaten)
-            group.winner = {name: row.get(name) for name in _KEPT}  # not the row: its texts may be large
-        elif group.runner_up_score is None or score > group.runner_up_score:
-            group.runner_up_score = score
-    return [_record(key, group) for key, group in groups.items()]
-
-
-def _record(key: tuple[Any, ...], group: _Group) -> dict[str, Any]:
-    item_id, turn, repeat = key
-    winner = group.winner or {}
-    return {
-        "item_id": item_id, "turn": turn, "repeat": repeat, "candidates": group.candidates, "scored": group.scored,
-        "winner_task_id": winner.get("task_id"), "winner_backend_id": winner.get("backend_id"),
-        "winner_model": winner.get("model"), "winner_param_set": winner.get("param_set"),
-        "winner_score": winner.get("score_total"), "runner_up_score": group.runner_up_score,
-    }
+    `grouped=True` says the rows already come sorted by item, turn and repeat (a run store sorts them
+    on disk): then only one group is in memory at a time. With `per_repeat=False` the repeats of an
+    item compete with each other too (repeat is then None)."""
+    ordered = rows if grouped else sorted(rows, key=lambda row: _key(row, per_repeat))
+    for key, group in itertools.groupby(ordered, key=lambda row: _key(row, per_repeat)):
+        candidates = scored = 0
+        winner: Mapping[str, Any] | None = None
+        runner_up: float | None = None
+        for row in group:
+            candidates += 1
+            if row.get("status") != "ok" or row.get("score_total") is None:
+                continue
+            scored += 1
+            beaten: Mapping[str, Any] | None = row
+            if _beats(row, winner):
+                beaten, winner = winner, row
+            if beaten is not None:
+                runner_up = beaten["score_total"] if runner_up is None else max(runner_up, beaten["score_total"])
+        item_id, turn, repeat = key
+        best = winner or {}
+        yield {
+            "item_id": item_id, "turn": turn, "repeat": repeat, "candidates": candidates, "scored": scored,
+            "winner_task_id": best.get("task_id"), "winner_backend_id": best.get("backend_id"),
+            "winner_model": best.get("model"), "winner_param_set": best.get("param_set"),
+            "winner_score": best.get("score_total"), "runner_up_score": runner_up,
+        }
 
 
-def write_best_of(run_dir: Path, rows: Iterable[Mapping[str, Any]]) -> Path:
-    """`best_of.parquet` in `run_dir`, written whole to a temporary name and renamed into place."""
+def write_best_of(run_dir: Path, store: RunStore, batch_rows: int = 10_000) -> Path:
+    """`best_of.parquet` in `run_dir` from the store's rows, in flat memory: the store sorts the
+    candidates, groups are reduced one at a time, records are written in row groups; the file is
+    written under a temporary name and renamed into place."""
     path = run_dir / BEST_OF_FILENAME
     temporary = path.with_suffix(".parquet.tmp")
-    table = pa.Table.from_pylist(best_of(rows), schema=BEST_OF_SCHEMA)
-    pq.write_table(table, temporary, compression="zstd")
+    records = best_of(store.iter_columns(CANDIDATE_COLUMNS, order_by=(*GROUP_KEY, "task_index")), grouped=True)
+    with pq.ParquetWriter(temporary, BEST_OF_SCHEMA, compression="zstd") as writer:
+        while batch := list(itertools.islice(records, batch_rows)):
+            writer.write_table(pa.Table.from_pylist(batch, schema=BEST_OF_SCHEMA))
     temporary.replace(path)
     return path

@@ -318,7 +318,7 @@ class JobRun:
                     write_manifest(run_dir.path, manifest)
                     store.close()
                     if spec.best_of and criteria:  # for a stopped run too: the manifest says it is partial
-                        write_best_of(run_dir.path, store.iter_rows())
+                        write_best_of(run_dir.path, store)
                     for backend_id, backend in backends.items():
                         if backend_id not in self.options.providers:
                             await backend.provider.aclose()

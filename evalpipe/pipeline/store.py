@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -219,6 +219,21 @@ class RunStore:
             cursor = connection.execute("SELECT data FROM rows ORDER BY task_index, task_id")
             for (data,) in cursor:
                 yield row_from_json(json.loads(data), self.schema)
+        finally:
+            connection.close()
+
+    def iter_columns(self, names: Sequence[str], *, order_by: Sequence[str] = ("task_index",)) -> Iterator[Row]:
+        """Only these columns of every stored row, sorted by `order_by`, streamed: cheaper than `iter_rows`
+        when a few columns are needed. SQLite sorts on disk when the rows do not fit its cache."""
+        unknown = sorted((set(names) | set(order_by)) - set(self.schema.names))
+        if unknown:  # the names become JSON paths in the query: only columns of the schema
+            raise ValueError(f"not columns of this run: {', '.join(unknown)}")
+        select = ", ".join(f"json_extract(data, '$.{name}')" for name in names)
+        order = ", ".join(f"json_extract(data, '$.{name}')" for name in order_by)
+        connection = sqlite3.connect(self.path)  # its own snapshot, as in `iter_rows`
+        try:
+            for values in connection.execute(f"SELECT {select} FROM rows ORDER BY {order}"):
+                yield dict(zip(names, values, strict=True))
         finally:
             connection.close()
 
