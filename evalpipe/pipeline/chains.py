@@ -13,7 +13,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from evalpipe.chain import ChainTemplateError, MultiPromptChain
-from evalpipe.pipeline.model_calls import JobCalls, charging
+from evalpipe.pipeline.model_calls import JobCalls, ScoringSpend, charging
 from evalpipe.pipeline.spec import ChainStepSpec
 from evalpipe.scoring.calls import ANSWERING, answering
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage
@@ -60,11 +60,14 @@ class _TaskCaller:
 
 async def run_chain(
     chain: MultiPromptChain, task_id: str, backend_id: str, item: dict[str, object], params: GenerationParams,
-    calls: JobCalls,
+    calls: JobCalls, spend: ScoringSpend,
 ) -> tuple[ChatResponse, float]:
-    """The chain's answer for one task (text of the last step, tokens of all) and the cost of all its steps."""
+    """The chain's answer for one task (text of the last step, tokens of all) and the cost of all its steps.
+
+    Every step's tokens and cost are added to `spend` as they are paid, so a chain that fails at a later
+    step still shows what its earlier steps cost."""
     callers = {name: _TaskCaller(calls, name, params) for name in chain.providers}
-    with charging(task_id) as spend, answering(backend_id):
+    with charging(task_id, spend), answering(backend_id):
         result = await chain.with_providers(callers).arun_detailed(item)
     last = result.steps[-1].response
     response = ChatResponse(text=result.final_text, finish_reason=last.finish_reason, model=last.model,

@@ -18,7 +18,7 @@ from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.pipeline.chains import run_chain
 from evalpipe.pipeline.limits import Limiter, call_with_limits, prompt_tokens
-from evalpipe.pipeline.model_calls import JobCalls, charging
+from evalpipe.pipeline.model_calls import JobCalls, ScoringSpend, charging
 from evalpipe.pipeline.spec import BackendSpec
 from evalpipe.pipeline.task import Task, stable_hash
 from evalpipe.scoring.base import Score, Scorer
@@ -80,7 +80,8 @@ def expected_output_tokens(task: Task, backend: Backend) -> int:
 
 
 async def generate(
-    task: Task, backend: Backend, cache: ResponseCache, timeout_s: float = math.inf, calls: JobCalls | None = None
+    task: Task, backend: Backend, cache: ResponseCache, timeout_s: float = math.inf, calls: JobCalls | None = None,
+    chain_spend: ScoringSpend | None = None,
 ) -> tuple[ChatResponse, bool, float]:
     """The answer to `task`, from the cache when it was already paid for; (response, cached, cost).
 
@@ -95,7 +96,7 @@ async def generate(
             raise errors.ConfigError("a chain is run through the job's calls; none were given")
         with anyio.fail_after(timeout_s):
             response, cost = await run_chain(task.chain, task.task_id, task.backend_id, dict(task.item),
-                                             task.param_set.params, calls)
+                                             task.param_set.params, calls, chain_spend or ScoringSpend())
         return response, False, cost
     key = request_key(task, backend)
     if (hit := await cache.get(key)) is not None:
@@ -226,8 +227,9 @@ async def execute(
     """The row for `task`; never raises for a failure of the call (cancellation still propagates)."""
     started_at = datetime.now(UTC)
     row = base_row(task, backend, run_id)
+    chain_spend = ScoringSpend()  # what a chain's steps paid, kept when a later step fails
     try:
-        response, cached, cost = await generate(task, backend, cache, timeout_s, calls)
+        response, cached, cost = await generate(task, backend, cache, timeout_s, calls, chain_spend)
     except errors.ProviderError as error:
         row.update(status="error", error_type=error.kind, error_message=error.message, attempts=error.attempts)
     except TimeoutError:
@@ -247,6 +249,9 @@ async def execute(
             latency_s=response.latency_s, ttft_s=response.ttft_s, attempts=response.attempts, cached=cached,
         )
         row.update(await score_answer(task, response, criteria))
+    if row["status"] == "error" and task.chain is not None:
+        row.update(input_tokens=chain_spend.input_tokens, output_tokens=chain_spend.output_tokens,
+                   cost_usd=chain_spend.cost_usd)
     row.update(started_at=started_at, finished_at=datetime.now(UTC))
     return row
 

@@ -41,9 +41,10 @@ _task: contextvars.ContextVar[tuple[str, ScoringSpend] | None] = contextvars.Con
 
 
 @contextmanager
-def charging(task_id: str) -> Iterator[ScoringSpend]:
-    """While the task's scorers run: their calls are cached under `task_id` and charged to the spend yielded."""
-    spend = ScoringSpend()
+def charging(task_id: str, spend: ScoringSpend | None = None) -> Iterator[ScoringSpend]:
+    """While a task's scorers (or chain steps) run: their calls are cached under `task_id` and charged to
+    `spend` (a new one if not given), which is yielded."""
+    spend = spend if spend is not None else ScoringSpend()
     token = _task.set((task_id, spend))
     try:
         yield spend

@@ -233,11 +233,10 @@ class _Spend:
         cost, tokens = self.in_flight.pop(task_id, (0.0, 0))
         self.in_flight_cost -= cost
         self.in_flight_tokens -= tokens
-        for row in rows:
-            if row.get("status") == "ok":
-                input_tokens, output_tokens, spent = spend_of(row)
-                self.cost_usd += spent
-                self.tokens += input_tokens + output_tokens
+        for row in rows:  # an error row may have spent too (a chain's earlier steps)
+            input_tokens, output_tokens, spent = spend_of(row)
+            self.cost_usd += spent
+            self.tokens += input_tokens + output_tokens
 
 
 class JobRun:

@@ -179,3 +179,17 @@ async def test_a_chain_is_the_unit_a_job_scores_with_every_step_counted_and_paid
 async def test_a_chain_step_reading_an_undefined_name_fails_at_load_naming_the_step(tmp_path: Path) -> None:
     with FakeServer() as srv, pytest.raises(Exception, match=r"prompt\.chain\[1\].*tittle"):
         chain_job(srv, srv, second="Title for: {{ tittle }}")
+
+
+async def test_a_chain_failing_at_a_later_step_is_an_error_row_that_still_counts_the_steps_paid(
+    api_key: str, tmp_path: Path  # noqa: F811
+) -> None:
+    with FakeServer() as srv, FakeServer() as helper_srv:
+        helper_srv.set_fault("not_found")  # the second step's backend refuses every call
+        outcome = await run(chain_job(srv, helper_srv), tmp_path)
+    rows = {r["item_id"]: r for r in outputs(outcome, ["contains"])["store"]}
+    row = rows["a"]
+    assert (row["status"], row["error_type"]) == ("error", "NotFoundError")
+    assert "chain step 'title'" in row["error_message"]
+    assert (row["input_tokens"], row["output_tokens"]) == (3, 4)  # the first step, paid on `b`
+    assert row["cost_usd"] == pytest.approx(3 * 100.0 / 1e6)
