@@ -295,6 +295,9 @@ def _summary(outcome: RunOutcome) -> None:
     out.print(table)
     for name, path in outcome.outputs.items():
         out.print(f"{name}: {path}", highlight=False, markup=False, soft_wrap=True)
+    if outcome.counts.get("ok", 0):
+        out.print(f"next: evalpipe summary {outcome.run_dir}  (or: evalpipe report {outcome.run_dir} -o report.html)",
+                  highlight=False, markup=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

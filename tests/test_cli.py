@@ -207,6 +207,7 @@ def test_run_writes_the_outputs_says_where_and_prints_no_key(
     assert len(Path(where["csv"]).read_text(encoding="utf-8").splitlines()) == 5
     assert ": completed" in words(out)
     run_dir = Path(where["csv"]).parent
+    assert f"next: evalpipe summary {run_dir}" in out
     written = "".join(p.read_text(encoding="utf-8", errors="replace") for p in run_dir.rglob("*") if p.is_file())
     assert CANARY not in out + err + written
     # The run's own log: JSON lines of info and up, though stderr showed warnings only.
