@@ -74,6 +74,15 @@ async def test_a_dialogue_field_that_is_not_a_transcript_is_refused_before_any_c
         dialogue_job(srv, "fixed", [{"role": "robot", "content": "hi"}])  # type: ignore[list-item]
 
 
+async def run_crash_before_commit_and_resume(loaded: Any, tmp_path: Path) -> Any:
+    """Run the job, forget its committed rows (as if it crashed after every call was paid and cached
+    but before a row was committed), then resume it."""
+    outcome = await run(loaded, tmp_path)
+    with sqlite3.connect(outcome.run_dir / STORE_FILENAME) as connection:
+        connection.execute("DELETE FROM rows")
+    return await run(loaded, tmp_path, run_dir=outcome.run_dir)
+
+
 def judged_job(srv: FakeServer, judge_srv: FakeServer, items: int = 3) -> Any:
     judge = backend(judge_srv, "judge", "anthropic", price_input_per_1m=1000.0, price_output_per_1m=2000.0)
     rubric = "Is it right? [[reply:Score: 8/10 because it echoes]]"  # the fake judge answers this verdict
@@ -86,12 +95,7 @@ async def test_judge_calls_go_through_the_job_cost_money_on_the_row_and_are_not_
     api_key: str, tmp_path: Path  # noqa: F811
 ) -> None:
     with FakeServer() as srv, FakeServer() as judge_srv:
-        loaded = judged_job(srv, judge_srv)
-        outcome = await run(loaded, tmp_path)
-        # A crash after the judge answered but before the rows were committed: forget the rows only.
-        with sqlite3.connect(outcome.run_dir / STORE_FILENAME) as connection:
-            connection.execute("DELETE FROM rows")
-        resumed = await run(loaded, tmp_path, run_dir=outcome.run_dir)
+        resumed = await run_crash_before_commit_and_resume(judged_job(srv, judge_srv), tmp_path)
         judge_calls = judge_srv.stats(api_key).requests
         answer_calls = srv.stats(api_key).requests
     rows = outputs(resumed, ["judge"])["store"]
@@ -159,11 +163,7 @@ async def test_a_chain_is_the_unit_a_job_scores_with_every_step_counted_and_paid
     api_key: str, tmp_path: Path  # noqa: F811
 ) -> None:
     with FakeServer() as srv, FakeServer() as helper_srv:
-        loaded = chain_job(srv, helper_srv)
-        outcome = await run(loaded, tmp_path)
-        with sqlite3.connect(outcome.run_dir / STORE_FILENAME) as connection:
-            connection.execute("DELETE FROM rows")  # a crash before the rows were committed
-        resumed = await run(loaded, tmp_path, run_dir=outcome.run_dir)
+        resumed = await run_crash_before_commit_and_resume(chain_job(srv, helper_srv), tmp_path)
         first_steps, second_steps = srv.stats(api_key), helper_srv.stats(api_key)
     rows = {r["item_id"]: r for r in outputs(resumed, ["contains"])["store"]}
     assert first_steps.requests == 2 and second_steps.requests == 2  # one per item and step, resume included
