@@ -91,5 +91,6 @@ def _calls_for(kind: str, name: str, factory: Callable[..., Scorer], options: Ma
     if calls is None:
         raise ConfigError(f"scorer {name!r} ({kind}) calls backend {backend!r}, but no model calls were provided")
     if not calls.has(backend):
-        raise ConfigError(f"scorer {name!r} ({kind}) calls backend {backend!r}, which the job does not define")
+        hint = f"; add it under `judges:`, e.g. {{id: {backend}, backend: local}}" if backend == "local" else ""
+        raise ConfigError(f"scorer {name!r} ({kind}) calls backend {backend!r}, which the job does not define{hint}")
     return calls
