@@ -207,7 +207,7 @@ def _plan(args: argparse.Namespace) -> int:
     for b in plan.backends:
         table.add_row(b.backend_id, escape(b.model), f"{b.calls:,}", f"≈{b.input_tokens:,}", f"≤{b.output_tokens:,}",
                       f"{b.cost_usd:.4f}")
-    table.add_row("total", "", f"{plan.tasks:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
+    table.add_row("total", "", f"{plan.calls:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
                   f"{plan.cost_usd:.4f}")
     out.print(table)
     return 0

@@ -15,12 +15,18 @@ from evalpipe.pipeline.limits import prompt_tokens
 from evalpipe.pipeline.load import LoadedJob, model_for
 from evalpipe.pipeline.spec import BackendSpec, ParamSetSpec
 from evalpipe.pipeline.task import ParamSet, Task, task_id
+from evalpipe.scoring.calls import ANSWERING
+from evalpipe.scoring.registry import model_backend
 from evalpipe.types import GenerationParams
 
 # The plan assumes this many output tokens per call when a parameter set has no `max_tokens`.
 DEFAULT_OUTPUT_TOKENS = 256
 # The plan renders the prompts of the first items only and scales their average to the whole dataset.
 PLAN_SAMPLE_ITEMS = 1000
+# What the plan assumes for a scorer's model call: its own instructions on top of the question and
+# answer, and its reply when the scorer sets no `max_tokens`.
+SCORER_PROMPT_TOKENS = 100
+SCORER_OUTPUT_TOKENS = 512
 
 
 def param_set_from_spec(spec: ParamSetSpec) -> ParamSet:
@@ -103,7 +109,8 @@ class Plan:
 
     Input tokens are estimated from the rendered prompts of the first `sampled_items` items; output
     tokens assume every call uses its `max_tokens` (or `DEFAULT_OUTPUT_TOKENS`), so they are an upper
-    bound when `max_tokens` is set. Calls made by scorers (judges, embeddings) are not included.
+    bound when `max_tokens` is set. `tasks` counts rows; `calls` also counts chain steps and the calls
+    of model-backed scorers, each on the backend or judge that answers it.
     """
 
     tasks: int
@@ -112,6 +119,11 @@ class Plan:
     repeats: int
     sampled_items: int
     backends: tuple[BackendPlan, ...]
+
+    @property
+    def calls(self) -> int:
+        """Calls over all backends and judges."""
+        return sum(b.calls for b in self.backends)
 
     @property
     def input_tokens(self) -> int:
@@ -130,9 +142,15 @@ class Plan:
 
 
 def plan_job(loaded: LoadedJob) -> Plan:
-    """Count the job's calls per backend and estimate their tokens and cost."""
-    sets = loaded.spec.parameters.expanded()
-    items, repeats = len(loaded.dataset), loaded.spec.repeats
+    """Count the job's calls per backend and judge and estimate their tokens and cost.
+
+    Besides the answers: a chain's steps (on the evaluated backend or the one they name), and the
+    calls of model-backed scorers (judges, embeddings, self-explanations), one per row each. A
+    scorer's input is estimated as the prompt plus the answer plus `SCORER_PROMPT_TOKENS`, its output
+    as its `max_tokens` (none for embeddings)."""
+    spec = loaded.spec
+    sets = spec.parameters.expanded()
+    items, repeats = len(loaded.dataset), spec.repeats
     sampled = 0
     sample_tokens = 0
     for item in loaded.dataset:
@@ -140,21 +158,46 @@ def plan_job(loaded: LoadedJob) -> Plan:
             break
         sample_tokens += prompt_tokens(loaded.templates.render(item.data))
         sampled += 1
-    # A dialogue item makes a call per user turn; any other item one.
-    prompts = count_tasks(loaded, backend_ids={loaded.spec.backends[0].id}) // (len(sets) * repeats)
-    calls = prompts * len(sets) * repeats
-    input_tokens = round(sample_tokens / sampled * calls) if sampled else 0  # a whole transcript per turn: a bound
-    output_tokens = prompts * repeats * sum(s.max_tokens or DEFAULT_OUTPUT_TOKENS for s in sets)
+    # Rows per evaluated backend: a dialogue item has a row per user turn, any other item one.
+    prompts = count_tasks(loaded, backend_ids={spec.backends[0].id}) // (len(sets) * repeats)
+    rows = prompts * len(sets) * repeats
+    prompt_in = sample_tokens / sampled if sampled else 0.0  # per call
+    answer_out = prompts * repeats * sum(s.max_tokens or DEFAULT_OUTPUT_TOKENS for s in sets) / max(rows, 1)
+    usage: dict[str, list[float]] = {b.id: [0, 0.0, 0.0] for b in (*spec.backends, *spec.judges)}  # calls, in, out
+
+    def add(backend_id: str, calls: int, input_each: float, output_each: float) -> None:
+        entry = usage[backend_id]
+        entry[0] += calls
+        entry[1] += calls * input_each
+        entry[2] += calls * output_each
+
+    chain = spec.prompt.chain
+    for evaluated in spec.backends:
+        if chain is None:
+            add(evaluated.id, rows, prompt_in, answer_out)
+        for step in chain or ():
+            output = step.max_tokens or DEFAULT_OUTPUT_TOKENS
+            add(step.backend or evaluated.id, rows, prompt_in + answer_out, output)
+        for scorer in spec.scorers:
+            options = dict(scorer.model_extra or {})
+            target = model_backend(scorer.type, options)
+            if isinstance(target, str):
+                output = 0 if scorer.type == "semantic_relevance" else options.get("max_tokens", SCORER_OUTPUT_TOKENS)
+                add(evaluated.id if target == ANSWERING else target, rows,
+                    prompt_in + answer_out + SCORER_PROMPT_TOKENS, output)
+    by_id = {b.id: b for b in (*spec.backends, *spec.judges)}
     backends = tuple(
         BackendPlan(
-            backend_id=b.id,
-            backend=b.backend.value,
-            model=model_for(b),
-            calls=calls,
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
-            cost_usd=(input_tokens * b.price_input_per_1m + output_tokens * b.price_output_per_1m) / 1_000_000,
+            backend_id=backend_id,
+            backend=by_id[backend_id].backend.value,
+            model=model_for(by_id[backend_id]),
+            calls=int(calls),
+            input_tokens=round(input_tokens),
+            output_tokens=round(output_tokens),
+            cost_usd=(input_tokens * by_id[backend_id].price_input_per_1m
+                      + output_tokens * by_id[backend_id].price_output_per_1m) / 1_000_000,
         )
-        for b in loaded.spec.backends
+        for backend_id, (calls, input_tokens, output_tokens) in usage.items()
+        if calls or backend_id in {b.id for b in spec.backends}
     )
-    return Plan(calls * len(backends), items, len(sets), repeats, sampled, backends)
+    return Plan(rows * len(spec.backends), items, len(sets), repeats, sampled, backends)

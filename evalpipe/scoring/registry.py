@@ -79,11 +79,19 @@ def build_scorer(kind: str, name: str | None = None, options: Mapping[str, Any] 
     raise ConfigError(f"unknown scorer {kind!r}; expected one of: {known}, or module:function")
 
 
+def model_backend(kind: str, options: Mapping[str, Any]) -> Any:
+    """The backend id a scorer of `kind` with `options` calls (its option `backend`, else its default);
+    None for a scorer that calls no model, or one whose backend is missing."""
+    if kind not in CALLS_MODELS:
+        return None
+    default = inspect.signature(CALLS_MODELS[kind]).parameters["backend"].default
+    return options.get("backend", None if default is inspect.Parameter.empty else default)
+
+
 def _calls_for(kind: str, name: str, factory: Callable[..., Scorer], options: Mapping[str, Any],
                calls: ModelCalls | None) -> ModelCalls:
     """`calls`, checked (at job load, before any paid call) to reach the backend the scorer names."""
-    default = inspect.signature(factory).parameters["backend"].default
-    backend = options.get("backend", None if default is inspect.Parameter.empty else default)
+    backend = model_backend(kind, options)
     if backend is None:
         raise ConfigError(f"scorer {name!r} ({kind}) needs the option `backend`: the id of the backend it calls")
     if not isinstance(backend, str):

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from evalpipe.pipeline.best_of import BEST_OF_FILENAME, best_of
-from evalpipe.pipeline.expand import count_tasks
+from evalpipe.pipeline.expand import count_tasks, plan_job
 from evalpipe.pipeline.store import STORE_FILENAME
 from evalpipe.testing import FakeServer
 from tests.pipeline.test_runner import api_key, backend, job, outputs, run  # noqa: F401  (api_key is a fixture)
@@ -193,3 +193,16 @@ async def test_a_chain_failing_at_a_later_step_is_an_error_row_that_still_counts
     assert "chain step 'title'" in row["error_message"]
     assert (row["input_tokens"], row["output_tokens"]) == (3, 4)  # the first step, paid on `b`
     assert row["cost_usd"] == pytest.approx(3 * 100.0 / 1e6)
+
+
+def test_the_plan_counts_judge_and_chain_step_calls_on_the_backend_that_answers_them() -> None:
+    with FakeServer() as srv, FakeServer() as helper_srv:
+        loaded = chain_job(srv, helper_srv)  # 2 items; step 1 on `b`, step 2 on the judge `helper`
+        judged = judged_job(srv, helper_srv, items=3)  # 3 items; one llm_judge scorer on `judge`
+    plan = {b.backend_id: b for b in plan_job(loaded).backends}
+    assert (plan["b"].calls, plan["helper"].calls) == (2, 2)
+    assert plan["helper"].cost_usd > 0  # priced at the judge's own input price
+    judged_plan = plan_job(judged)
+    assert {b.backend_id: b.calls for b in judged_plan.backends} == {"b": 3, "judge": 3}
+    assert judged_plan.tasks == 3 and judged_plan.calls == 6
+    assert {b.backend_id: b.output_tokens for b in judged_plan.backends}["judge"] == 3 * 512
