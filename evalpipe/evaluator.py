@@ -330,8 +330,9 @@ class LLMEvaluator:
         criteria = [entry.criterion for entry in entries if entry.criterion is not None]
         columns = [*(s.name or s.type for s in spec.scorers), *(c.name for c in criteria)]  # the runner's order
         async with self._run_root() as root:
-            outcome = await run_job(loaded, RunOptions(out_root=root, handle_signals=False, criteria=criteria,
-                                                       providers={**self._providers, **self._judges}))
+            options = RunOptions(out_root=root, handle_signals=False, quiet=True, criteria=criteria,
+                                 providers={**self._providers, **self._judges})
+            outcome = await run_job(loaded, options)
             return await anyio.to_thread.run_sync(_stored_rows, outcome.run_dir, outcome.run_id, columns)
 
     @asynccontextmanager

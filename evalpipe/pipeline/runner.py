@@ -71,6 +71,7 @@ class RunOptions:
     # Python API's evaluator); the caller owns them: the runner does not close them.
     providers: Mapping[str, Provider] = field(default_factory=dict)
     criteria: Sequence[Criterion] = ()  # scored after the job's own scorers (plain functions, in code)
+    quiet: bool = False  # no "run started/finished" lines: a library call's runs are not news
 
 
 @dataclass(slots=True)
@@ -293,7 +294,7 @@ class JobRun:
                 write_manifest(run_dir.path, build_manifest(
                     spec, store, run_dir=run_dir.path, state="running", started_at=started_at,
                     job_file=self.loaded.path, tasks_total=total, outputs=sinks.paths))
-                log.info("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
+                self._say("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
                          already_done=self.progress.done, backends=sorted(backends))
                 cache = calls.cache = _StoreCache(store, empty=not run_dir.resumed)
                 await _open_all(backends)
@@ -321,9 +322,13 @@ class JobRun:
                     for backend_id, backend in backends.items():
                         if backend_id not in self.options.providers:
                             await backend.provider.aclose()
-            log.info("run finished", state=state, counts=counts, cost_usd=round(manifest.cost_usd, 6))
+            self._say("run finished", state=state, counts=counts, cost_usd=round(manifest.cost_usd, 6))
         return RunOutcome(run_dir.path, run_dir.run_id, state, counts, self.progress.total, manifest.cost_usd,
                           outputs, skipped, resume_command(self.loaded.path, run_dir.path))
+
+    def _say(self, event: str, **fields: Any) -> None:
+        if not self.options.quiet:
+            log.info(event, **fields)
 
     async def _execute(self, backends: dict[str, Backend], criteria: Sequence[Criterion], store: RunStore,
                        sinks: Sinks, finished: FinishedIds, run_id: str, cache: _StoreCache, concurrency: int) -> None:
