@@ -236,6 +236,9 @@ def merge_value_counts(frame: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFra
     return frame.group_by([*keys, "metric", "value"]).agg(pl.col("len").sum())
 
 
+PARAM_SET_COLUMN = "winner_param_set"  # the best-of table's column (evalpipe.pipeline.best_of)
+
+
 def _best_of_wins(run: Run) -> tuple[dict[tuple[str, str], int] | None, dict[str, int], int]:
     """Wins per (backend, parameter set) when the best-of table names parameter sets, else per backend;
     and the number of contests."""
@@ -243,9 +246,11 @@ def _best_of_wins(run: Run) -> tuple[dict[tuple[str, str], int] | None, dict[str
     if best_of is None:
         return None, {}, 0
     names = best_of.collect_schema().names()
-    keys = ["winner_backend_id", "param_set"] if "param_set" in names else ["winner_backend_id"]
+    with_sets = PARAM_SET_COLUMN in names
+    keys = ["winner_backend_id", PARAM_SET_COLUMN] if with_sets else ["winner_backend_id"]
     wins = collect(best_of.group_by(keys).len(), run)
     contests = int(wins["len"].sum())
-    if "param_set" in names:
-        return {(r["winner_backend_id"], r["param_set"]): r["len"] for r in wins.iter_rows(named=True)}, {}, contests
+    if with_sets:
+        return ({(r["winner_backend_id"], r[PARAM_SET_COLUMN]): r["len"] for r in wins.iter_rows(named=True)}, {},
+                contests)
     return None, {r["winner_backend_id"]: r["len"] for r in wins.iter_rows(named=True)}, contests

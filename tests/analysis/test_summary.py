@@ -87,7 +87,7 @@ def test_best_of_wins_are_counted(tmp_path: Path, baseline_run: Path, with_param
     table = {"item_id": ["item-1", "item-2", "item-3"], "repeat": [0, 0, 0], "turn": [0, 0, 0],
              "winner_backend_id": ["alpha", "alpha", "beta"], "winner_score": [1.0, 0.9, 0.8]}
     if with_param_set:
-        table["param_set"] = ["warm", "warm", "cold"]
+        table["winner_param_set"] = ["warm", "warm", "cold"]
     pq.write_table(pa.table(table), run_dir / "best_of.parquet")
     summary = summarize(open_run(run_dir))
     assert summary.best_of_contests == 3
