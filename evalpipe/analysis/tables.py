@@ -32,22 +32,19 @@ def metric_label(metric: str) -> str:
     return metric.removeprefix("score_")
 
 
-def format_estimate(estimate: Estimate) -> str:
-    """`0.635 [0.600, 0.671]`, `0.635 (n=1)` or `—`."""
+def format_estimate(estimate: Estimate, *, signed: bool = False) -> str:
+    """`0.635 [0.600, 0.671]`, `0.635 (n=1)` or `—`; `signed` for differences: `-0.165 [-0.192, -0.140]`."""
     if estimate.n == 0:
         return "—"
+    number = "{:+.3f}" if signed else "{:.3f}"
     if math.isnan(estimate.low):
-        return f"{estimate.mean:.3f} (n={estimate.n})"
-    return f"{estimate.mean:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
+        return f"{number.format(estimate.mean)} (n={estimate.n})"
+    return f"{number.format(estimate.mean)} [{number.format(estimate.low)}, {number.format(estimate.high)}]"
 
 
 def format_difference(estimate: Estimate) -> str:
     """A signed difference with its interval: `-0.165 [-0.192, -0.140]`."""
-    if estimate.n == 0:
-        return "—"
-    if math.isnan(estimate.low):
-        return f"{estimate.mean:+.3f} (n={estimate.n})"
-    return f"{estimate.mean:+.3f} [{estimate.low:+.3f}, {estimate.high:+.3f}]"
+    return format_estimate(estimate, signed=True)
 
 
 def verdict(difference: MetricDifference) -> str:
