@@ -12,15 +12,15 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from jinja2 import StrictUndefined
 from jinja2 import Template as JinjaTemplate
-from jinja2.sandbox import SandboxedEnvironment
 
+from evalpipe.pipeline.templates import template_environment
 from evalpipe.types import ChatMessage
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# Strict: a misspelt field must fail, not render "" (which every answer "contains").
-_environment = SandboxedEnvironment(autoescape=False, undefined=StrictUndefined)
+# The job prompts' environment: sandboxed, and strict, so a misspelt field fails instead of rendering ""
+# (which every answer "contains").
+_environment = template_environment()
 
 
 class ItemTemplate:
