@@ -43,6 +43,12 @@ class GenerationParams:
     stop: tuple[str, ...] | None = None
     system: str | None = None
     json_schema: dict[str, Any] | None = None
+    # How hard a reasoning model thinks: an effort level and/or a token budget for its reasoning.
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    reasoning_budget_tokens: int | None = None
+    # Passed through to the vendor as they are: merged into the request body (deep) and its headers.
+    extra_body: dict[str, Any] | None = None
+    headers: dict[str, str] | None = None
 
     def merged(self, override: GenerationParams | None) -> GenerationParams:
         """These params with every non-None field of `override` taking precedence."""
@@ -54,10 +60,18 @@ class GenerationParams:
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Token counts as the provider reported them (0 when it reported nothing)."""
+    """Token counts as the provider reported them (0 when it reported nothing), in one convention for
+    every vendor.
+
+    `input_tokens` is all input, cached or not; `cached_input_tokens` of it were read from the vendor's
+    prompt cache and `cache_write_input_tokens` were written to it (each billed at its own price).
+    `output_tokens` is all billed output, reasoning included; `reasoning_tokens` of it were reasoning."""
 
     input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
@@ -76,6 +90,10 @@ class ChatResponse:
     ttft_s: float | None = None
     reasoning: str | None = None
     attempts: int = 1
+    # Why the model declined, in its own words ("refusal" / "content_filter" finish reasons).
+    refusal: str | None = None
+    # The vendor's safety detail (content-filter results, safety ratings, block reason), as it sent it.
+    safety: dict[str, Any] | None = None
     raw: Any = field(default=None, repr=False)
 
 

@@ -4,6 +4,7 @@ with its scores, or a classified error."""
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
@@ -46,8 +47,18 @@ class Backend:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     def cost(self, usage: Usage) -> float:
-        return (usage.input_tokens * self.spec.price_input_per_1m
-                + usage.output_tokens * self.spec.price_output_per_1m) / 1_000_000
+        return usage_cost(usage, self.spec)
+
+
+def usage_cost(usage: Usage, spec: BackendSpec) -> float:
+    """What `usage` costs at `spec`'s prices: cached input and cache writes at their own prices when set."""
+    cached, written = usage.cached_input_tokens, usage.cache_write_input_tokens
+    plain = max(usage.input_tokens - cached - written, 0)
+    cached_price = spec.price_input_per_1m if spec.price_cached_input_per_1m is None else spec.price_cached_input_per_1m
+    write_price = (spec.price_input_per_1m if spec.price_cache_write_input_per_1m is None
+                   else spec.price_cache_write_input_per_1m)
+    return (plain * spec.price_input_per_1m + cached * cached_price + written * write_price
+            + usage.output_tokens * spec.price_output_per_1m) / 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,18 +134,26 @@ async def generate(
     return response, False, backend.cost(response.usage)
 
 
+_USAGE_KINDS = ("reasoning_tokens", "cached_input_tokens", "cache_write_input_tokens")
+
+
 def payload_from_response(response: ChatResponse) -> dict[str, Any]:
+    usage = response.usage
     return {"text": response.text, "finish_reason": response.finish_reason, "model": response.model,
-            "input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens,
+            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+            **{kind: getattr(usage, kind) for kind in _USAGE_KINDS},
             "latency_s": response.latency_s, "ttft_s": response.ttft_s, "reasoning": response.reasoning,
-            "attempts": response.attempts}
+            "refusal": response.refusal, "safety": response.safety, "attempts": response.attempts}
 
 
 def response_from_payload(payload: Mapping[str, Any]) -> ChatResponse:
+    # Payloads cached before a field existed lack it: .get() keeps old run stores resumable.
+    usage = Usage(payload["input_tokens"], payload["output_tokens"], **{kind: payload.get(kind) or 0
+                                                                       for kind in _USAGE_KINDS})
     return ChatResponse(
-        text=payload["text"], finish_reason=payload["finish_reason"], model=payload["model"],
-        usage=Usage(payload["input_tokens"], payload["output_tokens"]), latency_s=payload["latency_s"],
-        ttft_s=payload["ttft_s"], reasoning=payload["reasoning"], attempts=payload["attempts"],
+        text=payload["text"], finish_reason=payload["finish_reason"], model=payload["model"], usage=usage,
+        latency_s=payload["latency_s"], ttft_s=payload["ttft_s"], reasoning=payload["reasoning"],
+        attempts=payload["attempts"], refusal=payload.get("refusal"), safety=payload.get("safety"),
     )
 
 
@@ -244,8 +263,10 @@ async def execute(
     else:
         row.update(
             status="ok", response=response.text, reasoning=response.reasoning, finish_reason=response.finish_reason,
+            refusal=response.refusal, safety=None if response.safety is None else json.dumps(response.safety),
             model=response.model or row["model"], input_tokens=response.usage.input_tokens,
-            output_tokens=response.usage.output_tokens, cost_usd=cost,
+            output_tokens=response.usage.output_tokens,
+            **{kind: getattr(response.usage, kind) for kind in _USAGE_KINDS}, cost_usd=cost,
             latency_s=response.latency_s, ttft_s=response.ttft_s, attempts=response.attempts, cached=cached,
         )
         row.update(await score_answer(task, response, criteria))

@@ -39,12 +39,21 @@ _LEADING: tuple[tuple[str, Any], ...] = (
     ("seed", pa.int64()),
     ("repeat", pa.int64()),
     ("turn", pa.int64()),
+    ("reasoning_effort", pa.string()),
+    ("reasoning_budget_tokens", pa.int64()),
+    ("item", pa.string()),  # the dataset item's fields as JSON: the expected answer beside the answer
     ("prompt", pa.string()),
+    ("messages", pa.string()),  # the full prompt as sent (system prompt included), as JSON [{role, content}]
     ("response", pa.string()),
     ("reasoning", pa.string()),
+    ("refusal", pa.string()),
+    ("safety", pa.string()),  # the vendor's safety detail as JSON
     ("finish_reason", pa.string()),
     ("input_tokens", pa.int64()),
-    ("output_tokens", pa.int64()),
+    ("output_tokens", pa.int64()),  # all billed output, reasoning included
+    ("reasoning_tokens", pa.int64()),
+    ("cached_input_tokens", pa.int64()),
+    ("cache_write_input_tokens", pa.int64()),
     ("cost_usd", pa.float64()),
     ("scoring_input_tokens", pa.int64()),  # what the scorers' own model calls (judges, embeddings) used
     ("scoring_output_tokens", pa.int64()),

@@ -99,7 +99,10 @@ class BackendSpec(Strict):
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
     price_input_per_1m: float = Field(default=0.0, ge=0)
-    price_output_per_1m: float = Field(default=0.0, ge=0)
+    price_output_per_1m: float = Field(default=0.0, ge=0)  # all output, reasoning included
+    # Input read from / written to the vendor's prompt cache; unset means the plain input price.
+    price_cached_input_per_1m: float | None = Field(default=None, ge=0)
+    price_cache_write_input_per_1m: float | None = Field(default=None, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
 
