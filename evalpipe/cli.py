@@ -20,7 +20,7 @@ from evalpipe import logs
 from evalpipe.backends.registry import LLMBackend, provider_class
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.expand import plan_job
-from evalpipe.pipeline.load import load_job
+from evalpipe.pipeline.load import LoadedJob, ignored_sweeps, load_job
 from evalpipe.pipeline.runner import RunOptions, RunOutcome, RunProgress, run_job
 from evalpipe.pipeline.spec import JobSpec
 
@@ -192,6 +192,7 @@ def _report_command(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     loaded = load_job(args.job)
     spec = loaded.spec
+    _warn_ignored_sweeps(loaded)
     out.print(f"{args.job}: valid — {len(loaded.dataset)} items, {len(spec.backends)} backends, "
               f"{len(spec.parameters.expanded())} parameter sets, {spec.repeats} repeats", highlight=False,
               markup=False, soft_wrap=True)
@@ -238,8 +239,14 @@ def _fake_server(args: argparse.Namespace) -> int:
     return fake_main(args.rest)
 
 
+def _warn_ignored_sweeps(loaded: LoadedJob) -> None:
+    for warning in ignored_sweeps(loaded.spec):
+        err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+
+
 def _run(args: argparse.Namespace) -> int:
     loaded = load_job(args.job)  # every mistake in the job file stops here, before any call
+    _warn_ignored_sweeps(loaded)
     if args.dry_run:
         return _plan(args)
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,

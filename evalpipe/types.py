@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
@@ -56,6 +57,15 @@ class GenerationParams:
             return self
         changes = {f.name: getattr(override, f.name) for f in fields(override)}
         return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `override`'s keys taking precedence; nested mappings merge key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        below = merged.get(key)
+        merged[key] = deep_merge(below, value) if isinstance(below, Mapping) and isinstance(value, Mapping) else value
+    return merged
 
 
 @dataclass(frozen=True, slots=True)

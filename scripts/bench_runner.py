@@ -207,9 +207,10 @@ def litellm_client(base: str, concurrency: int) -> tuple[Callable[[int], Awaitab
     return run, litellm.close_litellm_async_clients
 
 
-def pipeline(base: str, concurrency: int, dataset_dir: Path, out: Path) -> Callable[[int], Awaitable[None]]:
+def pipeline(base: str, concurrency: int, dataset_dir: Path, out: Path, *, stream: bool = False,
+             ) -> Callable[[int], Awaitable[None]]:
     async def run(tasks: int) -> None:
-        data = job_data("overhead", write_dataset(dataset_dir, tasks), base, concurrency)
+        data = job_data("overhead", write_dataset(dataset_dir, tasks), base, concurrency, stream=stream)
         await run_pipeline(data, out)
 
     return run
@@ -274,6 +275,9 @@ async def bench_overhead(args: argparse.Namespace, work: Path, concurrency: int)
         contenders.append(Contender("evalpipe client only", client))
         closers.append(close)
         contenders.append(Contender("evalpipe pipeline", pipeline(server.openai, concurrency, work, work / "results")))
+        # Streaming (the default, for time to first token) against the same pipeline not streaming.
+        contenders.append(Contender("pipeline, streamed", pipeline(server.openai, concurrency, work, work / "results",
+                                                                   stream=True)))
         litellm = litellm_client(server.openai, concurrency)
         if litellm is not None:
             contenders.append(Contender("LiteLLM acompletion", litellm[0]))
@@ -304,6 +308,8 @@ async def bench_overhead(args: argparse.Namespace, work: Path, concurrency: int)
              f"{ratio:.2f}x ({cpu['evalpipe pipeline'] / 1000:.2f} / {cpu['raw httpx'] / 1000:.2f} ms)",
              f"≤ {TARGET_OVERHEAD}x", "ok" if ratio <= TARGET_OVERHEAD else "over"),
         Line("  evalpipe client alone / raw httpx", f"{cpu['evalpipe client only'] / cpu['raw httpx']:.2f}x", "", ""),
+        Line("  pipeline streamed / not streamed (`stream:` per backend)",
+             f"{cpu['pipeline, streamed'] / cpu['evalpipe pipeline']:.2f}x", "", ""),
     ]
     if "LiteLLM acompletion" in cpu:
         lines.append(Line("  pipeline / LiteLLM acompletion (generation only)",

@@ -24,7 +24,7 @@ from evalpipe.pipeline.spec import BackendSpec
 from evalpipe.pipeline.task import Task, stable_hash
 from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
-from evalpipe.types import ChatMessage, ChatResponse, Usage
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage, deep_merge
 
 log = structlog.get_logger("evalpipe.run")
 
@@ -77,12 +77,21 @@ class Criterion:
 def request_key(task: Task, backend: Backend) -> str:
     """The cache key: the task's identity plus everything the provider will send."""
     config = backend.provider.config
-    params = config.params.merged(task.param_set.params)
+    params = config.params.merged(call_params(task, backend))
     # fields() + getattr, not asdict(): asdict deep-copies, and this runs once per task.
     return stable_hash({"task": task.task_id, "backend": config.backend, "model": config.model,
                         "base_url": config.base_url, "mode": task.mode,
                         "messages": [(m.role, m.content) for m in task.messages],
                         "params": {f.name: getattr(params, f.name) for f in fields(params)}}, 32)
+
+
+def call_params(task: Task, backend: Backend) -> GenerationParams:
+    """The task's parameters with the backend's own `extra_body` and `headers` beneath the set's."""
+    params, spec = task.param_set.params, backend.spec
+    if not spec.extra_body and not spec.headers:
+        return params
+    return replace(params, extra_body=deep_merge(spec.extra_body, params.extra_body or {}) or None,
+                   headers={**spec.headers, **(params.headers or {})} or None)
 
 
 def expected_output_tokens(task: Task, backend: Backend) -> int:
@@ -113,7 +122,7 @@ async def generate(
     if (hit := await cache.get(key)) is not None:
         response = response_from_payload(hit)
         return response, True, backend.cost(response.usage)
-    provider, params = backend.provider, task.param_set.params
+    provider, params = backend.provider, call_params(task, backend)
     deadline: float | None = None
 
     async def attempt() -> ChatResponse:
@@ -123,6 +132,8 @@ async def generate(
         with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
             if task.mode == "completion":
                 return await provider.acomplete(task.prompt_text, params)
+            if backend.spec.stream:  # the same answer and price, plus its time to first token
+                return await provider.astream(task.messages, params).collect()
             return await provider.achat(task.messages, params)
 
     estimate = prompt_tokens(task.messages) + expected_output_tokens(task, backend)
@@ -279,11 +290,19 @@ async def execute(
 
 def base_row(task: Task, backend: Backend, run_id: str) -> dict[str, Any]:
     """The columns every row has, whatever happened."""
-    params = task.param_set.params
     return {
         "run_id": run_id, "task_id": task.task_id, "task_index": task.index, "item_id": task.item_id,
         "backend_id": task.backend_id, "provider": backend.spec.backend.value, "model": backend.provider.model,
-        "param_set": task.param_set.name, "temperature": params.temperature, "top_p": params.top_p,
-        "top_k": params.top_k, "max_tokens": params.max_tokens, "seed": params.seed, "repeat": task.repeat,
+        "param_set": task.param_set.name, **sent_options(task, backend), "repeat": task.repeat,
         "turn": task.turn, "prompt": task.prompt_text, "cached": False, "attempts": 0,
     }
+
+
+ROW_OPTIONS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "reasoning_effort", "reasoning_budget_tokens")
+
+
+def sent_options(task: Task, backend: Backend) -> dict[str, Any]:
+    """The row's sampling columns: what the backend sends, so an option it ignores is recorded as None
+    (a sweep over it must not look like a real sweep)."""
+    params, ignored = task.param_set.params, backend.provider.ignored_options
+    return {name: None if name in ignored else getattr(params, name) for name in ROW_OPTIONS}

@@ -38,6 +38,10 @@ def param_set_from_spec(spec: ParamSetSpec) -> ParamSet:
         max_tokens=spec.max_tokens,
         seed=spec.seed,
         stop=tuple(spec.stop) if spec.stop is not None else None,
+        reasoning_effort=spec.reasoning_effort,
+        reasoning_budget_tokens=spec.reasoning_budget_tokens,
+        extra_body=spec.extra_body,
+        headers=spec.headers,
     )
     return ParamSet(spec.name, params)
 

@@ -437,3 +437,19 @@ def similar(word: str, options: Iterable[object]) -> str:
     """` (did you mean 'x'?)` when one of `options` is close to `word`, else an empty string."""
     close = difflib.get_close_matches(word, [str(option) for option in options], n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def ignored_sweeps(spec: JobSpec) -> list[str]:
+    """Warnings for parameters that vary across the job's parameter sets on a backend that never sends
+    them: the rows record them as None, and the sweep compares identical calls."""
+    sets = spec.parameters.expanded()
+    varied = {name for name in ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "reasoning_effort",
+                                "reasoning_budget_tokens")
+              if len({repr(getattr(s, name)) for s in sets}) > 1}
+    found = []
+    for backend in (*spec.backends,):
+        ignored = sorted(varied & provider_class(backend.backend).ignored_options)
+        if ignored:
+            found.append(f"backend {backend.id} ({backend.backend.value}) ignores {', '.join(ignored)}, which the "
+                         f"parameter sets vary: its rows record None there and its sets send the same request")
+    return found

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from evalpipe.backends.registry import LLMBackend
+from evalpipe.types import deep_merge
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=64)]
 
@@ -105,6 +106,11 @@ class BackendSpec(Strict):
     price_cache_write_input_per_1m: float | None = Field(default=None, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
+    # Stream answers to measure time to first token (same price); false saves client CPU on fast servers.
+    stream: bool = True
+    # Passed to the vendor as they are, under every parameter set's own (which win where both set a key).
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    headers: dict[str, str] = Field(default_factory=dict)
 
 
 class SamplingSpec(Strict):
@@ -116,6 +122,10 @@ class SamplingSpec(Strict):
     max_tokens: int | None = Field(default=None, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    reasoning_budget_tokens: int | None = Field(default=None, ge=1)
+    extra_body: dict[str, Any] | None = None  # deep-merged into the request body
+    headers: dict[str, str] | None = None
 
 
 class ParamSetSpec(SamplingSpec):
@@ -124,7 +134,26 @@ class ParamSetSpec(SamplingSpec):
     name: str = Field(min_length=1, max_length=128)
 
 
-GRID_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed")
+GRID_KEYS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "reasoning_effort", "reasoning_budget_tokens")
+EXTRA_BODY_PREFIX = "extra_body."  # a grid key `extra_body.a.b` sweeps the request body's field a.b
+
+
+def _nested(path: str, value: Any) -> dict[str, Any]:
+    """`{"a": {"b": value}}` for the dotted path "a.b"."""
+    head, _, rest = path.partition(".")
+    return {head: _nested(rest, value) if rest else value}
+
+
+def grid_point(values: dict[str, Any]) -> dict[str, Any]:
+    """A grid combination as parameter-set fields: `extra_body.<path>` keys nest into one `extra_body`."""
+    fields: dict[str, Any] = {}
+    for key, value in values.items():
+        if key.startswith(EXTRA_BODY_PREFIX):
+            fields["extra_body"] = deep_merge(fields.get("extra_body") or {}, _nested(key[len(EXTRA_BODY_PREFIX):],
+                                                                                      value))
+        else:
+            fields[key] = value
+    return fields
 
 
 class ParametersSpec(Strict):
@@ -132,10 +161,19 @@ class ParametersSpec(Strict):
     fill in what a set or grid point leaves unset (a sweep's `max_tokens` and `stop`, say)."""
 
     sets: list[ParamSetSpec] = Field(default_factory=list)
-    grid: dict[Literal["temperature", "top_p", "top_k", "max_tokens", "seed"], list[float | int]] = Field(
-        default_factory=dict
-    )
+    # Keys: GRID_KEYS, or `extra_body.<path>` to sweep a vendor setting evalpipe has no name for.
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
     defaults: SamplingSpec = Field(default_factory=SamplingSpec)
+
+    @model_validator(mode="after")
+    def _grid_keys(self) -> ParametersSpec:
+        for key, values in self.grid.items():
+            dotted = key.startswith(EXTRA_BODY_PREFIX) and all(key[len(EXTRA_BODY_PREFIX):].split("."))
+            if key not in GRID_KEYS and not dotted:
+                raise ValueError(f"grid key {key!r}: expected one of {', '.join(GRID_KEYS)}, or extra_body.<path>")
+            if not values:
+                raise ValueError(f"grid key {key!r} has no values")
+        return self
 
     def expanded(self) -> list[ParamSetSpec]:
         """Every parameter set: the explicit ones, then the grid's (named like `temperature=0.2,top_p=0.9`)."""
@@ -144,12 +182,14 @@ class ParametersSpec(Strict):
             keys = list(self.grid)
             for values in itertools.product(*(self.grid[k] for k in keys)):
                 name = ",".join(f"{k}={v}" for k, v in zip(keys, values, strict=True))
-                combos.append(ParamSetSpec.model_validate({"name": name, **dict(zip(keys, values, strict=True))}))
+                point = grid_point(dict(zip(keys, values, strict=True)))
+                combos.append(ParamSetSpec.model_validate({"name": name, **point}))
         combos = combos or [ParamSetSpec(name="default")]
         defaults = self.defaults.model_dump(exclude_none=True)
         if not defaults:
             return combos
-        return [combo.model_copy(update={**defaults, **combo.model_dump(exclude_none=True)}) for combo in combos]
+        return [combo.model_copy(update=_with_defaults(defaults, combo.model_dump(exclude_none=True)))
+                for combo in combos]
 
     @model_validator(mode="after")
     def _unique_names(self) -> ParametersSpec:
@@ -158,6 +198,15 @@ class ParametersSpec(Strict):
         if duplicates:
             raise ValueError(f"parameter set names must be unique; repeated: {', '.join(duplicates)}")
         return self
+
+
+def _with_defaults(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, Any]:
+    """A set's own fields over the defaults; `extra_body` and `headers` merge key by key."""
+    merged = {**defaults, **own}
+    for key in ("extra_body", "headers"):
+        if key in defaults and key in own:
+            merged[key] = deep_merge(defaults[key], own[key])
+    return merged
 
 
 class ScorerSpec(Strict):
