@@ -341,16 +341,9 @@ async def test_async_twins_give_what_the_blocking_forms_give(fake_server: FakeSe
 # ---- honest numbers: names, clamped scores, failed criteria --------------------------------------------
 
 
-def is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except ValueError:
-        return False
-    return True
-
-
 def test_the_seed_example_runs_as_written_and_a_clamped_score_says_so(fake_server: FakeServer) -> None:
     a, b = build(fake_server), build(fake_server, "anthropic")
+    is_json = is_valid_json
     ev = (LLMEvaluator([a, b])
           .scoring(lambda r: 2.0 if is_json(r) else 0.0)
           .add_criterion(lambda r: 1.0 if "yes" in r else 0.0))
