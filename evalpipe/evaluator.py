@@ -2,7 +2,7 @@
 
     ev = (LLMEvaluator([openai_llm, anthropic_llm])
           .scoring(lambda text: 2.0 if is_json(text) else 0.0, scale=(0, 2))
-          .add_criterion(lambda text: "yes" in text, name="says_yes")
+          .add_criterion(lambda text: 1.0 if "yes" in text else 0.0)   # named criterion_1
           .self_explain(True))
     results = ev.evaluate_chat(messages)       # one EvalResult per provider
     best = ev.best_of(messages)                # the best scored answer; an error never wins
@@ -12,9 +12,19 @@ backends) and runs it on the job runner, with its limits, store, scorers and bes
 temporary directory removed afterwards, or are kept under `out_dir` (one run directory per call,
 readable by `evalpipe summary` / `report`).
 
-Scores are in [0, 1]. A function scoring on another range says so with `scale=(low, high)` and is
-mapped linearly onto [0, 1]; without it a result outside [0, 1] is clamped, as the runner clamps any
-function's number. The total is the weighted mean of the criteria that scored. A function taking
+A criterion without a name is named after its function, or `criterion_1`, `criterion_2`, ... for a
+lambda. Scores are in [0, 1]. A function scoring on another range says so with `scale=(low, high)`
+and is mapped linearly onto [0, 1]. A number outside its scale (without one: outside [0, 1]) is never
+clamped silently: the score holds the clamped value, `explanations[name]` says "clamped to 1 from 2",
+`raw_scores[name]` keeps the 2, and a `ScoreRangeWarning` (Python `warnings`) names the criterion the
+first time. Clamping rather than dropping such a score keeps the seed's own example ranking right:
+its JSON answer (2.0) still beats the others (0.0).
+
+The total is the weighted mean of the criteria that scored, each on [0, 1] from its declared scale. A
+criterion that could not score (a judge's unreadable verdict, a function that raised) is None in
+`scores` with the reason in `explanations` and `missing`, fails `passed`, and leaves the total to the
+others; when it is one that explains (a judge, the self-explanation), `explanation` carries the reason
+("judged: judge verdict unreadable: ..."). A function taking
 `(item, response)` gets the item the job was made of: `{"id", "messages"}` for a chat, and for a
 dialogue turn `{"id", "dialogue", "turn", "reference_answer"}` (the transcript's answer to that turn).
 
@@ -25,14 +35,13 @@ top, since a built provider already retries inside every call the runner makes.
 from __future__ import annotations
 
 import csv
-import inspect
 import math
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, NoReturn, Self
 
@@ -47,12 +56,13 @@ from evalpipe.errors import ConfigError
 from evalpipe.pipeline.best_of import best_of as pick_best
 from evalpipe.pipeline.execute import Criterion
 from evalpipe.pipeline.load import prepare_job
+from evalpipe.pipeline.model_calls import scored_task_id
 from evalpipe.pipeline.rows import Row, row_schema
 from evalpipe.pipeline.runner import RunOptions, run_job
 from evalpipe.pipeline.sinks import escape_csv_cell
 from evalpipe.pipeline.spec import Identifier, JobSpec, ScorerSpec
 from evalpipe.pipeline.store import RunStore
-from evalpipe.scoring.base import FunctionScorer, Scorer
+from evalpipe.scoring.base import FunctionScorer, Score, Scorer
 from evalpipe.scoring.judge import LLMJudge
 from evalpipe.scoring.self_explain import SelfExplain
 from evalpipe.types import ChatMessage, ChatResponse, Usage
@@ -112,11 +122,21 @@ class EvalResult:
     param_set: ParamSet | None = None  # in a parameter exploration
     turn: int | None = None  # in a dialogue: 0 for the answer to the first user message
     explanations: Mapping[str, str | None] = field(default_factory=dict)  # by criterion, or why it is missing
+    # By criterion given in code: the number its scorer gave before it was mapped onto [0, 1] (a function's
+    # own number, a judge's verdict on its scale); None when it gave none.
+    raw_scores: Mapping[str, float | None] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         """Whether the provider answered."""
         return self.error is None
+
+    @property
+    def missing(self) -> dict[str, str]:
+        """The criteria that could not score this answer, with why; empty for an error (nothing was scored)."""
+        if not self.ok:
+            return {}
+        return {name: self.explanations.get(name) or "no score" for name, value in self.scores.items() if value is None}
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,6 +195,7 @@ class LLMEvaluator:
         counts as 0 or 1) scoring on `scale` (default [0, 1]); a `Scorer` object (from `evalpipe.scoring`);
         or the name of a built-in scorer (`"llm_judge"`, `"contains"`, ...) with its `options`, built by the
         runner so that its model calls (to a provider or a `judge` by id) go through the run's limits.
+        Without `name`: the function's name, or `criterion_1`, `criterion_2`, ... for a lambda.
         """
         self._extra.append(self._entry(criterion, name, weight, threshold, scale, options))
         return self
@@ -219,18 +240,28 @@ class LLMEvaluator:
         else:
             if options:
                 raise ConfigError(f"options {sorted(options)} are for built-in scorers named by a string")
-            entry = _in_code(criterion, name, weight, threshold, scale)
+            entry = _in_code(criterion, name or self._default_name(criterion), weight, threshold, scale)
         row_schema([entry.name])  # a name that cannot be a column fails here, not at the first evaluation
         if entry.name in {e.name for e in self._entries()}:
             raise ConfigError(f"a criterion named {entry.name!r} exists already; give this one another name")
         return entry
 
+    def _default_name(self, function: object) -> str | None:
+        """A function's own name; for a lambda (or a callable without one) the first free `criterion_<n>`."""
+        if isinstance(function, Scorer) and hasattr(function, "name"):
+            return None  # a scorer object keeps its own name
+        own = getattr(function, "__name__", None)
+        if isinstance(own, str) and own.isidentifier():
+            return own
+        taken = {entry.name for entry in self._entries()}
+        return next(f"criterion_{n}" for n in range(1, len(taken) + 2) if f"criterion_{n}" not in taken)
+
     # ---- evaluations -----------------------------------------------------------------------------
 
     async def aevaluate_chat(self, messages: Messages) -> list[EvalResult]:
         """Every provider's answer to `messages`, scored; one result per provider, in provider order."""
-        rows = await self._run("evaluate_chat", _chat_job(_as_messages(messages)))
-        return [self._result(row) for row in rows]
+        rows, raw = await self._run("evaluate_chat", _chat_job(_as_messages(messages)))
+        return [self._result(row, raw) for row in rows]
 
     async def abest_of(self, messages: Messages) -> EvalResult | None:
         """`evaluate_chat`, then the highest total: ties go to the earlier provider, an error never wins.
@@ -238,9 +269,9 @@ class LLMEvaluator:
         None when no provider produced a scored answer."""
         if not any(entry.weight > 0 for entry in self._entries()):
             raise ConfigError("best_of needs a criterion with a weight: call .scoring(...) or .add_criterion(...)")
-        rows = await self._run("best_of", _chat_job(_as_messages(messages)))
+        rows, raw = await self._run("best_of", _chat_job(_as_messages(messages)))
         winner = next(pick_best(rows))["winner_task_id"]
-        return next((self._result(row) for row in rows if row["task_id"] == winner), None)
+        return next((self._result(row, raw) for row in rows if row["task_id"] == winner), None)
 
     async def aevaluate_dialogue(self, dialogue: Sequence[ChatMessage], *,
                                  regenerate: bool = False) -> dict[str, list[EvalResult]]:
@@ -255,8 +286,9 @@ class LLMEvaluator:
         job = ({"id": "dialogue", "dialogue": turns},
                {"dialogue": "dialogue", "dialogue_mode": "rollout" if regenerate else "fixed"})
         by_provider: dict[str, list[EvalResult]] = {provider: [] for provider in self._providers}
-        for row in await self._run("evaluate_dialogue", job):
-            by_provider[row["backend_id"]].append(self._result(row, turn=row["turn"]))
+        rows, raw = await self._run("evaluate_dialogue", job)
+        for row in rows:
+            by_provider[row["backend_id"]].append(self._result(row, raw, turn=row["turn"]))
         return by_provider
 
     async def aevaluate_param_exploration(self, param_sets: Sequence[ParamSet],
@@ -269,8 +301,8 @@ class LLMEvaluator:
             names = [param_set.name for param_set in param_sets]
             repeated = sorted({n for n in names if names.count(n) > 1})
             raise ConfigError(f"parameter sets need distinct descriptions; repeated: {', '.join(repeated)}")
-        rows = await self._run("evaluate_param_exploration", _chat_job(_as_messages(messages)), param_sets)
-        return [self._result(row, param_set=by_name[row["param_set"]]) for row in rows]
+        rows, raw = await self._run("evaluate_param_exploration", _chat_job(_as_messages(messages)), param_sets)
+        return [self._result(row, raw, param_set=by_name[row["param_set"]]) for row in rows]
 
     evaluate_chat = blocking(aevaluate_chat)
     best_of = blocking(abest_of)
@@ -282,11 +314,17 @@ class LLMEvaluator:
     def export_csv(self, path: str | os.PathLike[str], results: Iterable[EvalResult]) -> Path:
         """Write `results` as a CSV file (UTF-8, a header, one line per result) and return its path.
 
-        Text cells that a spreadsheet would run as a formula get a leading `'`, as in a run's `rows.csv`."""
+        Each criterion has `score_<name>`, `raw_<name>` (for criteria given in code: the number before it
+        was mapped onto [0, 1]) and `explanation_<name>` (a judge's reasoning, or why the score is missing
+        or was clamped). Text cells that a spreadsheet would run as a formula get a leading `'`, as in a
+        run's `rows.csv`."""
         results = list(results)
         criteria = list(dict.fromkeys(name for result in results for name in result.scores))
+        with_raw = {name for result in results for name in result.raw_scores}
+        per_criterion = [(name, kind) for name in criteria
+                         for kind in ("score", "raw", "explanation") if kind != "raw" or name in with_raw]
         header = ["provider", "model", "param_set", "temperature", "top_p", "turn", "score", "passed",
-                  *(f"score_{name}" for name in criteria), "explanation", "latency_s", "input_tokens",
+                  *(f"{kind}_{name}" for name, kind in per_criterion), "explanation", "latency_s", "input_tokens",
                   "output_tokens", "error", "text"]
         target = Path(path)
         with target.open("w", encoding="utf-8", newline="") as file:
@@ -296,7 +334,7 @@ class LLMEvaluator:
                 param_set = r.param_set
                 cells = [r.provider, r.model, param_set and param_set.name, param_set and param_set.temperature,
                          param_set and param_set.top_p, r.turn, r.score, r.passed,
-                         *(r.scores.get(name) for name in criteria), r.explanation, r.latency_s,
+                         *(_criterion_cell(r, name, kind) for name, kind in per_criterion), r.explanation, r.latency_s,
                          r.usage.input_tokens, r.usage.output_tokens, r.error, r.text]
                 writer.writerow(escape_csv_cell(c) if isinstance(c, str) else c for c in cells)
         return target
@@ -312,8 +350,9 @@ class LLMEvaluator:
     # ---- running a job ---------------------------------------------------------------------------
 
     async def _run(self, name: str, job: tuple[dict[str, Any], dict[str, Any]],
-                   param_sets: Sequence[ParamSet] = ()) -> list[Row]:
-        """Run a one-item job on every provider; its rows in expansion order (provider, set, turn)."""
+                   param_sets: Sequence[ParamSet] = ()) -> tuple[list[Row], _RawScores]:
+        """Run a one-item job on every provider; its rows in expansion order (provider, set, turn), and the
+        raw numbers of the criteria given in code by task id."""
         item, prompt = job
         entries = self._entries()
         keep = self._out_dir is not None
@@ -327,13 +366,16 @@ class LLMEvaluator:
             "best_of": keep, "output": {"formats": ["parquet", "csv"] if keep else []},
         })
         loaded = prepare_job(spec)
-        criteria = [entry.criterion for entry in entries if entry.criterion is not None]
+        raw: _RawScores = {}
+        criteria = [replace(entry.criterion, scorer=_RawRecorded(entry.criterion.scorer, raw))
+                    for entry in entries if entry.criterion is not None]
         columns = [*(s.name or s.type for s in spec.scorers), *(c.name for c in criteria)]  # the runner's order
         async with self._run_root() as root:
             options = RunOptions(out_root=root, handle_signals=False, quiet=True, criteria=criteria,
                                  providers={**self._providers, **self._judges})
             outcome = await run_job(loaded, options)
-            return await anyio.to_thread.run_sync(_stored_rows, outcome.run_dir, outcome.run_id, columns)
+            rows = await anyio.to_thread.run_sync(_stored_rows, outcome.run_dir, outcome.run_id, columns)
+        return rows, raw
 
     @asynccontextmanager
     async def _run_root(self) -> AsyncIterator[Path]:
@@ -343,23 +385,66 @@ class LLMEvaluator:
         with tempfile.TemporaryDirectory(prefix="evalpipe-") as root:
             yield Path(root)
 
-    def _result(self, row: Row, *, param_set: ParamSet | None = None, turn: int | None = None) -> EvalResult:
+    def _result(self, row: Row, raw: _RawScores, *, param_set: ParamSet | None = None,
+                turn: int | None = None) -> EvalResult:
         entries = self._entries()
         scores = {e.name: row.get(f"score_{e.name}") for e in entries}
         explanations = {e.name: row.get(f"explanation_{e.name}") for e in entries}
-        # The self-explanation first, then judges'. A missing score's explanation column holds why it is
-        # missing: not an explanation to show.
-        explaining = [e for e in (self._self_explain, self._main, *self._extra) if e is not None and e.explains]
-        explanation = next((explanations[e.name] for e in explaining
-                            if scores[e.name] is not None and explanations[e.name]), None)
         failed = row["status"] != "ok"
+        recorded = raw.get(row["task_id"], {})
         return EvalResult(
             provider=row["backend_id"], model=row["model"], text=row.get("response") or "",
-            score=None if failed else row.get("score_total"), scores=scores, explanation=explanation,
+            score=None if failed else row.get("score_total"), scores=scores,
+            explanation=None if failed else self._explanation(scores, explanations),
             latency_s=row.get("latency_s"), usage=Usage(row.get("input_tokens") or 0, row.get("output_tokens") or 0),
             error=f"{row['error_type']}: {row['error_message']}" if failed else None, passed=row.get("passed"),
-            param_set=param_set,
-            turn=turn, explanations=explanations)
+            param_set=param_set, turn=turn, explanations=explanations,
+            raw_scores={e.name: recorded.get(e.name) for e in entries if e.criterion is not None and not failed})
+
+    def _explanation(self, scores: Mapping[str, float | None], explanations: Mapping[str, str | None]) -> str | None:
+        """The self-explanation, else the first judge's; a judge that could not score gives its reason instead.
+
+        A missing score's explanation column holds why it is missing: shown with the criterion's name, so a
+        reason is never mistaken for a verdict."""
+        explaining = [e for e in (self._self_explain, self._main, *self._extra) if e is not None and e.explains]
+        found = next((explanations[e.name] for e in explaining if scores[e.name] is not None and explanations[e.name]),
+                     None)
+        if found is not None:
+            return found
+        return next((f"{e.name}: {explanations[e.name] or 'no score'}" for e in explaining if scores[e.name] is None),
+                    None)
+
+
+def _criterion_cell(result: EvalResult, name: str, kind: str) -> float | str | None:
+    """One criterion's `score`, `raw` or `explanation` cell of `result`."""
+    if kind == "score":
+        return result.scores.get(name)
+    if kind == "raw":
+        return result.raw_scores.get(name)
+    return result.explanations.get(name)
+
+
+_RawScores = dict[str, dict[str, float | None]]  # task id -> criterion -> the number its scorer gave
+
+
+class _RawRecorded:
+    """A criterion given in code, noting the number its scorer gave before it was mapped onto [0, 1]: rows
+    keep only the mapped score (and, when it was clamped, the number in its explanation)."""
+
+    def __init__(self, scorer: Scorer, found: _RawScores) -> None:
+        self.scorer = scorer
+        self.name = scorer.name
+        self.found = found
+
+    async def __call__(self, item: Mapping[str, Any], messages: Sequence[ChatMessage],
+                       response: ChatResponse) -> Score:
+        score = await self.scorer(item, messages, response)
+        raw = score.metadata.get("raw_score", score.value)
+        task = scored_task_id()
+        if task is not None:
+            number = float(raw) if isinstance(raw, int | float) and not isinstance(raw, bool) else None
+            self.found.setdefault(task, {})[self.name] = number
+        return score
 
 
 # ---- helpers: providers, criteria, jobs ------------------------------------------------------------
@@ -429,7 +514,7 @@ def _built_in(kind: str, name: str | None, weight: float, threshold: float | Non
 
 def _in_code(criterion: Scorer | Callable[..., Any], name: str | None, weight: float, threshold: float | None,
              scale: tuple[float, float] | None) -> _Entry:
-    """A scorer object as it is, or a function (rescaled from `scale`) as a FunctionScorer."""
+    """A scorer object as it is, or a function (mapped from `scale`) as a FunctionScorer."""
     if isinstance(criterion, Scorer) and hasattr(criterion, "name"):
         if scale is not None:
             raise ConfigError(f"scorer {criterion.name!r} already scores in [0, 1]: scale is for functions")
@@ -439,29 +524,9 @@ def _in_code(criterion: Scorer | Callable[..., Any], name: str | None, weight: f
         return _Entry(criterion.name, weight, criterion=Criterion(criterion, weight, threshold), explains=explains)
     if not callable(criterion):
         raise ConfigError(f"a criterion is a function, a Scorer or a built-in's name, got {type(criterion).__name__}")
-    name = name or getattr(criterion, "__name__", None)
-    if not name or name == "<lambda>":
+    if name is None:
         raise ConfigError("name this criterion: add_criterion(function, name=...)")
-    function = criterion if scale is None else _rescaled(criterion, scale)
-    return _Entry(name, weight, criterion=Criterion(FunctionScorer(function, name), weight, threshold))
-
-
-def _rescaled(function: Callable[..., Any], scale: tuple[float, float]) -> Callable[..., Awaitable[Any]]:
-    """`function` with its numbers mapped from `scale` onto [0, 1], taking (item, response) whatever it took.
-
-    Done before FunctionScorer sees the number: it clamps, which would turn 2.0 on (0, 2) into 1.0 first."""
-    low, high = scale
-    wants_item = len(inspect.signature(function).parameters) >= 2  # as FunctionScorer decides
-
-    async def scaled(item: Mapping[str, Any], response: ChatResponse) -> Any:
-        result = function(item, response) if wants_item else function(response.text)
-        if inspect.isawaitable(result):
-            result = await result
-        if isinstance(result, int | float) and not isinstance(result, bool):
-            return (result - low) / (high - low)
-        return result  # a bool or a Score means what it says
-
-    return scaled
+    return _Entry(name, weight, criterion=Criterion(FunctionScorer(criterion, name, scale=scale), weight, threshold))
 
 
 def _as_messages(messages: Messages) -> list[ChatMessage]:

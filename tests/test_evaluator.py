@@ -19,7 +19,7 @@ import structlog
 
 from evalpipe import ChatMessage, ChatResponse, ConfigError, EvalResult, LLMBuilder, LLMEvaluator, ParamSet, Provider
 from evalpipe.pipeline.sinks import PARQUET_DIRNAME
-from evalpipe.scoring.base import Score
+from evalpipe.scoring.base import Score, ScoreRangeWarning
 from evalpipe.scoring.calls import DirectCalls
 from evalpipe.scoring.registry import build_scorer
 from evalpipe.testing import FakeServer
@@ -77,11 +77,15 @@ def test_evaluate_chat_gives_one_scored_result_per_provider(fake_server: FakeSer
         assert fake_server.stats(key_of(llm)).requests == 1
 
 
-@pytest.mark.parametrize(("scale", "expected"), [(None, 1.0), ((0, 4), 0.5), ((-2, 2), 1.0), ((0, 10), 0.2)])
-def test_scores_are_normalised_from_their_scale_or_clamped(fake_server: FakeServer,
-                                                           scale: tuple[float, float] | None, expected: float) -> None:
+@pytest.mark.filterwarnings("ignore::evalpipe.scoring.base.ScoreRangeWarning")  # its own test below
+@pytest.mark.parametrize(("scale", "expected"), [((0, 4), 0.5), ((-2, 2), 1.0), ((0, 10), 0.2), ((-2, 1), 1.0)])
+def test_scores_are_normalised_from_their_scale(fake_server: FakeServer, scale: tuple[float, float],
+                                                expected: float) -> None:
     ev = LLMEvaluator([build(fake_server)]).scoring(lambda text: 2.0, scale=scale)
-    assert ev.evaluate_chat("hi")[0].scores == {"main": expected}
+    [result] = ev.evaluate_chat("hi")
+    assert result.scores == {"main": expected} and result.raw_scores == {"main": 2.0}
+    assert result.explanations == {"main": "clamped to 1 from 2: outside the declared scale [-2, 1]"
+                                   if scale == (-2, 1) else None}
 
 
 def test_self_explanation_and_judges_are_kept_apart_from_the_total(fake_server: FakeServer) -> None:
@@ -334,11 +338,106 @@ async def test_async_twins_give_what_the_blocking_forms_give(fake_server: FakeSe
     assert [r.text for r in sweep] == ["Echo:", "Echo: one two"] * 2
 
 
+# ---- honest numbers: names, clamped scores, failed criteria --------------------------------------------
+
+
+def test_the_seed_example_runs_as_written_and_a_clamped_score_says_so(fake_server: FakeServer) -> None:
+    a, b = build(fake_server), build(fake_server, "anthropic")
+    is_json = is_valid_json
+    ev = (LLMEvaluator([a, b])
+          .scoring(lambda r: 2.0 if is_json(r) else 0.0)
+          .add_criterion(lambda r: 1.0 if "yes" in r else 0.0))
+
+    with pytest.warns(ScoreRangeWarning) as caught:
+        json_answers = ev.evaluate_chat('[[reply:{"answer": "yes"}]]')
+        prose_answers = ev.evaluate_chat("[[reply:yes, I think so]]")
+        ev.evaluate_chat('[[reply:{"again": 1}]]')
+
+    # Once per criterion, naming it, though two providers and two calls gave 2.0.
+    assert [str(w.message) for w in caught if w.category is ScoreRangeWarning] == [
+        "criterion 'main': clamped to 1 from 2: outside [0, 1], and no scale was declared (declare its scale, "
+        "or return a number in [0, 1]); later clamped scores say so in their explanation only"]
+    for result in json_answers:
+        assert result.scores == {"main": 1.0, "criterion_1": 1.0}
+        assert result.raw_scores == {"main": 2.0, "criterion_1": 1.0}
+        assert result.explanations == {"main": "clamped to 1 from 2: outside [0, 1], and no scale was declared",
+                                       "criterion_1": None}
+        assert result.score == 1.0
+    for result in prose_answers:
+        assert result.raw_scores == {"main": 0.0, "criterion_1": 1.0} and result.explanations["main"] is None
+        assert result.score == 0.5  # the JSON answer still ranks first
+
+
+def test_unnamed_criteria_are_named_after_their_function_or_numbered(fake_server: FakeServer) -> None:
+    def says_yes(text: str) -> bool:
+        return "yes" in text
+
+    ev = (LLMEvaluator([build(fake_server)]).add_criterion(lambda r: 0.5).add_criterion(says_yes)
+          .add_criterion(lambda r: 0.25).add_criterion(lambda r: 1.0, name="criterion_3").add_criterion(lambda r: 0))
+    assert list(ev.evaluate_chat("yes")[0].scores) == ["criterion_1", "says_yes", "criterion_2", "criterion_3",
+                                                       "criterion_4"]
+
+
+def test_a_judge_that_cannot_score_says_why_and_is_not_dropped_without_a_trace(fake_server: FakeServer) -> None:
+    ev = (LLMEvaluator([build(fake_server)]).judge(build(fake_server), name="judge")
+          .scoring(lambda text: 1.0)
+          .add_criterion("llm_judge", name="judged", backend="judge", rubric="[[reply:Looks fine to me.]]"))
+
+    [result] = ev.evaluate_chat("Hello")
+
+    reason = "judge verdict unreadable: no score in the verdict: 'Looks fine to me.'"
+    assert result.ok and result.scores == {"main": 1.0, "judged": None}
+    assert result.explanation == f"judged: {reason}"
+    assert result.explanations["judged"] == reason and result.missing == {"judged": reason}
+    assert result.passed is False and result.score == 1.0  # the total of what scored, with the gap in view
+
+
+def test_export_csv_writes_each_criterions_score_raw_number_and_explanation(fake_server: FakeServer,
+                                                                           tmp_path: Path) -> None:
+    ev = (LLMEvaluator([build(fake_server)]).judge(build(fake_server), name="judge")
+          .scoring(lambda text: 3.0, scale=(0, 6))
+          .add_criterion(lambda text: 2.0, name="over")
+          .add_criterion("llm_judge", name="judged", backend="judge", rubric=JUDGED))
+    other = LLMEvaluator([build(fake_server)]).add_criterion(lambda text: 2.0, name="over")
+    with pytest.warns(ScoreRangeWarning):
+        results = [*ev.evaluate_chat("Hello"), *other.evaluate_chat("Hi")]
+
+    path = ev.export_csv(tmp_path / "results.csv", results)
+
+    with path.open(encoding="utf-8", newline="") as file:
+        header, *lines = list(csv.reader(file))
+    assert header[8:17] == ["score_main", "raw_main", "explanation_main", "score_over", "raw_over",
+                            "explanation_over", "score_judged", "explanation_judged", "explanation"]
+    first = dict(zip(header, lines[0], strict=True))
+    assert (first["score_main"], first["raw_main"], first["explanation_main"]) == ("0.5", "3.0", "")
+    assert (first["score_over"], first["raw_over"]) == ("1.0", "2.0")
+    assert first["explanation_over"] == "clamped to 1 from 2: outside [0, 1], and no scale was declared"
+    assert first["explanation_judged"] == first["explanation"] == "Too short to be useful."
+    second = dict(zip(header, lines[1], strict=True))
+    assert (second["score_main"], second["score_over"], second["raw_over"]) == ("", "1.0", "2.0")
+
+
+def test_rows_kept_under_out_dir_carry_the_item_and_the_system_prompt_the_provider_sent(
+        fake_server: FakeServer, tmp_path: Path) -> None:
+    llm = (LLMBuilder().backend("openai").api_key(f"sk-eval-system-{next(_keys):05d}").model("fake-model")
+           .base_url(fake_server.url_for("openai")).system("Be brief.").max_retries(0).timeout(10).build())
+    ev = LLMEvaluator([llm], out_dir=tmp_path).scoring(lambda text: 1.0)
+
+    [result] = ev.evaluate_chat("What is 2 + 2?")
+
+    assert result.usage.input_tokens == words("Be brief.", "What is 2 + 2?")  # the system prompt was sent
+    [parts] = tmp_path.glob(f"evaluate_chat/*/{PARQUET_DIRNAME}")
+    [row] = pads.dataset(parts, format="parquet").to_table().to_pylist()
+    assert json.loads(row["messages"]) == [{"role": "system", "content": "Be brief."},
+                                           {"role": "user", "content": "What is 2 + 2?"}]
+    assert json.loads(row["item"]) == {"id": "chat", "messages": [{"role": "user", "content": "What is 2 + 2?"}]}
+
+
 # ---- configuration mistakes ------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("configure", "message"), [
-    (lambda ev: ev.add_criterion(lambda text: 1.0), "name this criterion"),
+    (lambda ev: ev.add_criterion(len).add_criterion(len), "'len' exists already"),
     (lambda ev: ev.scoring(lambda text: 1.0).add_criterion(lambda text: 1.0, name="main"), "exists already"),
     (lambda ev: ev.scoring(lambda text: 1.0, scale=(2, 2)), "finite low < high"),
     (lambda ev: ev.add_criterion(lambda text: 1.0, name="w", weight=-1), "weight must be"),

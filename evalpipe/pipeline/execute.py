@@ -289,13 +289,35 @@ async def execute(
 
 
 def base_row(task: Task, backend: Backend, run_id: str) -> dict[str, Any]:
-    """The columns every row has, whatever happened."""
+    """The columns every row has, whatever happened: what was asked, of whom, about which item."""
     return {
         "run_id": run_id, "task_id": task.task_id, "task_index": task.index, "item_id": task.item_id,
         "backend_id": task.backend_id, "provider": backend.spec.backend.value, "model": backend.provider.model,
         "param_set": task.param_set.name, **sent_options(task, backend), "repeat": task.repeat,
-        "turn": task.turn, "prompt": task.prompt_text, "cached": False, "attempts": 0,
+        "turn": task.turn, "item": item_json(task.item), "prompt": task.prompt_text,
+        "messages": messages_json(task, backend), "cached": False, "attempts": 0,
     }
+
+
+def item_json(item: Mapping[str, Any]) -> str:
+    """The item's fields as canonical JSON: sorted keys, so equal items give equal text in every run."""
+    return json.dumps(item, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def messages_json(task: Task, backend: Backend) -> str:
+    """The prompt as sent, as JSON: a chat's messages `[{role, content}]` with the system prompt the provider
+    adds (its own or the parameter set's, when the messages have none), or a completion's prompt text.
+
+    A completion prompt is the rendered text: how a backend wraps it (a chat template, Ollama's `system`)
+    is the backend's business and not known here."""
+    if task.mode == "completion":
+        return json.dumps(task.prompt_text, ensure_ascii=False)
+    messages = [{"role": m.role, "content": m.content} for m in task.messages]
+    # As the provider does it (`Provider.achat`): its system prompt goes first when the messages have none.
+    system = task.param_set.params.system or backend.provider.config.params.system
+    if system and not any(m.role == "system" for m in task.messages):
+        messages.insert(0, {"role": "system", "content": system})
+    return json.dumps(messages, ensure_ascii=False, separators=(",", ":"))
 
 
 ROW_OPTIONS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "reasoning_effort", "reasoning_budget_tokens")

@@ -52,6 +52,12 @@ def charging(task_id: str, spend: ScoringSpend | None = None) -> Iterator[Scorin
         _task.reset(token)
 
 
+def scored_task_id() -> str | None:
+    """The id of the task whose answer is being scored (or whose chain is running), if any."""
+    scored = _task.get()
+    return None if scored is None else scored[0]
+
+
 class JobCalls:
     """`ModelCalls` through the job's backends (evaluated ones and judges)."""
 

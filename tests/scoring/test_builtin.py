@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from evalpipe import ChatResponse, ConfigError
-from evalpipe.scoring.base import Score, as_scorer
+from evalpipe.scoring.base import Score, ScoreRangeWarning, as_scorer
 from evalpipe.scoring.registry import build_scorer
 
 
@@ -55,7 +55,8 @@ async def test_json_valid(text: str, valid: bool) -> None:
 @pytest.mark.anyio
 async def test_plain_functions_are_scorers_and_are_clamped() -> None:
     two = as_scorer(lambda text: 2.0 if text.startswith("{") else 0.0, "starts_json")
-    assert (await two({}, [], ChatResponse(text="{}"))).value == 1.0
+    with pytest.warns(ScoreRangeWarning, match="'starts_json'"):
+        assert (await two({}, [], ChatResponse(text="{}"))).value == 1.0
 
     def uses_item(item: Mapping[str, Any], response: ChatResponse) -> bool:
         return response.text == item["want"]
