@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from itertools import count
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +121,33 @@ def test_extra_body_and_headers_reach_the_vendor(fake_server: FakeServer) -> Non
         llm.chat(ask("hi"), GenerationParams(headers={"Authorization": f"Bearer {token}"}))
     assert token not in str(info.value)
     assert errors.redact(f"sent Authorization: Bearer {token}") == "sent Authorization: ***"
+
+
+@pytest.mark.anyio
+async def test_rows_of_a_run_carry_refusal_safety_and_usage_kinds(
+    fake_server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from evalpipe.pipeline.load import prepare_job
+    from evalpipe.pipeline.rows import row_schema
+    from evalpipe.pipeline.runner import RunOptions, run_job
+    from evalpipe.pipeline.spec import JobSpec
+    from evalpipe.pipeline.store import RunStore
+
+    monkeypatch.setenv("EVALPIPE_TEST_SHAPES_KEY", f"sk-rows-{next(_keys)}")
+    items = [{"id": "refusal", "q": "no [[shape:refusal]]"}, {"id": "filtered", "q": "x [[shape:content_filter]]"},
+             {"id": "blocked", "q": "x [[shape:content_filter_error]]"}, {"id": "cached", "q": "a b [[cached:2]]"}]
+    backends = [{"id": "azure", "backend": "azure_openai", "model": "o3-mini", "base_url": fake_server.url_for("azure"),
+                 "api_key_env": "EVALPIPE_TEST_SHAPES_KEY", "max_retries": 0}]
+    spec = {"name": "shapes", "dataset": {"items": items}, "prompt": {"user": "{{ q }}"}, "backends": backends}
+    outcome = await run_job(prepare_job(JobSpec.model_validate(spec)),
+                            RunOptions(handle_signals=False, out_root=tmp_path / "results"))
+    with RunStore.open(outcome.run_dir, outcome.run_id, row_schema([])) as store:
+        rows = {row["item_id"]: row for row in store.iter_rows()}
+    refusal = rows["refusal"]
+    assert (refusal["finish_reason"], refusal["refusal"]) == ("refusal", "I'm sorry, but I can't help with that.")
+    assert json.loads(rows["filtered"]["safety"])["content_filter_results"]["violence"]["filtered"] is True
+    blocked = rows["blocked"]
+    assert (blocked["status"], blocked["error_type"]) == ("error", "BadRequestError")
+    assert json.loads(blocked["safety"])["violence"]["severity"] == "medium"
+    cached = rows["cached"]
+    assert (cached["cached_input_tokens"], cached["reasoning_tokens"]) == (2, 3)  # o3-mini thinks "Thinking: a b"
