@@ -164,8 +164,7 @@ def filtered_categories(result: dict[str, Any]) -> list[str]:
     """The categories a content-filter verdict blocked, with their severity where it gives one."""
     found = []
     for name, verdict in result.items():
-        if isinstance(verdict, dict) and (verdict.get("filtered") or verdict.get("detected") and
-                                          verdict.get("filtered") is not False):
+        if isinstance(verdict, dict) and verdict.get("filtered") is True:
             severity = verdict.get("severity")
             found.append(f"{name}={severity}" if isinstance(severity, str) else name)
     return found
