@@ -161,6 +161,7 @@ class OpenAIProtocol(Protocol):
                 if message["role"] == "user":
                     call.prompt = text_of(message.get("content"))
             self.parse_response_format(call, body.get("response_format"))
+            call.extras["cached"] = _cached_marker(call.prompt)
             if shape_of(call) == "content_filter_error":
                 raise RequestRejected(ErrorKind.CONTENT_FILTER, _ERRORS[ErrorKind.CONTENT_FILTER][3])
         elif operation is Operation.COMPLETE:
@@ -206,7 +207,7 @@ class OpenAIProtocol(Protocol):
         `completion_tokens`); `[[cached:N]]` reports N prompt tokens read from the cache."""
         reasoning = count_tokens(self.thinking(call) or "")
         completion = answer.output_tokens + (reasoning if self.completion_includes_reasoning else 0)
-        cached = min(int(markers(call.prompt).get("cached") or 0), answer.input_tokens)
+        cached = min(int(call.extras.get("cached", 0)), answer.input_tokens)
         return {
             "prompt_tokens": answer.input_tokens,
             "completion_tokens": completion,
@@ -395,6 +396,14 @@ class OpenAIProtocol(Protocol):
 
     def ratelimit_headers(self, state: RateLimitState) -> list[tuple[str, str]]:
         return state.headers(lambda kind, field: f"x-ratelimit-{field}-{kind}", go_duration)
+
+
+def _cached_marker(prompt: str) -> int:
+    """N of a `[[cached:N]]` marker (0 without one), or `RequestRejected`."""
+    value = markers(prompt).get("cached") or "0"
+    if not value.isdigit():
+        raise RequestRejected(ErrorKind.BAD_REQUEST, f"bad fake-server marker: cached:{value} is not a count")
+    return int(value)
 
 
 def _embedding_inputs(value: Any) -> list[str]:

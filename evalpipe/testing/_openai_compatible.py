@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 from typing import Any, ClassVar
 
-from evalpipe.testing._answers import markers, shape_of, thinking_for
+from evalpipe.testing._answers import shape_of, thinking_for
 from evalpipe.testing._openai import OpenAIProtocol
 from evalpipe.testing._wire import (
     Answer,
@@ -59,7 +59,7 @@ class DeepSeekProtocol(OpenAIProtocol):
     def usage(self, call: Call, answer: Answer) -> dict[str, Any]:
         usage = super().usage(call, answer)
         del usage["prompt_tokens_details"]  # DeepSeek reports its cache at the top level
-        cached = min(int(markers(call.prompt).get("cached") or 0), answer.input_tokens)
+        cached = min(int(call.extras.get("cached", 0)), answer.input_tokens)
         usage["prompt_cache_hit_tokens"] = cached
         usage["prompt_cache_miss_tokens"] = answer.input_tokens - cached
         return usage

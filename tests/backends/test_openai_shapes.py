@@ -65,6 +65,11 @@ def test_cached_input_tokens(fake_server: FakeServer) -> None:
         assert (response.usage.input_tokens, response.usage.cached_input_tokens) == (5, 3), backend
 
 
+def test_a_bad_cached_marker_is_a_clear_bad_request(fake_server: FakeServer) -> None:
+    with pytest.raises(errors.BadRequestError, match="cached:many"):
+        build(fake_server, "openai", "openai", "m").chat(ask("a [[cached:many]]"))
+
+
 @pytest.mark.parametrize("backend", ["openai", "azure_openai"])
 def test_refusal(fake_server: FakeServer, backend: str) -> None:
     vendor = "azure" if backend == "azure_openai" else backend
