@@ -138,7 +138,7 @@ def test_ignored_options_are_never_sent() -> None:
                               reasoning_effort="low", reasoning_budget_tokens=100)
     names = {"top_k": "top_k", "seed": "seed", "reasoning_effort": "reasoning_effort",
              "reasoning_budget_tokens": "reasoning"}
-    for backend in ("openai", "azure_openai", "deepseek", "xai", "groq", "mistral", "openrouter"):
+    for backend in ("openai", "azure_openai", "deepseek", "xai", "groq", "mistral", "openrouter", "local"):
         llm = provider(backend)
         body = body_of(llm, params)
         for option in llm.ignored_options:
