@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
@@ -30,6 +30,9 @@ class BuilderOptions(BaseModel):
     stop: list[str] | None = None
     system: str | None = None
     json_schema: dict[str, Any] | None = None
+    reasoning_effort: Literal["low", "medium", "high"] | None = None
+    reasoning_budget_tokens: int | None = Field(default=None, ge=1)
+    extra_body: dict[str, Any] | None = None
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -91,6 +94,18 @@ class LLMBuilder:
         """Ask for JSON matching `schema` (structured output where the backend supports it)."""
         return self._set(json_schema=schema)
 
+    def reasoning_effort(self, effort: Literal["low", "medium", "high"]) -> LLMBuilder:
+        """How hard a reasoning model thinks; backends without the control list it in `ignored_options`."""
+        return self._set(reasoning_effort=effort)
+
+    def reasoning_budget_tokens(self, tokens: int) -> LLMBuilder:
+        """At most this many tokens of reasoning, where the backend takes a budget (see `ignored_options`)."""
+        return self._set(reasoning_budget_tokens=tokens)
+
+    def extra_body(self, fields: dict[str, Any]) -> LLMBuilder:
+        """Fields deep-merged into every request body as they are: a vendor option evalpipe has no name for."""
+        return self._set(extra_body={**self._values.get("extra_body", {}), **fields})
+
     def timeout(self, seconds: float) -> LLMBuilder:
         """Seconds one attempt may take (for streams: the longest silence between chunks)."""
         return self._set(timeout=seconds)
@@ -134,6 +149,8 @@ class LLMBuilder:
             max_tokens=options.max_tokens, seed=options.seed,
             stop=tuple(options.stop) if options.stop else None,
             system=options.system, json_schema=options.json_schema,
+            reasoning_effort=options.reasoning_effort, reasoning_budget_tokens=options.reasoning_budget_tokens,
+            extra_body=options.extra_body,
         )
         config = ProviderConfig(
             backend=options.backend.value,

@@ -26,6 +26,7 @@ vendor's error text, which is passed through `redact` before it is stored.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 _SECRETS: set[str] = set()
 # Key-shaped strings even if they were never registered (a key from an env var a user pasted in).
@@ -87,6 +88,8 @@ class ProviderError(EvalpipeError):
         self.status = status
         self.retry_after = retry_after
         self.attempts = 1  # set by the retry policy when it gives up
+        # The vendor's safety verdict when it refused the request (Azure's content filter results).
+        self.safety: dict[str, Any] | None = None
 
     @property
     def kind(self) -> str:

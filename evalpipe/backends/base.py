@@ -14,7 +14,7 @@ import os
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import anyio
@@ -52,6 +52,7 @@ class HttpRequest:
     body: dict[str, Any] | None = None
     query: Mapping[str, str] | None = None
     method: str = "POST"
+    headers: Mapping[str, str] | None = None  # added to the client's own headers for this request only
 
 
 @dataclass(slots=True)
@@ -64,19 +65,70 @@ class StreamState:
     model: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    refusal: list[str] = field(default_factory=list)
+    safety: dict[str, Any] = field(default_factory=dict)
+    # Output that is no text chunk but was delivered all the same (encrypted reasoning, tool calls):
+    # once there is some, a failure can no longer be retried as if nothing had been said.
+    hidden_output: int = 0
     done: bool = False  # the protocol's end-of-stream event was seen
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the stream has delivered any part of an answer yet."""
+        return bool(self.text or self.reasoning or self.refusal or self.hidden_output)
+
+    def set_usage(self, usage: Usage) -> None:
+        self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
+        self.reasoning_tokens = usage.reasoning_tokens
+        self.cached_input_tokens = usage.cached_input_tokens
+        self.cache_write_input_tokens = usage.cache_write_input_tokens
 
     def to_response(self, latency_s: float, ttft_s: float | None, attempts: int) -> ChatResponse:
         return ChatResponse(
             text="".join(self.text),
             finish_reason=self.finish_reason,
             model=self.model,
-            usage=Usage(self.input_tokens, self.output_tokens),
+            usage=Usage(self.input_tokens, self.output_tokens, self.reasoning_tokens,
+                        self.cached_input_tokens, self.cache_write_input_tokens),
             latency_s=latency_s,
             ttft_s=ttft_s,
             reasoning="".join(self.reasoning) or None,
             attempts=attempts,
+            refusal="".join(self.refusal) or None,
+            safety=self.safety or None,
         )
+
+
+def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """`base` with `extra` merged in: nested objects are merged key by key, anything else replaced."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def with_passthrough(request: HttpRequest, params: GenerationParams) -> HttpRequest:
+    """`request` with the caller's `extra_body` merged into its JSON and `headers` added, as they are.
+
+    Every protocol gets them the same way: they reach the vendor even where evalpipe has no name
+    for an option (a vendor's new parameter, a gateway's routing header)."""
+    if not params.extra_body and not params.headers:
+        return request
+    body = request.body
+    if params.extra_body:
+        body = deep_merge(body or {}, params.extra_body)
+    headers = request.headers
+    if params.headers:
+        for value in params.headers.values():
+            errors.register_secret(value)
+        headers = {**(headers or {}), **params.headers}
+    return replace(request, body=body, headers=headers)
 
 
 class Provider:
@@ -115,6 +167,9 @@ class Provider:
         )
         if config.api_key is not None:
             errors.register_secret(config.api_key.get_secret_value())
+        # Extra headers often carry credentials (a gateway key, a bearer token): keep them out of errors.
+        for value in (*config.headers.values(), *(config.params.headers or {}).values()):
+            errors.register_secret(value)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(model={self.config.model!r}, base_url={self.config.base_url!r})"
@@ -181,12 +236,13 @@ class Provider:
         """One chat answer; `params` override the builder's for this call."""
         merged = self.config.params.merged(params)
         request = self.chat_request(self._with_system(messages, merged), merged, stream=False)
-        return await self._call(request, self.parse_chat)
+        return await self._call(with_passthrough(request, merged), self.parse_chat)
 
     async def acomplete(self, prompt: str, params: GenerationParams | None = None) -> ChatResponse:
         """A plain-text completion of `prompt`."""
-        request = self.complete_request(prompt, self.config.params.merged(params))
-        return await self._call(request, self.parse_complete)
+        merged = self.config.params.merged(params)
+        request = self.complete_request(prompt, merged)
+        return await self._call(with_passthrough(request, merged), self.parse_complete)
 
     async def aembed(self, texts: Sequence[str]) -> list[list[float]]:
         """One embedding vector per text."""
@@ -201,7 +257,8 @@ class Provider:
     def astream(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None) -> ChatStream:
         """The answer as it is generated; `.response` holds the finished answer afterwards."""
         merged = self.config.params.merged(params)
-        return ChatStream(self, self.chat_request(self._with_system(messages, merged), merged, stream=True))
+        request = self.chat_request(self._with_system(messages, merged), merged, stream=True)
+        return ChatStream(self, with_passthrough(request, merged))
 
     async def aopen(self) -> Provider:
         """Get ready to call now rather than on the first call: build this event loop's HTTP client.
@@ -286,7 +343,10 @@ class Provider:
             with anyio.fail_after(self.config.timeout_s):
                 client = self._client()
                 response = await client.send(
-                    client.build_request(request.method, request.path, json=request.body, params=request.query)
+                    client.build_request(
+                        request.method, request.path, json=request.body, params=request.query,
+                        headers=request.headers,
+                    )
                 )
         except TimeoutError as exc:
             raise errors.TimeoutError(f"no answer in {self.config.timeout_s}s", provider=self.name) from exc
@@ -307,7 +367,7 @@ class Provider:
         decoder = self.stream_decoder()
         try:
             async with self._client().stream(
-                request.method, request.path, json=request.body, params=request.query
+                request.method, request.path, json=request.body, params=request.query, headers=request.headers
             ) as response:
                 if response.status_code >= 400:
                     content = await response.aread()
@@ -379,7 +439,7 @@ class ChatStream:
                     delivered = True
                     yield chunk
             except errors.ProviderError as error:
-                if delivered:
+                if delivered or state.delivered:
                     error.attempts = retry_index + 1
                     raise
                 waited = await policy.wait_or_raise(error, retry_index, waited)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
@@ -76,6 +76,11 @@ def classify_status(
         error = errors.ServerError(text, **kwargs)
     else:
         error = errors.BadRequestError(text, **kwargs)
+    if (safety := content_filter_detail(body)) is not None:
+        error.safety = safety
+        if blocked := filtered_categories(safety):
+            error.message = f"{error.message} (filtered: {', '.join(blocked)})"
+            error.args = (error.message,)
     # OpenAI's servers say explicitly when a retry is (not) worth it; the header wins.
     should_retry = headers.get("x-should-retry")
     if should_retry in ("true", "false"):
@@ -83,8 +88,29 @@ def classify_status(
     return error
 
 
+# The status an error *type* stands for, for in-stream error events that carry a type but no status
+# (OpenAI, Anthropic, llama-server and OpenRouter all name their types this way).
+_STATUS_OF_TYPE = {
+    "invalid_request_error": 400,
+    "authentication_error": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "request_too_large": 413,
+    "rate_limit_error": 429,
+    "insufficient_quota": 429,
+    "api_error": 500,
+    "server_error": 500,
+    "unavailable_error": 503,
+    "overloaded_error": 529,
+}
+
+
 def classify_stream_error(provider: str, body: Any) -> errors.ProviderError:
-    """The error for an error event inside a stream that started with status 200."""
+    """The error for an error event inside a stream that started with status 200.
+
+    The event is judged like an HTTP error with the status it names (`code`, `status`,
+    `status_code`) or its type stands for: a 400 invalid_request_error inside a stream fails the
+    same way on every attempt and must not be retried as a server error."""
     message, code = error_detail(body)
     status = _status_in(body)
     if status is not None and status >= 400:
@@ -96,13 +122,52 @@ def classify_stream_error(provider: str, body: Any) -> errors.ProviderError:
         return errors.RateLimitError(message, provider=provider)
     if _QUOTA.search(lowered):
         return errors.QuotaExceededError(message, provider=provider)
+    if _CONTEXT_LENGTH.search(lowered):
+        return errors.ContextLengthError(message, provider=provider)
     return errors.ServerError(f"error event in stream: {message}", provider=provider)
 
 
 def _status_in(body: Any) -> int | None:
+    """The HTTP status an error body names, as a number or by its error type."""
     error = body.get("error") if isinstance(body, dict) else None
-    code = error.get("code") if isinstance(error, dict) else None
-    return code if isinstance(code, int) else None
+    if not isinstance(error, dict):
+        return None
+    for key in ("status_code", "code", "status"):
+        value = error.get(key)
+        if isinstance(value, str) and value.isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and 100 <= value < 600:
+            return value
+    for key in ("type", "code"):
+        status = _STATUS_OF_TYPE.get(str(error.get(key)))
+        if status is not None:
+            return status
+    return None
+
+
+def content_filter_detail(body: Any) -> dict[str, Any] | None:
+    """Azure's content-filter verdict in an error body (`innererror.content_filter_result`), if any."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    inner = error.get("innererror")
+    result = inner.get("content_filter_result") if isinstance(inner, dict) else None
+    if result is None:
+        result = error.get("content_filter_results")
+    if not isinstance(result, dict):
+        return None
+    # Redacted through JSON: a vendor may echo parts of the request, and a key must never be kept.
+    return cast(dict[str, Any], json.loads(errors.redact(json.dumps(result))))
+
+
+def filtered_categories(result: dict[str, Any]) -> list[str]:
+    """The categories a content-filter verdict blocked, with their severity where it gives one."""
+    found = []
+    for name, verdict in result.items():
+        if isinstance(verdict, dict) and verdict.get("filtered") is True:
+            severity = verdict.get("severity")
+            found.append(f"{name}={severity}" if isinstance(severity, str) else name)
+    return found
 
 
 def classify_transport(provider: str, exc: httpx.HTTPError) -> errors.ProviderError:

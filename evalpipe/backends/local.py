@@ -46,9 +46,11 @@ class LocalProvider(OpenAIProvider):
     # llama-server's own variable for its key: used only with `.base_url(...)`; a managed server has its own.
     api_key_env = "LLAMA_API_KEY"
     requires_api_key = False
-    ignored_options = frozenset()
+    # llama-server takes no per-request reasoning controls (its reasoning budget is a server flag).
+    ignored_options = frozenset({"reasoning_effort", "reasoning_budget_tokens"})
     max_tokens_field = "max_tokens"
     top_k_field = "top_k"
+    reasoning_effort_field = None
 
     def __init__(self, config: ProviderConfig) -> None:
         managed = config.base_url.strip("/") == ""

@@ -9,27 +9,40 @@ from evalpipe import errors
 from evalpipe.backends.base import HttpRequest, Provider, StreamState
 from evalpipe.backends.classify import classify_stream_error
 from evalpipe.backends.framing import SSEEvent
+from evalpipe.backends.openai_convert import Parts, choice_parts, prompt_safety, usage_of
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
 
 
-def _as_int(value: Any) -> int:
-    return value if isinstance(value, int) else 0
+def finish_reason(reported: Any, parts: Parts) -> str | None:
+    """The finish reason to record: "refusal" when the model declined in words (OpenAI reports
+    "stop" then, which would pass the empty answer off as a normal one)."""
+    if parts.refusal:
+        return "refusal"
+    return reported if isinstance(reported, str) else None
 
 
 class OpenAIProvider(Provider):
-    """OpenAI's `/chat/completions` and `/embeddings`; vendor variants override class attributes."""
+    """OpenAI's `/chat/completions` and `/embeddings`; vendor variants override class attributes.
+
+    Reasoning: `reasoning_effort` is sent as OpenAI's `reasoning_effort` (o-series and gpt-5 models;
+    others reject it). OpenAI has no reasoning token budget (`max_completion_tokens` caps reasoning
+    and answer together), so `reasoning_budget_tokens` is ignored, like `top_k`. A refusal
+    (`message.refusal`) is the response's `refusal` with finish reason "refusal"."""
 
     name = "openai"
     default_base_url = "https://api.openai.com/v1"
     default_model = "gpt-4o-mini"
     default_embedding_model: ClassVar[str] = "text-embedding-3-small"
     api_key_env = "OPENAI_API_KEY"
-    ignored_options = frozenset({"top_k"})
+    ignored_options = frozenset({"top_k", "reasoning_budget_tokens"})
     chat_path: ClassVar[str] = "chat/completions"
     # Newer OpenAI models reject `max_tokens`; most compatible vendors only know `max_tokens`.
     max_tokens_field: ClassVar[str] = "max_completion_tokens"
-    seed_field: ClassVar[str] = "seed"
+    seed_field: ClassVar[str | None] = "seed"
     top_k_field: ClassVar[str | None] = None
+    reasoning_effort_field: ClassVar[str | None] = "reasoning_effort"
+    # False where `completion_tokens` leaves out the reasoning tokens billed on top of it (xAI).
+    completion_includes_reasoning: ClassVar[bool] = True
     stream_usage: ClassVar[bool] = True  # ask for the final usage chunk (`stream_options.include_usage`)
 
     def auth_headers(self) -> dict[str, str]:
@@ -42,12 +55,19 @@ class OpenAIProvider(Provider):
             "temperature": params.temperature,
             "top_p": params.top_p,
             self.max_tokens_field: params.max_tokens,
-            self.seed_field: params.seed,
             "stop": list(params.stop) if params.stop else None,
         }
+        if self.seed_field is not None:
+            fields[self.seed_field] = params.seed
         if self.top_k_field is not None:
             fields[self.top_k_field] = params.top_k
-        return {k: v for k, v in fields.items() if v is not None}
+        return {k: v for k, v in {**fields, **self.reasoning(params)}.items() if v is not None}
+
+    def reasoning(self, params: GenerationParams) -> dict[str, Any]:
+        """The request fields that set how hard a reasoning model thinks, under this vendor's names."""
+        if self.reasoning_effort_field is None or params.reasoning_effort is None:
+            return {}
+        return {self.reasoning_effort_field: params.reasoning_effort}
 
     def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
         return {"type": "json_schema", "json_schema": {"name": "response", "strict": True, "schema": schema}}
@@ -71,42 +91,54 @@ class OpenAIProvider(Provider):
     def parse_chat(self, body: Any) -> ChatResponse:
         try:
             choice = body["choices"][0]
-            message = choice.get("message") or {}
+            if not isinstance(choice, dict):
+                raise TypeError
         except (KeyError, IndexError, TypeError):
             raise errors.ProtocolError("answer has no choices", provider=self.name) from None
-        usage = body.get("usage") or {}
+        parts = choice_parts(choice, "message")
+        safety = {**prompt_safety(body), **parts.safety}
+        usage = usage_of(body.get("usage"), reasoning_in_completion=self.completion_includes_reasoning)
         return ChatResponse(
-            text=message.get("content") or choice.get("text") or "",
-            finish_reason=choice.get("finish_reason"),
+            text=parts.text,
+            finish_reason=finish_reason(choice.get("finish_reason"), parts),
             model=body.get("model") or self.config.model,
-            usage=Usage(_as_int(usage.get("prompt_tokens")), _as_int(usage.get("completion_tokens"))),
-            reasoning=message.get("reasoning_content"),
+            usage=usage or Usage(),
+            reasoning=parts.reasoning or None,
+            refusal=parts.refusal or None,
+            safety=safety or None,
         )
 
     def read_stream_event(self, event: SSEEvent, state: StreamState) -> StreamChunk | None:
         if event.data.strip() == "[DONE]":
             state.done = True
+            if state.refusal:
+                state.finish_reason = "refusal"
             return None
         chunk = self.event_json(event.data)
         if "error" in chunk:
             raise classify_stream_error(self.name, chunk)
         state.model = chunk.get("model") or state.model
-        if usage := chunk.get("usage"):  # the include_usage chunk, or (xAI) the finish chunk
-            state.input_tokens = _as_int(usage.get("prompt_tokens"))
-            state.output_tokens = _as_int(usage.get("completion_tokens"))
+        state.safety.update(prompt_safety(chunk))
+        # The include_usage chunk, the finish chunk (xAI, Mistral), or Groq's x_groq.usage.
+        groq = chunk.get("x_groq")
+        raw_usage = chunk.get("usage") or (groq.get("usage") if isinstance(groq, dict) else None)
+        if usage := usage_of(raw_usage, reasoning_in_completion=self.completion_includes_reasoning):
+            state.set_usage(usage)
         choices = chunk.get("choices") or []
-        if not choices:
+        if not choices or not isinstance(choices[0], dict):
             return None
         choice = choices[0]
+        parts = choice_parts(choice, "delta")
+        state.safety.update(parts.safety)
         state.finish_reason = choice.get("finish_reason") or state.finish_reason
-        delta = choice.get("delta") or {}
-        text = delta.get("content") or choice.get("text") or ""
-        reasoning = delta.get("reasoning_content") or ""
-        if not (text or reasoning):
+        state.hidden_output += parts.hidden_reasoning + parts.tool_calls
+        if parts.refusal:
+            state.refusal.append(parts.refusal)
+        if not (parts.text or parts.reasoning):
             return None
-        state.text.append(text)
-        state.reasoning.append(reasoning)
-        return StreamChunk(text, reasoning)
+        state.text.append(parts.text)
+        state.reasoning.append(parts.reasoning)
+        return StreamChunk(parts.text, parts.reasoning)
 
     def embed_request(self, texts: Sequence[str]) -> HttpRequest:
         model = self.config.options.get("embedding_model") or self.default_embedding_model

@@ -262,6 +262,8 @@ async def execute(
         response, cached, cost = await generate(task, backend, cache, timeout_s, calls, chain_spend)
     except errors.ProviderError as error:
         row.update(status="error", error_type=error.kind, error_message=error.message, attempts=error.attempts)
+        if error.safety is not None:  # a request the vendor's content filter refused: keep its verdict
+            row["safety"] = json.dumps(error.safety)
     except TimeoutError:
         row.update(status="error", error_type="TimeoutError", error_message=f"task took over {timeout_s}s")
     except errors.EvalpipeError as error:  # unsupported feature, bad configuration found late

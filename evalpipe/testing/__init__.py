@@ -32,8 +32,15 @@ included. A JSON schema (OpenAI `response_format`, Anthropic `output_format`, Ol
 Gemini `responseSchema`/`responseJsonSchema`) gets a small valid instance; plain JSON mode gets
 `{"echo": "<last user message>"}`. Embeddings are L2-normalised hashed bags of words (64
 dimensions unless the request asks for others), so texts sharing words are closer. Streams send
-one word per event. DeepSeek models whose name contains "reasoner" also return `reasoning_content`
-("Thinking: <last user message>").
+one word per event.
+
+Reasoning models think "Thinking: <last user message>" before answering, each where its vendor puts
+it, and count those words as reasoning tokens (`completion_tokens_details.reasoning_tokens`, inside
+`completion_tokens` except on xAI): DeepSeek `*reasoner*` (`reasoning_content`), xAI `grok-3-mini`
+(`reasoning_content`) and `grok-4*` (counted only), Groq `*gpt-oss*`/`*qwen3*` (`reasoning`),
+Mistral `*magistral*` (`content` as a list of "thinking" and "text" chunks), OpenRouter
+`*deepseek-r1*`, `*:thinking`, `openai/o*` (`reasoning` plus `reasoning_details`), OpenAI
+`o1*`/`o3*`/`o4*`/`gpt-5*` (counted only).
 
 Auth is checked the way each vendor does (Bearer; `x-api-key`; `x-goog-api-key` or `?key=`;
 Azure `api-key`). Any key is accepted except: none (the vendor's missing-key error), a key starting
@@ -44,7 +51,13 @@ Markers in the last user message steer one request (so any SDK and any dataset c
 `[[fault:NAME]]` always fails it; `[[fault:NAME:N]]` fails the first N attempts of this identical
 request (same key, vendor, model and body, ignoring the stream flag), then answers normally;
 `[[latency:SECONDS]]` and `[[stream_delay:SECONDS]]` override the server's timing; `[[reply:TEXT]]` answers
-TEXT (no `]` inside) instead of the echo, even when JSON is requested. `FakeServer(
+TEXT (no `]` inside) instead of the echo, even when JSON is requested; `[[cached:N]]` reports N
+input tokens read from the prompt cache (OpenAI-style vendors). `[[shape:NAME]]` asks the
+OpenAI-style vendors for one answer shape: `refusal` (`message.refusal`, `delta.refusal`),
+`tool_call` (`message.tool_calls`, finish reason tool_calls), `content_filter` (finish reason
+content_filter; Azure adds the filter results), `content_filter_error` (400 `content_filter`,
+Azure's `innererror`), `encrypted_reasoning` (OpenRouter `reasoning.encrypted` entries only) and
+`invalid_request` (with `[[fault:error_event]]`: the in-stream error is a 400 invalid_request_error). `FakeServer(
 fault=NAME)` or `srv.set_fault(NAME, times=None)` fail every call instead. Fault names (`Fault`):
 
     rate_limit_retry_after     429 + `retry-after: <retry_after_s>`

@@ -9,6 +9,9 @@
 - When JSON is requested the answer is a small JSON instance valid for the schema, or
   `{"echo": "<last user message>"}` in plain JSON mode.
 - Embeddings are L2-normalised hashed bags of words, so texts sharing words are close.
+- `[[shape:NAME]]` asks for one of a vendor's answer shapes (see `SHAPES`); protocols that have no
+  such shape answer normally. A refusal's text is `REFUSAL`; a reasoning model's reasoning is
+  `thinking_for(call)`.
 """
 
 from __future__ import annotations
@@ -23,6 +26,17 @@ from evalpipe.testing._wire import Answer, Call, Finish, Operation
 
 MARKER = re.compile(r"\[\[(?P<name>[a-z_]+)(?::(?P<arg>[^\]]*))?\]\]")
 DEFAULT_DIMENSIONS = 64
+REFUSAL = "I'm sorry, but I can't help with that."
+
+# Answer shapes a `[[shape:NAME]]` marker selects.
+SHAPES = {
+    "refusal": "the model declines in words (OpenAI `message.refusal`, `delta.refusal`)",
+    "tool_call": "a tool call instead of text (`message.tool_calls`, finish reason tool_calls)",
+    "content_filter": "the answer is cut by the content filter (finish reason content_filter)",
+    "content_filter_error": "the prompt is refused with 400 `content_filter` (Azure's innererror)",
+    "encrypted_reasoning": "reasoning arrives encrypted only (OpenRouter `reasoning.encrypted`)",
+    "invalid_request": "the `error_event` fault sends a 400 invalid_request_error event instead",
+}
 
 
 def count_tokens(*texts: str) -> int:
@@ -38,6 +52,16 @@ def markers(text: str) -> dict[str, str]:
 def strip_markers(text: str) -> str:
     """The text without its markers."""
     return re.sub(r"[ \t]*" + MARKER.pattern, "", text).strip()
+
+
+def shape_of(call: Call) -> str | None:
+    """The answer shape the last user message asks for, if any."""
+    return markers(call.prompt).get("shape")
+
+
+def thinking_for(call: Call) -> str:
+    """The deterministic reasoning of a reasoning model."""
+    return f"Thinking: {strip_markers(call.prompt)}".strip()
 
 
 def split_pieces(text: str) -> list[str]:
@@ -58,7 +82,9 @@ def answer_for(call: Call) -> Answer:
         vectors = [embed_text(text, dimensions) for text in call.inputs]
         return Answer(input_tokens=count_tokens(*call.inputs), embeddings=vectors)
     scripted = markers(call.prompt).get("reply")
-    if scripted is not None:
+    if shape_of(call) == "refusal":
+        text = REFUSAL
+    elif scripted is not None:
         text = scripted.strip()
     elif call.json_schema is not None:
         text = json.dumps(instance_for(call.json_schema))

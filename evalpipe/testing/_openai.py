@@ -10,10 +10,12 @@ import base64
 import struct
 from typing import Any, ClassVar
 
+from evalpipe.testing._answers import count_tokens, markers, shape_of, split_pieces, thinking_for
 from evalpipe.testing._wire import (
     Answer,
     Call,
     ErrorKind,
+    Finish,
     HttpRequest,
     Operation,
     Protocol,
@@ -88,7 +90,15 @@ _ERRORS: dict[ErrorKind, tuple[int, str, str | None, str]] = {
         None,
         "The engine is currently overloaded, please try again later.",
     ),
+    ErrorKind.CONTENT_FILTER: (
+        400,
+        "invalid_request_error",
+        "content_filter",
+        "The response was filtered due to the prompt triggering the content management policy. "
+        "Please modify your prompt and retry.",
+    ),
 }
+TOOL_CALL = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
 
 
 class OpenAIProtocol(Protocol):
@@ -109,6 +119,10 @@ class OpenAIProtocol(Protocol):
     # Reasoning models reject `max_tokens` with 400 unsupported_parameter.
     reasoning_models: ClassVar[tuple[str, ...]] = ("o1", "o3", "o4", "gpt-5")
     usage_on_finish_chunk: ClassVar[bool] = False  # xAI, Mistral: usage rides on the finish_reason chunk
+    # Models (by substring) that think before answering, and whether the vendor shows the thinking
+    # (OpenAI's o-series only count it in `completion_tokens_details.reasoning_tokens`).
+    thinking_models: ClassVar[tuple[str, ...]] = ("o1", "o3", "o4", "gpt-5")
+    completion_includes_reasoning: ClassVar[bool] = True  # xAI bills reasoning on top of completion_tokens
     stream_comments: ClassVar[tuple[bytes, ...]] = ()  # SSE comments sent before the first chunk
     status_overrides: ClassVar[dict[ErrorKind, int]] = {}
 
@@ -147,6 +161,9 @@ class OpenAIProtocol(Protocol):
                 if message["role"] == "user":
                     call.prompt = text_of(message.get("content"))
             self.parse_response_format(call, body.get("response_format"))
+            call.extras["cached"] = _cached_marker(call.prompt)
+            if shape_of(call) == "content_filter_error":
+                raise RequestRejected(ErrorKind.CONTENT_FILTER, _ERRORS[ErrorKind.CONTENT_FILTER][3])
         elif operation is Operation.COMPLETE:
             prompt = body.get("prompt", "")
             call.prompt = prompt[0] if isinstance(prompt, list) and prompt else str(prompt or "")
@@ -179,28 +196,95 @@ class OpenAIProtocol(Protocol):
             call.json_schema = schema if isinstance(schema, dict) else {}
 
     # -- responses ------------------------------------------------------------------------------
+    def thinking(self, call: Call) -> str | None:
+        """The reasoning of a thinking model (shown or not), None for other models."""
+        if call.operation is not Operation.CHAT or not any(name in call.model for name in self.thinking_models):
+            return None
+        return thinking_for(call)
+
     def usage(self, call: Call, answer: Answer) -> dict[str, Any]:
-        """The `usage` object of a response."""
-        total = answer.input_tokens + answer.output_tokens
+        """The `usage` object of a response: reasoning tokens in the details (and, except on xAI, in
+        `completion_tokens`); `[[cached:N]]` reports N prompt tokens read from the cache."""
+        reasoning = count_tokens(self.thinking(call) or "")
+        completion = answer.output_tokens + (reasoning if self.completion_includes_reasoning else 0)
+        cached = min(int(call.extras.get("cached", 0)), answer.input_tokens)
         return {
             "prompt_tokens": answer.input_tokens,
-            "completion_tokens": answer.output_tokens,
-            "total_tokens": total,
+            "completion_tokens": completion,
+            "total_tokens": answer.input_tokens + answer.output_tokens + reasoning,
+            "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
+            "completion_tokens_details": {
+                "reasoning_tokens": reasoning,
+                "audio_tokens": 0,
+                "accepted_prediction_tokens": 0,
+                "rejected_prediction_tokens": 0,
+            },
         }
+
+    def shows_reasoning(self, call: Call) -> bool:
+        """Whether the vendor sends a thinking model's reasoning text (OpenAI only counts it)."""
+        return False
+
+    def reasoning_fields(self, call: Call, text: str) -> dict[str, Any]:
+        """Where this vendor puts (a piece of) reasoning in a message or delta."""
+        return {"reasoning_content": text}
+
+    def finish_reason(self, call: Call, answer: Answer) -> str:
+        shape = shape_of(call)
+        if shape == "tool_call":
+            return Finish.TOOL_CALLS.value
+        if shape == "content_filter":
+            return Finish.CONTENT_FILTER.value
+        return answer.finish.value
+
+    def choice_extras(self, call: Call, answer: Answer) -> dict[str, Any]:
+        """Fields a vendor adds to each choice (Azure's `content_filter_results`)."""
+        return {}
+
+    def body_extras(self, call: Call) -> dict[str, Any]:
+        """Fields a vendor adds to a chat response body (Azure's `prompt_filter_results`)."""
+        return {}
 
     def message(self, call: Call, answer: Answer) -> dict[str, Any]:
         """The assistant message of a chat response."""
-        return {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []}
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None, "annotations": []}
+        shape = shape_of(call)
+        if shape == "refusal":
+            message.update(content=None, refusal=answer.text)
+        elif shape == "tool_call":
+            call_id = "call_" + new_id("")[:12]
+            message.update(content=None, tool_calls=[{"id": call_id, "type": "function", "function": TOOL_CALL}])
+        elif shape == "content_filter":
+            message["content"] = None
+        thinking = self.thinking(call)
+        if thinking is not None and self.shows_reasoning(call):
+            message.update(self.reasoning_fields(call, thinking))
+        return message
 
     def delta_chunks(self, call: Call, answer: Answer) -> list[dict[str, Any]]:
-        """The `delta` objects that stream the answer."""
-        return [{"content": piece} for piece in answer.pieces]
+        """The `delta` objects that stream the answer (reasoning first, where shown)."""
+        thinking = self.thinking(call)
+        deltas: list[dict[str, Any]] = []
+        if thinking is not None and self.shows_reasoning(call):
+            deltas += [self.reasoning_fields(call, piece) for piece in split_pieces(thinking)]
+        shape = shape_of(call)
+        if shape == "refusal":
+            return deltas + [{"refusal": piece} for piece in answer.pieces]
+        if shape == "tool_call":
+            head = {"index": 0, "id": "call_" + new_id("")[:12], "type": "function",
+                    "function": {"name": TOOL_CALL["name"], "arguments": ""}}
+            pieces = split_pieces(TOOL_CALL["arguments"])
+            arguments = [{"index": 0, "function": {"arguments": piece}} for piece in pieces]
+            return deltas + [{"tool_calls": [part]} for part in [head, *arguments]]
+        if shape == "content_filter":
+            return deltas + [{"content": piece} for piece in answer.pieces[:1]]
+        return deltas + [{"content": piece} for piece in answer.pieces]
 
     def reply(self, call: Call, answer: Answer) -> Reply:
         if call.operation is Operation.EMBED:
             return json_reply(200, self.embeddings(call, answer))
         base = {"created": now(), "model": call.model, "system_fingerprint": "fp_fake"}
-        finish = answer.finish.value
+        finish = self.finish_reason(call, answer)
         if call.operation is Operation.COMPLETE:
             choice: dict[str, Any] = {
                 "text": answer.text,
@@ -215,8 +299,10 @@ class OpenAIProtocol(Protocol):
                 "message": self.message(call, answer),
                 "logprobs": None,
                 "finish_reason": finish,
+                **self.choice_extras(call, answer),
             }
-            body = {"id": new_id("chatcmpl-"), "object": "chat.completion", **base, "choices": [choice]}
+            body = {"id": new_id("chatcmpl-"), "object": "chat.completion", **base, "choices": [choice],
+                    **self.body_extras(call)}
         body["usage"] = self.usage(call, answer)
         return json_reply(200, body)
 
@@ -259,7 +345,9 @@ class OpenAIProtocol(Protocol):
         if not completion:
             head.append(sse(chunk({"role": "assistant", "content": "", "refusal": None})))
         deltas = [sse(chunk(delta)) for delta in self.delta_chunks(call, answer)]
-        finish = {**chunk({}, answer.finish.value), **self.finish_extras(call, answer)}
+        finish = {**chunk({}, self.finish_reason(call, answer)), **self.finish_extras(call, answer)}
+        if not completion:
+            finish["choices"][0].update(self.choice_extras(call, answer))
         tail = []
         if self.usage_on_finish_chunk:
             finish["usage"] = self.usage(call, answer)
@@ -270,7 +358,8 @@ class OpenAIProtocol(Protocol):
                 tail.append(sse({**base, "choices": [], "usage": self.usage(call, answer)}))
         tail.append(DONE)
         broken = b'data: {"id":"' + base["id"].encode() + b'","choices":[{"index":0,"delta":{"content":"Ec\n\n'
-        return StreamPlan("text/event-stream", head, deltas, tail, sse(self.stream_error(base)), broken)
+        error = self.invalid_request_event(base) if shape_of(call) == "invalid_request" else self.stream_error(base)
+        return StreamPlan("text/event-stream", head, deltas, tail, sse(error), broken)
 
     def finish_extras(self, call: Call, answer: Answer) -> dict[str, Any]:
         """Fields a vendor adds to the finish_reason chunk (Groq's `x_groq`)."""
@@ -284,6 +373,11 @@ class OpenAIProtocol(Protocol):
         """The `data:` payload of an error that happens after the stream started."""
         message = "The server had an error while processing your request. Sorry about that!"
         return {"error": {"message": message, "type": "server_error", "param": None, "code": None}}
+
+    def invalid_request_event(self, base: dict[str, Any]) -> dict[str, Any]:
+        """The `data:` payload of a request error found after the stream started (a 400 in disguise)."""
+        message = "Invalid value for 'messages': the request cannot be served by this model."
+        return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}
 
     def error(self, kind: ErrorKind, message: str | None, model: str, retry_after_s: float | None) -> Reply:
         status, error_type, code, default = _ERRORS[kind]
@@ -302,6 +396,14 @@ class OpenAIProtocol(Protocol):
 
     def ratelimit_headers(self, state: RateLimitState) -> list[tuple[str, str]]:
         return state.headers(lambda kind, field: f"x-ratelimit-{field}-{kind}", go_duration)
+
+
+def _cached_marker(prompt: str) -> int:
+    """N of a `[[cached:N]]` marker (0 without one), or `RequestRejected`."""
+    value = markers(prompt).get("cached") or "0"
+    if not value.isdigit():
+        raise RequestRejected(ErrorKind.BAD_REQUEST, f"bad fake-server marker: cached:{value} is not a count")
+    return int(value)
 
 
 def _embedding_inputs(value: Any) -> list[str]:

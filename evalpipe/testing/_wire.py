@@ -33,6 +33,8 @@ class Finish(enum.Enum):
 
     STOP = "stop"
     LENGTH = "length"
+    TOOL_CALLS = "tool_calls"
+    CONTENT_FILTER = "content_filter"
 
 
 class ErrorKind(enum.Enum):
@@ -49,6 +51,7 @@ class ErrorKind(enum.Enum):
     SERVER_ERROR = "server_error"
     UNAVAILABLE = "unavailable"
     OVERLOADED = "overloaded"
+    CONTENT_FILTER = "content_filter"  # the prompt was refused by a content filter (OpenAI-style vendors)
 
 
 @dataclass(frozen=True)

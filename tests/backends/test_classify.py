@@ -79,3 +79,26 @@ def test_error_events_inside_a_stream() -> None:
     openrouter = {"error": {"code": 502, "message": "provider returned error"}}
     assert isinstance(classify_stream_error("openrouter", openrouter), errors.ServerError)
     assert isinstance(classify_stream_error("ollama", {"error": "boom"}), errors.ServerError)
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        ({"error": {"message": "bad", "type": "invalid_request_error", "param": None, "code": None}},
+         errors.BadRequestError),
+        ({"error": {"message": "bad", "status_code": 400}}, errors.BadRequestError),
+        ({"error": {"message": "bad", "code": 400, "type": "invalid_request_error"}}, errors.BadRequestError),
+        ({"error": {"message": "bad", "code": "400"}}, errors.BadRequestError),
+        ({"error": {"message": "too long", "type": "invalid_request_error", "code": "context_length_exceeded"}},
+         errors.ContextLengthError),
+        ({"error": {"message": "no key", "type": "authentication_error"}}, errors.AuthenticationError),
+        ({"error": {"message": "slow down", "type": "rate_limit_error"}}, errors.RateLimitError),
+        ({"error": {"code": "server_error", "message": "Provider returned error"}}, errors.ServerError),
+        ({"error": {"message": "oops", "type": "server_error", "code": None}}, errors.ServerError),
+    ],
+)
+def test_stream_error_events_are_classified_by_their_own_status_and_type(event: object, expected: type) -> None:
+    error = classify_stream_error("vendor", event)
+    assert type(error) is expected
+    # A request error fails the same way on every attempt: it must never be retried.
+    assert error.retryable == issubclass(expected, errors.TransientError)

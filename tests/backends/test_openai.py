@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from evalpipe import ChatMessage, GenerationParams, LLMBuilder, Provider, errors
-from evalpipe.backends.base import StreamState
+from evalpipe.backends.base import HttpRequest, StreamState, with_passthrough
 from evalpipe.backends.framing import SSEEvent
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -118,3 +118,51 @@ def test_embeddings_request_and_out_of_order_answer() -> None:
 def test_unsupported_embeddings_raise_a_clear_error() -> None:
     with pytest.raises(errors.UnsupportedFeatureError, match="groq does not support embeddings"):
         provider("groq").embed(["x"])
+
+
+def test_reasoning_controls_per_vendor() -> None:
+    effort = GenerationParams(reasoning_effort="high", reasoning_budget_tokens=2048)
+    for backend in ("openai", "azure_openai", "xai", "groq", "mistral"):
+        body = body_of(provider(backend), effort)
+        assert body["reasoning_effort"] == "high", backend
+        assert "reasoning_budget_tokens" in provider(backend).ignored_options
+    assert body_of(provider("openrouter"), effort)["reasoning"] == {"max_tokens": 2048}  # the budget wins
+    assert body_of(provider("openrouter"), GenerationParams(reasoning_effort="low"))["reasoning"] == {"effort": "low"}
+    deepseek = body_of(provider("deepseek"), effort)
+    assert "reasoning_effort" not in deepseek and "reasoning" not in deepseek
+    assert {"reasoning_effort", "reasoning_budget_tokens"} <= provider("deepseek").ignored_options
+
+
+def test_ignored_options_are_never_sent() -> None:
+    params = GenerationParams(temperature=0.5, top_p=0.5, top_k=3, max_tokens=9, seed=4, stop=("x",),
+                              reasoning_effort="low", reasoning_budget_tokens=100)
+    names = {"top_k": "top_k", "seed": "seed", "reasoning_effort": "reasoning_effort",
+             "reasoning_budget_tokens": "reasoning"}
+    for backend in ("openai", "azure_openai", "deepseek", "xai", "groq", "mistral", "openrouter", "local"):
+        llm = provider(backend)
+        body = body_of(llm, params)
+        for option in llm.ignored_options:
+            assert names[option] not in body, (backend, option)
+    assert "seed" not in body_of(provider("deepseek"), params)  # DeepSeek's API has no seed
+
+
+def test_extra_body_is_deep_merged_and_headers_added() -> None:
+    request = HttpRequest("chat/completions", {"model": "m", "stream_options": {"include_usage": True}})
+    params = GenerationParams(extra_body={"stream_options": {"continuous_usage_stats": True}, "top_logprobs": 2},
+                              headers={"X-Title": "evalpipe-test"})
+    sent = with_passthrough(request, params)
+    assert sent.body == {"model": "m", "top_logprobs": 2,
+                         "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    assert sent.headers == {"X-Title": "evalpipe-test"}
+    assert request.body == {"model": "m", "stream_options": {"include_usage": True}}  # not modified in place
+    assert with_passthrough(request, GenerationParams()) is request
+
+
+def test_builder_reasoning_controls_and_extra_body() -> None:
+    llm = (LLMBuilder().backend("openai").api_key("sk-test-key-0123456789").reasoning_effort("medium")
+           .reasoning_budget_tokens(512).extra_body({"service_tier": "flex"}).build())
+    params = llm.config.params
+    assert (params.reasoning_effort, params.reasoning_budget_tokens) == ("medium", 512)
+    assert params.extra_body == {"service_tier": "flex"}
+    with pytest.raises(errors.ConfigError, match="reasoning_effort"):
+        LLMBuilder().backend("openai").api_key("k" * 20).reasoning_effort("extreme").build()  # type: ignore[arg-type]

@@ -142,7 +142,11 @@ def test_xai_puts_usage_on_the_finish_chunk(fake_server: FakeServer) -> None:
     events = [
         json.loads(d) for d in sse_data(httpx.post(url, json=body, headers={"authorization": "Bearer k"}).text)[:-1]
     ]
-    assert events[-1]["choices"][0]["finish_reason"] == "stop" and events[-1]["usage"]["total_tokens"] == 5
+    usage = events[-1]["usage"]
+    assert events[-1]["choices"][0]["finish_reason"] == "stop"
+    # grok-3-mini thinks ("Thinking: a b"); xAI bills those 3 tokens on top of completion_tokens.
+    assert (usage["completion_tokens"], usage["completion_tokens_details"]["reasoning_tokens"]) == (3, 3)
+    assert usage["total_tokens"] == 2 + 3 + 3
 
 
 def test_mistral_refuses_seed_and_answers_flat_errors(fake_server: FakeServer) -> None:

@@ -129,6 +129,79 @@ def test_deepseek_reasoning_content_via_openai_sdk(fake_server: FakeServer) -> N
     assert thinking == "Thinking: why"
 
 
+def test_openai_sdk_reads_refusals_tool_calls_and_usage_details(fake_server: FakeServer) -> None:
+    client = openai_client(fake_server)
+    refused = client.chat.completions.create(model="gpt-4o-mini", messages=user("no [[shape:refusal]]"))
+    assert refused.choices[0].message.refusal == "I'm sorry, but I can't help with that."
+    assert refused.choices[0].message.content is None
+    chunks = list(client.chat.completions.create(model="gpt-4o-mini", messages=user("no [[shape:refusal]]"),
+                                                 stream=True))
+    assert "".join(c.choices[0].delta.refusal or "" for c in chunks if c.choices) == refused.choices[0].message.refusal
+    tool = client.chat.completions.create(model="gpt-4o-mini", messages=user("w [[shape:tool_call]]")).choices[0]
+    assert tool.finish_reason == "tool_calls" and tool.message.tool_calls is not None
+    function = tool.message.tool_calls[0].function  # type: ignore[union-attr]
+    assert json.loads(function.arguments) == {"city": "Paris"}
+    streamed = list(client.chat.completions.create(model="gpt-4o-mini", messages=user("w [[shape:tool_call]]"),
+                                                   stream=True))
+    arguments = "".join(
+        (c.choices[0].delta.tool_calls or [])[0].function.arguments or ""  # type: ignore[union-attr]
+        for c in streamed if c.choices and c.choices[0].delta.tool_calls
+    )
+    assert json.loads(arguments) == {"city": "Paris"}
+    usage = client.chat.completions.create(model="o3-mini", messages=user("a b [[cached:2]]")).usage
+    assert usage is not None and usage.completion_tokens_details is not None and usage.prompt_tokens_details
+    assert (usage.completion_tokens_details.reasoning_tokens, usage.prompt_tokens_details.cached_tokens) == (3, 2)
+
+
+@pytest.mark.parametrize(
+    ("vendor", "model", "field"),
+    [("groq", "openai/gpt-oss-20b", "reasoning"), ("openrouter", "deepseek/deepseek-r1", "reasoning"),
+     ("xai", "grok-3-mini", "reasoning_content")],
+)
+def test_openai_sdk_reads_each_vendors_reasoning_field(fake_server: FakeServer, vendor: str, model: str,
+                                                       field: str) -> None:
+    client = openai_client(fake_server, vendor)
+    message = client.chat.completions.create(model=model, messages=user("why")).choices[0].message
+    assert message.content == "Echo: why" and (message.model_extra or {})[field] == "Thinking: why"
+    chunks = list(client.chat.completions.create(model=model, messages=user("why"), stream=True))
+    thinking = "".join((c.choices[0].delta.model_extra or {}).get(field) or "" for c in chunks if c.choices)
+    assert thinking == "Thinking: why"
+    if vendor == "openrouter":
+        details = (message.model_extra or {})["reasoning_details"]
+        assert details == [{"type": "reasoning.text", "text": "Thinking: why", "signature": None,
+                            "format": "unknown", "index": 0}]
+
+
+def test_openai_sdk_on_mistral_thinking_chunks(fake_server: FakeServer) -> None:
+    client = openai_client(fake_server, "mistral")
+    message = client.chat.completions.create(model="magistral-small-latest", messages=user("why")).choices[0].message
+    content: Any = message.content
+    assert [chunk["type"] for chunk in content] == ["thinking", "text"] and content[1]["text"] == "Echo: why"
+
+
+def test_openai_sdk_raises_for_a_request_error_inside_a_stream(fake_server: FakeServer) -> None:
+    client = openai_client(fake_server)
+    stream = client.chat.completions.create(
+        model="gpt-4o-mini", messages=user("a b c [[fault:error_event]] [[shape:invalid_request]]"), stream=True
+    )
+    with pytest.raises(openai.APIError, match="Invalid value"):
+        list(stream)
+
+
+def test_azure_sdk_content_filter(fake_server: FakeServer) -> None:
+    client = openai.AzureOpenAI(
+        azure_endpoint=fake_server.url_for("azure"), api_key=new_key(), api_version="2024-10-21", max_retries=0
+    )
+    filtered = client.chat.completions.create(model="d", messages=user("x [[shape:content_filter]]"))
+    assert filtered.choices[0].finish_reason == "content_filter"
+    assert (filtered.choices[0].model_extra or {})["content_filter_results"]["violence"]["filtered"] is True
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="d", messages=user("x [[shape:content_filter_error]]"))
+    assert info.value.code == "content_filter"
+    body: Any = info.value.body
+    assert body["innererror"]["code"] == "ResponsibleAIPolicyViolation"
+
+
 def test_azure_openai_sdk(fake_server: FakeServer) -> None:
     client = openai.AzureOpenAI(
         azure_endpoint=fake_server.url_for("azure"),
