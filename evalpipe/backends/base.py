@@ -26,7 +26,7 @@ from evalpipe.backends.classify import classify_status, classify_transport, pars
 from evalpipe.backends.framing import SSEDecoder, StreamDecoder
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.blocking import BlockingIterator, blocking, run_blocking
-from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage, deep_merge
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,17 +100,6 @@ class StreamState:
             refusal="".join(self.refusal) or None,
             safety=self.safety or None,
         )
-
-
-def deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
-    """`base` with `extra` merged in: nested objects are merged key by key, anything else replaced."""
-    merged = dict(base)
-    for key, value in extra.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def with_passthrough(request: HttpRequest, params: GenerationParams) -> HttpRequest:
