@@ -24,6 +24,7 @@ from evalpipe.pipeline.spec import BackendSpec
 from evalpipe.pipeline.task import Task, stable_hash
 from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
+from evalpipe.scoring.fields import row_columns
 from evalpipe.types import ChatMessage, ChatResponse, Usage
 
 log = structlog.get_logger("evalpipe.run")
@@ -157,10 +158,11 @@ def response_from_payload(payload: Mapping[str, Any]) -> ChatResponse:
     )
 
 
-async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Criterion]) -> dict[str, Any]:
+async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Criterion],
+                       cost_usd: float | None = None) -> dict[str, Any]:
     """Score columns for the row: each criterion's score and explanation, the weighted total, passed,
-    and what the scorers' own model calls spent."""
-    with charging(task.task_id) as spend, answering(task.backend_id):
+    and what the scorers' own model calls spent. `cost_usd` (the answer's) is there for field criteria."""
+    with charging(task.task_id) as spend, answering(task.backend_id), row_columns(cost_usd=cost_usd):
         columns = await _scores(task, response, criteria)
     columns.update(scoring_input_tokens=spend.input_tokens, scoring_output_tokens=spend.output_tokens,
                    scoring_cost_usd=spend.cost_usd)
@@ -168,6 +170,8 @@ async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Cr
 
 
 async def _scores(task: Task, response: ChatResponse, criteria: Sequence[Criterion]) -> dict[str, Any]:
+    """Each criterion's columns, the weighted total of the scores there are, and `passed`: None (no verdict)
+    when no criterion has a threshold, else whether every thresholded one scored and met its threshold."""
     columns: dict[str, Any] = {}
     total, weights, passed = 0.0, 0.0, True
     for criterion in criteria:
@@ -179,14 +183,16 @@ async def _scores(task: Task, response: ChatResponse, criteria: Sequence[Criteri
         columns[f"score_{criterion.name}"] = score.value
         columns[f"explanation_{criterion.name}"] = score.explanation or score.error
         if score.value is None or not math.isfinite(score.value):
-            passed = False  # a missing score cannot pass; the total uses what is there
+            if criterion.threshold is not None:
+                passed = False  # a missing score cannot meet a threshold; the total uses what is there
             continue
         total += criterion.weight * score.value
         weights += criterion.weight
         if criterion.threshold is not None and score.value < criterion.threshold:
             passed = False
     columns["score_total"] = total / weights if weights else None
-    columns["passed"] = passed if criteria else None
+    # Without a threshold nothing was asked of the answer: "passed" would claim a verdict no one gave.
+    columns["passed"] = passed if any(c.threshold is not None for c in criteria) else None
     return columns
 
 
@@ -269,7 +275,7 @@ async def execute(
             **{kind: getattr(response.usage, kind) for kind in _USAGE_KINDS}, cost_usd=cost,
             latency_s=response.latency_s, ttft_s=response.ttft_s, attempts=response.attempts, cached=cached,
         )
-        row.update(await score_answer(task, response, criteria))
+        row.update(await score_answer(task, response, criteria, cost))
     if row["status"] == "error" and task.chain is not None:
         row.update(input_tokens=chain_spend.input_tokens, output_tokens=chain_spend.output_tokens,
                    cost_usd=chain_spend.cost_usd)
