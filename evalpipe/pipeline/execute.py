@@ -25,6 +25,7 @@ from evalpipe.pipeline.task import Task, stable_hash
 from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
 from evalpipe.scoring.fields import row_columns
+from evalpipe.scoring.modifiers import applies
 from evalpipe.types import ChatMessage, ChatResponse, Usage
 
 log = structlog.get_logger("evalpipe.run")
@@ -171,9 +172,9 @@ async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Cr
 
 async def _scores(task: Task, response: ChatResponse, criteria: Sequence[Criterion]) -> dict[str, Any]:
     """Each criterion's columns, the weighted total of the scores there are, and `passed`: None (no verdict)
-    when no criterion has a threshold, else whether every thresholded one scored and met its threshold."""
+    when no criterion with a threshold applies to the item, else whether each of those scored and met it."""
     columns: dict[str, Any] = {}
-    total, weights, passed = 0.0, 0.0, True
+    total, weights, passed, judged = 0.0, 0.0, True, False
     for criterion in criteria:
         try:
             score = await criterion.scorer(task.item, task.messages, response)
@@ -182,6 +183,9 @@ async def _scores(task: Task, response: ChatResponse, criteria: Sequence[Criteri
             score = Score.missing(f"scorer failed: {type(error).__name__}: {errors.redact(str(error))}")
         columns[f"score_{criterion.name}"] = score.value
         columns[f"explanation_{criterion.name}"] = score.explanation or score.error
+        if not applies(score):
+            continue  # a criterion for other items (`when`): no score, no verdict
+        judged = judged or criterion.threshold is not None
         if score.value is None or not math.isfinite(score.value):
             if criterion.threshold is not None:
                 passed = False  # a missing score cannot meet a threshold; the total uses what is there
@@ -192,7 +196,7 @@ async def _scores(task: Task, response: ChatResponse, criteria: Sequence[Criteri
             passed = False
     columns["score_total"] = total / weights if weights else None
     # Without a threshold nothing was asked of the answer: "passed" would claim a verdict no one gave.
-    columns["passed"] = passed if any(c.threshold is not None for c in criteria) else None
+    columns["passed"] = passed if judged else None
     return columns
 
 

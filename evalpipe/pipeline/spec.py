@@ -164,8 +164,9 @@ class ScorerSpec(Strict):
     """A criterion: a built-in (`numeric`, `choice`, `contains`, `field`, ...) or `module:function`.
 
     `threshold` makes it decide the row's `passed`: a row passes when every criterion with a threshold
-    scored at least that; with no threshold anywhere, `passed` is empty (no verdict). `negate: true`
-    (an option of every scorer, applied by the registry) scores 1 − the score."""
+    scored at least that; with no threshold anywhere, `passed` is empty (no verdict). Options of every
+    scorer, applied by the registry: `negate: true` scores 1 − the score; `when: "{{ ... }}"` (an item
+    template) limits the criterion to the items for which it renders true."""
 
     model_config = ConfigDict(extra="allow", frozen=True)  # the scorer's own options, checked by its factory
 

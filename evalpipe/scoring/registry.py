@@ -1,6 +1,7 @@
 """Scorers by the names job files use: a built-in, or `module:function` for your own.
 
-Any of them takes `negate: true`: the criterion then scores 1 − its score (see `negated`).
+Any of them takes `negate: true` (1 − its score) and `when: "{{ ... }}"` (only the items for which
+the template renders true): see `modifiers`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from evalpipe.scoring.choice import Choice
 from evalpipe.scoring.fields import FieldCriterion
 from evalpipe.scoring.judge import LLMJudge, tone, toxicity_judge
 from evalpipe.scoring.length import Length
-from evalpipe.scoring.negated import Negated
+from evalpipe.scoring.modifiers import Conditional, Negated
 from evalpipe.scoring.normalized import NormalizedMatch, TokenF1
 from evalpipe.scoring.numeric import Numeric
 from evalpipe.scoring.refusal import IsRefusal
@@ -71,11 +72,18 @@ def build_scorer(kind: str, name: str | None = None, options: Mapping[str, Any] 
     file options (a json_schema file) are found, the job file's folder.
     """
     options = dict(options or {})
-    negate = options.pop("negate", False)
+    negate, when = options.pop("negate", False), options.pop("when", None)
     if not isinstance(negate, bool):
         raise ConfigError(f"scorer {name or kind!r}: negate must be true or false, got {negate!r}")
     scorer = _build(kind, name, options, calls, base_dir)
-    return Negated(scorer) if negate else scorer
+    if negate:
+        scorer = Negated(scorer)
+    if when is None:
+        return scorer
+    try:
+        return Conditional(scorer, when)
+    except (ValueError, TemplateSyntaxError) as exc:
+        raise ConfigError(f"scorer {name or kind!r}: {exc}") from None
 
 
 def _build(kind: str, name: str | None, options: dict[str, Any], calls: ModelCalls | None,
