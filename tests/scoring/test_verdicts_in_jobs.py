@@ -55,8 +55,6 @@ async def test_a_thresholded_criterion_decides_and_14_is_not_4(api_key: str, tmp
     assert fourteen["explanation_value"] == "read 14 (from '14'), differs from the expected 4"
     assert (four["score_says"], four["score_value"], four["score_short"], four["passed"]) == (1.0, 1.0, 0.0, True)
     assert rows["broken"]["status"] == "error" and rows["broken"]["passed"] is None
-    (group,) = summarize(open_run(outcome.run_dir)).groups
-    assert group.pass_rate == pytest.approx(1 / 2)
 
 
 @pytest.mark.anyio
