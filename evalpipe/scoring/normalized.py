@@ -11,14 +11,11 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-from jinja2 import TemplateError
+from collections.abc import Sequence
 
 from evalpipe.scoring.base import Score
-from evalpipe.scoring.prompts import References, clipped
-from evalpipe.types import ChatMessage, ChatResponse
+from evalpipe.scoring.prompts import clipped
+from evalpipe.scoring.references import AgainstReferences
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -41,40 +38,27 @@ def token_f1(answer: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-class NormalizedMatch:
+class NormalizedMatch(AgainstReferences):
     """1 when the normalised answer equals a normalised reference (`expected`)."""
 
     def __init__(self, expected: str | Sequence[str], *, name: str = "normalized_match") -> None:
-        self.references = References(expected)
-        self.name = name
+        super().__init__(expected, name=name)
 
-    async def __call__(
-        self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
-    ) -> Score:
-        try:
-            references = self.references.render(item)
-        except TemplateError as exc:
-            return Score.missing(f"expected: {exc}")
-        answer = normalize_answer(response.text)
-        if any(answer == normalize_answer(reference) for reference in references):
+    def compare(self, answer: str, references: list[str]) -> Score:
+        normalised, wanted = normalize_answer(answer), [normalize_answer(reference) for reference in references]
+        if normalised in wanted:
             return Score(1.0)
-        wanted = " or ".join(repr(normalize_answer(reference)) for reference in references)
-        return Score(0.0, f"normalised answer {clipped(answer, 80)!r} is not {clipped(wanted, 200)}")
+        alternatives = " or ".join(repr(reference) for reference in wanted)
+        return Score(0.0, f"normalised answer {clipped(normalised, 80)!r} is not {clipped(alternatives, 200)}")
 
 
-class TokenF1:
+class TokenF1(AgainstReferences):
     """SQuAD's token F1 of the answer against the best-matching reference (`expected`)."""
 
-    def __init__(self, expected: str | Sequence[str], *, name: str = "token_f1") -> None:
-        self.references = References(expected)
-        self.name = name
+    metric = "token F1"
 
-    async def __call__(
-        self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
-    ) -> Score:
-        try:
-            references = self.references.render(item)
-        except TemplateError as exc:
-            return Score.missing(f"expected: {exc}")
-        best, reference = max((token_f1(response.text, reference), reference) for reference in references)
-        return Score(best, f"token F1 {best:.3f} against {clipped(reference, 80)!r}")
+    def __init__(self, expected: str | Sequence[str], *, name: str = "token_f1") -> None:
+        super().__init__(expected, name=name)
+
+    def measure(self, answer: str, reference: str) -> float:
+        return token_f1(answer, reference)

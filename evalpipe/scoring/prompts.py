@@ -54,16 +54,3 @@ def clipped(text: str, limit: int = 300) -> str:
     """`text` cut to `limit` characters with an ellipsis, for explanations and error snippets."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
-
-class References:
-    """`expected` as job files give it: one item template or a list of them (any one may be matched)."""
-
-    def __init__(self, expected: str | Sequence[str]) -> None:
-        sources = [expected] if isinstance(expected, str) else list(expected)
-        if not sources or not all(isinstance(source, str | int | float) for source in sources):
-            raise ValueError(f"expected must be a text or a list of texts, got {expected!r}")
-        self.templates = [ItemTemplate(str(source)) for source in sources]
-
-    def render(self, item: Mapping[str, Any]) -> list[str]:
-        """The references for `item`; raises jinja2's `UndefinedError` when a field they name is missing."""
-        return [template.render(item) for template in self.templates]
