@@ -118,7 +118,7 @@ class EvalResult:
     latency_s: float | None
     usage: Usage
     error: str | None  # "ServerError: ..." when the call failed
-    passed: bool | None = None  # every criterion scored and met its threshold; None without criteria or on error
+    passed: bool | None = None  # each thresholded criterion met its threshold; None without thresholds or on error
     param_set: ParamSet | None = None  # in a parameter exploration
     turn: int | None = None  # in a dialogue: 0 for the answer to the first user message
     explanations: Mapping[str, str | None] = field(default_factory=dict)  # by criterion, or why it is missing

@@ -1,4 +1,5 @@
-"""Scoring overhead per row, as a share of the whole task, for the cheap scorers and for toxicity.
+"""Scoring overhead per row, as a share of the whole task, for the cheap scorers, the benchmark scorers
+(numeric, choice, reference overlaps, refusal) and toxicity.
 
     python scripts/bench_scoring.py [--rows 2000] [--rounds 3] [--latency 0.8]
 
@@ -102,6 +103,25 @@ async def scorer_rows(rows: int, rounds: int) -> tuple[list[Row], float | None, 
         timings = [await per_row_us(scorer, texts, 1) for _ in range(rounds)]
         results.append(Row(label, statistics.median(timings)))
     results.append(Row("all three", sum(r.one_at_a_time_us for r in results)))
+    # Benchmark scorers, against a reference of the answers' own size where they compare texts.
+    reference = answers(1, seed=11)[0]
+    compared: dict[str, tuple[str, dict[str, object]]] = {
+        "numeric": ("numeric", {"expected": "7"}),
+        "choice": ("choice", {"expected": "B"}),
+        "normalized_match": ("normalized_match", {"expected": reference}),
+        "token_f1": ("token_f1", {"expected": reference}),
+        "edit_similarity": ("edit_similarity", {"expected": reference}),
+        "rouge_l": ("rouge_l", {"expected": reference}),
+        "bleu": ("bleu", {"expected": reference}),
+        "is_refusal": ("is_refusal", {}),
+    }
+    for label, (kind, options) in compared.items():
+        try:
+            scorer = build_scorer(kind, None, options)
+        except ConfigError as exc:  # bleu without its extra
+            print(f"{label} skipped: {exc}")
+            continue
+        results.append(Row(label, statistics.median([await per_row_us(scorer, texts, 1) for _ in range(rounds)])))
     try:
         toxicity = build_scorer("toxicity")
     except ConfigError as exc:

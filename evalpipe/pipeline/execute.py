@@ -24,6 +24,8 @@ from evalpipe.pipeline.spec import BackendSpec
 from evalpipe.pipeline.task import Task, stable_hash
 from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
+from evalpipe.scoring.fields import row_columns
+from evalpipe.scoring.modifiers import applies
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage, deep_merge
 
 log = structlog.get_logger("evalpipe.run")
@@ -168,10 +170,11 @@ def response_from_payload(payload: Mapping[str, Any]) -> ChatResponse:
     )
 
 
-async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Criterion]) -> dict[str, Any]:
+async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Criterion],
+                       cost_usd: float | None = None) -> dict[str, Any]:
     """Score columns for the row: each criterion's score and explanation, the weighted total, passed,
-    and what the scorers' own model calls spent."""
-    with charging(task.task_id) as spend, answering(task.backend_id):
+    and what the scorers' own model calls spent. `cost_usd` (the answer's) is there for field criteria."""
+    with charging(task.task_id) as spend, answering(task.backend_id), row_columns(cost_usd=cost_usd):
         columns = await _scores(task, response, criteria)
     columns.update(scoring_input_tokens=spend.input_tokens, scoring_output_tokens=spend.output_tokens,
                    scoring_cost_usd=spend.cost_usd)
@@ -179,8 +182,10 @@ async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Cr
 
 
 async def _scores(task: Task, response: ChatResponse, criteria: Sequence[Criterion]) -> dict[str, Any]:
+    """Each criterion's columns, the weighted total of the scores there are, and `passed`: None (no verdict)
+    when no criterion with a threshold applies to the item, else whether each of those scored and met it."""
     columns: dict[str, Any] = {}
-    total, weights, passed = 0.0, 0.0, True
+    total, weights, passed, judged = 0.0, 0.0, True, False
     for criterion in criteria:
         try:
             score = await criterion.scorer(task.item, task.messages, response)
@@ -189,15 +194,20 @@ async def _scores(task: Task, response: ChatResponse, criteria: Sequence[Criteri
             score = Score.missing(f"scorer failed: {type(error).__name__}: {errors.redact(str(error))}")
         columns[f"score_{criterion.name}"] = score.value
         columns[f"explanation_{criterion.name}"] = score.explanation or score.error
+        if not applies(score):
+            continue  # a criterion for other items (`when`): no score, no verdict
+        judged = judged or criterion.threshold is not None
         if score.value is None or not math.isfinite(score.value):
-            passed = False  # a missing score cannot pass; the total uses what is there
+            if criterion.threshold is not None:
+                passed = False  # a missing score cannot meet a threshold; the total uses what is there
             continue
         total += criterion.weight * score.value
         weights += criterion.weight
         if criterion.threshold is not None and score.value < criterion.threshold:
             passed = False
     columns["score_total"] = total / weights if weights else None
-    columns["passed"] = passed if criteria else None
+    # Without a threshold nothing was asked of the answer: "passed" would claim a verdict no one gave.
+    columns["passed"] = passed if judged else None
     return columns
 
 
@@ -282,7 +292,7 @@ async def execute(
             **{kind: getattr(response.usage, kind) for kind in _USAGE_KINDS}, cost_usd=cost,
             latency_s=response.latency_s, ttft_s=response.ttft_s, attempts=response.attempts, cached=cached,
         )
-        row.update(await score_answer(task, response, criteria))
+        row.update(await score_answer(task, response, criteria, cost))
     if row["status"] == "error" and task.chain is not None:
         row.update(input_tokens=chain_spend.input_tokens, output_tokens=chain_spend.output_tokens,
                    cost_usd=chain_spend.cost_usd)

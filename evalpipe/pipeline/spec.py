@@ -210,7 +210,12 @@ def _with_defaults(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, A
 
 
 class ScorerSpec(Strict):
-    """A criterion: a built-in (`json_valid`, `contains`, `regex`, ...) or `module:function`."""
+    """A criterion: a built-in (`numeric`, `choice`, `contains`, `field`, ...) or `module:function`.
+
+    `threshold` makes it decide the row's `passed`: a row passes when every criterion with a threshold
+    scored at least that; with no threshold anywhere, `passed` is empty (no verdict). Options of every
+    scorer, applied by the registry: `negate: true` scores 1 − the score; `when: "{{ ... }}"` (an item
+    template) limits the criterion to the items for which it renders true."""
 
     model_config = ConfigDict(extra="allow", frozen=True)  # the scorer's own options, checked by its factory
 
@@ -218,6 +223,14 @@ class ScorerSpec(Strict):
     name: Identifier | None = None
     weight: float = Field(default=1.0, ge=0)
     threshold: float | None = Field(default=None, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _negate_is_a_flag(self) -> ScorerSpec:
+        # An option like the scorer's own (so it reaches the registry with them), but of every scorer.
+        negate = (self.model_extra or {}).get("negate", False)
+        if not isinstance(negate, bool):
+            raise ValueError(f"negate must be true or false, got {negate!r}")
+        return self
 
 
 OutputFormat = Literal["parquet", "csv", "jsonl"]

@@ -53,3 +53,4 @@ def sendable(text: str) -> str:
 def clipped(text: str, limit: int = 300) -> str:
     """`text` cut to `limit` characters with an ellipsis, for explanations and error snippets."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
+

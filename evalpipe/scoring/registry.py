@@ -1,4 +1,8 @@
-"""Scorers by the names job files use: a built-in, or `module:function` for your own."""
+"""Scorers by the names job files use: a built-in, or `module:function` for your own.
+
+Any of them takes `negate: true` (1 − its score) and `when: "{{ ... }}"` (only the items for which
+the template renders true): see `modifiers`.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,17 @@ from jinja2 import TemplateSyntaxError
 from evalpipe.errors import ConfigError
 from evalpipe.scoring.base import Scorer, as_scorer
 from evalpipe.scoring.calls import ModelCalls
+from evalpipe.scoring.choice import Choice
+from evalpipe.scoring.fields import FieldCriterion
 from evalpipe.scoring.judge import LLMJudge, tone, toxicity_judge
 from evalpipe.scoring.length import Length
+from evalpipe.scoring.modifiers import Conditional, Negated
+from evalpipe.scoring.normalized import NormalizedMatch, TokenF1
+from evalpipe.scoring.numeric import Numeric
+from evalpipe.scoring.refusal import IsRefusal
 from evalpipe.scoring.self_explain import SelfExplain
 from evalpipe.scoring.semantic import SemanticRelevance
+from evalpipe.scoring.similarity import Bleu, EditSimilarity, RougeL
 from evalpipe.scoring.structured import JsonSchema, JsonValid
 from evalpipe.scoring.text import Contains, ExactMatch, Regex
 from evalpipe.scoring.toxicity import Toxicity
@@ -32,12 +43,21 @@ CALLS_MODELS: dict[str, Callable[..., Scorer]] = {
     "toxicity_judge": toxicity_judge,
 }
 BUILT_IN: dict[str, Callable[..., Scorer]] = {
+    "bleu": Bleu,
+    "choice": Choice,
     "contains": Contains,
+    "edit_similarity": EditSimilarity,
     "exact_match": ExactMatch,
+    "field": FieldCriterion,
+    "is_refusal": IsRefusal,
     "json_schema": JsonSchema,
     "json_valid": JsonValid,
     "length": Length,
+    "normalized_match": NormalizedMatch,
+    "numeric": Numeric,
     "regex": Regex,
+    "rouge_l": RougeL,
+    "token_f1": TokenF1,
     "toxicity": Toxicity,
     **CALLS_MODELS,
 }
@@ -52,6 +72,22 @@ def build_scorer(kind: str, name: str | None = None, options: Mapping[str, Any] 
     file options (a json_schema file) are found, the job file's folder.
     """
     options = dict(options or {})
+    negate, when = options.pop("negate", False), options.pop("when", None)
+    if not isinstance(negate, bool):
+        raise ConfigError(f"scorer {name or kind!r}: negate must be true or false, got {negate!r}")
+    scorer = _build(kind, name, options, calls, base_dir)
+    if negate:
+        scorer = Negated(scorer)
+    if when is None:
+        return scorer
+    try:
+        return Conditional(scorer, when)
+    except (ValueError, TemplateSyntaxError) as exc:
+        raise ConfigError(f"scorer {name or kind!r}: {exc}") from None
+
+
+def _build(kind: str, name: str | None, options: dict[str, Any], calls: ModelCalls | None,
+           base_dir: Path | None) -> Scorer:
     if kind in BUILT_IN:
         factory = BUILT_IN[kind]
         reserved = sorted(_GIVEN_BY_THE_JOB & options.keys())

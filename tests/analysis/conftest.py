@@ -45,7 +45,7 @@ def real_run(tmp_path_factory: pytest.TempPathFactory, fake_server: FakeServer) 
                  "base_url": fake_server.url_for("anthropic"), "api_key_env": key_env},
             ],
             "parameters": {"grid": {"temperature": [0.2, 1.0], "top_p": [0.9, 1.0]}},
-            "scorers": [{"type": "contains", "name": "says_answer", "values": ["answer"]}],
+            "scorers": [{"type": "contains", "name": "says_answer", "values": ["answer"], "threshold": 1}],
         })
         root = tmp_path_factory.mktemp("real-run")
         outcome = anyio.run(run_job, prepare_job(spec), RunOptions(out_root=root, handle_signals=False))

@@ -243,11 +243,12 @@ def test_scorer_problems(project: Path) -> None:
         "  - type: exact_match\n    expected: '{{ expectd }}'\n"
     )
     assert problems(text) == [
-        "jobs/job.yaml:16: scorers[1]: unknown scorer 'containz'; expected one of: contains, exact_match, "
-        "json_schema, json_valid, length, llm_judge, regex, self_explain, semantic_relevance, tone, toxicity, "
+        "jobs/job.yaml:16: scorers[1]: unknown scorer 'containz'; expected one of: bleu, choice, contains, "
+        "edit_similarity, exact_match, field, is_refusal, json_schema, json_valid, length, llm_judge, "
+        "normalized_match, numeric, regex, rouge_l, self_explain, semantic_relevance, token_f1, tone, toxicity, "
         "toxicity_judge, or module:function (did you mean 'contains'?)",
         "jobs/job.yaml:17: scorers[2]: scorer 'contains': Contains.__init__() got an unexpected keyword argument "
-        "'valuez'; its options are: values, mode, case_sensitive",
+        "'valuez'; its options are: values, mode, case_sensitive, word",
         "jobs/job.yaml:20: scorers[3]: scorer 'regex': missing ), unterminated subpattern at position 0",
         "jobs/job.yaml:23: scorers[4].expected: uses field 'expectd', missing from item 'q0' (data/q.jsonl:1) "
         "and 2 more item(s); that item has: expected, id, question (did you mean 'expected'?)",

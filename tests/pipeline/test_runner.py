@@ -345,13 +345,14 @@ async def test_a_scorer_that_raises_costs_its_score_not_the_row(api_key: str) ->
         loaded = job([{"q": "question"}], [backend(srv, "b")])
         backends, _ = open_backends(loaded, 60.0)
         task = next(expand_job(loaded))
-        criteria = [Criterion(ExplodingScorer()), Criterion(build_scorer("contains", "echo", {"values": ["Echo"]}))]
+        criteria = [Criterion(ExplodingScorer(), threshold=0.5),
+                    Criterion(build_scorer("contains", "echo", {"values": ["Echo"]}))]
         with structlog.testing.capture_logs() as logs:
             row = await execute(task, backends["b"], criteria, run_id="r", cache=NoCache(), timeout_s=10)
         await backends["b"].provider.aclose()
     assert row["status"] == "ok" and row["response"] == "Echo: question"
     assert row["score_explodes"] is None and "ZeroDivisionError: scorer bug" in row["explanation_explodes"]
-    assert row["score_echo"] == 1.0 and row["score_total"] == 1.0 and row["passed"] is False
+    assert row["score_echo"] == 1.0 and row["score_total"] == 1.0 and row["passed"] is False  # missing: below it
     assert any(e["event"] == "scorer failed" for e in logs)
 
 

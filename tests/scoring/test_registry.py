@@ -14,6 +14,15 @@ from evalpipe.scoring.self_explain import SelfExplain
 from evalpipe.scoring.semantic import SemanticRelevance
 
 VALID: dict[str, dict[str, Any]] = {
+    "bleu": {"expected": "x"},
+    "choice": {"expected": "{{ answer }}"},
+    "edit_similarity": {"expected": "x"},
+    "field": {"field": "latency_s", "max": 2.0},
+    "is_refusal": {},
+    "normalized_match": {"expected": "x"},
+    "numeric": {"expected": "{{ answer }}", "abs_tol": 0.5},
+    "rouge_l": {"expected": ["x", "y"]},
+    "token_f1": {"expected": "x"},
     "contains": {"values": ["x"]},
     "exact_match": {"expected": "x"},
     "json_schema": {"schema": {"type": "object"}},
