@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from evalpipe.analysis.compare import Comparison, MetricDifference
+from evalpipe.analysis.compare import Comparison, MetricDifference, NotablePair
 from evalpipe.analysis.stats import Estimate
 from evalpipe.analysis.summary import GroupSummary, RunSummary
 
@@ -156,30 +156,56 @@ def summary_text(summary: RunSummary, text_format: TextFormat) -> str:
 # -- comparison ----------------------------------------------------------------------------------------
 
 
+def _group_header(comparison: Comparison) -> str:
+    return " · ".join(comparison.group_columns) or "pairs"
+
+
 def _difference_cells(d: MetricDifference) -> list[str]:
-    return [d.backend_id, metric_label(d.metric), f"{d.pairs:,}", _number(d.mean_a), _number(d.mean_b),
-            format_difference(d.difference), f"{d.wins}/{d.ties}/{d.losses}", verdict(d)]
+    return [d.label, metric_label(d.metric), f"{d.pairs:,}", f"{d.difference.items:,}",
+            _number(d.difference.repeats if d.difference.items else None, "{:.3g}"), _number(d.mean_a),
+            _number(d.mean_b), format_difference(d.difference), f"{d.wins}/{d.ties}/{d.losses}", verdict(d)]
 
 
-_DIFFERENCE_COLUMNS = ["backend", "metric", "pairs", "A", "B", "B − A [95% CI]", "wins/ties/losses", "verdict"]
-_CHANGE_COLUMNS = ["backend", "pairs", "only in A", "only in B", "cost A → B USD", "latency p50 A → B s"]
-_REGRESSION_COLUMNS = ["backend", "pair", "A", "B", "prompt", "answer A", "answer B"]
+def _difference_columns(comparison: Comparison) -> list[str]:
+    return [_group_header(comparison), "metric", "pairs", "items", "pairs/item", "A", "B",
+            "B − A [95% CI over items]", "wins/ties/losses", "verdict"]
+
+
+def _change_columns(comparison: Comparison) -> list[str]:
+    return [_group_header(comparison), "pairs", "items", "unpaired items", "rows only in A", "rows only in B",
+            "cost A → B USD", "latency p50 A → B s"]
+
+
+def _pair_columns(comparison: Comparison) -> list[str]:
+    return [_group_header(comparison), "pair", "A", "B", "B − A", "prompt", "answer A", "answer B"]
 
 
 def _change_cells(comparison: Comparison) -> list[list[str]]:
     rows = []
     for c in comparison.changes:
         change = f" ({(c.cost_b_usd - c.cost_a_usd) / c.cost_a_usd:+.1%})" if c.cost_a_usd else ""
-        rows.append([c.backend_id, f"{c.pairs:,}", f"{c.only_in_a:,}", f"{c.only_in_b:,}",
-                     f"{c.cost_a_usd:.4f} → {c.cost_b_usd:.4f}{change}",
+        rows.append([c.label, f"{c.pairs:,}", f"{c.items:,}", f"{c.unpaired_items:,}", f"{c.only_in_a:,}",
+                     f"{c.only_in_b:,}", f"{c.cost_a_usd:.4f} → {c.cost_b_usd:.4f}{change}",
                      f"{_number(c.latency_p50_a_s, '{:.2f}')} → {_number(c.latency_p50_b_s, '{:.2f}')}"])
     return rows
 
 
-def _regression_cells(comparison: Comparison) -> list[list[str]]:
-    return [[r.backend_id, " ".join(f"{k}={v}" for k, v in r.key.items()), f"{r.score_a:.3f}", f"{r.score_b:.3f}",
-             _excerpt(r.prompt), _excerpt(r.response_a), _excerpt(r.response_b)]
-            for found in comparison.regressions.values() for r in found]
+def _pair_cells(found: dict[str, list[NotablePair]]) -> list[list[str]]:
+    return [[p.label, " ".join(f"{k}={v}" for k, v in p.key.items()), f"{p.score_a:.3f}", f"{p.score_b:.3f}",
+             f"{p.difference:+.3f}", _excerpt(p.prompt), _excerpt(p.response_a), _excerpt(p.response_b)]
+            for pairs in found.values() for p in pairs]
+
+
+def _sections(comparison: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(heading, columns, rows) of each comparison table, in order."""
+    metric = metric_label(comparison.gate_metric)
+    return [
+        (f"B = {comparison.run_b} vs A = {comparison.run_a}", _difference_columns(comparison),
+         [_difference_cells(d) for d in comparison.differences]),
+        ("pairing, cost and latency", _change_columns(comparison), _change_cells(comparison)),
+        (f"most regressed pairs on {metric}", _pair_columns(comparison), _pair_cells(comparison.regressions)),
+        (f"most improved pairs on {metric}", _pair_columns(comparison), _pair_cells(comparison.improvements)),
+    ]
 
 
 def gate_message(comparison: Comparison) -> str | None:
@@ -189,10 +215,10 @@ def gate_message(comparison: Comparison) -> str | None:
     metric = metric_label(comparison.gate_metric)
     if not comparison.changes_with_pairs:
         return "REGRESSION GATE FAILED: no row of B pairs with a row of A, so nothing shows B is not worse"
-    if comparison.failed_backends:
+    if comparison.failed_groups:
         return (f"REGRESSION GATE FAILED: the 95% CI of B − A on {metric} lies entirely below "
-                f"−{comparison.threshold:g} for {', '.join(comparison.failed_backends)}")
-    return f"regression gate passed: no backend's 95% CI on {metric} lies entirely below −{comparison.threshold:g}"
+                f"−{comparison.threshold:g} for {', '.join(comparison.failed_groups)}")
+    return f"regression gate passed: no 95% CI of B − A on {metric} lies entirely below −{comparison.threshold:g}"
 
 
 def comparison_renderable(comparison: Comparison) -> RenderableType:
@@ -201,14 +227,8 @@ def comparison_renderable(comparison: Comparison) -> RenderableType:
     for name, warnings in ((comparison.run_a, comparison.warnings_a), (comparison.run_b, comparison.warnings_b)):
         if warnings:
             parts.append(Text(f"PARTIAL {name}: " + "; ".join(warnings), style="bold yellow"))
-    parts += [Text(note) for note in comparison.notes]
-    title = f"B = {comparison.run_b} vs A = {comparison.run_a}, paired on {comparison.pair_on}"
-    for heading, columns, rows in (
-        (title, _DIFFERENCE_COLUMNS, [_difference_cells(d) for d in comparison.differences]),
-        ("pairing, cost and latency", _CHANGE_COLUMNS, _change_cells(comparison)),
-        (f"most regressed pairs on {metric_label(comparison.gate_metric)}", _REGRESSION_COLUMNS,
-         _regression_cells(comparison)),
-    ):
+    parts += [Text(note) for note in [comparison.paired_on.capitalize(), *comparison.notes]]
+    for heading, columns, rows in _sections(comparison):
         if not rows:
             continue
         table = Table(title=escape(heading))
@@ -227,6 +247,8 @@ def comparison_json_data(comparison: Comparison) -> dict[str, Any]:
     """The comparison as plain JSON data (NaN as null)."""
     data = asdict(comparison)
     data["gate_failed"] = comparison.gate_failed
+    for record, difference in zip(data["differences"], comparison.differences, strict=True):
+        record["difference"]["repeats"] = difference.difference.repeats
     return _json_safe(data)  # type: ignore[no-any-return]
 
 
@@ -235,26 +257,28 @@ def comparison_text(comparison: Comparison, text_format: TextFormat) -> str:
     if text_format == "json":
         return json.dumps(comparison_json_data(comparison), indent=2, allow_nan=False) + "\n"
     if text_format == "csv":
-        return _csv([{"backend_id": d.backend_id, "metric": d.metric, "pairs": d.pairs, "unscored": d.unscored,
-                      "mean_a": _finite(d.mean_a), "mean_b": _finite(d.mean_b),
+        return _csv([{**d.group, "metric": d.metric, "pairs": d.pairs, "items": d.difference.items,
+                      "pairs_per_item": d.difference.repeats if d.difference.items else None,
+                      "unscored": d.unscored, "mean_a": _finite(d.mean_a), "mean_b": _finite(d.mean_b),
                       "difference": _finite(d.difference.mean), "ci_low": _finite(d.difference.low),
                       "ci_high": _finite(d.difference.high), "ci_method": d.difference.method, "wins": d.wins,
                       "ties": d.ties, "losses": d.losses, "verdict": verdict(d)} for d in comparison.differences])
-    lines = [f"## B = {comparison.run_b} vs A = {comparison.run_a} (paired on {comparison.pair_on})", ""]
+    sections = _sections(comparison)
+    lines = [f"## {_md(sections[0][0])}", ""]
     for name, warnings in ((comparison.run_a, comparison.warnings_a), (comparison.run_b, comparison.warnings_b)):
         if warnings:
             lines += [f"> **Partial {_md(name)}:** {_md('; '.join(warnings))}", ""]
-    lines += [f"- {_md(note)}" for note in comparison.notes] + ([""] if comparison.notes else [])
-    lines += _markdown_table(_DIFFERENCE_COLUMNS, [_difference_cells(d) for d in comparison.differences])
-    lines += ["", *_markdown_table(_CHANGE_COLUMNS, _change_cells(comparison))]
-    regressions = _regression_cells(comparison)
-    if regressions:
-        lines += ["", f"### Most regressed pairs on {metric_label(comparison.gate_metric)}", "",
-                  *_markdown_table(_REGRESSION_COLUMNS, regressions)]
+    lines += [f"- {_md(note)}" for note in [comparison.paired_on.capitalize(), *comparison.notes]] + [""]
+    for number, (heading, columns, rows) in enumerate(sections):
+        if number and not rows:
+            continue
+        if number:
+            lines += [f"### {_md(heading[0].upper() + heading[1:])}", ""]
+        lines += [*_markdown_table(columns, rows), ""]
     message = gate_message(comparison)
     if message:
-        lines += ["", f"**{message}**"]
-    return "\n".join(lines) + "\n"
+        lines += [f"**{message}**"]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 # -- plumbing ------------------------------------------------------------------------------------------
