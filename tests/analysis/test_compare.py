@@ -13,7 +13,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from evalpipe.analysis.compare import compare_runs
-from evalpipe.analysis.runs import open_run
+from evalpipe.analysis.runs import RunDirError, open_run
 from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
 from evalpipe.cli import EXIT_BAD_INPUT, EXIT_REGRESSION, main
 
@@ -30,8 +30,13 @@ def compare_json(args: list[str], capsys: pytest.CaptureFixture[str], code: int 
     return data
 
 
+def label(group: dict[str, str]) -> str:
+    return " · ".join(group.values()) or "all pairs"
+
+
 def differences(data: dict[str, Any], metric: str = "score_total") -> dict[str, dict[str, Any]]:
-    return {d["backend_id"]: d for d in data["differences"] if d["metric"] == metric}
+    """The differences on `metric`, by group label (`beta · cold`)."""
+    return {label(d["group"]): d for d in data["differences"] if d["metric"] == metric}
 
 
 def test_planted_regression_is_flagged_and_fails_the_gate(tmp_path: Path, baseline_run: Path,
@@ -40,14 +45,22 @@ def test_planted_regression_is_flagged_and_fails_the_gate(tmp_path: Path, baseli
     candidate = rerun(baseline_spec, tmp_path / "b", shift={"beta": -0.15})
     data = compare_json([str(baseline_run), str(candidate), "--fail-on-regression", "0.02"], capsys,
                         code=EXIT_REGRESSION)
-    beta, alpha = differences(data)["beta"], differences(data)["alpha"]
-    assert beta["difference"]["high"] < -0.02  # the whole interval is a loss beyond the threshold
-    assert beta["losses"] > beta["wins"]
-    assert alpha["difference"]["low"] < 0 < alpha["difference"]["high"]  # alpha did not change
-    assert data["failed_backends"] == ["beta"] and data["gate_failed"] is True
-    assert [r["difference"] < 0 for r in data["regressions"]["beta"]] == [True] * 10
-    worst = data["regressions"]["beta"][0]
+    # One result per backend and parameter set: pairs never pool parameter sets.
+    found = differences(data)
+    assert sorted(found) == [f"{b} · {p}" for b in ("alpha", "beta") for p in ("cold", "hot", "warm")]
+    for name, difference in found.items():  # 80 items of 2 repeats, less the error rows
+        assert 78 <= difference["difference"]["items"] <= 80 and 1.9 < difference["difference"]["repeats"] <= 2
+        if name.startswith("beta"):
+            assert difference["difference"]["high"] < -0.02  # the whole interval is a loss beyond the threshold
+            assert difference["losses"] > difference["wins"]
+        else:
+            assert difference["difference"]["low"] < 0 < difference["difference"]["high"]  # alpha did not change
+    assert data["failed_groups"] == ["beta · cold", "beta · hot", "beta · warm"] and data["gate_failed"] is True
+    assert [r["difference"] < 0 for r in data["regressions"]["beta · cold"]] == [True] * 5
+    worst = data["regressions"]["beta · cold"][0]
     assert worst["prompt"].startswith("What is question") and worst["response_a"] and worst["response_b"]
+    assert worst["group"] == {"backend_id": "beta", "param_set": "cold"} and set(worst["key"]) == {
+        "item_id", "repeat", "turn"}
     # The terminal table says it too, and a large enough threshold lets the same runs pass.
     assert main(["compare", str(baseline_run), str(candidate), "--fail-on-regression", "0.02"]) == EXIT_REGRESSION
     assert "REGRESSION GATE FAILED" in capsys.readouterr().out
@@ -88,27 +101,43 @@ def test_unpaired_rows_are_counted_not_dropped(tmp_path: Path, baseline_run: Pat
     # B lost item-0's rows (both backends, all parameter sets and repeats: 12 rows) ...
     pq.write_table(table.filter(pc.not_equal(table["item_id"], "item-0")), part)
     comparison = compare_runs(open_run(baseline_run), open_run(candidate))
-    assert {c.backend_id: (c.only_in_a, c.only_in_b) for c in comparison.changes} == {"alpha": (6, 0),
-                                                                                     "beta": (6, 0)}
-    assert {c.backend_id: c.pairs for c in comparison.changes} == {"alpha": 474, "beta": 474}
+    assert {c.label: (c.only_in_a, c.only_in_b, c.unpaired_items) for c in comparison.changes} == {
+        f"{b} · {p}": (2, 0, 1) for b in ("alpha", "beta") for p in ("cold", "hot", "warm")}
+    assert {c.pairs for c in comparison.changes} == {158} and {c.items for c in comparison.changes} == {79}
     # ... and error rows pair but have no score: counted as unscored.
-    total = {d.backend_id: d for d in comparison.differences if d.metric == "score_total"}
-    assert all(d.pairs + d.unscored == 474 and d.unscored > 0 for d in total.values())
+    total = [d for d in comparison.differences if d.metric == "score_total"]
+    assert all(d.pairs + d.unscored == 158 for d in total) and sum(d.unscored for d in total) > 0
     assert main(["compare", str(baseline_run), str(candidate), "--format", "markdown"]) == 0
-    assert "| alpha | 474 | 6 | 0 |" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "| alpha · cold | 158 | 79 | 1 | 2 | 0 |" in out
+    assert "Paired on backend_id, param_set, item_id, repeat, turn; intervals resample items" in out
 
 
-def test_pairing_on_item_averages_each_side_first(tmp_path: Path, baseline_run: Path, baseline_spec: SyntheticRun,
-                                                  ) -> None:
-    # B ran each item once with one parameter set: only item pairing can compare it with A.
+def test_parameter_sets_are_never_merged(tmp_path: Path, baseline_run: Path, baseline_spec: SyntheticRun,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    # B ran each item once with one parameter set that A does not have. Pairing by item used to average
+    # A's three parameter sets into one number without saying so.
     candidate = write_synthetic_run(tmp_path / "b", dataclasses.replace(
         baseline_spec, repeats=1, param_sets={"only": (0.7, 0.9)}, noise_seed=9, shift={"beta": -0.2}))
-    by_task = compare_runs(open_run(baseline_run), open_run(candidate))
-    assert all(c.pairs == 0 for c in by_task.changes)
-    by_item = compare_runs(open_run(baseline_run), open_run(candidate), pair_on="item", threshold=0.02)
-    assert {c.backend_id: c.pairs for c in by_item.changes} == {"alpha": 80, "beta": 80}
-    assert by_item.failed_backends == ["beta"]
-    assert all(set(r.key) == {"item_id"} for found in by_item.regressions.values() for r in found)
+    for pair_on in ("task", "item"):
+        with pytest.raises(RunDirError, match=r"share no parameter set .* --a param_set=cold --b param_set=only"):
+            compare_runs(open_run(baseline_run), open_run(candidate), pair_on=pair_on)  # type: ignore[arg-type]
+    assert main(["compare", str(baseline_run), str(candidate), "--pair-on", "item"]) == EXIT_BAD_INPUT
+    assert "choose one per side" in capsys.readouterr().err
+    # Chosen per side, one parameter set is compared with the other, item by item.
+    args = [str(baseline_run), str(candidate), "--a", "param_set=warm", "--b", "param_set=only"]
+    data = compare_json([*args, "--pair-on", "item", "--fail-on-regression", "0.02"], capsys, code=EXIT_REGRESSION)
+    assert sorted(differences(data)) == ["alpha", "beta"] and data["failed_groups"] == ["beta"]
+    assert {c["group"]["backend_id"]: c["pairs"] for c in data["changes"]} == {"alpha": 80, "beta": 80}
+    assert "param_set compared across (warm → only)" in data["paired_on"]
+    assert all(set(r["key"]) == {"item_id"} for found in data["regressions"].values() for r in found)
+    # By task, A's second repeat has no partner in B: counted, not dropped.
+    data = compare_json(args, capsys)
+    assert {c["group"]["backend_id"]: (c["pairs"], c["only_in_a"]) for c in data["changes"]} == {
+        "alpha": (80, 80), "beta": (80, 80)}
+    # A condition on one side only would pair B's every parameter set with A's one: refused.
+    assert main(["compare", str(baseline_run), str(candidate), "--a", "param_set=warm"]) == EXIT_BAD_INPUT
+    assert "--a chooses a param_set but --b does not" in capsys.readouterr().err
 
 
 def test_nothing_paired_fails_the_gate_rather_than_passing_it(tmp_path: Path, baseline_run: Path,
