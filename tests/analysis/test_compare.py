@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
+import numpy as np
+import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 import pytest
@@ -16,6 +20,13 @@ from evalpipe.analysis.compare import compare_runs
 from evalpipe.analysis.runs import RunDirError, open_run
 from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
 from evalpipe.cli import EXIT_BAD_INPUT, EXIT_REGRESSION, main
+from evalpipe.pipeline.execute import Criterion
+from evalpipe.pipeline.load import prepare_job
+from evalpipe.pipeline.runner import RunOptions, run_job
+from evalpipe.pipeline.spec import JobSpec
+from evalpipe.scoring.base import FunctionScorer
+from evalpipe.testing import FakeServer
+from evalpipe.types import ChatResponse
 
 
 def rerun(spec: SyntheticRun, path: Path, **changes: Any) -> Path:
@@ -168,3 +179,128 @@ def test_partitioned_join_gives_the_same_comparison(tmp_path: Path, baseline_run
     monkeypatch.setattr("evalpipe.analysis.compare.PAIRS_PER_PARTITION", 100)
     split = compare_runs(open_run(baseline_run), open_run(candidate), pair_on=pair_on)  # type: ignore[arg-type]
     assert split == whole
+
+
+def item_noise_runs(tmp_path: Path) -> tuple[Path, Path]:
+    """A and B: 30 items × 20 repeats of one backend. B − A is an item effect (some items better, some
+    worse, no shift in the population) whose mean over these 30 items happens to be −0.03; the repeats of
+    an item agree up to small noise, as repeats of one question do."""
+    spec = SyntheticRun(items=30, repeats=20, backends={"model": 0.6}, error_rate=0.0)
+    rng = np.random.default_rng(3)
+    effect = rng.normal(0.0, 0.12, spec.items)
+    effect += -0.03 - effect.mean()
+    base = rng.uniform(0.35, 0.65, spec.items)
+    paths = []
+    for name, shift in (("a", np.zeros(spec.items)), ("b", effect)):
+        path = write_synthetic_run(tmp_path / name, dataclasses.replace(spec, run_id=name))
+        part = path / "parquet" / "part-00000.parquet"
+        table = pq.read_table(part)
+        item = np.array([int(text.removeprefix("item-")) for text in table["item_id"].to_pylist()])
+        score = base[item] + shift[item] + rng.normal(0.0, 0.02, len(item))
+        for column in ("score_total", "score_accuracy", "score_judge"):
+            table = table.set_column(table.schema.get_field_index(column), column, pa.array(score))
+        pq.write_table(table, part)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def test_repeats_do_not_make_item_noise_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 600 pairs, but only 30 items: resampled as independent pairs, the interval of B − A would be about
+    # [-0.04, -0.02] and the gate at 0.01 would fail on noise. Resampling items, it covers zero.
+    run_a, run_b = item_noise_runs(tmp_path)
+    data = compare_json([str(run_a), str(run_b), "--fail-on-regression", "0.01"], capsys)
+    assert data["gate_failed"] is False and data["failed_groups"] == []
+    difference = differences(data)["model · default"]["difference"]
+    assert difference["items"] == 30 and difference["repeats"] == 20 and difference["n"] == 600
+    assert difference["mean"] == pytest.approx(-0.03, abs=0.005)
+    assert difference["low"] < -0.05 and difference["high"] > -0.01
+    # The three metrics hold the same numbers: one set of item weights gives them the same interval.
+    intervals = {(d["difference"]["low"], d["difference"]["high"]) for d in data["differences"]}
+    assert len(intervals) == 1
+    assert main(["compare", str(run_a), str(run_b), "--format", "markdown"]) == 0
+    assert "| model · default | total | 600 | 30 | 20 |" in capsys.readouterr().out
+
+
+# -- comparisons inside one run, on the fake provider server ------------------------------------------------
+
+
+def knows(item: Mapping[str, Any], response: ChatResponse) -> float:
+    """The older model knows the even items, the newer one the first four: two gains, two losses of eight."""
+    number = int(item["id"].removeprefix("q"))
+    return float(number % 2 == 0 if response.model == "model-2024" else number < 4)
+
+
+@pytest.fixture(scope="module")
+def releases_run(tmp_path_factory: pytest.TempPathFactory, fake_server: FakeServer) -> Path:
+    """Two releases of a model as two backends of ONE run: 8 items × 2 parameter sets × 3 repeats each."""
+    key_env = "EVALPIPE_TEST_COMPARE_KEY"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(key_env, "sk-compare-tests")
+        spec = JobSpec.model_validate({
+            "name": "releases",
+            "dataset": {"items": [{"id": f"q{n}", "q": f"say the answer {n}"} for n in range(8)]},
+            "prompt": {"user": "{{ q }}"},
+            "backends": [{"id": release, "backend": "openai", "model": f"model-{release}",
+                          "base_url": fake_server.url_for("openai"), "api_key_env": key_env}
+                         for release in ("2024", "2025")],
+            # `short` cuts the echo before the word "answer".
+            "parameters": {"sets": [{"name": "calm", "temperature": 0}, {"name": "short", "max_tokens": 2}]},
+            "repeats": 3,
+            "scorers": [{"type": "contains", "name": "says_answer", "values": ["answer"]}],
+        })
+        options = RunOptions(out_root=tmp_path_factory.mktemp("releases"), handle_signals=False,
+                             criteria=[Criterion(FunctionScorer(knows))])
+        outcome = anyio.run(run_job, prepare_job(spec), options)
+        assert outcome.state == "completed"
+        return outcome.run_dir
+
+
+def test_two_backends_of_one_run_are_compared_within_each_parameter_set(releases_run: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    args = [str(releases_run), "--a", "backend_id=2024", "--b", "backend_id=2025", "--metric", "knows"]
+    data = compare_json([*args, "--fail-on-regression", "0.1"], capsys)
+    assert data["paired_on"] == ("paired on param_set, item_id, repeat, turn; backend_id compared across "
+                                 "(2024 → 2025); intervals resample items")
+    assert data["run_a"].endswith("[backend_id=2024]") and data["run_b"].endswith("[backend_id=2025]")
+    for param_set in ("calm", "short"):
+        known = differences(data, "score_knows")[param_set]
+        assert (known["mean_a"], known["mean_b"], known["pairs"]) == (0.5, 0.5, 24)
+        assert known["difference"]["items"] == 8 and known["difference"]["repeats"] == 3
+        assert known["difference"]["low"] < 0 < known["difference"]["high"]
+        assert (known["wins"], known["ties"], known["losses"]) == (6, 12, 6)
+    says = differences(data, "score_says_answer")
+    assert (says["calm"]["mean_a"], says["short"]["mean_a"]) == (1.0, 0.0)  # parameter sets kept apart
+    # The most improved pairs beside the most regressed, each with its prompt and both answers.
+    improved, regressed = data["improvements"]["calm"], data["regressions"]["calm"]
+    assert {p["key"]["item_id"] for p in improved} == {"q1", "q3"} and len(improved) == 5
+    assert {p["key"]["item_id"] for p in regressed} == {"q4", "q6"}
+    assert all(p["difference"] == 1.0 for p in improved) and all(p["difference"] == -1.0 for p in regressed)
+    first = improved[0]
+    assert first["prompt"] == f"say the answer {first['key']['item_id'][1:]}"
+    assert first["response_a"] == first["response_b"] == f"Echo: {first['prompt']}"
+    # The table shows both lists; `model=` chooses the same rows as `backend_id=`.
+    assert main(["compare", str(releases_run), "--a", "model=model-2024", "--b", "model=model-2025",
+                 "--metric", "knows"]) == 0
+    table = capsys.readouterr().out
+    assert "most regressed pairs on knows" in table and "most improved pairs on knows" in table
+
+
+def test_two_parameter_sets_of_one_run_are_compared_within_each_backend(releases_run: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    data = compare_json([str(releases_run), "--a", "param_set=calm", "--b", "param_set=short",
+                         "--metric", "says_answer", "--fail-on-regression", "0.5"], capsys, code=EXIT_REGRESSION)
+    assert sorted(differences(data)) == ["2024", "2025"]
+    assert data["failed_groups"] == ["2024", "2025"]
+    says = differences(data, "score_says_answer")["2024"]["difference"]
+    assert (says["mean"], says["low"], says["high"], says["method"]) == (-1.0, -1.0, -1.0, "exact")
+
+
+def test_one_run_needs_both_selections(releases_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["compare", str(releases_run), "--a", "backend_id=2024"]) == EXIT_BAD_INPUT
+    assert "give both --a and --b" in capsys.readouterr().err
+    assert main(["compare", str(releases_run), "--a", "backend_id=2023", "--b", "backend_id=2025"]) == EXIT_BAD_INPUT
+    assert "--a backend_id=2023 selects no row" in capsys.readouterr().err
+    assert main(["compare", str(releases_run), "--a", "provider=openai", "--b", "backend_id=2025"]) == EXIT_BAD_INPUT
+    assert "selects 2 values of backend_id (2024, 2025)" in capsys.readouterr().err
+    assert main(["compare", str(releases_run), "--a", "repeat=0", "--b", "repeat=1"]) == EXIT_BAD_INPUT
+    assert "pairs always share item_id, repeat, turn" in capsys.readouterr().err
