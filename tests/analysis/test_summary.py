@@ -42,11 +42,17 @@ def test_summary_of_a_real_run_matches_its_rows(real_run: Path) -> None:
         assert (group.rows, group.ok, group.errors) == (6, 5, 1)
         assert group.errors_by_type == {"ContextLengthError": 1}
         assert group.scores["score_total"].mean == pytest.approx(statistics.fmean(r["score_total"] for r in ok))
-        assert group.scores["score_total"].n == 5
-        assert group.pass_rate == pytest.approx(sum(r["passed"] for r in ok) / len(ok))
+        assert group.scores["score_total"].n == 5 and group.scores["score_total"].items == 5
+        assert group.items == 6  # the failed item is an item too
+        # Over every attempted row: the error row is not a pass.
+        assert group.pass_rate is not None
+        assert group.pass_rate.mean == pytest.approx(sum(bool(r["passed"]) for r in expected) / len(expected))
+        assert (group.pass_rate.n, group.pass_rate.items) == (6, 6)
         assert group.latency_p50_s == pytest.approx(statistics.median(r["latency_s"] for r in ok))
         assert group.input_tokens == sum(r["input_tokens"] or 0 for r in expected)
-        assert group.cost_usd == pytest.approx(sum(r["cost_usd"] or 0 for r in expected))
+        assert group.generation_cost_usd == pytest.approx(sum(r["cost_usd"] or 0 for r in expected))
+        assert group.cost_usd == pytest.approx(sum((r["cost_usd"] or 0) + (r["scoring_cost_usd"] or 0)
+                                                   for r in expected))
         assert (group.temperature, group.top_p) == (expected[0]["temperature"], expected[0]["top_p"])
 
 
@@ -62,7 +68,11 @@ def test_summary_formats_carry_the_same_numbers(baseline_run: Path, capsys: pyte
         assert int(record["errors_RateLimitError"]) == group["errors_RateLimitError"]
     assert main(["summary", str(baseline_run), "--format", "markdown"]) == 0
     markdown = capsys.readouterr().out
-    assert markdown.count("\n| alpha |") == 3 and "| backend | param set | n | total | accuracy | judge |" in markdown
+    assert markdown.count("\n| alpha |") == 3
+    assert "| backend | param set | rows | errors | skipped | total | accuracy | judge | pass rate |" in markdown
+    for group in data["groups"]:
+        assert group["score_total_items"] == 80 and group["score_total_method"] == "bootstrap"
+        assert group["items"] == 80 and group["repeats"] == 2 and group["rows"] == 160
     assert main(["summary", str(baseline_run)]) == 0
     assert "95% bootstrap CI" in capsys.readouterr().out
 
@@ -97,7 +107,7 @@ def test_best_of_wins_are_counted(tmp_path: Path, baseline_run: Path, with_param
     else:
         assert summary.best_of_wins_by_backend == {"alpha": 2, "beta": 1}
     assert main(["summary", str(run_dir)]) == 0
-    assert "best-of wins" in capsys.readouterr().out
+    assert "best-of" in capsys.readouterr().out
 
 
 def test_unreadable_best_of_is_a_warning(tmp_path: Path, baseline_run: Path) -> None:
