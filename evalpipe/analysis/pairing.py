@@ -54,8 +54,12 @@ class Condition:
             raise RunDirError(f"{flag} {self}: pairs always share {', '.join(_PAIR_COLUMNS)}, so they cannot be "
                               f"chosen per side; choose a backend_id, model or param_set")
         dtype = run.scan([self.column]).collect_schema()[self.column]
+        booleans = {"true": True, "false": False}
         try:
-            value = pl.Series([self.value]).cast(dtype, strict=True)[0]
+            if dtype == pl.Boolean and self.value.lower() in booleans:  # polars casts no text to Boolean
+                value: object = booleans[self.value.lower()]
+            else:
+                value = pl.Series([self.value]).cast(dtype, strict=True)[0]
         except pl.exceptions.PolarsError:
             raise RunDirError(f"{flag} {self}: {self.column} holds {dtype} values, not {self.value!r}") from None
         return pl.col(self.column) == pl.lit(value, dtype=dtype)

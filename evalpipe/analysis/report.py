@@ -150,8 +150,9 @@ def _comparison_chart(comparison: Comparison) -> Markup:
 
 
 def _difference_rows(comparison: Comparison) -> list[list[str]]:
-    return [[d.label, metric_label(d.metric), f"{d.pairs:,}", f"{d.difference.items:,}", _fixed(d.mean_a),
-             _fixed(d.mean_b), format_difference(d.difference), f"{d.wins}/{d.ties}/{d.losses}", verdict(d)]
+    return [[d.label, metric_label(d.metric), f"{d.pairs:,}", f"{d.difference.items:,}",
+             f"{d.difference.repeats:.3g}" if d.difference.items else "—", _fixed(d.mean_a), _fixed(d.mean_b),
+             format_difference(d.difference), f"{d.wins}/{d.ties}/{d.losses}", verdict(d)]
             for d in comparison.differences]
 
 

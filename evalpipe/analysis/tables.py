@@ -219,7 +219,7 @@ def summary_text(summary: RunSummary, text_format: TextFormat) -> str:
 
 
 def _group_header(comparison: Comparison) -> str:
-    return " · ".join(comparison.group_columns) or "pairs"
+    return " · ".join(comparison.group_columns) or "group"
 
 
 def _difference_cells(d: MetricDifference) -> list[str]:

@@ -181,10 +181,10 @@ def test_partitioned_join_gives_the_same_comparison(tmp_path: Path, baseline_run
     assert split == whole
 
 
-def item_noise_runs(tmp_path: Path) -> tuple[Path, Path]:
-    """A and B: 30 items × 20 repeats of one backend. B − A is an item effect (some items better, some
-    worse, no shift in the population) whose mean over these 30 items happens to be −0.03; the repeats of
-    an item agree up to small noise, as repeats of one question do."""
+def item_noise_runs(tmp_path: Path, within: str = "repeat") -> tuple[Path, Path]:
+    """A and B: 30 items × 20 repeats (or dialogue turns: `within="turn"`) of one backend. B − A is an item
+    effect (some items better, some worse, no shift in the population) whose mean over these 30 items
+    happens to be −0.03; the rows of an item agree up to small noise, as repeats of one question do."""
     spec = SyntheticRun(items=30, repeats=20, backends={"model": 0.6}, error_rate=0.0)
     rng = np.random.default_rng(3)
     effect = rng.normal(0.0, 0.12, spec.items)
@@ -197,6 +197,10 @@ def item_noise_runs(tmp_path: Path) -> tuple[Path, Path]:
         table = pq.read_table(part)
         item = np.array([int(text.removeprefix("item-")) for text in table["item_id"].to_pylist()])
         score = base[item] + shift[item] + rng.normal(0.0, 0.02, len(item))
+        if within == "turn":  # the same rows as the turns of one dialogue per item
+            table = table.set_column(table.schema.get_field_index("turn"), "turn", table["repeat"])
+            table = table.set_column(table.schema.get_field_index("repeat"), "repeat",
+                                     pa.array(np.zeros(len(item), dtype=np.int64)))
         for column in ("score_total", "score_accuracy", "score_judge"):
             table = table.set_column(table.schema.get_field_index(column), column, pa.array(score))
         pq.write_table(table, part)
@@ -204,10 +208,12 @@ def item_noise_runs(tmp_path: Path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def test_repeats_do_not_make_item_noise_a_regression(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("within", ["repeat", "turn"])
+def test_repeats_and_turns_do_not_make_item_noise_a_regression(tmp_path: Path, within: str,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
     # 600 pairs, but only 30 items: resampled as independent pairs, the interval of B − A would be about
     # [-0.04, -0.02] and the gate at 0.01 would fail on noise. Resampling items, it covers zero.
-    run_a, run_b = item_noise_runs(tmp_path)
+    run_a, run_b = item_noise_runs(tmp_path, within)
     data = compare_json([str(run_a), str(run_b), "--fail-on-regression", "0.01"], capsys)
     assert data["gate_failed"] is False and data["failed_groups"] == []
     difference = differences(data)["model · default"]["difference"]
