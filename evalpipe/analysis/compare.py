@@ -256,18 +256,22 @@ def _per_item(joined: pl.LazyFrame, groups: Sequence[str], metrics: list[str]) -
     """Per group and item: pairs, unpaired rows, cost, and per metric the scored pairs, both sides' sums,
     the sum of differences (all in whole units) and the wins and losses."""
     in_a, in_b = pl.col("_in_a").is_not_null(), pl.col("_in_a_b").is_not_null()
-    aggregates = [_BOTH.sum().alias("pairs"), (in_a & ~in_b).sum().alias("only_in_a"),
-                  (in_b & ~in_a).sum().alias("only_in_b"), exact_units("cost_usd", _BOTH).alias("cost_a"),
-                  exact_units("cost_usd_b", _BOTH).alias("cost_b")]
+    # Per-row integer columns first, then one plain sum of each: much faster than conditional aggregations.
+    columns = [_BOTH.cast(pl.Int64).alias("pairs"), (in_a & ~in_b).cast(pl.Int64).alias("only_in_a"),
+               (in_b & ~in_a).cast(pl.Int64).alias("only_in_b"),
+               pl.when(_BOTH).then(_units("cost_usd")).otherwise(0).alias("cost_a"),
+               pl.when(_BOTH).then(_units("cost_usd_b")).otherwise(0).alias("cost_b")]
     for m in metrics:
         scored = _BOTH & pl.col(m).is_not_null() & pl.col(f"{m}_b").is_not_null()
         difference = _units(f"{m}_b") - _units(m)
-        aggregates += [scored.sum().alias(f"{m}:n"), pl.when(scored).then(_units(m)).sum().alias(f"{m}:a"),
-                       pl.when(scored).then(_units(f"{m}_b")).sum().alias(f"{m}:b"),
-                       pl.when(scored).then(difference).sum().alias(f"{m}:d"),
-                       (scored & (difference > _TIE_UNITS)).sum().alias(f"{m}:wins"),
-                       (scored & (difference < -_TIE_UNITS)).sum().alias(f"{m}:losses")]
-    return joined.group_by([_GROUP, *groups, CLUSTER]).agg(aggregates)
+        columns += [scored.cast(pl.Int64).alias(f"{m}:n"),
+                    pl.when(scored).then(_units(m)).otherwise(0).alias(f"{m}:a"),
+                    pl.when(scored).then(_units(f"{m}_b")).otherwise(0).alias(f"{m}:b"),
+                    pl.when(scored).then(difference).otherwise(0).alias(f"{m}:d"),
+                    (scored & (difference > _TIE_UNITS)).cast(pl.Int64).alias(f"{m}:wins"),
+                    (scored & (difference < -_TIE_UNITS)).cast(pl.Int64).alias(f"{m}:losses")]
+    return joined.select(_GROUP, *groups, CLUSTER, *columns).group_by([_GROUP, *groups, CLUSTER]).agg(
+        pl.all().sum())
 
 
 def _extremes(paired: pl.LazyFrame, keys: list[str], metric: str, top: int, *, worst: bool) -> pl.LazyFrame:
@@ -289,19 +293,22 @@ def _fold(joins: list[pl.LazyFrame], run: Run, pairing: Pairing, metrics: list[s
     """Pairing counts, clustered differences and the extreme pairs, each partition's results merged."""
     keys, groups = pairing.keys, pairing.groups
     latencies = ("latency_s", "latency_s_b")
-    item_columns = [_GROUP, *groups, CLUSTER, *(f"{m}:{part}" for m in metrics for part in ("n", "d"))]
+    item_columns = [_GROUP, CLUSTER, *(f"{m}:{part}" for m in metrics for part in ("n", "d"))]
 
     def queries(joined: pl.LazyFrame) -> list[pl.LazyFrame]:
         paired = joined.filter(_BOTH)
-        items = _per_item(joined, groups, metrics)
-        totals = items.group_by(_GROUP, *groups).agg(
-            pl.exclude(CLUSTER, _GROUP, *groups).sum(), (pl.col("pairs") > 0).sum().alias("items"),
-            (pl.col("pairs") == 0).sum().alias("unpaired_items"))
-        scored = pl.any_horizontal([pl.col(f"{m}:n") > 0 for m in metrics])
-        return [totals, items.filter(scored).select(item_columns),
-                _extremes(paired, keys, gate_metric, top, worst=True),
+        return [_per_item(joined, groups, metrics), _extremes(paired, keys, gate_metric, top, worst=True),
                 _extremes(paired, keys, gate_metric, top, worst=False),
                 *(quantiles.histogram(paired, column, (_GROUP,)) for column in latencies)]
+
+    def split(found: list[pl.DataFrame]) -> list[pl.DataFrame]:
+        """A partition's per-item rows as its group totals and the items' cluster sums (all that is kept)."""
+        items, *rest = found
+        totals = items.group_by(_GROUP, *groups).agg(
+            pl.exclude(CLUSTER).sum(), (pl.col("pairs") > 0).sum().alias("items"),
+            (pl.col("pairs") == 0).sum().alias("unpaired_items"))
+        scored = pl.any_horizontal([pl.col(f"{m}:n") > 0 for m in metrics])
+        return [totals, items.filter(scored).select(item_columns), *rest]
 
     def sum_totals(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.group_by(_GROUP, *groups).agg(pl.all().sum())
@@ -316,7 +323,7 @@ def _fold(joins: list[pl.LazyFrame], run: Run, pairing: Pairing, metrics: list[s
         return quantiles.merge_histograms(frame, (_GROUP,))
 
     merges: list[Merge] = [sum_totals, stack, merge_top(True), merge_top(False), merge_histograms, merge_histograms]
-    totals, items, worst, best, *histograms = _over(joins, run, queries, merges)
+    totals, items, worst, best, *histograms = _over(joins, run, queries, merges, split)
     located = {column: quantiles.locate(hist, (_GROUP,), (0.5,))
                for column, hist in zip(latencies, histograms, strict=True)}
     medians = _medians(joins, run, located)
@@ -326,11 +333,14 @@ def _fold(joins: list[pl.LazyFrame], run: Run, pairing: Pairing, metrics: list[s
 
 
 def _over(joins: list[pl.LazyFrame], run: Run, queries: Callable[[pl.LazyFrame], list[pl.LazyFrame]],
-          merges: Sequence[Merge]) -> list[pl.DataFrame]:
-    """`queries` over each partition's join, each folded into the partitions before with its merge."""
+          merges: Sequence[Merge],
+          split: Callable[[list[pl.DataFrame]], list[pl.DataFrame]] | None = None) -> list[pl.DataFrame]:
+    """`queries` over each partition's join (their results reshaped by `split`, when given), each folded
+    into the partitions before with its merge."""
     merged: list[pl.DataFrame] = []
     for joined in joins:
         found = collect_all(queries(collect(joined, run).lazy()), run)  # joined once, read by every query
+        found = split(found) if split is not None else found
         merged = found if not merged else [merge(pl.concat([so_far, frame], how="diagonal_relaxed"))
                                            for merge, so_far, frame in zip(merges, merged, found, strict=True)]
     return merged
