@@ -40,7 +40,7 @@ from evalpipe.analysis import quantiles
 from evalpipe.analysis.pairing import CLUSTER, Pairing, PairOn, Side, plan_pairing
 from evalpipe.analysis.runs import Merge, Run, RunDirError, collect, collect_all
 from evalpipe.analysis.stats import Estimate, clustered_means
-from evalpipe.analysis.summary import EXACT_UNIT, exact_sum, exact_units
+from evalpipe.analysis.summary import EXACT_UNIT, exact_sum
 
 __all__ = ["Comparison", "GroupChange", "MetricDifference", "NotablePair", "PairOn", "compare_runs",
            "compare_sides", "group_label", "metric_column"]
