@@ -48,6 +48,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERRUPTED
 
 
+def _condition(text: str) -> str:
+    """`COLUMN=VALUE` as given (checked against the run's columns once it is open)."""
+    column, equals, _ = text.partition("=")
+    if not equals or not column.strip():
+        raise argparse.ArgumentTypeError(f"expected COLUMN=VALUE (like backend_id=gpt-4.1 or param_set=calm), "
+                                         f"got {text!r}")
+    return text
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -108,18 +117,29 @@ def _add_analysis_commands(commands: argparse._SubParsersAction[argparse.Argumen
     summary.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
     summary.set_defaults(handler=_summary_command)
 
-    compare = commands.add_parser("compare", help="is run B better than run A? paired differences with 95%% CIs")
-    compare.add_argument("run_a", type=Path, help="the baseline run directory")
-    compare.add_argument("run_b", type=Path, help="the run directory compared with it")
+    compare = commands.add_parser(
+        "compare", help="is B better than A? paired differences with 95%% CIs that resample items",
+        description="Compare two runs (RUN_A RUN_B), or two selections of one run's rows (RUN --a COLUMN=VALUE "
+                    "--b COLUMN=VALUE). Pairs share the item, repeat and turn, and every backend_id and param_set "
+                    "that --a/--b do not choose; intervals of B − A resample items, not pairs.")
+    compare.add_argument("run_a", type=Path, help="the baseline run directory (or the one run --a and --b choose from)")
+    compare.add_argument("run_b", type=Path, nargs="?", help="the run directory compared with it (default: RUN_A)")
+    compare.add_argument("--a", dest="a", action="append", type=_condition, default=[], metavar="COLUMN=VALUE",
+                         help="keep A's rows whose COLUMN equals VALUE (backend_id=, param_set=, model=, ...); "
+                              "repeat to AND conditions")
+    compare.add_argument("--b", dest="b", action="append", type=_condition, default=[], metavar="COLUMN=VALUE",
+                         help="the same for B's rows")
     compare.add_argument("--pair-on", choices=["task", "item"], default="task",
-                         help="pair rows on item, parameter set, repeat and turn (task, default) or on item only, "
-                              "averaging each side first")
+                         help="pair rows on item, repeat and turn (task, default) or on item only, averaging each "
+                              "side per item first")
     compare.add_argument("--fail-on-regression", type=_non_negative_float, metavar="THRESHOLD",
                          help=f"exit {EXIT_REGRESSION} when the 95%% CI of B − A on --metric lies entirely below "
-                              "−THRESHOLD for any backend")
+                              "−THRESHOLD for any backend or parameter set compared")
     compare.add_argument("--metric", default="score_total",
-                         help="the metric of the gate and of the top regressions (default: score_total)")
-    compare.add_argument("--top", type=_positive_int, default=10, help="most regressed pairs shown per backend")
+                         help="the metric of the gate and of the most regressed and improved pairs "
+                              "(default: score_total)")
+    compare.add_argument("--top", type=_positive_int, default=5,
+                         help="most regressed and most improved pairs shown per group (default: 5)")
     compare.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
     compare.set_defaults(handler=_compare_command)
 
@@ -157,12 +177,20 @@ def _summary_command(args: argparse.Namespace) -> int:
 
 
 def _compare_command(args: argparse.Namespace) -> int:
-    from evalpipe.analysis.compare import compare_runs, metric_column
+    from evalpipe.analysis.compare import compare_sides, metric_column
+    from evalpipe.analysis.pairing import Side, parse_condition
     from evalpipe.analysis.runs import open_run
     from evalpipe.analysis.tables import comparison_renderable, comparison_text, gate_message
 
-    comparison = compare_runs(open_run(args.run_a), open_run(args.run_b), pair_on=args.pair_on,
-                              gate_metric=metric_column(args.metric), threshold=args.fail_on_regression, top=args.top)
+    run_a = open_run(args.run_a)
+    if args.run_b is None and not (args.a and args.b):
+        raise ConfigError("compare with one run compares two selections of its rows: give both --a and --b, "
+                          "e.g. --a backend_id=gpt-4.1 --b backend_id=gpt-4.1-mini")
+    run_b = run_a if args.run_b is None else open_run(args.run_b)
+    side_a = Side(run_a, tuple(parse_condition(text) for text in args.a), "--a")
+    side_b = Side(run_b, tuple(parse_condition(text) for text in args.b), "--b")
+    comparison = compare_sides(side_a, side_b, pair_on=args.pair_on, gate_metric=metric_column(args.metric),
+                               threshold=args.fail_on_regression, top=args.top)
     if args.format == "table":
         _table_console().print(comparison_renderable(comparison))
     else:

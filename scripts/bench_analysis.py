@@ -13,8 +13,8 @@ Each measurement runs in its own subprocess, so peak RSS (`ru_maxrss`) belongs t
 alone; the table shows the peak and how far it rose above the RSS after the imports (the peak is reset
 there through /proc/self/clear_refs). Time is the fastest of `--rounds`.
 pandas does the same work: it reads only the needed columns, groups, computes the same quantiles,
-sums and value counts, and hands the counts to the same bootstrap (`evalpipe.analysis.stats`), so the
-difference is the data engine, not the statistics. Each child checks its result against evalpipe's
+sums, value counts and per-item sums, and hands them to the same bootstraps (`evalpipe.analysis.stats`),
+so the difference is the data engine, not the statistics. Each child checks its result against evalpipe's
 numbers at 100k rows, so the two computations are known to agree.
 """
 
@@ -92,9 +92,10 @@ def _pandas_compare(run_a_dir: Path, run_b_dir: Path) -> dict[str, float]:
     import pandas as pd
 
     from evalpipe.analysis.runs import open_run
-    from evalpipe.analysis.stats import mean_ci
+    from evalpipe.analysis.stats import clustered_means
 
-    keys = ["backend_id", "item_id", "param_set", "repeat", "turn"]
+    groups = ["backend_id", "param_set"]
+    keys = [*groups, "item_id", "repeat", "turn"]
     sides = []
     for run_dir in (run_a_dir, run_b_dir):
         run = open_run(run_dir)
@@ -105,22 +106,28 @@ def _pandas_compare(run_a_dir: Path, run_b_dir: Path) -> dict[str, float]:
         sides.append(side.drop(columns="status"))
     joined = sides[0].merge(sides[1], on=keys, how="outer", suffixes=("", "_b"), indicator=True)
     paired = joined[joined["_merge"] == "both"]
-    by_backend = joined.groupby("backend_id")["_merge"].value_counts().unstack(fill_value=0)
-    paired.groupby("backend_id").agg(cost_a=("cost_usd", "sum"), cost_b=("cost_usd_b", "sum"),
-                                     latency_a=("latency_s", "median"), latency_b=("latency_s_b", "median"))
-    del by_backend
-    differences: dict[str, float] = {}
+    by_group = joined.groupby(groups)["_merge"].value_counts().unstack(fill_value=0)
+    paired.groupby(groups).agg(cost_a=("cost_usd", "sum"), cost_b=("cost_usd_b", "sum"),
+                               latency_a=("latency_s", "median"), latency_b=("latency_s_b", "median"))
+    del by_group
+    # Per group and item: each metric's sum of differences and scored pairs, the cluster bootstrap's input.
+    items = paired[[*groups, "item_id"]].copy()
     for metric in metrics:
-        diff = (paired[f"{metric}_b"] - paired[metric]).round(9)
-        frame = pd.DataFrame({"backend_id": paired["backend_id"], "d": diff}).dropna()
-        counts = frame.groupby(["backend_id", "d"]).size().reset_index(name="n")
-        for backend, group in counts.groupby("backend_id", sort=True):
-            estimate = mean_ci(group["d"].to_numpy(), group["n"].to_numpy(), key=f"{backend}|{metric}")
-            if metric == "score_total":
-                differences[backend] = estimate.mean
-        frame.assign(win=frame["d"] > 1e-9, loss=frame["d"] < -1e-9).groupby("backend_id")[["win", "loss"]].sum()
-    worst = paired.assign(d=paired["score_total_b"] - paired["score_total"]).query("d < 0")
-    worst.sort_values("d").groupby("backend_id").head(10)
+        diff = paired[f"{metric}_b"] - paired[metric]
+        items[f"{metric}:d"], items[f"{metric}:n"] = diff.fillna(0.0), diff.notna().astype("int64")
+        items[f"{metric}:win"], items[f"{metric}:loss"] = diff > 1e-9, diff < -1e-9
+    per_item = items.groupby([*groups, "item_id"], sort=True).sum()
+    counted = [f"{metric}:n" for metric in metrics]
+    per_item = per_item[(per_item[counted] > 0).any(axis=1)]
+    differences: dict[str, float] = {}
+    for (backend, param_set), frame in per_item.groupby(level=[0, 1], sort=True):
+        label = f"{backend} · {param_set}"
+        estimates = clustered_means(frame[[f"{metric}:d" for metric in metrics]].to_numpy(),
+                                    frame[counted].to_numpy(), metrics, key=label)
+        differences[label] = estimates["score_total"].mean
+    for worst in (True, False):
+        moved = paired.assign(d=paired["score_total_b"] - paired["score_total"]).query("d < 0" if worst else "d > 0")
+        moved.sort_values("d", ascending=worst).groupby(groups).head(5)
     return differences
 
 
@@ -140,7 +147,7 @@ def _polars_compare(run_a_dir: Path, run_b_dir: Path) -> dict[str, float]:
     from evalpipe.analysis.runs import open_run
 
     comparison = compare_runs(open_run(run_a_dir), open_run(run_b_dir))
-    return {d.backend_id: d.difference.mean for d in comparison.differences if d.metric == "score_total"}
+    return {d.label: d.difference.mean for d in comparison.differences if d.metric == "score_total"}
 
 
 def _child(engine: str, operation: str, run_a: Path, run_b: Path, rounds: int, check: bool) -> None:

@@ -143,14 +143,15 @@ def _heatmaps(summary: RunSummary) -> list[Markup]:
 
 
 def _comparison_chart(comparison: Comparison) -> Markup:
-    intervals = [svg.Interval(f"{d.backend_id} · {metric_label(d.metric)}", d.difference.mean, d.difference.low,
+    intervals = [svg.Interval(f"{d.label} · {metric_label(d.metric)}", d.difference.mean, d.difference.low,
                               d.difference.high) for d in comparison.differences if d.difference.n]
-    return Markup(svg.interval_chart(intervals, "B − A per backend and metric (95% paired bootstrap CI)",
+    return Markup(svg.interval_chart(intervals, "B − A per group and metric (95% CI, items resampled)",
                                      comparison.threshold))
 
 
 def _difference_rows(comparison: Comparison) -> list[list[str]]:
-    return [[d.backend_id, metric_label(d.metric), f"{d.pairs:,}", _fixed(d.mean_a), _fixed(d.mean_b),
+    return [[d.label, metric_label(d.metric), f"{d.pairs:,}", f"{d.difference.items:,}",
+             f"{d.difference.repeats:.3g}" if d.difference.items else "—", _fixed(d.mean_a), _fixed(d.mean_b),
              format_difference(d.difference), f"{d.wins}/{d.ties}/{d.losses}", verdict(d)]
             for d in comparison.differences]
 

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from evalpipe.analysis.compare import Comparison, MetricDifference
+from evalpipe.analysis.compare import Comparison, MetricDifference, NotablePair
 from evalpipe.analysis.stats import Estimate
 from evalpipe.analysis.summary import GroupSummary, RunSummary
 
@@ -64,7 +64,45 @@ def _errors(group: GroupSummary) -> str:
     if not group.errors:
         return "0"
     classes = ", ".join(f"{name} {count}" for name, count in group.errors_by_type.items())
-    return f"{group.error_rate:.1%} ({classes})"
+    return f"{group.errors:,} ({group.error_rate:.1%}: {classes})"
+
+
+def clusters(estimate: Estimate) -> str:
+    """What an interval resampled: `200 items × 3` (rows per item, one decimal when items differ)."""
+    repeats = estimate.repeats
+    shown = f"{repeats:.0f}" if abs(repeats - round(repeats)) < 0.05 else f"{repeats:.1f}"
+    return f"{estimate.items:,} items × {shown}"
+
+
+def score_cell(estimate: Estimate, rows: int) -> str:
+    """A mean with its interval, its denominator and its clusters: `0.812 [0.780, 0.840] · 450/500 scored ·
+    150 items × 3`."""
+    if estimate.n == 0:
+        return f"— · 0/{rows:,} scored"
+    return f"{format_estimate(estimate)} · {estimate.n:,}/{rows:,} scored · {clusters(estimate)}"
+
+
+def pass_rate_cell(estimate: Estimate | None) -> str:
+    """`85.0% [80.1%, 89.2%] · 425/500 passed · 250 items × 2`, or `—` when the run has no verdicts."""
+    if estimate is None or estimate.n == 0:
+        return "—"
+    passes = round(estimate.mean * estimate.n)
+    interval = "" if math.isnan(estimate.low) else f" [{estimate.low:.1%}, {estimate.high:.1%}]"
+    return f"{estimate.mean:.1%}{interval} · {passes:,}/{estimate.n:,} passed · {clusters(estimate)}"
+
+
+def _cost(group: GroupSummary) -> str:
+    return f"{group.cost_usd:.4f} ({group.generation_cost_usd:.4f} + {group.scoring_cost_usd:.4f})"
+
+
+def _best_of_line(summary: RunSummary) -> str | None:
+    """`best-of of 80 contests (12 tied): wins alpha 50, beta 18; ties alpha 12, beta 12`."""
+    if not summary.best_of_wins_by_backend and not summary.best_of_ties_by_backend:
+        return None
+    wins = ", ".join(f"{b} {n}" for b, n in summary.best_of_wins_by_backend.items()) or "none"
+    ties = ", ".join(f"{b} {n}" for b, n in summary.best_of_ties_by_backend.items()) or "none"
+    return (f"best-of of {summary.best_of_contests:,} contests ({summary.best_of_tied_contests:,} tied): "
+            f"wins {wins}; ties {ties}")
 
 
 def _excerpt(text: str | None) -> str:
@@ -75,30 +113,38 @@ def _excerpt(text: str | None) -> str:
 # -- summary -------------------------------------------------------------------------------------------
 
 
+def _has_best_of(summary: RunSummary) -> bool:
+    return any(g.best_of_wins is not None for g in summary.groups)
+
+
 def summary_columns(summary: RunSummary) -> list[str]:
     """The headers of the people-facing summary table."""
-    wins = ["best-of wins"] if any(g.best_of_wins is not None for g in summary.groups) else []
-    return ["backend", "param set", "n", *(metric_label(m) for m in summary.metrics), "pass rate", "errors",
-            "latency p50/p95 s", "ttft p50 s", "tokens in/out", "cost USD", *wins]
+    wins = ["best-of wins/ties"] if _has_best_of(summary) else []
+    return ["backend", "param set", "rows", "errors", "skipped", *(metric_label(m) for m in summary.metrics),
+            "pass rate", "latency p50/p95 s", "ttft p50 s", "tokens in/out", "cost USD (generation + scoring)",
+            *wins]
 
 
 def summary_cells(summary: RunSummary, group: GroupSummary) -> list[str]:
     """One row of the people-facing summary table."""
-    wins = [] if all(g.best_of_wins is None for g in summary.groups) else [str(group.best_of_wins or 0)]
-    return [group.backend_id, group.param_set, f"{group.rows:,}",
-            *(format_estimate(group.scores[m]) for m in summary.metrics),
-            _number(group.pass_rate, "{:.1%}"), _errors(group),
+    wins = [f"{group.best_of_wins or 0}/{group.best_of_ties or 0}"] if _has_best_of(summary) else []
+    return [group.backend_id, group.param_set, f"{group.rows:,}", _errors(group), f"{group.skipped:,}",
+            *(score_cell(group.scores[m], group.rows) for m in summary.metrics),
+            pass_rate_cell(group.pass_rate),
             f"{_number(group.latency_p50_s, '{:.2f}')} / {_number(group.latency_p95_s, '{:.2f}')}",
             _number(group.ttft_p50_s, "{:.2f}"), f"{group.input_tokens:,} / {group.output_tokens:,}",
-            f"{group.cost_usd:.4f}", *wins]
+            _cost(group), *wins]
+
+
+_TITLE = "means over scored rows with 95% bootstrap CI over items; pass rate over attempted rows"
 
 
 def summary_renderable(summary: RunSummary) -> RenderableType:
-    """The summary as rich renderables: partial label, the table, best-of wins."""
+    """The summary as rich renderables: partial label, the table, best-of wins and ties."""
     parts: list[RenderableType] = []
     if summary.partial:
         parts.append(Text("PARTIAL: " + "; ".join(summary.warnings), style="bold yellow"))
-    table = Table(title=escape(f"run {summary.run_name} ({summary.state}) — means with 95% bootstrap CI"))
+    table = Table(title=escape(f"run {summary.run_name} ({summary.state}) — {_TITLE}"))
     for column in summary_columns(summary):
         # Folded, not cut: in a narrow terminal (or a pipe, 80 columns) a number split over lines is
         # still readable, one ending in "…" is not.
@@ -106,28 +152,42 @@ def summary_renderable(summary: RunSummary) -> RenderableType:
     for group in summary.groups:
         table.add_row(*(escape(cell) for cell in summary_cells(summary, group)))
     parts.append(table)
-    if summary.best_of_wins_by_backend:
-        wins = ", ".join(f"{b} {n}" for b, n in summary.best_of_wins_by_backend.items())
-        parts.append(Text(f"best-of wins of {summary.best_of_contests:,} contests: {wins}"))
+    best_of = _best_of_line(summary)
+    if best_of:
+        parts.append(Text(best_of))
     return Group(*parts)
 
 
+def _estimate_record(prefix: str, mean_name: str, estimate: Estimate | None) -> dict[str, Any]:
+    """`mean_name` and `<prefix>_ci_low`, `_ci_high`, `_n` (rows), `_items`, `_repeats`, `_method`."""
+    names = [mean_name, *(f"{prefix}_{name}" for name in ("ci_low", "ci_high", "n", "items", "repeats", "method"))]
+    if estimate is None:
+        return dict.fromkeys(names)
+    repeats = _finite(estimate.repeats) if estimate.items else None
+    values = [_finite(estimate.mean), _finite(estimate.low), _finite(estimate.high), estimate.n, estimate.items,
+              repeats, estimate.method]
+    return dict(zip(names, values, strict=True))
+
+
 def summary_records(summary: RunSummary) -> list[dict[str, Any]]:
-    """One flat record per group, every number at full precision."""
+    """One flat record per group, every number at full precision; each estimate with its rows (`_n`), items,
+    rows per item (`_repeats`) and interval method."""
     error_types = sorted({name for g in summary.groups for name in g.errors_by_type})
     records = []
     for g in summary.groups:
         record: dict[str, Any] = {
             "backend_id": g.backend_id, "param_set": g.param_set, "model": g.model, "temperature": g.temperature,
-            "top_p": g.top_p, "rows": g.rows, "ok": g.ok, "errors": g.errors, "skipped": g.skipped,
-            "error_rate": g.error_rate}
+            "top_p": g.top_p, "rows": g.rows, "items": g.items, "repeats": g.repeats, "ok": g.ok,
+            "errors": g.errors, "skipped": g.skipped, "attempted": g.attempted, "error_rate": g.error_rate}
         record.update({f"errors_{name}": g.errors_by_type.get(name, 0) for name in error_types})
         for metric, estimate in g.scores.items():
-            record.update({f"{metric}_mean": _finite(estimate.mean), f"{metric}_ci_low": _finite(estimate.low),
-                           f"{metric}_ci_high": _finite(estimate.high), f"{metric}_n": estimate.n})
-        record.update({"pass_rate": g.pass_rate, "latency_p50_s": g.latency_p50_s, "latency_p95_s": g.latency_p95_s,
+            record.update(_estimate_record(metric, f"{metric}_mean", estimate))
+        record.update(_estimate_record("pass_rate", "pass_rate", g.pass_rate))
+        record.update({"latency_p50_s": g.latency_p50_s, "latency_p95_s": g.latency_p95_s,
                        "ttft_p50_s": g.ttft_p50_s, "input_tokens": g.input_tokens, "output_tokens": g.output_tokens,
-                       "cost_usd": g.cost_usd, "best_of_wins": g.best_of_wins})
+                       "cost_usd": g.cost_usd, "generation_cost_usd": g.generation_cost_usd,
+                       "scoring_cost_usd": g.scoring_cost_usd, "best_of_wins": g.best_of_wins,
+                       "best_of_ties": g.best_of_ties})
         records.append(record)
     return records
 
@@ -141,45 +201,73 @@ def summary_text(summary: RunSummary, text_format: TextFormat) -> str:
         return json.dumps({"run": summary.run_name, "path": summary.run_path, "state": summary.state,
                            "partial": summary.partial, "warnings": list(summary.warnings), "groups": records,
                            "best_of_wins_by_backend": summary.best_of_wins_by_backend,
-                           "best_of_contests": summary.best_of_contests}, indent=2, allow_nan=False) + "\n"
+                           "best_of_ties_by_backend": summary.best_of_ties_by_backend,
+                           "best_of_contests": summary.best_of_contests,
+                           "best_of_tied_contests": summary.best_of_tied_contests}, indent=2, allow_nan=False) + "\n"
     lines = [f"## Run {summary.run_name} ({summary.state})", ""]
     if summary.partial:
         lines += [f"> **Partial:** {_md('; '.join(summary.warnings))}", ""]
     lines += _markdown_table(summary_columns(summary), [summary_cells(summary, g) for g in summary.groups])
-    lines += ["", "Means with 95% bootstrap confidence intervals."]
-    if summary.best_of_wins_by_backend:
-        wins = ", ".join(f"{b} {n}" for b, n in summary.best_of_wins_by_backend.items())
-        lines += ["", f"Best-of wins of {summary.best_of_contests:,} contests: {_md(wins)}"]
+    lines += ["", f"{_TITLE[0].upper()}{_TITLE[1:]}."]
+    best_of = _best_of_line(summary)
+    if best_of:
+        lines += ["", _md(best_of[0].upper() + best_of[1:])]
     return "\n".join(lines) + "\n"
 
 
 # -- comparison ----------------------------------------------------------------------------------------
 
 
+def _group_header(comparison: Comparison) -> str:
+    return " · ".join(comparison.group_columns) or "group"
+
+
 def _difference_cells(d: MetricDifference) -> list[str]:
-    return [d.backend_id, metric_label(d.metric), f"{d.pairs:,}", _number(d.mean_a), _number(d.mean_b),
-            format_difference(d.difference), f"{d.wins}/{d.ties}/{d.losses}", verdict(d)]
+    return [d.label, metric_label(d.metric), f"{d.pairs:,}", f"{d.difference.items:,}",
+            _number(d.difference.repeats if d.difference.items else None, "{:.3g}"), _number(d.mean_a),
+            _number(d.mean_b), format_difference(d.difference), f"{d.wins}/{d.ties}/{d.losses}", verdict(d)]
 
 
-_DIFFERENCE_COLUMNS = ["backend", "metric", "pairs", "A", "B", "B − A [95% CI]", "wins/ties/losses", "verdict"]
-_CHANGE_COLUMNS = ["backend", "pairs", "only in A", "only in B", "cost A → B USD", "latency p50 A → B s"]
-_REGRESSION_COLUMNS = ["backend", "pair", "A", "B", "prompt", "answer A", "answer B"]
+def _difference_columns(comparison: Comparison) -> list[str]:
+    return [_group_header(comparison), "metric", "pairs", "items", "pairs/item", "A", "B",
+            "B − A [95% CI over items]", "wins/ties/losses", "verdict"]
+
+
+def _change_columns(comparison: Comparison) -> list[str]:
+    return [_group_header(comparison), "pairs", "items", "unpaired items", "rows only in A", "rows only in B",
+            "cost A → B USD", "latency p50 A → B s"]
+
+
+def _pair_columns(comparison: Comparison) -> list[str]:
+    return [_group_header(comparison), "pair", "A", "B", "B − A", "prompt", "answer A", "answer B"]
 
 
 def _change_cells(comparison: Comparison) -> list[list[str]]:
     rows = []
     for c in comparison.changes:
         change = f" ({(c.cost_b_usd - c.cost_a_usd) / c.cost_a_usd:+.1%})" if c.cost_a_usd else ""
-        rows.append([c.backend_id, f"{c.pairs:,}", f"{c.only_in_a:,}", f"{c.only_in_b:,}",
-                     f"{c.cost_a_usd:.4f} → {c.cost_b_usd:.4f}{change}",
+        rows.append([c.label, f"{c.pairs:,}", f"{c.items:,}", f"{c.unpaired_items:,}", f"{c.only_in_a:,}",
+                     f"{c.only_in_b:,}", f"{c.cost_a_usd:.4f} → {c.cost_b_usd:.4f}{change}",
                      f"{_number(c.latency_p50_a_s, '{:.2f}')} → {_number(c.latency_p50_b_s, '{:.2f}')}"])
     return rows
 
 
-def _regression_cells(comparison: Comparison) -> list[list[str]]:
-    return [[r.backend_id, " ".join(f"{k}={v}" for k, v in r.key.items()), f"{r.score_a:.3f}", f"{r.score_b:.3f}",
-             _excerpt(r.prompt), _excerpt(r.response_a), _excerpt(r.response_b)]
-            for found in comparison.regressions.values() for r in found]
+def _pair_cells(found: dict[str, list[NotablePair]]) -> list[list[str]]:
+    return [[p.label, " ".join(f"{k}={v}" for k, v in p.key.items()), f"{p.score_a:.3f}", f"{p.score_b:.3f}",
+             f"{p.difference:+.3f}", _excerpt(p.prompt), _excerpt(p.response_a), _excerpt(p.response_b)]
+            for pairs in found.values() for p in pairs]
+
+
+def _sections(comparison: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(heading, columns, rows) of each comparison table, in order."""
+    metric = metric_label(comparison.gate_metric)
+    return [
+        (f"B = {comparison.run_b} vs A = {comparison.run_a}", _difference_columns(comparison),
+         [_difference_cells(d) for d in comparison.differences]),
+        ("pairing, cost and latency", _change_columns(comparison), _change_cells(comparison)),
+        (f"most regressed pairs on {metric}", _pair_columns(comparison), _pair_cells(comparison.regressions)),
+        (f"most improved pairs on {metric}", _pair_columns(comparison), _pair_cells(comparison.improvements)),
+    ]
 
 
 def gate_message(comparison: Comparison) -> str | None:
@@ -189,10 +277,10 @@ def gate_message(comparison: Comparison) -> str | None:
     metric = metric_label(comparison.gate_metric)
     if not comparison.changes_with_pairs:
         return "REGRESSION GATE FAILED: no row of B pairs with a row of A, so nothing shows B is not worse"
-    if comparison.failed_backends:
+    if comparison.failed_groups:
         return (f"REGRESSION GATE FAILED: the 95% CI of B − A on {metric} lies entirely below "
-                f"−{comparison.threshold:g} for {', '.join(comparison.failed_backends)}")
-    return f"regression gate passed: no backend's 95% CI on {metric} lies entirely below −{comparison.threshold:g}"
+                f"−{comparison.threshold:g} for {', '.join(comparison.failed_groups)}")
+    return f"regression gate passed: no 95% CI of B − A on {metric} lies entirely below −{comparison.threshold:g}"
 
 
 def comparison_renderable(comparison: Comparison) -> RenderableType:
@@ -201,14 +289,8 @@ def comparison_renderable(comparison: Comparison) -> RenderableType:
     for name, warnings in ((comparison.run_a, comparison.warnings_a), (comparison.run_b, comparison.warnings_b)):
         if warnings:
             parts.append(Text(f"PARTIAL {name}: " + "; ".join(warnings), style="bold yellow"))
-    parts += [Text(note) for note in comparison.notes]
-    title = f"B = {comparison.run_b} vs A = {comparison.run_a}, paired on {comparison.pair_on}"
-    for heading, columns, rows in (
-        (title, _DIFFERENCE_COLUMNS, [_difference_cells(d) for d in comparison.differences]),
-        ("pairing, cost and latency", _CHANGE_COLUMNS, _change_cells(comparison)),
-        (f"most regressed pairs on {metric_label(comparison.gate_metric)}", _REGRESSION_COLUMNS,
-         _regression_cells(comparison)),
-    ):
+    parts += [Text(note) for note in [comparison.paired_on.capitalize(), *comparison.notes]]
+    for heading, columns, rows in _sections(comparison):
         if not rows:
             continue
         table = Table(title=escape(heading))
@@ -227,6 +309,8 @@ def comparison_json_data(comparison: Comparison) -> dict[str, Any]:
     """The comparison as plain JSON data (NaN as null)."""
     data = asdict(comparison)
     data["gate_failed"] = comparison.gate_failed
+    for record, difference in zip(data["differences"], comparison.differences, strict=True):
+        record["difference"]["repeats"] = difference.difference.repeats
     return _json_safe(data)  # type: ignore[no-any-return]
 
 
@@ -235,26 +319,28 @@ def comparison_text(comparison: Comparison, text_format: TextFormat) -> str:
     if text_format == "json":
         return json.dumps(comparison_json_data(comparison), indent=2, allow_nan=False) + "\n"
     if text_format == "csv":
-        return _csv([{"backend_id": d.backend_id, "metric": d.metric, "pairs": d.pairs, "unscored": d.unscored,
-                      "mean_a": _finite(d.mean_a), "mean_b": _finite(d.mean_b),
+        return _csv([{**d.group, "metric": d.metric, "pairs": d.pairs, "items": d.difference.items,
+                      "pairs_per_item": d.difference.repeats if d.difference.items else None,
+                      "unscored": d.unscored, "mean_a": _finite(d.mean_a), "mean_b": _finite(d.mean_b),
                       "difference": _finite(d.difference.mean), "ci_low": _finite(d.difference.low),
                       "ci_high": _finite(d.difference.high), "ci_method": d.difference.method, "wins": d.wins,
                       "ties": d.ties, "losses": d.losses, "verdict": verdict(d)} for d in comparison.differences])
-    lines = [f"## B = {comparison.run_b} vs A = {comparison.run_a} (paired on {comparison.pair_on})", ""]
+    sections = _sections(comparison)
+    lines = [f"## {_md(sections[0][0])}", ""]
     for name, warnings in ((comparison.run_a, comparison.warnings_a), (comparison.run_b, comparison.warnings_b)):
         if warnings:
             lines += [f"> **Partial {_md(name)}:** {_md('; '.join(warnings))}", ""]
-    lines += [f"- {_md(note)}" for note in comparison.notes] + ([""] if comparison.notes else [])
-    lines += _markdown_table(_DIFFERENCE_COLUMNS, [_difference_cells(d) for d in comparison.differences])
-    lines += ["", *_markdown_table(_CHANGE_COLUMNS, _change_cells(comparison))]
-    regressions = _regression_cells(comparison)
-    if regressions:
-        lines += ["", f"### Most regressed pairs on {metric_label(comparison.gate_metric)}", "",
-                  *_markdown_table(_REGRESSION_COLUMNS, regressions)]
+    lines += [f"- {_md(note)}" for note in [comparison.paired_on.capitalize(), *comparison.notes]] + [""]
+    for number, (heading, columns, rows) in enumerate(sections):
+        if number and not rows:
+            continue
+        if number:
+            lines += [f"### {_md(heading[0].upper() + heading[1:])}", ""]
+        lines += [*_markdown_table(columns, rows), ""]
     message = gate_message(comparison)
     if message:
-        lines += ["", f"**{message}**"]
-    return "\n".join(lines) + "\n"
+        lines += [f"**{message}**"]
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 # -- plumbing ------------------------------------------------------------------------------------------

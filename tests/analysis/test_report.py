@@ -112,16 +112,19 @@ def test_report_with_a_comparison_shows_the_regression(baseline_run: Path, basel
     assert main(["report", str(baseline_run), "--compare", str(candidate), "--fail-on-regression", "0.02",
                  "-o", str(output)]) == 0
     assert open_report(browser, output) == []
-    assert "failed for beta" in browser.find_element(By.CSS_SELECTOR, ".gate-failed").text
+    gate = browser.find_element(By.CSS_SELECTOR, ".gate-failed").text
+    assert "failed for beta · cold, beta · hot, beta · warm" in gate
     chart = browser.find_element(By.CSS_SELECTOR, "#comparison ~ .charts figure.chart")
     browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", chart)
     assert not_blank(chart.screenshot_as_png) > 0.02
-    # One interval per backend and metric; beta's three are drawn red (the whole interval below zero).
-    assert len(chart.find_elements(By.CSS_SELECTOR, "circle")) == 6
-    assert len(chart.find_elements(By.CSS_SELECTOR, "circle[fill='#d62728']")) == 3
+    # One interval per backend, parameter set and metric; 8 of beta's 9 are drawn red (the whole interval
+    # below zero: its accuracy at the hot parameter set, pass/fail over 80 items, is not clearly worse).
+    assert len(chart.find_elements(By.CSS_SELECTOR, "circle")) == 18
+    assert len(chart.find_elements(By.CSS_SELECTOR, "circle[fill='#d62728']")) == 8
     verdicts = [cell.text for cell in browser.find_elements(By.CSS_SELECTOR, "#differences td:last-child")]
-    assert verdicts.count("worse") == 3
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#regressions tbody tr")) == 20  # top 10 per backend
+    assert verdicts.count("worse") == 8
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#regressions tbody tr")) == 30  # top 5 per group
+    assert len(browser.find_elements(By.CSS_SELECTOR, "#improvements tbody tr")) == 30
     # A 960-row run: the table holds every row; the heatmaps show the 3 parameter sets.
     assert shown_rows(browser) == 960
     assert "The first" not in browser.find_element(By.TAG_NAME, "body").text
