@@ -389,7 +389,8 @@ def test_a_judge_that_cannot_score_says_why_and_is_not_dropped_without_a_trace(f
     assert result.ok and result.scores == {"main": 1.0, "judged": None}
     assert result.explanation == f"judged: {reason}"
     assert result.explanations["judged"] == reason and result.missing == {"judged": reason}
-    assert result.passed is False and result.score == 1.0  # the total of what scored, with the gap in view
+    # The total of what scored, with the gap in view; no criterion has a threshold, so there is no verdict.
+    assert result.passed is None and result.score == 1.0
 
 
 def test_export_csv_writes_each_criterions_score_raw_number_and_explanation(fake_server: FakeServer,
