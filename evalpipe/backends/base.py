@@ -64,18 +64,29 @@ class StreamState:
     model: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_input_tokens: int = 0
+    refusal: str | None = None
+    safety: dict[str, Any] | None = None
     done: bool = False  # the protocol's end-of-stream event was seen
+    # What a protocol remembers between events (Anthropic: the type of each content block).
+    blocks: dict[int, str] = field(default_factory=dict)
 
     def to_response(self, latency_s: float, ttft_s: float | None, attempts: int) -> ChatResponse:
+        usage = Usage(self.input_tokens, self.output_tokens, self.reasoning_tokens,
+                      self.cached_input_tokens, self.cache_write_input_tokens)
         return ChatResponse(
             text="".join(self.text),
             finish_reason=self.finish_reason,
             model=self.model,
-            usage=Usage(self.input_tokens, self.output_tokens),
+            usage=usage,
             latency_s=latency_s,
             ttft_s=ttft_s,
             reasoning="".join(self.reasoning) or None,
             attempts=attempts,
+            refusal=self.refusal,
+            safety=self.safety,
         )
 
 
