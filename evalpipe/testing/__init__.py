@@ -35,6 +35,15 @@ dimensions unless the request asks for others), so texts sharing words are close
 one word per event. DeepSeek models whose name contains "reasoner" also return `reasoning_content`
 ("Thinking: <last user message>").
 
+Answers beyond text (each protocol module's docstring has the details): a request that turns
+thinking on gets thinking back ("Thinking: <last user message>"; Anthropic `thinking`, Gemini
+`thinkingConfig.includeThoughts`, Ollama `think`), and markers add the other shapes:
+`[[tool_use]]` a tool call (Anthropic, Gemini, Ollama), `[[refusal]]` and `[[redacted_thinking]]`
+(Anthropic), `[[cache_read:N]]` (Anthropic, Gemini) and `[[cache_write:N]]` (Anthropic) cache
+usage, `[[safety]]` / `[[safety:REASON]]` a filtered candidate and `[[blocked]]` /
+`[[blocked:REASON]]` a blocked prompt (Gemini), `[[stream_error:TYPE]]` the error type of
+Anthropic's `error_event` fault.
+
 Auth is checked the way each vendor does (Bearer; `x-api-key`; `x-goog-api-key` or `?key=`;
 Azure `api-key`). Any key is accepted except: none (the vendor's missing-key error), a key starting
 with `invalid` (401, Gemini 400 API_KEY_INVALID) and one starting with `forbidden` (403). Ollama and

@@ -248,10 +248,7 @@ class AnthropicProtocol(Protocol):
         shape = AnswerShape.of(call, answer)
         start = self._message(call, [], None, 1)
         start["usage"] = {**shape.usage(1), "output_tokens": 1}
-        head = [
-            sse({"type": "message_start", "message": start}, event="message_start"),
-            sse({"type": "ping"}, event="ping"),
-        ]
+        head = [sse({"type": "message_start", "message": start}, event="message_start")]
         # One element per delta the client sees; a block's start and stop events travel with its
         # first and last delta, so the faults that cut after the first delta cut inside a block.
         deltas: list[bytes] = []
@@ -260,7 +257,8 @@ class AnthropicProtocol(Protocol):
                           event="content_block_start")
             events = [sse({"type": "content_block_delta", "index": index, "delta": delta},
                           event="content_block_delta") for delta in pieces] or [b""]
-            events[0] = opening + events[0]
+            # The streaming guide's order: the first block opens, then a ping, then its deltas.
+            events[0] = opening + (sse({"type": "ping"}, event="ping") if index == 0 else b"") + events[0]
             events[-1] += sse({"type": "content_block_stop", "index": index}, event="content_block_stop")
             deltas += events
         stop = {"stop_reason": shape.stop_reason, "stop_sequence": None}

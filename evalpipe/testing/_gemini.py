@@ -268,7 +268,8 @@ class GeminiProtocol(Protocol):
         if shape.safety is None:
             pieces += [[{"text": piece}] for piece in answer.pieces]
         chunks = [self._chunk(call, shape, parts, False, response_id) for parts in pieces]
-        final = self._chunk(call, shape, [_FUNCTION_CALL] if shape.tool_call else [], True, response_id)
+        last = [_FUNCTION_CALL] if shape.tool_call else [{"text": ""}] if shape.safety is None else []
+        final = self._chunk(call, shape, last, True, response_id)
         if shape.blocked:
             chunks, final = [], self._blocked(call, shape, response_id)
         error = {
