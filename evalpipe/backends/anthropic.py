@@ -147,8 +147,9 @@ class AnthropicProvider(Provider):
     and defaults to budget + `default_max_tokens`; temperature other than 1, top_k, top_p below
     0.95 and a JSON schema (a forced tool) cannot be combined with thinking: ConfigError before
     sending). `reasoning_effort` → `output_config: {effort}`, Anthropic's own effort control
-    (Opus 4.5 also needs the header `anthropic-beta: effort-2025-11-24`). `seed` has no Anthropic
-    equivalent and is never sent.
+    (Opus 4.5 also needs the header `anthropic-beta: effort-2025-11-24`); models that think
+    adaptively take `extra_body={"thinking": {"type": "adaptive"}}` beside it. `seed` has no
+    Anthropic equivalent and is never sent.
     """
 
     name = "anthropic"

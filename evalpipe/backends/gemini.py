@@ -91,9 +91,10 @@ def response_schema(schema: Mapping[str, Any], defs: Mapping[str, Any] | None = 
 def fold_usage(usage: Mapping[str, Any], state: StreamState) -> None:
     """Add a `usageMetadata` object to `state`, in evalpipe's convention.
 
-    `promptTokenCount` already includes `cachedContentTokenCount`; `candidatesTokenCount` does not
-    include `thoughtsTokenCount`, which is billed as output too."""
-    state.input_tokens = _as_int(usage.get("promptTokenCount"))
+    `promptTokenCount` already includes `cachedContentTokenCount` but not `toolUsePromptTokenCount`
+    (the results of Google's own tools, read as input too); `candidatesTokenCount` does not include
+    `thoughtsTokenCount`, which is billed as output too. (`totalTokenCount` is the sum of all four.)"""
+    state.input_tokens = _as_int(usage.get("promptTokenCount")) + _as_int(usage.get("toolUsePromptTokenCount"))
     state.cached_input_tokens = _as_int(usage.get("cachedContentTokenCount"))
     state.reasoning_tokens = _as_int(usage.get("thoughtsTokenCount"))
     state.output_tokens = _as_int(usage.get("candidatesTokenCount")) + state.reasoning_tokens
@@ -117,7 +118,7 @@ class GeminiProvider(Provider):
     SAFETY, RECITATION, BLOCKLIST, PROHIBITED_CONTENT, SPII → `content_filter` with the candidate's
     `safetyRatings` (and finish reason, message, citations) in `safety`; a blocked prompt
     (`promptFeedback.blockReason`, no candidate) → `content_filter` with the feedback in `safety`.
-    Usage: `promptTokenCount` (cached content included) → `input_tokens`,
+    Usage: `promptTokenCount` (cached content included) + `toolUsePromptTokenCount` → `input_tokens`,
     `cachedContentTokenCount` → `cached_input_tokens`, `candidatesTokenCount` + `thoughtsTokenCount`
     → `output_tokens`, `thoughtsTokenCount` → `reasoning_tokens`.
 

@@ -407,3 +407,12 @@ def test_a_thinking_level_and_a_budget_together_are_refused_before_sending() -> 
     with pytest.raises(errors.ConfigError, match="not both"):
         gemini().chat_request([ChatMessage.user("x")], GenerationParams(
             reasoning_effort="high", reasoning_budget_tokens=1000), stream=False)
+
+
+def test_tool_use_prompt_tokens_are_input_too() -> None:
+    body = fixture("gemini_function_call_cached.json")
+    body["usageMetadata"] = {"promptTokenCount": 100, "toolUsePromptTokenCount": 50, "candidatesTokenCount": 10,
+                             "totalTokenCount": 160}
+    usage = gemini().parse_chat(body).usage
+    assert (usage.input_tokens, usage.output_tokens) == (150, 10)
+    assert usage.total_tokens == body["usageMetadata"]["totalTokenCount"]
