@@ -94,7 +94,10 @@ def start_block(index: int, block: Mapping[str, Any], state: StreamState) -> Str
         return _add(state, reasoning=REDACTED_THINKING)
     if kind == ANSWER_TOOL and block.get("input"):
         return _add(state, text=json.dumps(block["input"]))
-    # Other tool calls are not text: the finish reason says the model called a tool.
+    if kind == "tool_use":
+        # Not text, but said all the same: the finish reason tells of it, and a failure after it
+        # cannot be retried as if nothing had been said.
+        state.hidden_output += 1
     return None
 
 
@@ -115,7 +118,7 @@ def stop(stop_reason: Any, state: StreamState) -> None:
     """Record why the turn ended; a refusal keeps what was said as the refusal."""
     state.finish_reason = finish_reason(stop_reason, state) or state.finish_reason
     if stop_reason == "refusal":
-        state.refusal = "".join(state.text) or None
+        state.refusal = list(state.text)
 
 
 def stream_error(provider: str, data: Any) -> errors.ProviderError:

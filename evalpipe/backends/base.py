@@ -61,32 +61,45 @@ class StreamState:
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     finish_reason: str | None = None
+    # What a protocol remembers between events (Anthropic: the kind of each content block).
+    blocks: dict[int, str] = field(default_factory=dict)
     model: str = ""
     input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
     cached_input_tokens: int = 0
     cache_write_input_tokens: int = 0
-    refusal: str | None = None
-    safety: dict[str, Any] | None = None
+    refusal: list[str] = field(default_factory=list)
+    safety: dict[str, Any] = field(default_factory=dict)
+    # Output that is no text chunk but was delivered all the same (encrypted reasoning, tool calls):
+    # once there is some, a failure can no longer be retried as if nothing had been said.
+    hidden_output: int = 0
     done: bool = False  # the protocol's end-of-stream event was seen
-    # What a protocol remembers between events (Anthropic: the type of each content block).
-    blocks: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def delivered(self) -> bool:
+        """Whether the stream has delivered any part of an answer yet."""
+        return bool(self.text or self.reasoning or self.refusal or self.hidden_output)
+
+    def set_usage(self, usage: Usage) -> None:
+        self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
+        self.reasoning_tokens = usage.reasoning_tokens
+        self.cached_input_tokens = usage.cached_input_tokens
+        self.cache_write_input_tokens = usage.cache_write_input_tokens
 
     def to_response(self, latency_s: float, ttft_s: float | None, attempts: int) -> ChatResponse:
-        usage = Usage(self.input_tokens, self.output_tokens, self.reasoning_tokens,
-                      self.cached_input_tokens, self.cache_write_input_tokens)
         return ChatResponse(
             text="".join(self.text),
             finish_reason=self.finish_reason,
             model=self.model,
-            usage=usage,
+            usage=Usage(self.input_tokens, self.output_tokens, self.reasoning_tokens,
+                        self.cached_input_tokens, self.cache_write_input_tokens),
             latency_s=latency_s,
             ttft_s=ttft_s,
             reasoning="".join(self.reasoning) or None,
             attempts=attempts,
-            refusal=self.refusal,
-            safety=self.safety,
+            refusal="".join(self.refusal) or None,
+            safety=self.safety or None,
         )
 
 
@@ -390,7 +403,7 @@ class ChatStream:
                     delivered = True
                     yield chunk
             except errors.ProviderError as error:
-                if delivered:
+                if delivered or state.delivered:
                     error.attempts = retry_index + 1
                     raise
                 waited = await policy.wait_or_raise(error, retry_index, waited)

@@ -233,6 +233,7 @@ class GeminiProvider(Provider):
                 continue
             if "functionCall" in part:  # a tool call is not text; the finish reason tells of it
                 state.blocks[len(state.blocks)] = "functionCall"
+                state.hidden_output += 1
             elif isinstance(part.get("text"), str):
                 (thought if part.get("thought") is True else text).append(part["text"])
         if reason := finish_reason(candidate.get("finishReason")):

@@ -156,6 +156,7 @@ class OllamaProvider(Provider):
         thinking = message.get("thinking") or event.get("thinking") or ""
         if message.get("tool_calls"):  # not text: remembered for the finish reason
             state.blocks[len(state.blocks)] = "tool_calls"
+            state.hidden_output += 1
         if event.get("done") is True:
             state.done = True
             state.finish_reason = _with_tool_calls(finish_reason(event), "tool_calls" in state.blocks.values())

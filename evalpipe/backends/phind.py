@@ -32,8 +32,9 @@ class PhindProvider(Provider):
     requires_api_key = False
     supports_embeddings = False
     supports_json_schema = False
-    ignored_options = frozenset({"temperature", "top_p", "top_k", "max_tokens", "seed", "stop",
-                                 "reasoning_effort", "reasoning_budget_tokens"})
+    ignored_options = frozenset(
+        {"temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "reasoning_effort", "reasoning_budget_tokens"}
+    )
     stream_decoder = DataLineDecoder
     stream_needs_end_event = False  # the answer ends with the body; there is no end event
 

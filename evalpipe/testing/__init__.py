@@ -35,14 +35,13 @@ dimensions unless the request asks for others), so texts sharing words are close
 one word per event. DeepSeek models whose name contains "reasoner" also return `reasoning_content`
 ("Thinking: <last user message>").
 
-Answers beyond text (each protocol module's docstring has the details): a request that turns
-thinking on gets thinking back ("Thinking: <last user message>"; Anthropic `thinking`, Gemini
-`thinkingConfig.includeThoughts`, Ollama `think`), and markers add the other shapes:
-`[[tool_use]]` a tool call (Anthropic, Gemini, Ollama), `[[refusal]]` and `[[redacted_thinking]]`
-(Anthropic), `[[cache_read:N]]` (Anthropic, Gemini) and `[[cache_write:N]]` (Anthropic) cache
-usage, `[[safety]]` / `[[safety:REASON]]` a filtered candidate and `[[blocked]]` /
-`[[blocked:REASON]]` a blocked prompt (Gemini), `[[stream_error:TYPE]]` the error type of
-Anthropic's `error_event` fault.
+Answers beyond text on Anthropic, Gemini and Ollama (each protocol module's docstring has the
+details): a request that turns thinking on gets thinking back ("Thinking: <last user message>";
+Anthropic `thinking`, Gemini `thinkingConfig.includeThoughts`, Ollama `think`), and the markers
+below add the other shapes: `[[shape:tool_call]]` a tool call (all three), `[[shape:refusal]]`,
+`[[shape:redacted_thinking]]`, `[[shape:invalid_request]]` and `[[cache_write:N]]` (Anthropic),
+`[[cached:N]]` cache reads (Anthropic, Gemini), `[[shape:content_filter]]` a filtered candidate and
+`[[shape:blocked_prompt]]` a blocked prompt (Gemini).
 
 Auth is checked the way each vendor does (Bearer; `x-api-key`; `x-goog-api-key` or `?key=`;
 Azure `api-key`). Any key is accepted except: none (the vendor's missing-key error), a key starting

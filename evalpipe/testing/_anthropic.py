@@ -3,11 +3,12 @@
 Beyond text, an answer shows the other shapes of the Messages API: a request with `thinking`
 enabled gets a `thinking` block ("Thinking: <last user message>", with a signature; streamed as
 `thinking_delta`s then a `signature_delta`), and markers in the last user message add the rest:
-`[[redacted_thinking]]` a `redacted_thinking` block, `[[tool_use]]` a `tool_use` block (stop reason
-`tool_use`; streamed as `input_json_delta`s), `[[refusal]]` the stop reason `refusal`,
-`[[cache_read:N]]` / `[[cache_write:N]]` that many input tokens reported as read from / written to
-the prompt cache (and taken out of `input_tokens`, as Anthropic counts them), and
-`[[stream_error:TYPE]]` the error type of the `error_event` fault (default `overloaded_error`).
+`[[shape:redacted_thinking]]` a `redacted_thinking` block, `[[shape:tool_call]]` a `tool_use` block
+(stop reason `tool_use`; streamed as `input_json_delta`s), `[[shape:refusal]]` the stop reason
+`refusal`, `[[cached:N]]` / `[[cache_write:N]]` that many input tokens reported as read from /
+written to the prompt cache (and taken out of `input_tokens`, as Anthropic counts them), and
+`[[shape:invalid_request]]` makes the `error_event` fault an `invalid_request_error` event instead
+of `overloaded_error`.
 """
 
 from __future__ import annotations
@@ -101,26 +102,23 @@ class AnswerShape:
 
     text: str
     thinking: str | None  # present when the request enabled extended thinking
-    redacted: bool  # [[redacted_thinking]]
-    tool_call: bool  # [[tool_use]]
-    stop_reason: str  # [[refusal]] makes it "refusal"
-    cache_read: int  # [[cache_read:N]]
+    redacted: bool  # [[shape:redacted_thinking]]
+    tool_call: bool  # [[shape:tool_call]]
+    stop_reason: str  # [[shape:refusal]] makes it "refusal"
+    cache_read: int  # [[cached:N]]
     cache_write: int  # [[cache_write:N]]
     input_tokens: int
-    stream_error: str  # [[stream_error:TYPE]]: the error type of the error_event fault
+    stream_error: str  # the error type of the error_event fault: [[shape:invalid_request]] or overloaded
 
     @classmethod
     def of(cls, call: Call, answer: Answer) -> AnswerShape:
         found = markers(call.prompt)
+        shape = found.get("shape")
         thinking = f"Thinking: {strip_markers(call.prompt)}".strip() if call.extras.get("thinking") else None
-        stop = _STOP_REASONS[answer.finish]
-        if "tool_use" in found:
-            stop = "tool_use"
-        if "refusal" in found:
-            stop = "refusal"
-        return cls(answer.text, thinking, "redacted_thinking" in found, "tool_use" in found, stop,
-                   _marker_int(found, "cache_read"), _marker_int(found, "cache_write"), answer.input_tokens,
-                   found.get("stream_error") or "overloaded_error")
+        stop = {"tool_call": "tool_use", "refusal": "refusal"}.get(shape or "", _STOP_REASONS[answer.finish])
+        error = "invalid_request_error" if shape == "invalid_request" else "overloaded_error"
+        return cls(answer.text, thinking, shape == "redacted_thinking", shape == "tool_call", stop,
+                   _marker_int(found, "cached"), _marker_int(found, "cache_write"), answer.input_tokens, error)
 
     def blocks(self) -> list[dict[str, Any]]:
         """The content blocks of the whole message."""

@@ -9,11 +9,11 @@ a JSON array otherwise; the stream ends when the connection does, after a chunk 
 
 Beyond text: a request whose `thinkingConfig` has `includeThoughts` gets a thought part
 (`thought: true`, "Thinking: <last user message>") counted in `thoughtsTokenCount`, apart from
-`candidatesTokenCount`. Markers: `[[safety]]` / `[[safety:REASON]]` end the candidate with that
-finish reason (SAFETY by default), no content and `safetyRatings`; `[[blocked]]` /
-`[[blocked:REASON]]` block the prompt (`promptFeedback.blockReason`, no candidate at all);
-`[[tool_use]]` adds a `functionCall` part; `[[cache_read:N]]` reports N prompt tokens as
-`cachedContentTokenCount` (they stay in `promptTokenCount`, as Gemini counts them).
+`candidatesTokenCount`. Markers: `[[shape:content_filter]]` ends the candidate with finish reason
+SAFETY, no content and `safetyRatings`; `[[shape:blocked_prompt]]` blocks the prompt
+(`promptFeedback.blockReason`, no candidate at all); `[[shape:tool_call]]` adds a `functionCall`
+part; `[[cached:N]]` reports N prompt tokens as `cachedContentTokenCount` (they stay in
+`promptTokenCount`, as Gemini counts them).
 """
 
 from __future__ import annotations
@@ -104,24 +104,25 @@ class GeminiShape:
 
     finish_reason: str
     thinking: str | None  # when the request's thinkingConfig asks for thoughts
-    safety: str | None  # [[safety]] / [[safety:REASON]]: the candidate stops with REASON (SAFETY)
-    blocked: str | None  # [[blocked]] / [[blocked:REASON]]: the prompt is blocked, no candidate
-    tool_call: bool  # [[tool_use]]: a functionCall part
-    cached: int  # [[cache_read:N]]
+    safety: str | None  # [[shape:content_filter]]: the candidate stops with SAFETY
+    blocked: str | None  # [[shape:blocked_prompt]]: the prompt is blocked (SAFETY), no candidate
+    tool_call: bool  # [[shape:tool_call]]: a functionCall part
+    cached: int  # [[cached:N]]
     input_tokens: int
     output_tokens: int
 
     @classmethod
     def of(cls, call: Call, answer: Answer) -> GeminiShape:
         found = markers(call.prompt)
+        shape = found.get("shape")
         thinking = f"Thinking: {strip_markers(call.prompt)}".strip() if call.extras.get("thoughts") else None
-        safety = (found["safety"] or "SAFETY") if "safety" in found else None
+        safety = "SAFETY" if shape == "content_filter" else None
         try:
-            cached = min(max(int(found.get("cache_read") or 0), 0), answer.input_tokens)
+            cached = min(max(int(found.get("cached") or 0), 0), answer.input_tokens)
         except ValueError:
-            raise RequestRejected(ErrorKind.BAD_REQUEST, "bad fake-server marker: cache_read") from None
+            raise RequestRejected(ErrorKind.BAD_REQUEST, "bad fake-server marker: cached") from None
         return cls(safety or _FINISH[answer.finish], thinking, safety,
-                   (found["blocked"] or "SAFETY") if "blocked" in found else None, "tool_use" in found,
+                   "SAFETY" if shape == "blocked_prompt" else None, shape == "tool_call",
                    cached, answer.input_tokens, 0 if safety else answer.output_tokens)
 
     def usage(self) -> dict[str, Any]:

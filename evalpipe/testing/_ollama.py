@@ -5,7 +5,7 @@ line that carries token counts and nanosecond durations.
 
 A request with `think: true` (or a level: "low", "medium", "high") gets `message.thinking`
 ("Thinking: <last user message>"; `thinking` on `/api/generate`), streamed before the content and
-counted in `eval_count`; `[[tool_use]]` in the last user message adds `message.tool_calls` (an
+counted in `eval_count`; `[[shape:tool_call]]` in the last user message adds `message.tool_calls` (an
 object of arguments, not a string), on a line of its own before the last one when streamed.
 """
 
@@ -154,7 +154,7 @@ class OllamaProtocol(Protocol):
 
     def reply(self, call: Call, answer: Answer) -> Reply:
         if call.operation is not Operation.EMBED:
-            tool_calls = "tool_use" in markers(call.prompt)
+            tool_calls = markers(call.prompt).get("shape") == "tool_call"
             return json_reply(200, self._final(call, answer, answer.text, _thinking(call), tool_calls))
         if call.extras.get("legacy"):
             return json_reply(200, {"embedding": answer.embeddings[0] if answer.embeddings else []})
@@ -173,7 +173,7 @@ class OllamaProtocol(Protocol):
     def stream(self, call: Call, answer: Answer) -> StreamPlan:
         lines = [self._line(call, "", False, piece) for piece in split_pieces(_thinking(call))]
         lines += [self._line(call, piece, False) for piece in answer.pieces]
-        if "tool_use" in markers(call.prompt):
+        if markers(call.prompt).get("shape") == "tool_call":
             lines.append(self._line(call, "", False, tool_calls=True))
         deltas = [dumps(line) + b"\n" for line in lines]
         tail = [dumps(self._final(call, answer, "")) + b"\n"]

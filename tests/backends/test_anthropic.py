@@ -224,7 +224,7 @@ def live(server: FakeServer, key: str) -> AnthropicProvider:
 
 def test_e2e_an_invalid_request_error_event_is_not_retried(fake_server: FakeServer) -> None:
     key = "sk-ant-stream-invalid-0123456789"
-    prompt = "x y [[fault:error_event]] [[stream_error:invalid_request_error]]"
+    prompt = "x y [[fault:error_event]] [[shape:invalid_request]]"
     with pytest.raises(errors.BadRequestError, match="invalid_request_error"):
         live(fake_server, key).stream([ChatMessage.user(prompt)]).collect()
     assert fake_server.stats(key).requests == 1

@@ -74,8 +74,9 @@ def test_sampling_parameters_are_never_sent() -> None:
     with_params = phind().chat_request([ChatMessage.user("Hi")], params, stream=False).body
     without = phind().chat_request([ChatMessage.user("Hi")], GenerationParams(), stream=False).body
     assert with_params == without
-    assert PhindProvider.ignored_options == {"temperature", "top_p", "top_k", "max_tokens", "seed", "stop",
-                                             "reasoning_effort", "reasoning_budget_tokens"}
+    assert PhindProvider.ignored_options == {
+        "temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "reasoning_effort", "reasoning_budget_tokens"
+    }
 
 
 def test_structured_output_and_embeddings_are_unsupported_not_ignored() -> None:

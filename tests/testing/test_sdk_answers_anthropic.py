@@ -26,7 +26,7 @@ def user(text: str) -> Any:
 
 def test_thinking_and_redacted_thinking_blocks(fake_server: FakeServer) -> None:
     message = client(fake_server).messages.create(
-        model=MODEL, max_tokens=2048, thinking=THINKING, messages=user("why [[redacted_thinking]]"))
+        model=MODEL, max_tokens=2048, thinking=THINKING, messages=user("why [[shape:redacted_thinking]]"))
     kinds = [block.type for block in message.content]
     assert kinds == ["thinking", "redacted_thinking", "text"]
     thinking, redacted, text = message.content
@@ -38,7 +38,7 @@ def test_thinking_and_redacted_thinking_blocks(fake_server: FakeServer) -> None:
 
 def test_streamed_thinking_signature_and_tool_input(fake_server: FakeServer) -> None:
     with client(fake_server).messages.stream(
-        model=MODEL, max_tokens=2048, thinking=THINKING, messages=user("weather? [[tool_use]]")
+        model=MODEL, max_tokens=2048, thinking=THINKING, messages=user("weather? [[shape:tool_call]]")
     ) as stream:
         events = [event.type for event in stream]
         final = stream.get_final_message()
@@ -53,7 +53,7 @@ def test_streamed_thinking_signature_and_tool_input(fake_server: FakeServer) -> 
 
 @pytest.mark.parametrize("stream", [False, True])
 def test_refusal_and_cache_usage(fake_server: FakeServer, stream: bool) -> None:
-    prompt = "a b c d e [[refusal]] [[cache_read:3]] [[cache_write:1]]"
+    prompt = "a b c d e [[shape:refusal]] [[cached:3]] [[cache_write:1]]"
     sdk = client(fake_server)
     if stream:
         with sdk.messages.stream(model=MODEL, max_tokens=100, messages=user(prompt)) as events:
@@ -75,7 +75,7 @@ def test_thinking_rules_are_enforced_like_the_api(fake_server: FakeServer) -> No
 
 
 def test_an_invalid_request_error_event_in_a_stream(fake_server: FakeServer) -> None:
-    prompt = "a b [[fault:error_event]] [[stream_error:invalid_request_error]]"
+    prompt = "a b [[fault:error_event]] [[shape:invalid_request]]"
     with (
         pytest.raises(anthropic.APIStatusError) as caught,
         client(fake_server).messages.stream(model=MODEL, max_tokens=50, messages=user(prompt)) as stream,

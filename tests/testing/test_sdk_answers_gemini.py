@@ -46,25 +46,25 @@ def test_streamed_thoughts_come_before_the_answer(fake_server: FakeServer) -> No
 
 def test_cached_content_tokens(fake_server: FakeServer) -> None:
     sdk = client(fake_server)
-    response = sdk.models.generate_content(model=MODEL, contents="a b c [[cache_read:2]]")
+    response = sdk.models.generate_content(model=MODEL, contents="a b c [[cached:2]]")
     usage = response.usage_metadata
     assert usage is not None and (usage.prompt_token_count, usage.cached_content_token_count) == (4, 2)
 
 
 def test_a_safety_stop_and_a_blocked_prompt(fake_server: FakeServer) -> None:
     sdk = client(fake_server)
-    stopped = sdk.models.generate_content(model=MODEL, contents="x [[safety:PROHIBITED_CONTENT]]")
-    assert stopped.candidates and stopped.candidates[0].finish_reason == types.FinishReason.PROHIBITED_CONTENT
+    stopped = sdk.models.generate_content(model=MODEL, contents="x [[shape:content_filter]]")
+    assert stopped.candidates and stopped.candidates[0].finish_reason == types.FinishReason.SAFETY
     ratings = stopped.candidates[0].safety_ratings or []
     assert any(rating.blocked for rating in ratings)
     assert stopped.text is None
-    blocked = sdk.models.generate_content(model=MODEL, contents="x [[blocked]]")
+    blocked = sdk.models.generate_content(model=MODEL, contents="x [[shape:blocked_prompt]]")
     assert not blocked.candidates
     assert blocked.prompt_feedback and blocked.prompt_feedback.block_reason == types.BlockedReason.SAFETY
 
 
 def test_a_function_call_part(fake_server: FakeServer) -> None:
     sdk = client(fake_server)
-    response = sdk.models.generate_content(model=MODEL, contents="weather? [[tool_use]]")
+    response = sdk.models.generate_content(model=MODEL, contents="weather? [[shape:tool_call]]")
     calls = response.function_calls or []
     assert [(call.name, call.args) for call in calls] == [("get_weather", {"city": "Paris"})]

@@ -29,7 +29,7 @@ def test_thinking_plain_and_streamed(sdk: ollama.Client) -> None:
 
 
 def test_tool_calls_plain_and_streamed(sdk: ollama.Client) -> None:
-    messages = [{"role": "user", "content": "weather? [[tool_use]]"}]
+    messages = [{"role": "user", "content": "weather? [[shape:tool_call]]"}]
     response = sdk.chat(model="qwen3", messages=messages)
     calls = response.message.tool_calls or []
     assert [(call.function.name, dict(call.function.arguments)) for call in calls] == [
