@@ -232,12 +232,11 @@ class GeminiProvider(Provider):
             if not isinstance(part, dict):
                 continue
             if "functionCall" in part:  # a tool call is not text; the finish reason tells of it
-                state.blocks[len(state.blocks)] = "functionCall"
                 state.hidden_output += 1
             elif isinstance(part.get("text"), str):
                 (thought if part.get("thought") is True else text).append(part["text"])
         if reason := finish_reason(candidate.get("finishReason")):
-            called = reason == "stop" and "functionCall" in state.blocks.values()
+            called = reason == "stop" and state.hidden_output > 0  # Gemini's only hidden output: tool calls
             state.finish_reason, state.done = "tool_calls" if called else reason, True
         if candidate.get("safetyRatings") or reason == "content_filter":
             state.safety = {k: candidate[k] for k in _CANDIDATE_SAFETY_KEYS if k in candidate}

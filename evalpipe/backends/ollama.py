@@ -154,12 +154,11 @@ class OllamaProvider(Provider):
         message = message if isinstance(message, dict) else {}
         text = message.get("content") or event.get("response") or ""
         thinking = message.get("thinking") or event.get("thinking") or ""
-        if message.get("tool_calls"):  # not text: remembered for the finish reason
-            state.blocks[len(state.blocks)] = "tool_calls"
+        if message.get("tool_calls"):  # not text, but delivered: the finish reason tells of it
             state.hidden_output += 1
         if event.get("done") is True:
             state.done = True
-            state.finish_reason = _with_tool_calls(finish_reason(event), "tool_calls" in state.blocks.values())
+            state.finish_reason = _with_tool_calls(finish_reason(event), state.hidden_output > 0)
             state.input_tokens = _as_int(event.get("prompt_eval_count"))
             state.output_tokens = _as_int(event.get("eval_count"))
         if not (text or thinking):
