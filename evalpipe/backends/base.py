@@ -62,6 +62,8 @@ class StreamState:
     text: list[str] = field(default_factory=list)
     reasoning: list[str] = field(default_factory=list)
     finish_reason: str | None = None
+    # What a protocol remembers between events (Anthropic: the kind of each content block).
+    blocks: dict[int, str] = field(default_factory=dict)
     model: str = ""
     input_tokens: int = 0
     output_tokens: int = 0

@@ -17,7 +17,10 @@ from evalpipe.backends.framing import SSEEvent
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk
 
 _API_VERSION = re.compile(r"v\d+(?:alpha|beta)?\d*")
-_FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII"})
+_FILTERED = frozenset({"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"})
+# What `ChatResponse.safety` keeps of a blocked prompt's `promptFeedback` and of a candidate.
+_FEEDBACK_KEYS = ("blockReason", "blockReasonMessage", "safetyRatings")
+_CANDIDATE_SAFETY_KEYS = ("finishReason", "finishMessage", "safetyRatings", "citationMetadata")
 
 # `responseSchema` is the `Schema` object of the Gemini API, "a select subset of an OpenAPI 3.0 schema
 # object", not JSON Schema: any other key (`additionalProperties`, `$schema`, `$defs`, `$ref`, `const`,
@@ -85,6 +88,18 @@ def response_schema(schema: Mapping[str, Any], defs: Mapping[str, Any] | None = 
     return out
 
 
+def fold_usage(usage: Mapping[str, Any], state: StreamState) -> None:
+    """Add a `usageMetadata` object to `state`, in evalpipe's convention.
+
+    `promptTokenCount` already includes `cachedContentTokenCount` but not `toolUsePromptTokenCount`
+    (the results of Google's own tools, read as input too); `candidatesTokenCount` does not include
+    `thoughtsTokenCount`, which is billed as output too. (`totalTokenCount` is the sum of all four.)"""
+    state.input_tokens = _as_int(usage.get("promptTokenCount")) + _as_int(usage.get("toolUsePromptTokenCount"))
+    state.cached_input_tokens = _as_int(usage.get("cachedContentTokenCount"))
+    state.reasoning_tokens = _as_int(usage.get("thoughtsTokenCount"))
+    state.output_tokens = _as_int(usage.get("candidatesTokenCount")) + state.reasoning_tokens
+
+
 def _details(body: Any) -> Iterator[dict[str, Any]]:
     error = body.get("error") if isinstance(body, dict) else None
     details = error.get("details") if isinstance(error, dict) else None
@@ -96,7 +111,23 @@ def _as_int(value: Any) -> int:
 
 
 class GeminiProvider(Provider):
-    """Google's Gemini API (AI Studio keys); the key travels in `x-goog-api-key`, never in the URL."""
+    """Google's Gemini API (AI Studio keys); the key travels in `x-goog-api-key`, never in the URL.
+
+    Where each part of an answer lands: text parts → `text`; parts with `thought: true` →
+    `reasoning`; `functionCall` parts → nothing (finish reason `tool_calls`); `finishReason`
+    SAFETY, RECITATION, BLOCKLIST, PROHIBITED_CONTENT, SPII → `content_filter` with the candidate's
+    `safetyRatings` (and finish reason, message, citations) in `safety`; a blocked prompt
+    (`promptFeedback.blockReason`, no candidate) → `content_filter` with the feedback in `safety`.
+    Usage: `promptTokenCount` (cached content included) + `toolUsePromptTokenCount` → `input_tokens`,
+    `cachedContentTokenCount` → `cached_input_tokens`, `candidatesTokenCount` + `thoughtsTokenCount`
+    → `output_tokens`, `thoughtsTokenCount` → `reasoning_tokens`.
+
+    Reasoning controls: `reasoning_effort` → `thinkingConfig.thinkingLevel` (Gemini 3 models;
+    3 Pro takes "low" and "high"), `reasoning_budget_tokens` → `thinkingConfig.thinkingBudget`
+    (Gemini 2.5; 0 turns thinking off on Flash, -1 lets the model decide); both at once is a
+    ConfigError, since the API refuses the pair. Either sets `includeThoughts`. Every sampling
+    option has a Gemini field, so none is ignored.
+    """
 
     name = "google"
     default_base_url = "https://generativelanguage.googleapis.com/v1beta"
@@ -132,11 +163,26 @@ class GeminiProvider(Provider):
             "stopSequences": list(params.stop) if params.stop else None,
             "seed": params.seed,
         }
+        if thinking := self.thinking_config(params):
+            config["thinkingConfig"] = thinking
         if params.json_schema is not None:
             config["responseMimeType"] = "application/json"
             if params.json_schema:  # an empty schema: any JSON, nothing to constrain
                 config["responseSchema"] = response_schema(params.json_schema)
         return {k: v for k, v in config.items() if v is not None}
+
+    def thinking_config(self, params: GenerationParams) -> dict[str, Any] | None:
+        """`thinkingConfig`: a level (Gemini 3) or a token budget (Gemini 2.5), never both (the API
+        refuses the pair); thoughts are included so that the answer's `reasoning` shows them."""
+        effort, budget = params.reasoning_effort, params.reasoning_budget_tokens
+        if effort is not None and budget is not None:
+            raise errors.ConfigError(f"{self.name}: reasoning_effort and reasoning_budget_tokens cannot both "
+                                     "be set: Gemini takes a thinking level or a thinking budget, not both")
+        if effort is not None:
+            return {"thinkingLevel": effort, "includeThoughts": True}
+        if budget is not None:
+            return {"thinkingBudget": budget, "includeThoughts": True}
+        return None
 
     def chat_request(
         self, messages: Sequence[ChatMessage], params: GenerationParams, *, stream: bool
@@ -168,26 +214,32 @@ class GeminiProvider(Provider):
             raise classify_stream_error(self.name, body)
         state.model = body.get("modelVersion") or state.model
         if isinstance(usage := body.get("usageMetadata"), dict):
-            state.input_tokens = _as_int(usage.get("promptTokenCount"))
-            # Thinking tokens are billed as output, as OpenAI's completion_tokens include reasoning.
-            state.output_tokens = _as_int(usage.get("candidatesTokenCount")) + _as_int(
-                usage.get("thoughtsTokenCount"))
+            fold_usage(usage, state)
         candidates = body.get("candidates")
         if not isinstance(candidates, list) or not candidates:
             feedback = body.get("promptFeedback")
             if isinstance(feedback, dict) and feedback.get("blockReason"):
-                state.finish_reason, state.done = "content_filter", True  # the prompt itself was blocked
+                # The prompt itself was blocked: no candidate at all, the reason is in the feedback.
+                state.finish_reason, state.done = "content_filter", True
+                state.safety = {k: feedback[k] for k in _FEEDBACK_KEYS if k in feedback}
             return None
         candidate = candidates[0] if isinstance(candidates[0], dict) else {}
-        if reason := finish_reason(candidate.get("finishReason")):
-            state.finish_reason, state.done = reason, True
         content = candidate.get("content")
         parts = content.get("parts") if isinstance(content, dict) else None
         text: list[str] = []
         thought: list[str] = []
         for part in parts if isinstance(parts, list) else []:
-            if isinstance(part, dict) and isinstance(part.get("text"), str):
+            if not isinstance(part, dict):
+                continue
+            if "functionCall" in part:  # a tool call is not text; the finish reason tells of it
+                state.hidden_output += 1
+            elif isinstance(part.get("text"), str):
                 (thought if part.get("thought") is True else text).append(part["text"])
+        if reason := finish_reason(candidate.get("finishReason")):
+            called = reason == "stop" and state.hidden_output > 0  # Gemini's only hidden output: tool calls
+            state.finish_reason, state.done = "tool_calls" if called else reason, True
+        if candidate.get("safetyRatings") or reason == "content_filter":
+            state.safety = {k: candidate[k] for k in _CANDIDATE_SAFETY_KEYS if k in candidate}
         chunk = StreamChunk("".join(text), "".join(thought))
         if not (chunk.text or chunk.reasoning):
             return None

@@ -31,10 +31,26 @@ def finish_reason(body: dict[str, Any]) -> str | None:
     return _FINISH_REASONS.get(reason.lower(), reason.lower())
 
 
+def _with_tool_calls(reason: str | None, called: bool) -> str | None:
+    # Ollama ends a turn that called tools with done_reason "stop"; evalpipe says why it stopped.
+    return "tool_calls" if called and reason in ("stop", None) else reason
+
+
 # Builder options read here: `num_ctx` (the context window: Ollama's default is small and it silently
 # drops the start of longer prompts), `keep_alive`, `raw` (see `complete_request`), `embedding_model`.
 class OllamaProvider(Provider):
-    """A local or remote Ollama server: no API key, NDJSON streams, sampling under `options`."""
+    """A local or remote Ollama server: no API key, NDJSON streams, sampling under `options`.
+
+    Where each part of an answer lands: `message.content` (`response` on `/api/generate`) →
+    `text`; `message.thinking` (`thinking`) → `reasoning`; `message.tool_calls` → nothing (finish
+    reason `tool_calls`: Ollama itself says "stop"). Usage: `prompt_eval_count` → `input_tokens`,
+    `eval_count` (thinking included) → `output_tokens`; Ollama has no prompt cache to report and
+    does not count thinking apart, so the other kinds stay 0. Ollama has no refusal or safety field.
+
+    Reasoning controls: `reasoning_effort` → `think: "low" | "medium" | "high"` (the levels models
+    like gpt-oss take; others take only true/false and fall back to their default).
+    `reasoning_budget_tokens` is never sent: Ollama has no thinking budget (see `ignored_options`).
+    """
 
     name = "ollama"
     default_base_url = "http://localhost:11434"
@@ -43,6 +59,7 @@ class OllamaProvider(Provider):
     requires_api_key = False
     stream_decoder = NDJSONDecoder
     stream_needs_end_event = True  # the last line carries `"done": true`; without it the stream was cut
+    ignored_options = frozenset({"reasoning_budget_tokens"})
 
     def auth_headers(self) -> dict[str, str]:
         # A plain Ollama server has no auth; a reverse proxy in front of it may expect a Bearer token.
@@ -72,6 +89,8 @@ class OllamaProvider(Provider):
             # `format` takes a JSON schema (Ollama >= 0.5) or "json" for any JSON value; an empty
             # schema constrains nothing, so it asks for plain JSON mode.
             body["format"] = params.json_schema or "json"
+        if params.reasoning_effort is not None:
+            body["think"] = params.reasoning_effort
         if (keep_alive := self.config.options.get("keep_alive")) is not None:
             body["keep_alive"] = keep_alive
         return body
@@ -105,13 +124,14 @@ class OllamaProvider(Provider):
             if not isinstance(message, dict):
                 raise errors.ProtocolError("answer has no message", provider=self.name)
             text, thinking = message.get("content"), message.get("thinking")
+            called = bool(message.get("tool_calls"))
         else:
             if "response" not in body:
                 raise errors.ProtocolError("answer has no response", provider=self.name)
-            text, thinking = body.get("response"), body.get("thinking")
+            text, thinking, called = body.get("response"), body.get("thinking"), False
         return ChatResponse(
             text=text if isinstance(text, str) else "",
-            finish_reason=finish_reason(body),
+            finish_reason=_with_tool_calls(finish_reason(body), called),
             model=body.get("model") or self.config.model,
             usage=Usage(_as_int(body.get("prompt_eval_count")), _as_int(body.get("eval_count"))),
             reasoning=thinking if isinstance(thinking, str) and thinking else None,
@@ -134,9 +154,11 @@ class OllamaProvider(Provider):
         message = message if isinstance(message, dict) else {}
         text = message.get("content") or event.get("response") or ""
         thinking = message.get("thinking") or event.get("thinking") or ""
+        if message.get("tool_calls"):  # not text, but delivered: the finish reason tells of it
+            state.hidden_output += 1
         if event.get("done") is True:
             state.done = True
-            state.finish_reason = finish_reason(event)
+            state.finish_reason = _with_tool_calls(finish_reason(event), state.hidden_output > 0)
             state.input_tokens = _as_int(event.get("prompt_eval_count"))
             state.output_tokens = _as_int(event.get("eval_count"))
         if not (text or thinking):

@@ -19,9 +19,10 @@ from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamCh
 class PhindProvider(Provider):
     """Phind (no key): chat and complete only; every answer is streamed, even `chat()`'s.
 
-    The endpoint takes no sampling parameters: temperature, top_p, top_k, max_tokens, seed and stop
-    are accepted by the builder but never sent (see `ignored_options`). It has no embeddings and no
-    structured output: `embed()` and a `json_schema` raise UnsupportedFeatureError.
+    The endpoint takes no sampling parameters: temperature, top_p, top_k, max_tokens, seed, stop and
+    the reasoning controls are accepted by the builder but never sent (see `ignored_options`). It has
+    no embeddings and no structured output: `embed()` and a `json_schema` raise
+    UnsupportedFeatureError. Its answers carry text only: no finish reason, reasoning or usage.
     """
 
     name = "phind"

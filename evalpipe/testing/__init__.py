@@ -42,6 +42,14 @@ Mistral `*magistral*` (`content` as a list of "thinking" and "text" chunks), Ope
 `*deepseek-r1*`, `*:thinking`, `openai/o*` (`reasoning` plus `reasoning_details`), OpenAI
 `o1*`/`o3*`/`o4*`/`gpt-5*` (counted only).
 
+Answers beyond text on Anthropic, Gemini and Ollama (each protocol module's docstring has the
+details): a request that turns thinking on gets thinking back ("Thinking: <last user message>";
+Anthropic `thinking`, Gemini `thinkingConfig.includeThoughts`, Ollama `think`), and the markers
+below add the other shapes: `[[shape:tool_call]]` a tool call (all three), `[[shape:refusal]]`,
+`[[shape:redacted_thinking]]`, `[[shape:invalid_request]]` and `[[cache_write:N]]` (Anthropic),
+`[[cached:N]]` cache reads (Anthropic, Gemini), `[[shape:content_filter]]` a filtered candidate and
+`[[shape:blocked_prompt]]` a blocked prompt (Gemini).
+
 Auth is checked the way each vendor does (Bearer; `x-api-key`; `x-goog-api-key` or `?key=`;
 Azure `api-key`). Any key is accepted except: none (the vendor's missing-key error), a key starting
 with `invalid` (401, Gemini 400 API_KEY_INVALID) and one starting with `forbidden` (403). Ollama and

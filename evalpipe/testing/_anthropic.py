@@ -1,10 +1,24 @@
-"""Anthropic Messages as the fake speaks it, mounted at `/anthropic` (the SDK adds `/v1/messages`)."""
+"""Anthropic Messages as the fake speaks it, mounted at `/anthropic` (the SDK adds `/v1/messages`).
+
+Beyond text, an answer shows the other shapes of the Messages API: a request with `thinking`
+enabled gets a `thinking` block ("Thinking: <last user message>", with a signature; streamed as
+`thinking_delta`s then a `signature_delta`), and markers in the last user message add the rest:
+`[[shape:redacted_thinking]]` a `redacted_thinking` block, `[[shape:tool_call]]` a `tool_use` block
+(stop reason `tool_use`; streamed as `input_json_delta`s), `[[shape:refusal]]` the stop reason
+`refusal`, `[[cached:N]]` / `[[cache_write:N]]` that many input tokens reported as read from /
+written to the prompt cache (and taken out of `input_tokens`, as Anthropic counts them), and
+`[[shape:invalid_request]]` makes the `error_event` fault an `invalid_request_error` event instead
+of `overloaded_error`.
+"""
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+from evalpipe.testing._answers import count_tokens, markers, split_pieces, strip_markers
 from evalpipe.testing._wire import (
     Answer,
     Call,
@@ -57,6 +71,94 @@ _ERRORS: dict[ErrorKind, tuple[int, str, str]] = {
 }
 
 _STOP_REASONS = {Finish.STOP: "end_turn", Finish.LENGTH: "max_tokens"}
+_SIGNATURE = "EqQBCkgIARABGAIiQFakeSignatureOfTheThinkingBlock=="
+_TOOL_CALL = {"id": "toolu_01FakeToolCall", "name": "get_weather", "input": {"city": "Paris"}}
+
+
+def _marker_int(found: dict[str, str], name: str) -> int:
+    try:
+        return max(int(found.get(name) or 0), 0)
+    except ValueError:
+        raise RequestRejected(ErrorKind.BAD_REQUEST, f"bad fake-server marker: {name}") from None
+
+
+def _check_thinking(body: dict[str, Any], thinking: dict[str, Any]) -> None:
+    """The extended-thinking guide's rules, refused with 400 as the API does."""
+    budget = thinking.get("budget_tokens")
+    if not isinstance(budget, int) or budget < 1024:
+        raise RequestRejected(ErrorKind.BAD_REQUEST, "thinking.enabled.budget_tokens: Input should be greater "
+                                                     "than or equal to 1024")
+    if isinstance(body.get("max_tokens"), int) and body["max_tokens"] <= budget:
+        raise RequestRejected(ErrorKind.BAD_REQUEST, "`max_tokens` must be greater than "
+                                                     "`thinking.budget_tokens`.")
+    if body.get("temperature", 1) != 1 or "top_k" in body:
+        raise RequestRejected(ErrorKind.BAD_REQUEST, "`temperature` may only be set to 1 when thinking is "
+                                                     "enabled.")
+
+
+@dataclass(frozen=True)
+class AnswerShape:
+    """The parts of one Anthropic answer beyond its text, chosen by the request and its markers."""
+
+    text: str
+    thinking: str | None  # present when the request enabled extended thinking
+    redacted: bool  # [[shape:redacted_thinking]]
+    tool_call: bool  # [[shape:tool_call]]
+    stop_reason: str  # [[shape:refusal]] makes it "refusal"
+    cache_read: int  # [[cached:N]]
+    cache_write: int  # [[cache_write:N]]
+    input_tokens: int
+    stream_error: str  # the error type of the error_event fault: [[shape:invalid_request]] or overloaded
+
+    @classmethod
+    def of(cls, call: Call, answer: Answer) -> AnswerShape:
+        found = markers(call.prompt)
+        shape = found.get("shape")
+        thinking = f"Thinking: {strip_markers(call.prompt)}".strip() if call.extras.get("thinking") else None
+        stop = {"tool_call": "tool_use", "refusal": "refusal"}.get(shape or "", _STOP_REASONS[answer.finish])
+        error = "invalid_request_error" if shape == "invalid_request" else "overloaded_error"
+        return cls(answer.text, thinking, shape == "redacted_thinking", shape == "tool_call", stop,
+                   _marker_int(found, "cached"), _marker_int(found, "cache_write"), answer.input_tokens, error)
+
+    def blocks(self) -> list[dict[str, Any]]:
+        """The content blocks of the whole message."""
+        blocks: list[dict[str, Any]] = []
+        if self.thinking is not None:
+            blocks.append({"type": "thinking", "thinking": self.thinking, "signature": _SIGNATURE})
+        if self.redacted:
+            blocks.append({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlx"})
+        blocks.append({"type": "text", "text": self.text})
+        if self.tool_call:
+            blocks.append({"type": "tool_use", **_TOOL_CALL})
+        return blocks
+
+    def stream_blocks(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+        """Each block as streamed: its opening `content_block` and its deltas."""
+        streamed: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+        if self.thinking is not None:
+            deltas = [{"type": "thinking_delta", "thinking": p} for p in split_pieces(self.thinking)]
+            streamed.append(({"type": "thinking", "thinking": "", "signature": ""},
+                             [*deltas, {"type": "signature_delta", "signature": _SIGNATURE}]))
+        if self.redacted:
+            streamed.append((self.blocks()[1 if self.thinking is not None else 0], []))
+        streamed.append(({"type": "text", "text": ""},
+                         [{"type": "text_delta", "text": p} for p in split_pieces(self.text)]))
+        if self.tool_call:
+            arguments = json.dumps(_TOOL_CALL["input"])
+            streamed.append(({"type": "tool_use", **_TOOL_CALL, "input": {}},
+                             [{"type": "input_json_delta", "partial_json": arguments[:9]},
+                              {"type": "input_json_delta", "partial_json": arguments[9:]}]))
+        return streamed
+
+    def usage(self, output_tokens: int) -> dict[str, int]:
+        """Anthropic's usage: `input_tokens` excludes the cache reads and writes; thinking is output."""
+        cached = min(self.cache_read + self.cache_write, self.input_tokens)
+        return {
+            "input_tokens": self.input_tokens - cached,
+            "output_tokens": output_tokens + count_tokens(self.thinking or ""),
+            "cache_creation_input_tokens": min(self.cache_write, cached),
+            "cache_read_input_tokens": cached - min(self.cache_write, cached),
+        }
 
 
 class AnthropicProtocol(Protocol):
@@ -112,6 +214,10 @@ class AnthropicProtocol(Protocol):
             call.texts.append(text_of(message.get("content")))
             if message["role"] == "user":
                 call.prompt = text_of(message.get("content"))
+        thinking = body.get("thinking")
+        call.extras["thinking"] = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+        if isinstance(thinking, dict) and thinking.get("type") == "enabled":
+            _check_thinking(body, thinking)
         output = body.get("output_format") or (body.get("output_config") or {}).get("format")
         if isinstance(output, dict) and output.get("type") == "json_schema":
             schema = output.get("schema")
@@ -131,43 +237,38 @@ class AnthropicProtocol(Protocol):
         }
 
     def reply(self, call: Call, answer: Answer) -> Reply:
-        message = self._message(call, [{"type": "text", "text": answer.text}], _STOP_REASONS[answer.finish], 0)
-        message["usage"] = {
-            "input_tokens": answer.input_tokens,
-            "output_tokens": answer.output_tokens,
-            "cache_creation_input_tokens": 0,
-            "cache_read_input_tokens": 0,
-        }
+        shape = AnswerShape.of(call, answer)
+        message = self._message(call, shape.blocks(), shape.stop_reason, 0)
+        message["usage"] = shape.usage(answer.output_tokens)
         return json_reply(200, message, [("request-id", new_id("req_"))])
 
     def stream(self, call: Call, answer: Answer) -> StreamPlan:
+        shape = AnswerShape.of(call, answer)
         start = self._message(call, [], None, 1)
-        start["usage"]["input_tokens"] = answer.input_tokens
-        head = [
-            sse({"type": "message_start", "message": start}, event="message_start"),
-            sse(
-                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-                event="content_block_start",
-            ),
-            sse({"type": "ping"}, event="ping"),
-        ]
-        deltas = [
-            sse(
-                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}},
-                event="content_block_delta",
-            )
-            for piece in answer.pieces
-        ]
-        stop = {"stop_reason": _STOP_REASONS[answer.finish], "stop_sequence": None}
+        start["usage"] = {**shape.usage(1), "output_tokens": 1}
+        head = [sse({"type": "message_start", "message": start}, event="message_start")]
+        # One element per delta the client sees; a block's start and stop events travel with its
+        # first and last delta, so the faults that cut after the first delta cut inside a block.
+        deltas: list[bytes] = []
+        for index, (block, pieces) in enumerate(shape.stream_blocks()):
+            opening = sse({"type": "content_block_start", "index": index, "content_block": block},
+                          event="content_block_start")
+            events = [sse({"type": "content_block_delta", "index": index, "delta": delta},
+                          event="content_block_delta") for delta in pieces] or [b""]
+            # The streaming guide's order: the first block opens, then a ping, then its deltas.
+            events[0] = opening + (sse({"type": "ping"}, event="ping") if index == 0 else b"") + events[0]
+            events[-1] += sse({"type": "content_block_stop", "index": index}, event="content_block_stop")
+            deltas += events
+        stop = {"stop_reason": shape.stop_reason, "stop_sequence": None}
         tail = [
-            sse({"type": "content_block_stop", "index": 0}, event="content_block_stop"),
-            sse(
-                {"type": "message_delta", "delta": stop, "usage": {"output_tokens": answer.output_tokens}},
-                event="message_delta",
-            ),
+            sse({"type": "message_delta", "delta": stop, "usage": shape.usage(answer.output_tokens)},
+                event="message_delta"),
             sse({"type": "message_stop"}, event="message_stop"),
         ]
-        error = {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+        error_type = shape.stream_error
+        message = {"overloaded_error": "Overloaded", "invalid_request_error": "Invalid request."}.get(
+            error_type, "Error")
+        error = {"type": "error", "error": {"type": error_type, "message": message}}
         broken = b'event: content_block_delta\ndata: {"type":"content_block_delta","index":0,"delta":{"ty\n\n'
         return StreamPlan("text/event-stream", head, deltas, tail, sse(error, event="error"), broken)
 

@@ -6,12 +6,22 @@ PERMISSION_DENIED and an invalid key a 400 INVALID_ARGUMENT with reason API_KEY_
 has no 401). Streams are `data: <GenerateContentResponse>\\r\\n\\r\\n` events with `?alt=sse`, and
 a JSON array otherwise; the stream ends when the connection does, after a chunk that carries
 `finishReason`. Rate-limit hints live in the body (`RetryInfo.retryDelay`), not in headers.
+
+Beyond text: a request whose `thinkingConfig` has `includeThoughts` gets a thought part
+(`thought: true`, "Thinking: <last user message>") counted in `thoughtsTokenCount`, apart from
+`candidatesTokenCount`. Markers: `[[shape:content_filter]]` ends the candidate with finish reason
+SAFETY, no content and `safetyRatings`; `[[shape:blocked_prompt]]` blocks the prompt
+(`promptFeedback.blockReason`, no candidate at all); `[[shape:tool_call]]` adds a `functionCall`
+part; `[[cached:N]]` reports N prompt tokens as `cachedContentTokenCount` (they stay in
+`promptTokenCount`, as Gemini counts them).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from evalpipe.testing._answers import count_tokens, markers, split_pieces, strip_markers
 from evalpipe.testing._wire import (
     Answer,
     Call,
@@ -71,6 +81,64 @@ _METHODS = {
     "embedContent": Operation.EMBED,
     "batchEmbedContents": Operation.EMBED,
 }
+
+
+_FUNCTION_CALL: dict[str, Any] = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
+_HARM_CATEGORIES = ("HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_DANGEROUS_CONTENT",
+                    "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_SEXUALLY_EXPLICIT")
+
+
+def _ratings(*, blocked: bool) -> list[dict[str, Any]]:
+    """`safetyRatings` as Gemini sends them; when `blocked`, the dangerous-content one blocked."""
+    ratings: list[dict[str, Any]] = []
+    for category in _HARM_CATEGORIES:
+        hit = blocked and category == "HARM_CATEGORY_DANGEROUS_CONTENT"
+        ratings.append({"category": category, "probability": "HIGH" if hit else "NEGLIGIBLE",
+                        **({"blocked": True} if hit else {})})
+    return ratings
+
+
+@dataclass(frozen=True)
+class GeminiShape:
+    """The parts of one Gemini answer beyond its text, chosen by the request and its markers."""
+
+    finish_reason: str
+    thinking: str | None  # when the request's thinkingConfig asks for thoughts
+    safety: str | None  # [[shape:content_filter]]: the candidate stops with SAFETY
+    blocked: str | None  # [[shape:blocked_prompt]]: the prompt is blocked (SAFETY), no candidate
+    tool_call: bool  # [[shape:tool_call]]: a functionCall part
+    cached: int  # [[cached:N]]
+    input_tokens: int
+    output_tokens: int
+
+    @classmethod
+    def of(cls, call: Call, answer: Answer) -> GeminiShape:
+        found = markers(call.prompt)
+        shape = found.get("shape")
+        thinking = f"Thinking: {strip_markers(call.prompt)}".strip() if call.extras.get("thoughts") else None
+        safety = "SAFETY" if shape == "content_filter" else None
+        try:
+            cached = min(max(int(found.get("cached") or 0), 0), answer.input_tokens)
+        except ValueError:
+            raise RequestRejected(ErrorKind.BAD_REQUEST, "bad fake-server marker: cached") from None
+        return cls(safety or _FINISH[answer.finish], thinking, safety,
+                   "SAFETY" if shape == "blocked_prompt" else None, shape == "tool_call",
+                   cached, answer.input_tokens, 0 if safety else answer.output_tokens)
+
+    def usage(self) -> dict[str, Any]:
+        """The final `usageMetadata`: thoughts are counted apart from the candidates."""
+        thoughts = count_tokens(self.thinking or "")
+        usage: dict[str, Any] = {
+            "promptTokenCount": self.input_tokens,
+            "candidatesTokenCount": self.output_tokens,
+            "totalTokenCount": self.input_tokens + self.output_tokens + thoughts,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": self.input_tokens}],
+        }
+        if thoughts:
+            usage["thoughtsTokenCount"] = thoughts
+        if self.cached:
+            usage["cachedContentTokenCount"] = self.cached
+        return usage
 
 
 def _field(data: dict[str, Any], camel: str, snake: str) -> Any:
@@ -137,6 +205,9 @@ class GeminiProtocol(Protocol):
             if content.get("role", "user") == "user":
                 call.prompt = text
         config = _field(body, "generationConfig", "generation_config") or {}
+        thinking = _field(config, "thinkingConfig", "thinking_config")
+        call.extras["thoughts"] = isinstance(thinking, dict) and bool(
+            _field(thinking, "includeThoughts", "include_thoughts"))
         call.max_tokens = optional_int(_field(config, "maxOutputTokens", "max_output_tokens"), "maxOutputTokens")
         if _field(config, "responseMimeType", "response_mime_type") == "application/json":
             schema = (
@@ -148,23 +219,32 @@ class GeminiProtocol(Protocol):
             call.json_mode = call.json_schema is None
         return call
 
-    def _chunk(self, call: Call, answer: Answer, text: str, finish: bool, response_id: str) -> dict[str, Any]:
-        candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    def _chunk(self, call: Call, shape: GeminiShape, parts: list[dict[str, Any]], finish: bool,
+               response_id: str) -> dict[str, Any]:
+        candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
         usage: dict[str, Any] = {
-            "promptTokenCount": answer.input_tokens,
-            "totalTokenCount": answer.input_tokens,
+            "promptTokenCount": shape.input_tokens,
+            "totalTokenCount": shape.input_tokens,
         }
         if finish:
-            candidate["finishReason"] = _FINISH[answer.finish]
-            usage = {
-                "promptTokenCount": answer.input_tokens,
-                "candidatesTokenCount": answer.output_tokens,
-                "totalTokenCount": answer.input_tokens + answer.output_tokens,
-                "promptTokensDetails": [{"modality": "TEXT", "tokenCount": answer.input_tokens}],
-            }
+            candidate["finishReason"] = shape.finish_reason
+            usage = shape.usage()
+            if shape.safety is not None:
+                candidate["safetyRatings"] = _ratings(blocked=True)
+                if not parts:
+                    del candidate["content"]  # a blocked candidate comes without content
         return {
             "candidates": [candidate],
             "usageMetadata": usage,
+            "modelVersion": call.model,
+            "responseId": response_id,
+        }
+
+    def _blocked(self, call: Call, shape: GeminiShape, response_id: str) -> dict[str, Any]:
+        # A blocked prompt is answered with feedback and no candidate at all.
+        return {
+            "promptFeedback": {"blockReason": shape.blocked, "safetyRatings": _ratings(blocked=True)},
+            "usageMetadata": {"promptTokenCount": shape.input_tokens, "totalTokenCount": shape.input_tokens},
             "modelVersion": call.model,
             "responseId": response_id,
         }
@@ -174,12 +254,25 @@ class GeminiProtocol(Protocol):
             if call.extras.get("batch"):
                 return json_reply(200, {"embeddings": [{"values": vector} for vector in answer.embeddings]})
             return json_reply(200, {"embedding": {"values": answer.embeddings[0]}})
-        return json_reply(200, self._chunk(call, answer, answer.text, True, new_id("")))
+        shape = GeminiShape.of(call, answer)
+        if shape.blocked:
+            return json_reply(200, self._blocked(call, shape, new_id("")))
+        parts = [{"text": shape.thinking, "thought": True}] if shape.thinking else []
+        parts += [{"text": answer.text}] if shape.safety is None else []
+        parts += [_FUNCTION_CALL] if shape.tool_call else []
+        return json_reply(200, self._chunk(call, shape, parts, True, new_id("")))
 
     def stream(self, call: Call, answer: Answer) -> StreamPlan:
         response_id = new_id("")
-        chunks = [self._chunk(call, answer, piece, False, response_id) for piece in answer.pieces]
-        final = self._chunk(call, answer, "", True, response_id)
+        shape = GeminiShape.of(call, answer)
+        pieces = [[{"text": piece, "thought": True}] for piece in split_pieces(shape.thinking or "")]
+        if shape.safety is None:
+            pieces += [[{"text": piece}] for piece in answer.pieces]
+        chunks = [self._chunk(call, shape, parts, False, response_id) for parts in pieces]
+        last = [_FUNCTION_CALL] if shape.tool_call else [{"text": ""}] if shape.safety is None else []
+        final = self._chunk(call, shape, last, True, response_id)
+        if shape.blocked:
+            chunks, final = [], self._blocked(call, shape, response_id)
         error = {
             "error": {
                 "code": 500,

@@ -2,6 +2,11 @@
 
 No key is needed. `stream` defaults to true; streams are NDJSON ending with a `"done": true`
 line that carries token counts and nanosecond durations.
+
+A request with `think: true` (or a level: "low", "medium", "high") gets `message.thinking`
+("Thinking: <last user message>"; `thinking` on `/api/generate`), streamed before the content and
+counted in `eval_count`; `[[shape:tool_call]]` in the last user message adds `message.tool_calls` (an
+object of arguments, not a string), on a line of its own before the last one when streamed.
 """
 
 from __future__ import annotations
@@ -9,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+from evalpipe.testing._answers import count_tokens, markers, split_pieces, strip_markers
 from evalpipe.testing._wire import (
     Answer,
     Call,
@@ -41,6 +47,14 @@ _ERRORS: dict[ErrorKind, tuple[int, str]] = {
 
 # Durations reported in the final line, in nanoseconds per token: fixed so answers stay deterministic.
 _LOAD_NS, _PROMPT_NS, _EVAL_NS = 1_000_000, 200_000, 10_000_000
+
+
+_TOOL_CALL = {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+
+
+def _thinking(call: Call) -> str:
+    """What a model asked to think (`think: true` or a level) thinks: "Thinking: <prompt>"."""
+    return f"Thinking: {strip_markers(call.prompt)}".strip() if call.extras.get("think") else ""
 
 
 class OllamaProtocol(Protocol):
@@ -79,6 +93,8 @@ class OllamaProtocol(Protocol):
         options = body.get("options") or {}
         limit = options.get("num_predict") if isinstance(options, dict) else None
         call.max_tokens = limit if isinstance(limit, int) and limit >= 0 else None
+        think = body.get("think")
+        call.extras["think"] = think is True or think in ("low", "medium", "high")
         fmt = body.get("format")
         call.json_mode = fmt == "json"
         call.json_schema = fmt if isinstance(fmt, dict) else None
@@ -103,33 +119,43 @@ class OllamaProtocol(Protocol):
             call.extras["legacy"] = bool(params.get("legacy"))
         return call
 
-    def _line(self, call: Call, text: str, done: bool) -> dict[str, Any]:
+    def _line(self, call: Call, text: str, done: bool, thinking: str = "",
+              tool_calls: bool = False) -> dict[str, Any]:
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         line: dict[str, Any] = {"model": call.model, "created_at": created}
         if call.operation is Operation.CHAT:
             line["message"] = {"role": "assistant", "content": text}
+            if thinking:
+                line["message"]["thinking"] = thinking
+            if tool_calls:
+                line["message"]["tool_calls"] = [_TOOL_CALL]
         else:
             line["response"] = text
+            if thinking:
+                line["thinking"] = thinking
         line["done"] = done
         return line
 
-    def _final(self, call: Call, answer: Answer, text: str) -> dict[str, Any]:
-        line = self._line(call, text, True)
-        prompt_ns, eval_ns = _PROMPT_NS * max(answer.input_tokens, 1), _EVAL_NS * answer.output_tokens
+    def _final(self, call: Call, answer: Answer, text: str, thinking: str = "",
+               tool_calls: bool = False) -> dict[str, Any]:
+        line = self._line(call, text, True, thinking, tool_calls)
+        output = answer.output_tokens + count_tokens(_thinking(call))  # eval_count includes thinking
+        prompt_ns, eval_ns = _PROMPT_NS * max(answer.input_tokens, 1), _EVAL_NS * output
         line.update(
             done_reason=answer.finish.value,
             total_duration=_LOAD_NS + prompt_ns + eval_ns,
             load_duration=_LOAD_NS,
             prompt_eval_count=answer.input_tokens,
             prompt_eval_duration=prompt_ns,
-            eval_count=answer.output_tokens,
+            eval_count=output,
             eval_duration=eval_ns,
         )
         return line
 
     def reply(self, call: Call, answer: Answer) -> Reply:
         if call.operation is not Operation.EMBED:
-            return json_reply(200, self._final(call, answer, answer.text))
+            tool_calls = markers(call.prompt).get("shape") == "tool_call"
+            return json_reply(200, self._final(call, answer, answer.text, _thinking(call), tool_calls))
         if call.extras.get("legacy"):
             return json_reply(200, {"embedding": answer.embeddings[0] if answer.embeddings else []})
         prompt_ns = _PROMPT_NS * max(answer.input_tokens, 1)
@@ -145,7 +171,11 @@ class OllamaProtocol(Protocol):
         )
 
     def stream(self, call: Call, answer: Answer) -> StreamPlan:
-        deltas = [dumps(self._line(call, piece, False)) + b"\n" for piece in answer.pieces]
+        lines = [self._line(call, "", False, piece) for piece in split_pieces(_thinking(call))]
+        lines += [self._line(call, piece, False) for piece in answer.pieces]
+        if markers(call.prompt).get("shape") == "tool_call":
+            lines.append(self._line(call, "", False, tool_calls=True))
+        deltas = [dumps(line) + b"\n" for line in lines]
         tail = [dumps(self._final(call, answer, "")) + b"\n"]
         error = dumps({"error": "an error was encountered while running the model: unexpected EOF"}) + b"\n"
         broken = b'{"model":"' + call.model.encode() + b'","message":{"role":"assistant","content":"Ec\n'

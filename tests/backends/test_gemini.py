@@ -359,3 +359,60 @@ def test_e2e_an_invalid_key_is_an_authentication_error_that_hides_the_key(srv: F
     with pytest.raises(errors.AuthenticationError) as caught:
         live(srv, key=key).chat([ChatMessage.user("hi")])
     assert key not in str(caught.value) and key not in repr(caught.value)
+
+
+def test_a_blocked_prompt_keeps_its_feedback_as_safety_detail() -> None:
+    response = gemini().parse_chat(fixture("gemini_blocked_prompt.json"))
+    assert response.safety == {"blockReason": "SAFETY", "safetyRatings": [
+        {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH"}]}
+
+
+def test_a_safety_stop_without_content_is_filtered_with_its_ratings() -> None:
+    response = gemini().parse_chat(fixture("gemini_safety_stop.json"))
+    assert (response.text, response.finish_reason) == ("", "content_filter")
+    assert response.safety is not None and response.safety["finishReason"] == "SAFETY"
+    assert {"category": "HARM_CATEGORY_HARASSMENT", "probability": "MEDIUM", "blocked": True} in (
+        response.safety["safetyRatings"])
+
+
+def test_usage_by_kind_thoughts_are_output_and_cached_content_is_input() -> None:
+    response = gemini().parse_chat(fixture("gemini_function_call_cached.json"))
+    usage = response.usage
+    assert (usage.input_tokens, usage.cached_input_tokens) == (2100, 2048)
+    assert (usage.output_tokens, usage.reasoning_tokens) == (12 + 30, 30)
+
+
+def test_a_function_call_is_not_text_and_finishes_with_tool_calls() -> None:
+    response = gemini().parse_chat(fixture("gemini_function_call_cached.json"))
+    assert (response.text, response.finish_reason) == ("", "tool_calls")
+
+
+def test_thought_parts_and_their_tokens_are_reasoning() -> None:
+    response = gemini().parse_chat(fixture("gemini_thinking.json"))
+    assert "Comparing decimals" not in response.text
+    assert (response.usage.output_tokens, response.usage.reasoning_tokens) == (5 + 40, 40)
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    (GenerationParams(reasoning_effort="low"), {"thinkingLevel": "low", "includeThoughts": True}),
+    (GenerationParams(reasoning_budget_tokens=0), {"thinkingBudget": 0, "includeThoughts": True}),
+    (GenerationParams(reasoning_budget_tokens=4096), {"thinkingBudget": 4096, "includeThoughts": True}),
+])
+def test_reasoning_controls_become_the_thinking_config(params: GenerationParams, expected: Any) -> None:
+    body = gemini().chat_request([ChatMessage.user("x")], params, stream=False).body or {}
+    assert body["generationConfig"]["thinkingConfig"] == expected
+
+
+def test_a_thinking_level_and_a_budget_together_are_refused_before_sending() -> None:
+    with pytest.raises(errors.ConfigError, match="not both"):
+        gemini().chat_request([ChatMessage.user("x")], GenerationParams(
+            reasoning_effort="high", reasoning_budget_tokens=1000), stream=False)
+
+
+def test_tool_use_prompt_tokens_are_input_too() -> None:
+    body = fixture("gemini_function_call_cached.json")
+    body["usageMetadata"] = {"promptTokenCount": 100, "toolUsePromptTokenCount": 50, "candidatesTokenCount": 10,
+                             "totalTokenCount": 160}
+    usage = gemini().parse_chat(body).usage
+    assert (usage.input_tokens, usage.output_tokens) == (150, 10)
+    assert usage.total_tokens == body["usageMetadata"]["totalTokenCount"]

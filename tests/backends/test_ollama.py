@@ -229,3 +229,33 @@ def test_e2e_embeddings_use_the_embedding_model(srv: FakeServer) -> None:
     vectors = llm.build().embed(["red apple", "green apple", "tax law"])
     assert len(vectors) == 3 and all(len(v) == 64 for v in vectors)
     assert srv.stats("").requests == 1  # one request for all texts; Ollama calls count under ""
+
+
+def test_thinking_is_reasoning_and_tool_calls_are_not_text() -> None:
+    response = ollama().parse_chat(fixture("ollama_chat_thinking_tools.json"))
+    assert response.text == ""
+    assert response.reasoning == "The user asks for the weather in Toronto, so I call the tool."
+    # Ollama says "stop" for a turn that called tools; evalpipe says why it stopped.
+    assert response.finish_reason == "tool_calls"
+    assert (response.usage.input_tokens, response.usage.output_tokens) == (122, 33)
+
+
+def test_a_streamed_tool_call_finishes_with_tool_calls() -> None:
+    llm, state = ollama(), StreamState()
+    lines = [{"model": "qwen3", "message": {"role": "assistant", "content": "", "tool_calls": [
+                 {"function": {"name": "f", "arguments": {"a": 1}}}]}, "done": False},
+             {"model": "qwen3", "message": {"role": "assistant", "content": ""}, "done": True,
+              "done_reason": "stop", "prompt_eval_count": 3, "eval_count": 4}]
+    assert [llm.read_stream_event(line, state) for line in lines] == [None, None]
+    assert (state.finish_reason, "".join(state.text)) == ("tool_calls", "")
+
+
+@pytest.mark.parametrize(("params", "think"), [
+    (GenerationParams(reasoning_effort="medium"), "medium"),
+    (GenerationParams(reasoning_budget_tokens=2048), None),  # Ollama has no budget: never sent
+    (GenerationParams(), None),
+])
+def test_an_effort_level_becomes_think(params: GenerationParams, think: str | None) -> None:
+    body = ollama().chat_request([ChatMessage.user("x")], params, stream=False).body or {}
+    assert body.get("think") == think
+    assert "2048" not in json.dumps(body)

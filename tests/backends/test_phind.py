@@ -69,7 +69,8 @@ def test_user_input_is_the_last_user_message() -> None:
 
 
 def test_sampling_parameters_are_never_sent() -> None:
-    params = GenerationParams(temperature=0.1, top_p=0.5, top_k=3, max_tokens=9, seed=1, stop=("x",))
+    params = GenerationParams(temperature=0.1, top_p=0.5, top_k=3, max_tokens=9, seed=1, stop=("x",),
+                              reasoning_effort="high", reasoning_budget_tokens=2048)
     with_params = phind().chat_request([ChatMessage.user("Hi")], params, stream=False).body
     without = phind().chat_request([ChatMessage.user("Hi")], GenerationParams(), stream=False).body
     assert with_params == without
