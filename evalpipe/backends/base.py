@@ -191,9 +191,9 @@ class Provider:
         Raises a ProviderError for an error event inside the stream."""
         raise errors.UnsupportedFeatureError(self.name, "streaming")
 
-    def complete_request(self, prompt: str, params: GenerationParams) -> HttpRequest:
+    def complete_request(self, prompt: str, params: GenerationParams, *, stream: bool = False) -> HttpRequest:
         """The request for a plain-text completion; by default a one-message chat."""
-        return self.chat_request([ChatMessage.user(prompt)], params, stream=False)
+        return self.chat_request([ChatMessage.user(prompt)], params, stream=stream)
 
     def parse_complete(self, body: Any) -> ChatResponse:
         return self.parse_chat(body)
@@ -250,6 +250,11 @@ class Provider:
         merged = self.config.params.merged(params)
         request = self.chat_request(self._with_system(messages, merged), merged, stream=True)
         return ChatStream(self, with_passthrough(request, merged))
+
+    def astream_complete(self, prompt: str, params: GenerationParams | None = None) -> ChatStream:
+        """A plain-text completion of `prompt` as it is generated, like `astream`."""
+        merged = self.config.params.merged(params)
+        return ChatStream(self, with_passthrough(self.complete_request(prompt, merged, stream=True), merged))
 
     async def aopen(self) -> Provider:
         """Get ready to call now rather than on the first call: build this event loop's HTTP client.

@@ -122,10 +122,12 @@ class LocalProvider(OpenAIProvider):
             return TURN_STOPS if params.json_schema is not None else BASE_MODEL_CHAT_STOPS
         return tuple(params.stop) + tuple(turn for turn in TURN_STOPS if turn not in params.stop)
 
-    def complete_request(self, prompt: str, params: GenerationParams) -> HttpRequest:
+    def complete_request(self, prompt: str, params: GenerationParams, *, stream: bool = False) -> HttpRequest:
         body: dict[str, Any] = {"model": self.config.model, "prompt": prompt, **self.sampling(params)}
         if params.json_schema is not None:
             body["response_format"] = self.response_format(params.json_schema)
+        if stream:
+            body.update(stream=True, stream_options={"include_usage": True})
         return HttpRequest("completions", body)
 
     def embed_request(self, texts: Sequence[str]) -> HttpRequest:

@@ -102,9 +102,9 @@ class OllamaProvider(Provider):
         body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
         return HttpRequest("api/chat", body)
 
-    def complete_request(self, prompt: str, params: GenerationParams) -> HttpRequest:
+    def complete_request(self, prompt: str, params: GenerationParams, *, stream: bool = False) -> HttpRequest:
         """`/api/generate`; `raw` (no chat template) unless a system prompt needs the template."""
-        body = self._common(params, stream=False)
+        body = self._common(params, stream=stream)
         body["prompt"] = prompt
         # With `raw: true` Ollama sends the prompt to the model untouched, which is what a plain
         # completion means; the template is also what places `system`, so raw is off when one is set.

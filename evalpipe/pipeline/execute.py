@@ -132,10 +132,12 @@ async def generate(
         if deadline is None:
             deadline = anyio.current_time() + timeout_s
         with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+            if backend.spec.stream:  # the same answer and price, plus its time to first token
+                if task.mode == "completion":
+                    return await provider.astream_complete(task.prompt_text, params).collect()
+                return await provider.astream(task.messages, params).collect()
             if task.mode == "completion":
                 return await provider.acomplete(task.prompt_text, params)
-            if backend.spec.stream:  # the same answer and price, plus its time to first token
-                return await provider.astream(task.messages, params).collect()
             return await provider.achat(task.messages, params)
 
     estimate = prompt_tokens(task.messages) + expected_output_tokens(task, backend)

@@ -56,6 +56,14 @@ def test_complete_uses_the_completions_route(local_llm: LocalProvider) -> None:
     assert answer.raw["object"] == "text_completion"
 
 
+def test_a_streamed_completion_is_the_completion_with_its_first_token_time(local_llm: LocalProvider) -> None:
+    params = GenerationParams(stop=("\n",), temperature=0, seed=3)
+    streamed = anyio.run(local_llm.astream_complete(COMPLETE_PROMPT, params).collect)
+    assert streamed.text.strip() == "Paris" and streamed.finish_reason == "stop"
+    assert streamed.ttft_s is not None and 0 < streamed.ttft_s <= streamed.latency_s
+    assert streamed.usage.input_tokens > 0 and streamed.usage.output_tokens > 0
+
+
 def test_stream_chunks_join_to_the_full_answer(local_llm: LocalProvider) -> None:
     # Its own stop replaces the newline that ends a default chat turn: 12 tokens, so several chunks.
     params = GenerationParams(max_tokens=12, stop=("###",))

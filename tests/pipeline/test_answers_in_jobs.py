@@ -108,3 +108,16 @@ def test_grid_keys_are_checked() -> None:
         JobSpec.model_validate({"name": "x", "dataset": {"items": [{"q": "a"}]}, "prompt": {"user": "{{ q }}"},
                                 "backends": [{"id": "l", "backend": "local"}],
                                 "parameters": {"grid": {"temprature": [0.1]}}})
+
+
+@pytest.mark.parametrize("kind, vendor", [("ollama", "ollama"), ("openai", "openai")])
+async def test_completions_stream_too(fake_server: FakeServer, tmp_path: Path, kind: str, vendor: str) -> None:
+    job = JobSpec.model_validate({
+        "name": "completions", "dataset": {"items": [{"id": "a", "q": "one two three"}]},
+        "prompt": {"user": "{{ q }}", "mode": "completion"},
+        "backends": [{"id": kind, "backend": kind, "model": "m", "base_url": fake_server.url_for(vendor),
+                      "api_key_env": KEY_VARIABLE}]})
+    [row] = await rows_of(job, tmp_path)
+
+    assert row["status"] == "ok" and row["response"] == "Echo: one two three"
+    assert row["ttft_s"] is not None and row["output_tokens"] > 0
