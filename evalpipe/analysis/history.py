@@ -1,0 +1,393 @@
+"""`evalpipe history JOB_DIR`: every run of one job, in start order, and where a metric moved.
+
+```
+results/<job>/<run_id>/ ... ─discover, order by the manifests' start─▶ runs
+run ─one pass (per part): group by backend, parameter set, item─▶ per-item sums and counts
+    ─▶ level per metric: mean over rows, 95% interval resampling items (repeats stay together)
+    ─▶ change from the previous readable run: per shared item the difference of the item means,
+       paired on item (consecutive nightly runs share the dataset); flagged when its interval excludes 0
+```
+
+Metrics: every score column, the pass rate (over ok rows with a verdict), the error rate (over all rows),
+the cost per row and the median latency of ok rows. The median cannot come from sums, so each item
+contributes its latency histogram on log buckets `LATENCY_RESOLUTION` wide; the median, its bootstrap
+and its paired change are read from those (exact to within that resolution).
+
+Only two runs' per-item aggregates are held at a time, whatever the number of runs. A run that cannot be
+read is listed with the reason, never raised; a partial run is listed with its warnings.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from evalpipe.analysis.runs import Run, RunDirError, collect_per_part, open_run
+from evalpipe.analysis.stats import CONFIDENCE, RESAMPLES, Estimate, FloatArray, IntArray, clustered_means, seed_for
+from evalpipe.analysis.summary import EXACT_UNIT, GROUP_KEYS, exact_units
+from evalpipe.pipeline.manifest import MANIFEST_FILENAME
+from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
+from evalpipe.pipeline.store import STORE_FILENAME
+
+RATE_METRICS = ("pass_rate", "error_rate", "cost_usd")
+LATENCY_METRIC = "latency_p50_s"
+LOWER_IS_BETTER = frozenset({"error_rate", "cost_usd", LATENCY_METRIC})
+LATENCY_RESOLUTION = 0.01  # relative width of a latency bucket: medians are exact to within 1%
+_LOG_STEP = math.log1p(LATENCY_RESOLUTION)
+_CHUNK_CELLS = 2_000_000  # resampling weights are drawn in chunks of at most this many cells
+_OK = pl.col("status") == "ok"
+_ITEM_KEYS = (*GROUP_KEYS, "item_id")
+
+Group = tuple[str, str]  # (backend id, parameter set)
+Verdict = Literal["better", "worse", "no clear change"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The paired, item-clustered change of one metric from the previous run that has the group."""
+
+    since: str  # the previous run's name
+    difference: Estimate  # now − before, over the items both runs have the metric for
+    verdict: Verdict  # better / worse when the interval excludes 0, by the metric's direction
+
+    @property
+    def significant(self) -> bool:
+        """Whether the 95% interval of the difference excludes 0."""
+        return self.verdict != "no clear change"
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One metric of one group in one run: its estimate (the median for latency), items and change."""
+
+    estimate: Estimate
+    items: int
+    change: Change | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPoints:
+    """One backend and parameter set in one run."""
+
+    backend_id: str
+    param_set: str
+    items: int
+    rows: int
+    metrics: dict[str, Point]
+    notes: tuple[str, ...] = ()  # item sets that differ from the previous run's
+
+    @property
+    def repeats(self) -> float:
+        """Rows per item (repeats × turns)."""
+        return self.rows / self.items if self.items else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunPoints:
+    """One run of the job: when it started, what state it is in, and its groups (none when unreadable)."""
+
+    name: str
+    path: str
+    started_at: str | None
+    state: str
+    warnings: tuple[str, ...]
+    error: str | None
+    groups: list[GroupPoints]
+
+    @property
+    def partial(self) -> bool:
+        """Whether rows of the run are (or may be) missing."""
+        return bool(self.warnings)
+
+    @property
+    def label(self) -> str:
+        """`damaged: ...`, `partial: ...` or empty."""
+        if self.error is not None:
+            return f"damaged: {self.error}"
+        return "partial: " + "; ".join(self.warnings) if self.warnings else ""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The runs of one job directory in start order, with every metric per group."""
+
+    directory: str
+    jobs: list[str]
+    metrics: list[str]
+    groups: list[Group]
+    runs: list[RunPoints]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Items:
+    """Per-item aggregates of one group of one run, items sorted by id."""
+
+    ids: npt.NDArray[np.object_]
+    sums: FloatArray  # items × metrics
+    counts: FloatArray  # items × metrics
+    latency: FloatArray  # items × buckets (row counts), buckets `buckets`
+    buckets: IntArray
+
+
+def discover(directory: str | Path) -> list[Path]:
+    """The run directories directly under a job's directory; RunDirError when there are none."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RunDirError(f"{directory} is not a directory" if directory.exists() else f"{directory} does not exist")
+    if _looks_like_run(directory):
+        raise RunDirError(f"{directory} is one run; history reads the job directory that holds its runs "
+                          f"({directory.parent})")
+    found = sorted(path for path in directory.iterdir() if path.is_dir() and _looks_like_run(path))
+    if not found:
+        raise RunDirError(f"{directory} holds no run directories (each with a {MANIFEST_FILENAME} or a "
+                          f"{PARQUET_DIRNAME}/ folder); pass results/<job>/")
+    return found
+
+
+def _looks_like_run(path: Path) -> bool:
+    return any((path / name).exists() for name in (MANIFEST_FILENAME, PARQUET_DIRNAME, CSV_FILENAME, STORE_FILENAME))
+
+
+def build_history(directory: str | Path, *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE) -> History:
+    """The history of the job whose runs are under `directory`."""
+    opened: list[tuple[datetime | None, Path, Run | None, str | None]] = []
+    for path in discover(directory):
+        try:
+            run: Run | None = open_run(path)
+            error = None
+        except RunDirError as failure:
+            run, error = None, failure.message
+        opened.append((_start_of(path, run), path, run, error))
+    opened.sort(key=lambda entry: (entry[0] or datetime.max.replace(tzinfo=UTC), entry[1].name))
+    jobs = sorted({run.manifest.job_name for _, _, run, _ in opened if run is not None and run.manifest is not None})
+    notes = [f"the runs belong to {len(jobs)} jobs: {', '.join(jobs)}"] if len(jobs) > 1 else []
+    metrics = list(dict.fromkeys(m for _, _, run, _ in opened if run is not None for m in run.metrics))
+    metrics += [*RATE_METRICS, LATENCY_METRIC]
+    previous: dict[Group, tuple[str, _Items]] = {}
+    runs: list[RunPoints] = []
+    for start, path, run, error in opened:
+        started = start.isoformat() if start is not None else None
+        if run is None:
+            runs.append(RunPoints(path.name, str(path), started, "damaged", (), error, []))
+            continue
+        state = run.manifest.state if run.manifest is not None else "unknown"
+        try:
+            tables = _item_tables(run)
+        except RunDirError as failure:
+            runs.append(RunPoints(run.name, str(path), started, state, run.warnings, failure.message, []))
+            continue
+        groups = []
+        for group, table in tables.items():
+            groups.append(_group_points(run.name, group, table, run.metrics, previous.get(group), resamples,
+                                        confidence))
+            previous[group] = (run.name, table)
+        runs.append(RunPoints(run.name, str(path), started, state, run.warnings, None, groups))
+    order = list(dict.fromkeys((g.backend_id, g.param_set) for r in runs for g in r.groups))
+    return History(str(directory), jobs, metrics, order, runs, notes)
+
+
+def _start_of(path: Path, run: Run | None) -> datetime | None:
+    """When the run first started: the manifest's creation (or session start), else the run id's timestamp."""
+    manifest = run.manifest if run is not None else None
+    for text in ((manifest.created_at, manifest.started_at) if manifest is not None else ()):
+        if text:
+            try:
+                return datetime.fromisoformat(text).astimezone(UTC)
+            except ValueError:
+                continue
+    try:  # run ids start with their UTC start time (pipeline.rundir.new_run_id)
+        return datetime.strptime(path.name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+# -- one pass per run ----------------------------------------------------------------------------------
+
+
+def _item_tables(run: Run) -> dict[Group, _Items]:
+    """Per group, each item's sums and counts of every metric and its latency histogram, read part by part."""
+    scores = run.metrics
+    columns = [*_ITEM_KEYS, "status", "passed", "cost_usd", "latency_s", *scores]
+    bucket = (pl.col("latency_s").clip(lower_bound=1e-6).log() / _LOG_STEP).round().cast(pl.Int64).alias("bucket")
+
+    def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
+        finite = [pl.col(m).is_finite() for m in scores]
+        return [part.group_by(_ITEM_KEYS).agg(
+                    *(pl.when(f).then(pl.col(m)).sum().alias(f"{m}:sum") for m, f in zip(scores, finite, strict=True)),
+                    *(f.sum().cast(pl.Int64).alias(f"{m}:count") for m, f in zip(scores, finite, strict=True)),
+                    pl.when(_OK).then(pl.col("passed")).cast(pl.Int64).sum().alias("pass_rate:sum"),
+                    pl.when(_OK).then(pl.col("passed")).count().cast(pl.Int64).alias("pass_rate:count"),
+                    (pl.col("status") == "error").sum().cast(pl.Int64).alias("error_rate:sum"),
+                    pl.len().cast(pl.Int64).alias("error_rate:count"),
+                    exact_units("cost_usd").alias("cost_usd:sum"),
+                    pl.len().cast(pl.Int64).alias("cost_usd:count")),
+                part.filter(_OK & pl.col("latency_s").is_finite()).group_by([*_ITEM_KEYS, bucket]).len()]
+
+    def merge_sums(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.group_by(_ITEM_KEYS).agg(pl.exclude(_ITEM_KEYS).sum())
+
+    def merge_latency(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.group_by([*_ITEM_KEYS, "bucket"]).agg(pl.col("len").sum())
+
+    sums, latency = collect_per_part(run, columns, queries, [merge_sums, merge_latency])
+    metrics = [*scores, *RATE_METRICS]
+    sums = sums.with_columns(pl.col("cost_usd:sum") * EXACT_UNIT).sort(_ITEM_KEYS)
+    tables: dict[Group, _Items] = {}
+    for (backend, param_set), frame in sums.group_by(GROUP_KEYS, maintain_order=True):
+        ids = frame["item_id"].cast(pl.String).fill_null("").to_numpy().astype(object)
+        rows = latency.filter((pl.col("backend_id") == backend) & (pl.col("param_set") == param_set))
+        buckets = np.unique(rows["bucket"].to_numpy()).astype(np.int64)
+        histogram = np.zeros((len(ids), len(buckets)))
+        if len(buckets):
+            where = {item: i for i, item in enumerate(ids)}
+            item_index = np.array([where[item or ""] for item in rows["item_id"].to_list()], dtype=np.int64)
+            histogram[item_index, np.searchsorted(buckets, rows["bucket"].to_numpy())] = rows["len"].to_numpy()
+        tables[(str(backend or ""), str(param_set or ""))] = _Items(
+            ids, frame.select([pl.col(f"{m}:sum").cast(pl.Float64) for m in metrics]).to_numpy().astype(np.float64),
+            frame.select([pl.col(f"{m}:count").cast(pl.Float64) for m in metrics]).to_numpy().astype(np.float64),
+            histogram, buckets)
+    return tables
+
+
+# -- estimates -----------------------------------------------------------------------------------------
+
+
+def _group_points(run_name: str, group: Group, table: _Items, scores: list[str],
+                  previous: tuple[str, _Items] | None, resamples: int, confidence: float) -> GroupPoints:
+    """Every metric's level in this run and its change from `previous`."""
+    metrics = [*scores, *RATE_METRICS]
+    key = f"history|{run_name}|{group[0]}|{group[1]}"
+    levels = clustered_means(table.sums, table.counts, metrics, key=key, resamples=resamples, confidence=confidence)
+    median = _clustered_median(table.latency, table.buckets, key=key, resamples=resamples, confidence=confidence)
+    changes: dict[str, Estimate] = {}
+    notes: tuple[str, ...] = ()
+    if previous is not None:
+        since, before = previous
+        changes, notes = _changes(since, before, table, metrics, key, resamples, confidence)
+    points: dict[str, Point] = {}
+    for index, metric in enumerate(metrics):
+        items = int((table.counts[:, index] > 0).sum())
+        points[metric] = Point(levels[metric], items, _change(previous, changes.get(metric), metric))
+    points[LATENCY_METRIC] = Point(median, int((table.latency.sum(axis=1) > 0).sum()),
+                                   _change(previous, changes.get(LATENCY_METRIC), LATENCY_METRIC))
+    rows = int(table.counts[:, metrics.index("error_rate")].sum())
+    return GroupPoints(group[0], group[1], len(table.ids), rows, points, notes)
+
+
+def _change(previous: tuple[str, _Items] | None, difference: Estimate | None, metric: str) -> Change | None:
+    if previous is None or difference is None:
+        return None
+    verdict: Verdict = "no clear change"
+    if difference.above(0) or difference.below(0):
+        higher_is_better = metric not in LOWER_IS_BETTER
+        verdict = "better" if difference.above(0) == higher_is_better else "worse"
+    return Change(previous[0], difference, verdict)
+
+
+def _changes(since: str, before: _Items, now: _Items, metrics: list[str], key: str, resamples: int,
+             confidence: float) -> tuple[dict[str, Estimate], tuple[str, ...]]:
+    """Per metric the mean over shared items of (item mean now − item mean before), resampling items."""
+    _, index_before, index_now = np.intersect1d(before.ids, now.ids, assume_unique=True, return_indices=True)
+    notes: list[str] = []
+    only_before, only_now = len(before.ids) - len(index_before), len(now.ids) - len(index_now)
+    if only_before or only_now:
+        notes.append(f"items differ from {since}: {only_before} only there, {only_now} only here; "
+                     f"changes pair the {len(index_before)} shared items")
+    sums_b, counts_b = before.sums[index_before], before.counts[index_before]
+    sums_n, counts_n = now.sums[index_now], now.counts[index_now]
+    both = (counts_b > 0) & (counts_n > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        differences = np.where(both, sums_n / np.where(both, counts_n, 1) - sums_b / np.where(both, counts_b, 1), 0.0)
+    found = clustered_means(differences, both.astype(np.float64), metrics, key=f"{key}|change", resamples=resamples,
+                            confidence=confidence)
+    found[LATENCY_METRIC] = _median_change(before, now, index_before, index_now, key, resamples, confidence)
+    return found, tuple(notes)
+
+
+def _aligned(before: _Items, now: _Items, index_before: IntArray, index_now: IntArray,
+             ) -> tuple[FloatArray, FloatArray, IntArray]:
+    """The two runs' latency histograms over their shared items, on the union of their buckets."""
+    buckets = np.union1d(before.buckets, now.buckets)
+    found = []
+    for table, index in ((before, index_before), (now, index_now)):
+        histogram = np.zeros((len(index), len(buckets)))
+        histogram[:, np.searchsorted(buckets, table.buckets)] = table.latency[index]
+        found.append(histogram)
+    return found[0], found[1], buckets
+
+
+def _median_change(before: _Items, now: _Items, index_before: IntArray, index_now: IntArray, key: str,
+                   resamples: int, confidence: float) -> Estimate:
+    """The change of the median latency over the items both runs timed, both sides under the same weights."""
+    hist_b, hist_n, buckets = _aligned(before, now, index_before, index_now)
+    keep = (hist_b.sum(axis=1) > 0) & (hist_n.sum(axis=1) > 0)
+    hist_b, hist_n = hist_b[keep], hist_n[keep]
+    items = int(keep.sum())
+    if not items:
+        return _empty()
+    values = np.exp(buckets * _LOG_STEP)
+    point = float(values[_median_bucket(hist_n.sum(axis=0, keepdims=True))[0]]
+                  - values[_median_bucket(hist_b.sum(axis=0, keepdims=True))[0]])
+    rows = int(hist_n.sum())
+    if items == 1:
+        return _estimate(point, math.nan, math.nan, rows, items, "none")
+    draws = []
+    for weights in _weights(items, resamples, f"{key}|change|{LATENCY_METRIC}"):
+        draws.append(values[_median_bucket(weights @ hist_n)] - values[_median_bucket(weights @ hist_b)])
+    return _interval(point, np.concatenate(draws), rows, items, confidence)
+
+
+def _clustered_median(histogram: FloatArray, buckets: IntArray, *, key: str, resamples: int,
+                      confidence: float) -> Estimate:
+    """The median of the rows' latencies with an interval resampling items (each with all its rows)."""
+    histogram = histogram[histogram.sum(axis=1) > 0]
+    items, rows = len(histogram), int(histogram.sum())
+    if not items:
+        return _empty()
+    values = np.exp(buckets * _LOG_STEP)
+    point = float(values[_median_bucket(histogram.sum(axis=0, keepdims=True))[0]])
+    if items == 1:
+        return _estimate(point, math.nan, math.nan, rows, items, "none")
+    draws = [values[_median_bucket(weights @ histogram)] for weights in _weights(items, resamples,
+                                                                                  f"{key}|{LATENCY_METRIC}")]
+    return _interval(point, np.concatenate(draws), rows, items, confidence)
+
+
+def _median_bucket(counts: FloatArray) -> IntArray:
+    """Per row of `counts` (resamples × buckets), the bucket holding the lower median."""
+    cumulative = np.cumsum(counts, axis=1)
+    return np.argmax(cumulative >= cumulative[:, -1:] / 2, axis=1).astype(np.int64)
+
+
+def _weights(items: int, resamples: int, key: str) -> Sequence[FloatArray]:
+    """How often each item is drawn in each resample (resamples × items), in chunks."""
+    rng = np.random.default_rng(seed_for(key))
+    chunk = max(1, _CHUNK_CELLS // items)
+    uniform = np.full(items, 1 / items)
+    return [rng.multinomial(items, uniform, size=min(chunk, resamples - start)).astype(np.float64)
+            for start in range(0, resamples, chunk)]
+
+
+def _interval(point: float, draws: FloatArray, rows: int, items: int, confidence: float) -> Estimate:
+    if np.all(draws == draws[0]):
+        return _estimate(point, point, point, rows, items, "exact")
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(draws, [tail, 1 - tail])
+    return _estimate(point, float(low), float(high), rows, items, "bootstrap")
+
+
+def _estimate(mean: float, low: float, high: float, n: int, items: int, method: str) -> Estimate:
+    return Estimate(mean=mean, low=low, high=high, n=n, items=items, method=method)  # type: ignore[arg-type]
+
+
+def _empty() -> Estimate:
+    return _estimate(math.nan, math.nan, math.nan, 0, 0, "none")
