@@ -1,22 +1,32 @@
-"""Means with 95% bootstrap confidence intervals, reproducible to the last digit.
+"""Means with 95% confidence intervals that respect how rows cluster, reproducible to the last digit.
 
-The bootstrap works on a sample given as distinct values and their counts. Resampling n rows with
-replacement is the same as drawing how often each distinct value is picked from a multinomial
-distribution, so one resample costs one draw per distinct value instead of one per row. Scores usually
-take few values (pass/fail, a judge's 1-10, means of those), which makes the exact bootstrap of a
-million-row group cost milliseconds. Continuous scores are resampled row by row, whichever way is
-cheaper, while that stays within `MAX_ROW_DRAWS`; past it (thousands of distinct values per group) the
-interval is the normal approximation, which the bootstrap converges to at such sizes.
-`Estimate.method` says which one was used.
+Rows are not independent: the repeats of one item, the turns of one dialogue share the item's difficulty,
+so resampling rows as if independent gives intervals that are too narrow. `clustered_means` therefore
+works on clusters (items): per item, the sum `S_i` of a metric's values over its rows and the number
+`N_i` of rows that have the metric. The mean is the ratio estimator `r = ΣS_i / ΣN_i` (the plain mean of
+the rows), and its interval is a percentile bootstrap that resamples ITEMS with replacement. One set of
+resample weights serves every metric of a call, seeded from the call's key only: two metrics with the
+same values get the same interval, and the same rows give the same report on every run and machine.
 
-Seeds are fixed and derived from what the interval is for (backend, parameter set, metric), never from
-the order groups are computed in: the same rows give the same report on every run and machine.
+When items × resamples exceeds `MAX_ROW_DRAWS` (tens of thousands of items per group), the interval is
+the normal one with the clustered (sandwich, delta-method) standard error of a ratio of sums, as in
+Miller, "Adding Error Bars to Evals" (arXiv 2411.00640), with K items and residuals `e_i = S_i − r·N_i`:
+
+    SE(r)² = K / (K − 1) · Σ_i e_i² / (Σ_i N_i)²
+
+With one row per item it is the usual standard error of a mean (up to n/(n−1)); with repeats it adds the
+covariance of rows within an item. At such item counts the bootstrap converges to it.
+`Estimate.method` says which was used.
+
+`mean_ci` is the older row-level bootstrap over value counts (rows treated as independent), kept for
+callers that compare rows that truly are independent draws.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
@@ -27,26 +37,34 @@ import numpy.typing as npt
 CONFIDENCE = 0.95
 RESAMPLES = 2000
 BASE_SEED = 20_240_611
-# The work cap of one interval, in row-index draws (about 0.1 s on one core): a summary computes one
-# interval per backend, parameter set and metric, often over a hundred of them.
+# The work cap of one interval, in index draws (about 0.1 s on one core): a summary computes one call
+# per backend and parameter set, often dozens of them.
 MAX_ROW_DRAWS = 10_000_000
 _MULTINOMIAL_COST = 10  # one multinomial draw per distinct value costs about ten row-index draws
 _CHUNK_CELLS = 2_000_000  # resamples are drawn in chunks so the matrix of draws stays small
 
-Method = Literal["bootstrap", "normal", "exact", "none"]
+Method = Literal["bootstrap", "clustered-normal", "normal", "exact", "none"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 
 @dataclass(frozen=True, slots=True)
 class Estimate:
-    """A mean over `n` values with its confidence interval [`low`, `high`] (NaN when n is 0 or 1)."""
+    """A mean over `n` rows from `items` clusters with its interval [`low`, `high`] (NaN when undefined).
+
+    `items` is 0 when the interval treated rows as independent (`mean_ci`)."""
 
     mean: float
     low: float
     high: float
     n: int
     method: Method
+    items: int = 0
+
+    @property
+    def repeats(self) -> float:
+        """Rows per item on average (n when the rows were not clustered)."""
+        return self.n / self.items if self.items else float(self.n)
 
     def below(self, threshold: float) -> bool:
         """Whether the whole interval lies below `threshold`."""
@@ -62,12 +80,77 @@ def seed_for(key: str) -> int:
     return BASE_SEED ^ zlib.crc32(key.encode("utf-8"))
 
 
+def clustered_means(sums: FloatArray, counts: FloatArray, metrics: Sequence[str], *, key: str,
+                    resamples: int = RESAMPLES, confidence: float = CONFIDENCE) -> dict[str, Estimate]:
+    """Per metric, the mean over rows with an interval from resampling items (clusters) with replacement.
+
+    `sums` and `counts` have shape (items, metrics): per item, the sum of a metric's values over its rows
+    and how many rows had it. A paired comparison passes per-item sums of differences and counts of
+    pairs. One set of resample weights, seeded from `key`, serves every metric."""
+    sums = np.asarray(sums, dtype=np.float64).reshape(-1, len(metrics))
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1, len(metrics))
+    if sums.shape != counts.shape:
+        raise ValueError(f"sums {sums.shape} and counts {counts.shape} must have the same shape (items, metrics)")
+    present = (counts > 0) & np.isfinite(sums)
+    sums, counts = np.where(present, sums, 0.0), np.where(present, counts, 0.0)
+    clusters = len(sums)
+    estimates: dict[str, Estimate] = {}
+    pending: list[int] = []
+    for column, metric in enumerate(metrics):
+        items, n = int(present[:, column].sum()), int(round(counts[:, column].sum()))
+        if n == 0:
+            estimates[metric] = Estimate(math.nan, math.nan, math.nan, 0, "none", 0)
+            continue
+        mean = float(sums[:, column].sum() / counts[:, column].sum())
+        residuals = sums[:, column] - mean * counts[:, column]
+        if items < 2:
+            estimates[metric] = Estimate(mean, math.nan, math.nan, n, "none", items)
+        elif np.allclose(residuals, 0.0, rtol=0.0, atol=1e-12 * max(1.0, float(np.abs(sums[:, column]).max()))):
+            estimates[metric] = Estimate(mean, mean, mean, n, "exact", items)  # every item has the same mean
+        elif clusters * resamples > MAX_ROW_DRAWS:
+            estimates[metric] = _clustered_normal(residuals, counts[:, column], items, n, mean, confidence)
+        else:
+            estimates[metric] = Estimate(mean, math.nan, math.nan, n, "bootstrap", items)
+            pending.append(column)
+    if pending:
+        ratios = _item_bootstrap(sums[:, pending], counts[:, pending], resamples, np.random.default_rng(seed_for(key)))
+        tail = (1 - confidence) / 2
+        for position, column in enumerate(pending):
+            low, high = np.nanquantile(ratios[:, position], [tail, 1 - tail])
+            previous = estimates[metrics[column]]
+            estimates[metrics[column]] = Estimate(previous.mean, float(low), float(high), previous.n, "bootstrap",
+                                                  previous.items)
+    return estimates
+
+
+def _item_bootstrap(sums: FloatArray, counts: FloatArray, resamples: int, rng: np.random.Generator) -> FloatArray:
+    """Resampled ratios ΣS/ΣN, shape (resamples, metrics): each resample draws as many items as there are,
+    with replacement, as a weight per item (how often it was drawn)."""
+    clusters = len(sums)
+    chunk = max(1, _CHUNK_CELLS // clusters)
+    ratios: list[FloatArray] = []
+    with np.errstate(invalid="ignore", divide="ignore"):  # a resample of only items without the metric: NaN
+        for start in range(0, resamples, chunk):
+            size = min(chunk, resamples - start)
+            picks = rng.integers(0, clusters, size=(size, clusters)) + (np.arange(size) * clusters)[:, None]
+            weights = np.bincount(picks.ravel(), minlength=size * clusters).reshape(size, clusters).astype(np.float64)
+            ratios.append((weights @ sums) / (weights @ counts))
+    return np.concatenate(ratios)
+
+
+def _clustered_normal(residuals: FloatArray, counts: FloatArray, items: int, n: int, mean: float,
+                      confidence: float) -> Estimate:
+    """The normal interval with the clustered standard error of a ratio of sums (see the module docstring)."""
+    total = float(counts.sum())
+    variance = items / (items - 1) * float(np.dot(residuals, residuals)) / total**2
+    half = NormalDist().inv_cdf(1 - (1 - confidence) / 2) * math.sqrt(variance)
+    return Estimate(mean, mean - half, mean + half, n, "clustered-normal", items)
+
+
 def mean_ci(values: FloatArray | list[float], counts: IntArray | list[int] | None = None, *, key: str,
             resamples: int = RESAMPLES, confidence: float = CONFIDENCE) -> Estimate:
-    """The mean of `values` (each repeated `counts` times) with a percentile bootstrap interval.
-
-    A paired comparison passes the per-pair differences: the paired bootstrap is the bootstrap of
-    their mean."""
+    """The mean of `values` (each repeated `counts` times) with a percentile bootstrap interval that treats
+    rows as independent (see `clustered_means` for rows that share items)."""
     distinct = np.asarray(values, dtype=np.float64)
     weights = np.ones(len(distinct), dtype=np.int64) if counts is None else np.asarray(counts, dtype=np.int64)
     keep = np.isfinite(distinct) & (weights > 0)

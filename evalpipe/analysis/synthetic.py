@@ -125,3 +125,40 @@ def synthetic_rows(spec: SyntheticRun) -> pa.Table:
     schema = row_schema(list(spec.criteria))
     arrays = [columns[f.name].cast(f.type) if f.name in columns else pa.nulls(n, f.type) for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def clustered_outcomes(rng: np.random.Generator, items: int, repeats: int, mean: float = 0.7,
+                       concentration: float = 2.0) -> np.ndarray:
+    """Pass/fail outcomes of shape (items, repeats) whose population mean is `mean`: each item's success
+    probability is drawn from Beta(mean·c, (1 − mean)·c), so a low concentration `c` makes items differ a
+    lot (hard and easy questions) and the repeats of one item agree."""
+    probability = rng.beta(mean * concentration, (1 - mean) * concentration, items)
+    return (rng.random((items, repeats)) < probability[:, None]).astype(np.float64)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How often the 95% intervals of simulated experiments contained the true mean."""
+
+    experiments: int
+    clustered: float  # items resampled (`clustered_means`)
+    rows: float  # rows resampled as if independent (`mean_ci`)
+
+
+def coverage_experiment(experiments: int, items: int = 100, repeats: int = 4, mean: float = 0.7,
+                        seed: int = 0) -> Coverage:
+    """Simulate `experiments` evaluations of `items` × `repeats` pass/fail rows with item effects and count
+    how often each interval covers the true mean."""
+    from evalpipe.analysis.stats import clustered_means, mean_ci  # synthetic data must not need stats to load
+
+    rng = np.random.default_rng(seed)
+    clustered = rows = 0
+    for number in range(experiments):
+        outcomes = clustered_outcomes(rng, items, repeats, mean)
+        sums, counts = outcomes.sum(axis=1, keepdims=True), np.full((items, 1), float(repeats))
+        estimate = clustered_means(sums, counts, ["score"], key=f"coverage-{number}")["score"]
+        clustered += estimate.low <= mean <= estimate.high
+        passes = int(outcomes.sum())
+        estimate = mean_ci([0.0, 1.0], [outcomes.size - passes, passes], key=f"coverage-{number}")
+        rows += estimate.low <= mean <= estimate.high
+    return Coverage(experiments, clustered / experiments, rows / experiments)

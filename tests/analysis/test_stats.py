@@ -6,7 +6,10 @@ import math
 
 import numpy as np
 
-from evalpipe.analysis.stats import mean_ci
+import pytest
+
+from evalpipe.analysis.stats import clustered_means, mean_ci
+from evalpipe.analysis.synthetic import clustered_outcomes, coverage_experiment
 
 
 def test_interval_contains_the_true_mean_of_a_synthetic_sample() -> None:
@@ -74,3 +77,85 @@ def test_edge_cases_have_no_interval_rather_than_a_wrong_one() -> None:
     assert (constant.low, constant.high, constant.method) == (1.0, 1.0, "exact")
     with_nan = mean_ci([1.0, float("nan"), 0.0, float("inf")], key="n")
     assert with_nan.n == 2 and with_nan.mean == 0.5
+
+
+def _clusters(outcomes: np.ndarray, metrics: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Per-item sums and counts of (items, repeats) outcomes, the same column `metrics` times."""
+    sums = np.repeat(outcomes.sum(axis=1, keepdims=True), metrics, axis=1)
+    return sums, np.full_like(sums, outcomes.shape[1])
+
+
+def test_identical_metrics_get_identical_intervals() -> None:
+    outcomes = clustered_outcomes(np.random.default_rng(11), 80, 3)
+    sums, counts = _clusters(outcomes, 2)
+    found = clustered_means(sums, counts, ["score_accuracy", "score_total"], key="alpha|default")
+    assert found["score_accuracy"] == found["score_total"]
+    assert found["score_accuracy"].method == "bootstrap"
+    assert (found["score_accuracy"].items, found["score_accuracy"].n) == (80, 240)
+
+
+def test_repeats_widen_the_interval_beyond_the_row_bootstrap() -> None:
+    # Items differ a lot and repeats of one item agree: 200 items × 5 are worth far fewer than 1000 rows.
+    outcomes = clustered_outcomes(np.random.default_rng(12), 200, 5)
+    sums, counts = _clusters(outcomes)
+    clustered = clustered_means(sums, counts, ["score"], key="k")["score"]
+    rows = mean_ci(outcomes.ravel(), key="k")
+    assert clustered.mean == rows.mean
+    assert clustered.high - clustered.low > 1.5 * (rows.high - rows.low)
+    assert clustered.repeats == 5
+
+
+def test_one_row_per_item_matches_the_row_bootstrap() -> None:
+    outcomes = clustered_outcomes(np.random.default_rng(13), 400, 1)
+    sums, counts = _clusters(outcomes)
+    clustered = clustered_means(sums, counts, ["score"], key="k")["score"]
+    rows = mean_ci(outcomes.ravel(), key="k")
+    assert math.isclose(clustered.high - clustered.low, rows.high - rows.low, rel_tol=0.1)
+
+
+def test_the_seed_follows_the_key_not_the_metric_or_its_position() -> None:
+    outcomes = clustered_outcomes(np.random.default_rng(14), 60, 2)
+    sums, counts = _clusters(outcomes)
+    first = clustered_means(sums, counts, ["a"], key="x|y")["a"]
+    assert clustered_means(sums, counts, ["b"], key="x|y")["b"] == first
+    assert clustered_means(sums, counts, ["a"], key="x|z")["a"] != first
+
+
+def test_many_items_fall_back_to_the_clustered_normal_interval_of_the_same_width() -> None:
+    items = 6_000  # × 2000 resamples is past MAX_ROW_DRAWS
+    outcomes = clustered_outcomes(np.random.default_rng(15), items, 3)
+    sums, counts = _clusters(outcomes)
+    normal = clustered_means(sums, counts, ["s"], key="k")["s"]
+    assert normal.method == "clustered-normal" and normal.items == items
+    bootstrap = clustered_means(sums, counts, ["s"], key="k", resamples=1_000)["s"]
+    assert bootstrap.method == "bootstrap"
+    assert math.isclose(normal.high - normal.low, bootstrap.high - bootstrap.low, rel_tol=0.1)
+    assert normal.high - normal.low > 1.3 * (mean_ci(outcomes.ravel(), key="k").high - mean_ci(outcomes.ravel(),
+                                                                                                 key="k").low)
+
+
+def test_uneven_clusters_and_missing_values() -> None:
+    # Item 2 has no value for metric "b"; the ratio is over rows, not a mean of item means.
+    sums = np.array([[3.0, 1.0], [0.0, 0.0], [1.0, 0.0]])
+    counts = np.array([[3.0, 2.0], [1.0, 1.0], [2.0, 0.0]])
+    found = clustered_means(sums, counts, ["a", "b"], key="k")
+    assert found["a"].mean == 4 / 6 and (found["a"].n, found["a"].items) == (6, 3)
+    assert found["b"].mean == 1 / 3 and (found["b"].n, found["b"].items) == (3, 2)
+
+
+def test_clustered_edge_cases_have_no_interval_rather_than_a_wrong_one() -> None:
+    found = clustered_means(np.array([[0.0, 2.0, 4.0]]), np.array([[0.0, 3.0, 4.0]]), ["none", "one", "constant"],
+                            key="k")
+    assert found["none"].n == 0 and math.isnan(found["none"].mean) and found["none"].method == "none"
+    assert found["one"].items == 1 and math.isnan(found["one"].low) and found["one"].method == "none"
+    constant = clustered_means(np.array([[1.0], [2.0]]), np.array([[2.0], [4.0]]), ["c"], key="k")["c"]
+    assert (constant.low, constant.mean, constant.high, constant.method) == (0.5, 0.5, 0.5, "exact")
+    with pytest.raises(ValueError, match="same shape"):
+        clustered_means(np.zeros((3, 1)), np.zeros((2, 1)), ["x"], key="k")
+
+
+def test_cluster_bootstrap_covers_and_the_row_bootstrap_under_covers() -> None:
+    # 1,000 evaluations of 100 items × 4 repeats with item effects (about 2 s); scripts/coverage.py runs more.
+    found = coverage_experiment(1_000, items=100, repeats=4, seed=1)
+    assert 0.93 <= found.clustered <= 0.97
+    assert found.rows < 0.9
