@@ -31,7 +31,16 @@ import numpy.typing as npt
 import polars as pl
 
 from evalpipe.analysis.runs import Run, RunDirError, collect_per_part, open_run
-from evalpipe.analysis.stats import CONFIDENCE, RESAMPLES, Estimate, FloatArray, IntArray, clustered_means, seed_for
+from evalpipe.analysis.stats import (
+    CONFIDENCE,
+    RESAMPLES,
+    Estimate,
+    FloatArray,
+    IntArray,
+    Method,
+    clustered_means,
+    seed_for,
+)
 from evalpipe.analysis.summary import EXACT_UNIT, GROUP_KEYS, exact_units
 from evalpipe.pipeline.manifest import MANIFEST_FILENAME
 from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
@@ -43,6 +52,10 @@ LOWER_IS_BETTER = frozenset({"error_rate", "cost_usd", LATENCY_METRIC})
 LATENCY_RESOLUTION = 0.01  # relative width of a latency bucket: medians are exact to within 1%
 _LOG_STEP = math.log1p(LATENCY_RESOLUTION)
 _CHUNK_CELLS = 2_000_000  # resampling weights are drawn in chunks of at most this many cells
+# The work cap of one median's bootstrap in multiply-adds (resamples × items × buckets, about 1 s): past
+# it, fewer resamples (never under `_MIN_RESAMPLES`), which widens the percentiles' own noise, not the interval.
+_MEDIAN_WORK = 1_000_000_000
+_MIN_RESAMPLES = 200
 _OK = pl.col("status") == "ok"
 _ITEM_KEYS = (*GROUP_KEYS, "item_id")
 
@@ -341,7 +354,7 @@ def _median_change(before: _Items, now: _Items, index_before: IntArray, index_no
     if items == 1:
         return _estimate(point, math.nan, math.nan, rows, items, "none")
     draws = []
-    for weights in _weights(items, resamples, f"{key}|change|{LATENCY_METRIC}"):
+    for weights in _weights(items, len(buckets), resamples, f"{key}|change|{LATENCY_METRIC}"):
         draws.append(values[_median_bucket(weights @ hist_n)] - values[_median_bucket(weights @ hist_b)])
     return _interval(point, np.concatenate(draws), rows, items, confidence)
 
@@ -357,7 +370,7 @@ def _clustered_median(histogram: FloatArray, buckets: IntArray, *, key: str, res
     point = float(values[_median_bucket(histogram.sum(axis=0, keepdims=True))[0]])
     if items == 1:
         return _estimate(point, math.nan, math.nan, rows, items, "none")
-    draws = [values[_median_bucket(weights @ histogram)] for weights in _weights(items, resamples,
+    draws = [values[_median_bucket(weights @ histogram)] for weights in _weights(items, len(buckets), resamples,
                                                                                   f"{key}|{LATENCY_METRIC}")]
     return _interval(point, np.concatenate(draws), rows, items, confidence)
 
@@ -365,12 +378,14 @@ def _clustered_median(histogram: FloatArray, buckets: IntArray, *, key: str, res
 def _median_bucket(counts: FloatArray) -> IntArray:
     """Per row of `counts` (resamples × buckets), the bucket holding the lower median."""
     cumulative = np.cumsum(counts, axis=1)
-    return np.argmax(cumulative >= cumulative[:, -1:] / 2, axis=1).astype(np.int64)
+    found: IntArray = np.argmax(cumulative >= cumulative[:, -1:] / 2, axis=1).astype(np.int64)
+    return found
 
 
-def _weights(items: int, resamples: int, key: str) -> Sequence[FloatArray]:
+def _weights(items: int, buckets: int, resamples: int, key: str) -> Sequence[FloatArray]:
     """How often each item is drawn in each resample (resamples × items), in chunks."""
     rng = np.random.default_rng(seed_for(key))
+    resamples = max(min(resamples, _MEDIAN_WORK // max(1, items * buckets)), _MIN_RESAMPLES)
     chunk = max(1, _CHUNK_CELLS // items)
     uniform = np.full(items, 1 / items)
     return [rng.multinomial(items, uniform, size=min(chunk, resamples - start)).astype(np.float64)
@@ -385,8 +400,8 @@ def _interval(point: float, draws: FloatArray, rows: int, items: int, confidence
     return _estimate(point, float(low), float(high), rows, items, "bootstrap")
 
 
-def _estimate(mean: float, low: float, high: float, n: int, items: int, method: str) -> Estimate:
-    return Estimate(mean=mean, low=low, high=high, n=n, items=items, method=method)  # type: ignore[arg-type]
+def _estimate(mean: float, low: float, high: float, n: int, items: int, method: Method) -> Estimate:
+    return Estimate(mean, low, high, n, method, items)
 
 
 def _empty() -> Estimate:
