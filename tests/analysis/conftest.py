@@ -3,7 +3,7 @@ server (the runner's own output, errors included), and synthetic runs with plant
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -92,11 +92,22 @@ def run_nightly(root: Path, fake_server: FakeServer, items: list[dict[str, str]]
                 {"id": "an", "backend": "anthropic", "model": "claude-test",
                  "base_url": fake_server.url_for("anthropic"), "api_key_env": key_env},
             ],
-            "scorers": [{"type": "contains", "name": "says_answer", "values": ["answer"]}],
+            "scorers": [{"type": "contains", "name": "says_answer", "values": ["answer"], "threshold": 1}],
         })
         outcome = anyio.run(run_job, prepare_job(spec), RunOptions(out_root=root, handle_signals=False, quiet=True))
     assert outcome.state == "completed"
     return outcome.run_dir
+
+
+NightlyRunner = Callable[[Path, int, int], Path]
+
+
+@pytest.fixture(scope="session")
+def nightly_runner(fake_server: FakeServer) -> NightlyRunner:
+    """Runs the nightly job under a results root: (root, regressed items, extra items) -> run directory."""
+    def run(root: Path, regressed: int, extra: int = 0) -> Path:
+        return run_nightly(root, fake_server, nightly_items(regressed, extra))
+    return run
 
 
 @pytest.fixture(scope="session")
