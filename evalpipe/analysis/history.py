@@ -19,6 +19,7 @@ read is listed with the reason, never raised; a partial run is listed with its w
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,9 +43,10 @@ from evalpipe.analysis.stats import (
     seed_for,
 )
 from evalpipe.analysis.summary import EXACT_UNIT, GROUP_KEYS, exact_units
-from evalpipe.pipeline.manifest import MANIFEST_FILENAME
+from evalpipe.errors import ConfigError
+from evalpipe.pipeline.manifest import MANIFEST_FILENAME, Manifest, read_manifest
 from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
-from evalpipe.pipeline.store import STORE_FILENAME
+from evalpipe.pipeline.store import STORE_FILENAME, RunStore
 
 RATE_METRICS = ("pass_rate", "error_rate", "cost_usd")
 LATENCY_METRIC = "latency_p50_s"
@@ -209,9 +211,13 @@ def build_history(directory: str | Path, *, resamples: int = RESAMPLES, confiden
 
 
 def _start_of(path: Path, run: Run | None) -> datetime | None:
-    """When the run first started: the manifest's creation (or session start), else the run id's timestamp."""
-    manifest = run.manifest if run is not None else None
-    for text in ((manifest.created_at, manifest.started_at) if manifest is not None else ()):
+    """When the run first started: the manifest's creation (or session start), else the run store's creation,
+    else the timestamp its id starts with (to the second only)."""
+    manifest = run.manifest if run is not None else _manifest_of(path)
+    texts = [manifest.created_at, manifest.started_at] if manifest is not None else []
+    with contextlib.suppress(ConfigError):  # no store (copied output) or an unreadable one
+        texts.append(RunStore.read_meta(path).get("created_at"))
+    for text in texts:
         if text:
             try:
                 return datetime.fromisoformat(text).astimezone(UTC)
@@ -223,13 +229,21 @@ def _start_of(path: Path, run: Run | None) -> datetime | None:
         return None
 
 
+def _manifest_of(path: Path) -> Manifest | None:
+    """The manifest of a run whose rows cannot be read: it still says when the run started."""
+    try:
+        return read_manifest(path)
+    except ConfigError:
+        return None
+
+
 # -- one pass per run ----------------------------------------------------------------------------------
 
 
 def _item_tables(run: Run) -> dict[Group, _Items]:
     """Per group, each item's sums and counts of every metric and its latency histogram, read part by part."""
     scores = run.metrics
-    columns = [*_ITEM_KEYS, "status", "passed", "cost_usd", "latency_s", *scores]
+    columns = [*_ITEM_KEYS, "task_index", "status", "passed", "cost_usd", "latency_s", *scores]
     bucket = (pl.col("latency_s").clip(lower_bound=1e-6).log() / _LOG_STEP).round().cast(pl.Int64).alias("bucket")
 
     def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
@@ -242,18 +256,22 @@ def _item_tables(run: Run) -> dict[Group, _Items]:
                     (pl.col("status") == "error").sum().cast(pl.Int64).alias("error_rate:sum"),
                     pl.len().cast(pl.Int64).alias("error_rate:count"),
                     exact_units("cost_usd").alias("cost_usd:sum"),
-                    pl.len().cast(pl.Int64).alias("cost_usd:count")),
+                    pl.len().cast(pl.Int64).alias("cost_usd:count"),
+                    pl.col("task_index").min().alias("first_task")),
                 part.filter(_OK & pl.col("latency_s").is_finite()).group_by([*_ITEM_KEYS, bucket]).len()]
 
     def merge_sums(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.group_by(_ITEM_KEYS).agg(pl.exclude(_ITEM_KEYS).sum())
+        return frame.group_by(_ITEM_KEYS).agg(pl.col("first_task").min(), pl.exclude(*_ITEM_KEYS, "first_task").sum())
 
     def merge_latency(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.group_by([*_ITEM_KEYS, "bucket"]).agg(pl.col("len").sum())
 
     sums, latency = collect_per_part(run, columns, queries, [merge_sums, merge_latency])
     metrics = [*scores, *RATE_METRICS]
-    sums = sums.with_columns(pl.col("cost_usd:sum") * EXACT_UNIT).sort(_ITEM_KEYS)
+    # Groups in the order of the job's tasks, as in `summary`; items sorted by id within each.
+    sums = (sums.with_columns(pl.col("cost_usd:sum") * EXACT_UNIT,
+                              pl.col("first_task").min().over(GROUP_KEYS).alias("group_first_task"))
+            .sort("group_first_task", *_ITEM_KEYS))
     tables: dict[Group, _Items] = {}
     for (backend, param_set), frame in sums.group_by(GROUP_KEYS, maintain_order=True):
         ids = frame["item_id"].cast(pl.String).fill_null("").to_numpy().astype(object)

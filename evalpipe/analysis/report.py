@@ -158,14 +158,17 @@ def _comparison_chart(comparison: Comparison) -> Markup:
 def _trends(history: History, current: str) -> list[Markup]:
     """Per group and metric, the estimate of every run with its interval, significant changes marked."""
     names = [run.name for run in history.runs]
+    # Nightly runs are told apart by their day; runs sharing a day by their time too.
+    days = [run.started_at[5:10] if run.started_at else run.name[:8] for run in history.runs]
+    ticks = days if len(set(days)) == len(days) else [
+        run.started_at[5:16].replace("T", " ") if run.started_at else run.name[:8] for run in history.runs]
     charts = []
     for backend, param_set in history.groups:
         for metric in history.metrics:
             points = []
-            for run in history.runs:
+            for run, tick in zip(history.runs, ticks, strict=True):
                 group = next((g for g in run.groups if (g.backend_id, g.param_set) == (backend, param_set)), None)
                 point = group.metrics.get(metric) if group is not None else None
-                tick = (run.started_at or run.name)[5:10] if run.started_at else run.name[:8]
                 if point is None or point.estimate.n == 0:
                     points.append(svg.TrendPoint(tick, math.nan, math.nan, math.nan, None, run.name))
                     continue

@@ -263,10 +263,10 @@ def trend(points: Sequence[TrendPoint], title: str, y_label: str, current: int |
         css = f' class="change {escape(point.mark)}"' if point.mark else ""
         body.append(f'<circle{css} cx="{x:.1f}" cy="{y:.1f}" r="{radius}" fill="{ink}">'
                     f'<title>{escape(point.label)}</title></circle>')
-        if point.mark:
-            tip = y - 12 if point.mark == "better" else y + 12
-            base = tip + 6 if point.mark == "better" else tip - 6
-            body.append(f'<path d="M{x - 5:.1f},{base:.1f} L{x + 5:.1f},{base:.1f} L{x:.1f},{tip:.1f} Z" '
+        if point.mark:  # beside the point: ▲ better, ▼ worse
+            up = point.mark == "better"
+            tip, base, side = (y - 5, y + 4, x + 14) if up else (y + 5, y - 4, x + 14)
+            body.append(f'<path d="M{side - 5:.1f},{base:.1f} L{side + 5:.1f},{base:.1f} L{side:.1f},{tip:.1f} Z" '
                         f'fill="{ink}"/>')
     return _svg(width, height, body, title)
 

@@ -263,7 +263,7 @@ def comparison_text(comparison: Comparison, text_format: TextFormat) -> str:
 _HISTORY_LABELS = {"pass_rate": "pass rate", "error_rate": "error rate", "cost_usd": "cost/row USD",
                    LATENCY_METRIC: "latency p50 s"}
 _RATES = ("pass_rate", "error_rate")
-_HISTORY_COLUMNS = ["run", "started", "state", "items × rows"]
+_HISTORY_COLUMNS = ["run", "started", "state", "items × rows/item"]
 _MARKS = {"worse": "▼ worse", "better": "▲ better"}
 
 

@@ -89,9 +89,11 @@ def test_csv_markdown_and_table_outputs(nightly: list[Path], capsys: pytest.Capt
     assert main(["history", str(job), "--format", "markdown"]) == 0
     markdown = capsys.readouterr().out
     assert "### oa / default" in markdown and "### an / default" in markdown
-    lines = [line for line in markdown.splitlines() if line.startswith(f"| {nightly[2].name} ")]
-    assert len(lines) == 2 and all("▼ worse -0.600" in line for line in lines)
-    assert not any("▼" in line for line in markdown.splitlines() if line.startswith(f"| {nightly[1].name} "))
+    header = next(line for line in markdown.splitlines() if line.startswith("| run |")).split(" | ")
+    cells = {run.name: [line.split(" | ")[header.index("total")] for line in markdown.splitlines()
+                        if line.startswith(f"| {run.name} ")] for run in nightly}
+    assert cells[nightly[1].name] == ["0.800 [0.500, 1.000]"] * 2  # no flag: the change's interval reaches 0
+    assert cells[nightly[2].name] == ["0.200 [0.000, 0.500] ▼ worse -0.600 [-0.900, -0.300]"] * 2
 
     assert main(["history", str(job)]) == 0
     table = capsys.readouterr().out
@@ -134,6 +136,18 @@ def test_items_that_differ_are_said_and_changes_use_the_shared_ones(
                           f"changes pair the {NIGHTLY_ITEMS} shared items",)
     change = last.metrics["score_total"].change
     assert change is not None and change.difference.mean == 0.0 and change.difference.items == NIGHTLY_ITEMS
+
+
+def test_order_is_by_start_even_when_names_sort_otherwise(nightly: list[Path], tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    job = copy_job(nightly, tmp_path)
+    for path, name in zip(nightly, ("c-first", "b-second", "a-third"), strict=True):
+        (job / path.name).rename(job / name)
+    for part in (job / "b-second" / "parquet").glob("*.parquet"):
+        part.write_bytes(part.read_bytes()[:100])  # unreadable rows, but its manifest says when it started
+    (job / "a-third" / "manifest.json").unlink()  # no manifest: the run store says when it started
+    data = history_json(job, capsys)
+    assert [run["path"] for run in data["runs"]] == [str(job / name) for name in ("c-first", "b-second", "a-third")]
 
 
 def test_a_directory_without_runs_or_a_single_run_is_a_clear_error(nightly: list[Path], tmp_path: Path,
