@@ -239,7 +239,9 @@ class LLMEvaluator:
         if not any(entry.weight > 0 for entry in self._entries()):
             raise ConfigError("best_of needs a criterion with a weight: call .scoring(...) or .add_criterion(...)")
         rows = await self._run("best_of", _chat_job(_as_messages(messages)))
-        winner = next(pick_best(rows))["winner_task_id"]
+        contest = next(pick_best(rows))
+        # A tie lists its candidates in provider order: the earlier provider's answer is returned.
+        winner = contest["winner_task_id"] or next(iter(contest["tied_task_ids"]), None)
         return next((self._result(row) for row in rows if row["task_id"] == winner), None)
 
     async def aevaluate_dialogue(self, dialogue: Sequence[ChatMessage], *,

@@ -1,15 +1,22 @@
 """`evalpipe summary`: per backend and parameter set, how good, how reliable, how fast and how costly.
 
-Queries over the projected score and timing columns (never prompts or answers), run together on polars'
-streaming engine, each an aggregation it streams: one pass of sums and counts, the error classes, the
-value counts of each score column (all a bootstrap interval needs, see `stats`), and the latency
+Queries over the projected score and timing columns (never prompts or answers), run one Parquet part at
+a time on polars' streaming engine, each an aggregation it streams: one pass of sums and counts, the
+error classes, per item the sum and count of each score column (all a cluster bootstrap needs, see
+`stats.clustered_means`: the repeats and turns of one item are not independent draws), and the latency
 histograms from which `quantiles` finds exact quantiles, with a short second pass over a few buckets.
-Memory therefore follows the number of groups, distinct scores and latency buckets, not the number of
-rows.
+Memory therefore follows items × groups and latency buckets, not the number of rows.
+
+What the numbers are over, so that none flatters a run:
+- a score's mean is over the rows that have the score (scored rows), shown as "scored of rows";
+- the pass rate is over every attempted row (all but skipped ones): an error row is not a pass. It is
+  shown only when the run's rows carry verdicts (`passed` non-null somewhere), else "—";
+- cost is generation plus scoring (judges, scorer calls), each also given on its own.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +24,16 @@ import numpy as np
 import polars as pl
 
 from evalpipe.analysis import quantiles
-from evalpipe.analysis.runs import Merge, Run, collect, collect_per_part
-from evalpipe.analysis.stats import Estimate, FloatArray, IntArray, mean_ci
+from evalpipe.analysis.best_of_counts import count_best_of
+from evalpipe.analysis.runs import Merge, Run, collect_per_part
+from evalpipe.analysis.stats import Estimate, FloatArray, IntArray, clustered_means, mean_ci
 
 GROUP_KEYS = ("backend_id", "param_set")
+ITEM_KEY = "item_id"
+PASSED = "passed"  # the pass rate's column among the per-item sums: 1 per pass, over attempted rows
 _OK = pl.col("status") == "ok"
+_ATTEMPTED = pl.col("status") != "skipped"
+_NO_ESTIMATE = Estimate(math.nan, math.nan, math.nan, 0, "none", 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,15 +50,33 @@ class GroupSummary:
     errors: int
     skipped: int
     errors_by_type: dict[str, int]
-    scores: dict[str, Estimate]  # score column -> mean with its interval, over the rows that have the score
-    pass_rate: float | None  # over ok rows with a verdict
+    items: int  # distinct items (clusters of repeats and turns)
+    scores: dict[str, Estimate]  # score column -> mean over the rows that have the score, interval over items
+    pass_rate: Estimate | None  # passes over attempted rows (errors count as fails); None: the run has no verdicts
     latency_p50_s: float | None
     latency_p95_s: float | None
     ttft_p50_s: float | None
     input_tokens: int
     output_tokens: int
-    cost_usd: float
+    generation_cost_usd: float
+    scoring_cost_usd: float
     best_of_wins: int | None = None  # only when the best-of table names parameter sets
+    best_of_ties: int | None = None  # contests whose top total this group shared with others
+
+    @property
+    def attempted(self) -> int:
+        """Rows that should have an answer and a verdict: all but the skipped ones."""
+        return self.rows - self.skipped
+
+    @property
+    def cost_usd(self) -> float:
+        """Everything the group cost: generation plus scoring."""
+        return self.generation_cost_usd + self.scoring_cost_usd
+
+    @property
+    def repeats(self) -> float:
+        """Rows per item."""
+        return self.rows / self.items if self.items else 0.0
 
     @property
     def error_rate(self) -> float:
@@ -64,9 +94,11 @@ class RunSummary:
     warnings: tuple[str, ...]
     metrics: list[str]
     groups: list[GroupSummary]
-    # Best-of wins per backend when the best-of table has no parameter set column; else in the groups.
+    # Best-of wins and ties per backend when the best-of table has no parameter set column; else in the groups.
     best_of_wins_by_backend: dict[str, int] = field(default_factory=dict)
+    best_of_ties_by_backend: dict[str, int] = field(default_factory=dict)
     best_of_contests: int = 0
+    best_of_tied_contests: int = 0
 
     @property
     def partial(self) -> bool:
@@ -75,52 +107,58 @@ class RunSummary:
 
 
 LATENCY_QUANTILES = {"latency_s": (0.5, 0.95), "ttft_s": (0.5,)}
+COST_COLUMNS = ("cost_usd", "scoring_cost_usd")  # generation, then scorers and judges (absent in older runs)
 
 
 def summarize(run: Run) -> RunSummary:
     """The summary of `run`."""
     metrics = run.metrics
-    columns = [*GROUP_KEYS, "task_index", "model", "temperature", "top_p", "status", "error_type", "passed",
-               "latency_s", "ttft_s", "input_tokens", "output_tokens", "cost_usd", *metrics]
+    costs = [column for column in COST_COLUMNS if run.has(column)]
+    columns = [*GROUP_KEYS, ITEM_KEY, "task_index", "model", "temperature", "top_p", "status", "error_type", "passed",
+               "latency_s", "ttft_s", "input_tokens", "output_tokens", *costs, *metrics]
     timed = [column for column in LATENCY_QUANTILES if run.has(column)]
 
     def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
-        return [part.group_by(GROUP_KEYS).agg(_aggregates()),
+        return [part.group_by(GROUP_KEYS).agg(_aggregates(costs)),
                 part.filter(pl.col("status") == "error")
                 .group_by([*GROUP_KEYS, pl.col("error_type").fill_null("unknown")]).len(),
-                *(quantiles.histogram(part.filter(_OK), column, GROUP_KEYS) for column in timed),
-                *value_count_queries(part, metrics, GROUP_KEYS)]
+                item_sum_query(part, [*metrics, PASSED], GROUP_KEYS),
+                *(quantiles.histogram(part.filter(_OK), column, GROUP_KEYS) for column in timed)]
 
     def merge_histogram(frame: pl.DataFrame) -> pl.DataFrame:
         return quantiles.merge_histograms(frame, GROUP_KEYS)
 
-    def merge_counts(frame: pl.DataFrame) -> pl.DataFrame:
-        return merge_value_counts(frame, GROUP_KEYS)
+    def merge_items(frame: pl.DataFrame) -> pl.DataFrame:
+        return merge_item_sums(frame, GROUP_KEYS)
 
-    totals, errors_frame, *rest = collect_per_part(run, columns, queries, [
-        _merge_totals, _merge_errors, *([merge_histogram] * len(timed)), *([merge_counts] * len(metrics))])
-    histograms, counts = rest[:len(timed)], rest[len(timed):]
+    totals, errors_frame, item_sums, *histograms = collect_per_part(
+        run, columns, queries, [_merge_totals, _merge_errors, merge_items, *([merge_histogram] * len(timed))])
     timing = _quantiles(run, columns, dict(zip(timed, histograms, strict=True)))
     errors = _errors_by_type(errors_frame)
-    estimates = estimates_from(value_counts_from(counts, GROUP_KEYS))
-    wins, wins_by_backend, contests = _best_of_wins(run)
+    totals = _finish_totals(totals)
+    with_verdicts = int(totals["verdicts"].sum()) > 0  # else no criterion has a threshold: no pass rate at all
+    estimates = clustered_estimates(item_sums, [*metrics, PASSED], GROUP_KEYS)
+    best_of = count_best_of(run)
     groups = []
-    for record in _finish_totals(totals).iter_rows(named=True):
+    for record in totals.iter_rows(named=True):
         key = (record["backend_id"], record["param_set"])
         latency = timing.get("latency_s", {}).get(key, [None, None])
         ttft = timing.get("ttft_s", {}).get(key, [None])
+        found, items = estimates.get(key, ({}, 0))
         groups.append(GroupSummary(
             backend_id=key[0] or "", param_set=key[1] or "", model=record["model"],
             temperature=record["temperature"], top_p=record["top_p"], rows=record["rows"], ok=record["ok"],
-            errors=record["errors"], skipped=record["skipped"], errors_by_type=errors.get(key, {}),
-            scores={metric: estimates[(*key, metric)] if (*key, metric) in estimates else mean_ci([], key="")
-                    for metric in metrics},
-            pass_rate=record["pass_rate"], latency_p50_s=latency[0], latency_p95_s=latency[1],
-            ttft_p50_s=ttft[0], input_tokens=record["input_tokens"] or 0,
-            output_tokens=record["output_tokens"] or 0, cost_usd=record["cost_usd"] or 0.0,
-            best_of_wins=None if wins is None else wins.get(key, 0)))
+            errors=record["errors"], skipped=record["skipped"], errors_by_type=errors.get(key, {}), items=items,
+            scores={metric: found.get(metric, _NO_ESTIMATE) for metric in metrics},
+            pass_rate=found.get(PASSED, _NO_ESTIMATE) if with_verdicts else None,
+            latency_p50_s=latency[0], latency_p95_s=latency[1], ttft_p50_s=ttft[0],
+            input_tokens=record["input_tokens"] or 0, output_tokens=record["output_tokens"] or 0,
+            generation_cost_usd=record["cost_usd"] or 0.0, scoring_cost_usd=record["scoring_cost_usd"] or 0.0,
+            best_of_wins=None if best_of.wins is None else best_of.wins.get(key, 0),
+            best_of_ties=None if best_of.ties is None else best_of.ties.get(key, 0)))
     state = run.manifest.state if run.manifest is not None else "unknown"
-    return RunSummary(run.name, str(run.path), state, run.warnings, metrics, groups, wins_by_backend, contests)
+    return RunSummary(run.name, str(run.path), state, run.warnings, metrics, groups, best_of.wins_by_backend,
+                      best_of.ties_by_backend, best_of.contests, best_of.tied_contests)
 
 
 def _quantiles(run: Run, columns: list[str], histograms: dict[str, pl.DataFrame],
@@ -142,7 +180,7 @@ def _quantiles(run: Run, columns: list[str], histograms: dict[str, pl.DataFrame]
     return {column: quantiles.finish(where, column, refined.get(column)) for column, where in located.items()}
 
 
-def _aggregates() -> list[pl.Expr]:
+def _aggregates(costs: list[str]) -> list[pl.Expr]:
     """Per group of one part, aggregations that polars streams (no `filter` inside them, which would gather
     each group's rows) and that merge across parts (`_merge_totals`)."""
     return [
@@ -154,27 +192,27 @@ def _aggregates() -> list[pl.Expr]:
         pl.col("model").drop_nulls().first().alias("model"),
         pl.col("temperature").drop_nulls().first().alias("temperature"),
         pl.col("top_p").drop_nulls().first().alias("top_p"),
-        pl.when(_OK).then(pl.col("passed")).cast(pl.Int64).sum().alias("passed"),
         pl.when(_OK).then(pl.col("passed")).count().alias("verdicts"),
         pl.col("input_tokens").sum(),
         pl.col("output_tokens").sum(),
-        exact_units("cost_usd"),
+        *(exact_units(column) for column in costs),
     ]
 
 
 def _merge_totals(totals: pl.DataFrame) -> pl.DataFrame:
     """`_aggregates` of consecutive parts, stacked in part order, as one row per group."""
+    sums = [name for name in ("rows", "ok", "errors", "skipped", "verdicts", "input_tokens", "output_tokens",
+                              *COST_COLUMNS) if name in totals.columns]
     return totals.group_by(GROUP_KEYS, maintain_order=True).agg(
         pl.col("first_task").min(), *(pl.col(name).drop_nulls().first() for name in ("model", "temperature", "top_p")),
-        *(pl.col(name).sum() for name in ("rows", "ok", "errors", "skipped", "passed", "verdicts", "input_tokens",
-                                          "output_tokens", "cost_usd")))
+        *(pl.col(name).sum() for name in sums))
 
 
 def _finish_totals(totals: pl.DataFrame) -> pl.DataFrame:
-    """The merged totals with the pass rate and cost in dollars, in the order of the job's tasks."""
-    pass_rate = pl.when(pl.col("verdicts") > 0).then(pl.col("passed") / pl.col("verdicts"))
-    return totals.with_columns(pass_rate.alias("pass_rate"),
-                               (pl.col("cost_usd") * EXACT_UNIT).alias("cost_usd")).sort("first_task")
+    """The merged totals with costs in dollars (0 for a cost column the run lacks), in job task order."""
+    return totals.with_columns(
+        *((pl.col(name) * EXACT_UNIT).alias(name) if name in totals.columns else pl.lit(0.0).alias(name)
+          for name in COST_COLUMNS)).sort("first_task")
 
 
 def _merge_errors(errors: pl.DataFrame) -> pl.DataFrame:
@@ -185,6 +223,42 @@ def _errors_by_type(frame: pl.DataFrame) -> dict[tuple[str, str], dict[str, int]
     found: dict[tuple[str, str], dict[str, int]] = {}
     for record in frame.sort("len", descending=True).iter_rows(named=True):
         found.setdefault((record["backend_id"], record["param_set"]), {})[record["error_type"]] = record["len"]
+    return found
+
+
+def item_sum_query(frame: pl.LazyFrame, metrics: list[str], keys: tuple[str, ...]) -> pl.LazyFrame:
+    """Per group of `keys` and item, each metric's sum (in exact units, `exact_units`) and count of finite
+    values: `<metric>:sum`, `<metric>:n`. The metric `PASSED` counts passes over attempted rows.
+
+    A row without an item id is an item of its own."""
+    item = pl.coalesce(pl.col(ITEM_KEY), pl.format("row {}", pl.col("task_index"))).alias(ITEM_KEY)
+    aggregates: list[pl.Expr] = []
+    for metric in metrics:
+        if metric == PASSED:
+            value = pl.when(_ATTEMPTED).then((_OK & pl.col("passed").fill_null(False)).cast(pl.Float64))
+        else:
+            value = pl.when(pl.col(metric).is_finite()).then(pl.col(metric))
+        aggregates += [(value / EXACT_UNIT).round().cast(pl.Int64).sum().alias(f"{metric}:sum"),
+                       value.count().cast(pl.Int64).alias(f"{metric}:n")]
+    return frame.group_by([*keys, item]).agg(aggregates)
+
+
+def merge_item_sums(frame: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFrame:
+    """Per-part item sums (`item_sum_query`) added into those of the whole run."""
+    return frame.group_by([*keys, ITEM_KEY]).agg(pl.exclude([*keys, ITEM_KEY]).sum())
+
+
+def clustered_estimates(item_sums: pl.DataFrame, metrics: list[str], keys: tuple[str, ...],
+                        ) -> dict[tuple[Any, ...], tuple[dict[str, Estimate], int]]:
+    """Per group of `keys`, each metric's mean with its interval over items (one `clustered_means` call, so one
+    set of resamples for all its metrics, seeded from the group's key), and the group's number of items.
+
+    Items are sorted by id first: the resamples do not depend on the order parts were read in."""
+    found: dict[tuple[Any, ...], tuple[dict[str, Estimate], int]] = {}
+    for key, group in item_sums.sort([*keys, ITEM_KEY]).group_by(list(keys), maintain_order=True):
+        sums = group.select(f"{metric}:sum" for metric in metrics).to_numpy().astype(np.float64) * EXACT_UNIT
+        counts = group.select(f"{metric}:n" for metric in metrics).to_numpy().astype(np.float64)
+        found[key] = (clustered_means(sums, counts, metrics, key="|".join(str(part) for part in key)), group.height)
     return found
 
 
@@ -236,21 +310,3 @@ def merge_value_counts(frame: pl.DataFrame, keys: tuple[str, ...]) -> pl.DataFra
     return frame.group_by([*keys, "metric", "value"]).agg(pl.col("len").sum())
 
 
-PARAM_SET_COLUMN = "winner_param_set"  # the best-of table's column (evalpipe.pipeline.best_of)
-
-
-def _best_of_wins(run: Run) -> tuple[dict[tuple[str, str], int] | None, dict[str, int], int]:
-    """Wins per (backend, parameter set) when the best-of table names parameter sets, else per backend;
-    and the number of contests."""
-    best_of = run.scan_best_of()
-    if best_of is None:
-        return None, {}, 0
-    names = best_of.collect_schema().names()
-    with_sets = PARAM_SET_COLUMN in names
-    keys = ["winner_backend_id", PARAM_SET_COLUMN] if with_sets else ["winner_backend_id"]
-    wins = collect(best_of.group_by(keys).len(), run)
-    contests = int(wins["len"].sum())
-    if with_sets:
-        return ({(r["winner_backend_id"], r[PARAM_SET_COLUMN]): r["len"] for r in wins.iter_rows(named=True)}, {},
-                contests)
-    return None, {r["winner_backend_id"]: r["len"] for r in wins.iter_rows(named=True)}, contests

@@ -65,7 +65,45 @@ def _errors(group: GroupSummary) -> str:
     if not group.errors:
         return "0"
     classes = ", ".join(f"{name} {count}" for name, count in group.errors_by_type.items())
-    return f"{group.error_rate:.1%} ({classes})"
+    return f"{group.errors:,} ({group.error_rate:.1%}: {classes})"
+
+
+def clusters(estimate: Estimate) -> str:
+    """What an interval resampled: `200 items × 3` (rows per item, one decimal when items differ)."""
+    repeats = estimate.repeats
+    shown = f"{repeats:.0f}" if abs(repeats - round(repeats)) < 0.05 else f"{repeats:.1f}"
+    return f"{estimate.items:,} items × {shown}"
+
+
+def score_cell(estimate: Estimate, rows: int) -> str:
+    """A mean with its interval, its denominator and its clusters: `0.812 [0.780, 0.840] · 450/500 scored ·
+    150 items × 3`."""
+    if estimate.n == 0:
+        return f"— · 0/{rows:,} scored"
+    return f"{format_estimate(estimate)} · {estimate.n:,}/{rows:,} scored · {clusters(estimate)}"
+
+
+def pass_rate_cell(estimate: Estimate | None) -> str:
+    """`85.0% [80.1%, 89.2%] · 425/500 passed · 250 items × 2`, or `—` when the run has no verdicts."""
+    if estimate is None or estimate.n == 0:
+        return "—"
+    passes = round(estimate.mean * estimate.n)
+    interval = "" if math.isnan(estimate.low) else f" [{estimate.low:.1%}, {estimate.high:.1%}]"
+    return f"{estimate.mean:.1%}{interval} · {passes:,}/{estimate.n:,} passed · {clusters(estimate)}"
+
+
+def _cost(group: GroupSummary) -> str:
+    return f"{group.cost_usd:.4f} ({group.generation_cost_usd:.4f} + {group.scoring_cost_usd:.4f})"
+
+
+def _best_of_line(summary: RunSummary) -> str | None:
+    """`best-of of 80 contests (12 tied): wins alpha 50, beta 18; ties alpha 12, beta 12`."""
+    if not summary.best_of_wins_by_backend and not summary.best_of_ties_by_backend:
+        return None
+    wins = ", ".join(f"{b} {n}" for b, n in summary.best_of_wins_by_backend.items()) or "none"
+    ties = ", ".join(f"{b} {n}" for b, n in summary.best_of_ties_by_backend.items()) or "none"
+    return (f"best-of of {summary.best_of_contests:,} contests ({summary.best_of_tied_contests:,} tied): "
+            f"wins {wins}; ties {ties}")
 
 
 def _excerpt(text: str | None) -> str:
@@ -76,30 +114,38 @@ def _excerpt(text: str | None) -> str:
 # -- summary -------------------------------------------------------------------------------------------
 
 
+def _has_best_of(summary: RunSummary) -> bool:
+    return any(g.best_of_wins is not None for g in summary.groups)
+
+
 def summary_columns(summary: RunSummary) -> list[str]:
     """The headers of the people-facing summary table."""
-    wins = ["best-of wins"] if any(g.best_of_wins is not None for g in summary.groups) else []
-    return ["backend", "param set", "n", *(metric_label(m) for m in summary.metrics), "pass rate", "errors",
-            "latency p50/p95 s", "ttft p50 s", "tokens in/out", "cost USD", *wins]
+    wins = ["best-of wins/ties"] if _has_best_of(summary) else []
+    return ["backend", "param set", "rows", "errors", "skipped", *(metric_label(m) for m in summary.metrics),
+            "pass rate", "latency p50/p95 s", "ttft p50 s", "tokens in/out", "cost USD (generation + scoring)",
+            *wins]
 
 
 def summary_cells(summary: RunSummary, group: GroupSummary) -> list[str]:
     """One row of the people-facing summary table."""
-    wins = [] if all(g.best_of_wins is None for g in summary.groups) else [str(group.best_of_wins or 0)]
-    return [group.backend_id, group.param_set, f"{group.rows:,}",
-            *(format_estimate(group.scores[m]) for m in summary.metrics),
-            _number(group.pass_rate, "{:.1%}"), _errors(group),
+    wins = [f"{group.best_of_wins or 0}/{group.best_of_ties or 0}"] if _has_best_of(summary) else []
+    return [group.backend_id, group.param_set, f"{group.rows:,}", _errors(group), f"{group.skipped:,}",
+            *(score_cell(group.scores[m], group.rows) for m in summary.metrics),
+            pass_rate_cell(group.pass_rate),
             f"{_number(group.latency_p50_s, '{:.2f}')} / {_number(group.latency_p95_s, '{:.2f}')}",
             _number(group.ttft_p50_s, "{:.2f}"), f"{group.input_tokens:,} / {group.output_tokens:,}",
-            f"{group.cost_usd:.4f}", *wins]
+            _cost(group), *wins]
+
+
+_TITLE = "means over scored rows with 95% bootstrap CI over items; pass rate over attempted rows"
 
 
 def summary_renderable(summary: RunSummary) -> RenderableType:
-    """The summary as rich renderables: partial label, the table, best-of wins."""
+    """The summary as rich renderables: partial label, the table, best-of wins and ties."""
     parts: list[RenderableType] = []
     if summary.partial:
         parts.append(Text("PARTIAL: " + "; ".join(summary.warnings), style="bold yellow"))
-    table = Table(title=escape(f"run {summary.run_name} ({summary.state}) — means with 95% bootstrap CI"))
+    table = Table(title=escape(f"run {summary.run_name} ({summary.state}) — {_TITLE}"))
     for column in summary_columns(summary):
         # Folded, not cut: in a narrow terminal (or a pipe, 80 columns) a number split over lines is
         # still readable, one ending in "…" is not.
@@ -107,28 +153,42 @@ def summary_renderable(summary: RunSummary) -> RenderableType:
     for group in summary.groups:
         table.add_row(*(escape(cell) for cell in summary_cells(summary, group)))
     parts.append(table)
-    if summary.best_of_wins_by_backend:
-        wins = ", ".join(f"{b} {n}" for b, n in summary.best_of_wins_by_backend.items())
-        parts.append(Text(f"best-of wins of {summary.best_of_contests:,} contests: {wins}"))
+    best_of = _best_of_line(summary)
+    if best_of:
+        parts.append(Text(best_of))
     return Group(*parts)
 
 
+def _estimate_record(prefix: str, mean_name: str, estimate: Estimate | None) -> dict[str, Any]:
+    """`mean_name` and `<prefix>_ci_low`, `_ci_high`, `_n` (rows), `_items`, `_repeats`, `_method`."""
+    names = [mean_name, *(f"{prefix}_{name}" for name in ("ci_low", "ci_high", "n", "items", "repeats", "method"))]
+    if estimate is None:
+        return dict.fromkeys(names)
+    repeats = _finite(estimate.repeats) if estimate.items else None
+    values = [_finite(estimate.mean), _finite(estimate.low), _finite(estimate.high), estimate.n, estimate.items,
+              repeats, estimate.method]
+    return dict(zip(names, values, strict=True))
+
+
 def summary_records(summary: RunSummary) -> list[dict[str, Any]]:
-    """One flat record per group, every number at full precision."""
+    """One flat record per group, every number at full precision; each estimate with its rows (`_n`), items,
+    rows per item (`_repeats`) and interval method."""
     error_types = sorted({name for g in summary.groups for name in g.errors_by_type})
     records = []
     for g in summary.groups:
         record: dict[str, Any] = {
             "backend_id": g.backend_id, "param_set": g.param_set, "model": g.model, "temperature": g.temperature,
-            "top_p": g.top_p, "rows": g.rows, "ok": g.ok, "errors": g.errors, "skipped": g.skipped,
-            "error_rate": g.error_rate}
+            "top_p": g.top_p, "rows": g.rows, "items": g.items, "repeats": g.repeats, "ok": g.ok,
+            "errors": g.errors, "skipped": g.skipped, "attempted": g.attempted, "error_rate": g.error_rate}
         record.update({f"errors_{name}": g.errors_by_type.get(name, 0) for name in error_types})
         for metric, estimate in g.scores.items():
-            record.update({f"{metric}_mean": _finite(estimate.mean), f"{metric}_ci_low": _finite(estimate.low),
-                           f"{metric}_ci_high": _finite(estimate.high), f"{metric}_n": estimate.n})
-        record.update({"pass_rate": g.pass_rate, "latency_p50_s": g.latency_p50_s, "latency_p95_s": g.latency_p95_s,
+            record.update(_estimate_record(metric, f"{metric}_mean", estimate))
+        record.update(_estimate_record("pass_rate", "pass_rate", g.pass_rate))
+        record.update({"latency_p50_s": g.latency_p50_s, "latency_p95_s": g.latency_p95_s,
                        "ttft_p50_s": g.ttft_p50_s, "input_tokens": g.input_tokens, "output_tokens": g.output_tokens,
-                       "cost_usd": g.cost_usd, "best_of_wins": g.best_of_wins})
+                       "cost_usd": g.cost_usd, "generation_cost_usd": g.generation_cost_usd,
+                       "scoring_cost_usd": g.scoring_cost_usd, "best_of_wins": g.best_of_wins,
+                       "best_of_ties": g.best_of_ties})
         records.append(record)
     return records
 
@@ -142,15 +202,17 @@ def summary_text(summary: RunSummary, text_format: TextFormat) -> str:
         return json.dumps({"run": summary.run_name, "path": summary.run_path, "state": summary.state,
                            "partial": summary.partial, "warnings": list(summary.warnings), "groups": records,
                            "best_of_wins_by_backend": summary.best_of_wins_by_backend,
-                           "best_of_contests": summary.best_of_contests}, indent=2, allow_nan=False) + "\n"
+                           "best_of_ties_by_backend": summary.best_of_ties_by_backend,
+                           "best_of_contests": summary.best_of_contests,
+                           "best_of_tied_contests": summary.best_of_tied_contests}, indent=2, allow_nan=False) + "\n"
     lines = [f"## Run {summary.run_name} ({summary.state})", ""]
     if summary.partial:
         lines += [f"> **Partial:** {_md('; '.join(summary.warnings))}", ""]
     lines += _markdown_table(summary_columns(summary), [summary_cells(summary, g) for g in summary.groups])
-    lines += ["", "Means with 95% bootstrap confidence intervals."]
-    if summary.best_of_wins_by_backend:
-        wins = ", ".join(f"{b} {n}" for b, n in summary.best_of_wins_by_backend.items())
-        lines += ["", f"Best-of wins of {summary.best_of_contests:,} contests: {_md(wins)}"]
+    lines += ["", f"{_TITLE[0].upper()}{_TITLE[1:]}."]
+    best_of = _best_of_line(summary)
+    if best_of:
+        lines += ["", _md(best_of[0].upper() + best_of[1:])]
     return "\n".join(lines) + "\n"
 
 

@@ -1,14 +1,17 @@
 """Best-of: for each item (and turn and repeat), the candidate with the highest total score.
 
 Candidates are the rows of every backend and parameter set. A row that failed or has no total
-never wins: a crash cannot beat a poor answer. Ties go to the candidate first in expansion order
-(backend order, then parameter set, then repeat, as in the job file), so the same rows always
-give the same winner. A group without any scored row is still reported, with no winner.
+never wins: a crash cannot beat a poor answer. When several candidates share the top total the
+contest is a tie, not a win for whichever came first: the record has no winner, `tie` is true and
+the tied candidates are listed in expansion order (backend order, then parameter set, then repeat, as
+in the job file), so a caller that needs one answer can still take the first. A group without any
+scored row is still reported, with no winner and no tie.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,9 +34,14 @@ BEST_OF_SCHEMA = pa.schema([
     ("winner_backend_id", pa.string()),
     ("winner_model", pa.string()),
     ("winner_param_set", pa.string()),
-    ("winner_score", pa.float64()),
-    ("runner_up_score", pa.float64()),
+    ("winner_score", pa.float64()),  # the top total, also when it is shared
+    ("runner_up_score", pa.float64()),  # the second-highest total (equal to the top in a tie)
+    ("tie", pa.bool_()),
+    ("tied_task_ids", pa.list_(pa.string())),  # the candidates sharing the top total, when tied
+    ("tied_backend_ids", pa.list_(pa.string())),
+    ("tied_param_sets", pa.list_(pa.string())),
 ])
+TIE_TOLERANCE = 1e-9  # totals this close are equal: the same scores weighted the same way, up to rounding
 
 
 GROUP_KEY = ("item_id", "turn", "repeat")
@@ -45,12 +53,12 @@ def _key(row: Mapping[str, Any], per_repeat: bool) -> tuple[Any, ...]:
     return row["item_id"], row.get("turn") or 0, (row.get("repeat") or 0) if per_repeat else None
 
 
-def _beats(row: Mapping[str, Any], best: Mapping[str, Any] | None) -> bool:
-    if best is None:
-        return True
-    if row["score_total"] != best["score_total"]:
-        return bool(row["score_total"] > best["score_total"])
-    return (row["task_index"], row["task_id"]) < (best["task_index"], best["task_id"])
+def _same(score: float, other: float) -> bool:
+    return math.isclose(score, other, rel_tol=0.0, abs_tol=TIE_TOLERANCE)
+
+
+def _expansion_order(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return row.get("task_index") or 0, row.get("task_id") or ""
 
 
 def best_of(rows: Iterable[Mapping[str, Any]], *, per_repeat: bool = True, grouped: bool = False) -> Iterator[
@@ -63,25 +71,34 @@ def best_of(rows: Iterable[Mapping[str, Any]], *, per_repeat: bool = True, group
     ordered = rows if grouped else sorted(rows, key=lambda row: _key(row, per_repeat))
     for key, group in itertools.groupby(ordered, key=lambda row: _key(row, per_repeat)):
         candidates = scored = 0
-        winner: Mapping[str, Any] | None = None
+        top: list[Mapping[str, Any]] = []  # the candidates sharing the highest total so far
         runner_up: float | None = None
         for row in group:
             candidates += 1
             if row.get("status") != "ok" or row.get("score_total") is None:
                 continue
             scored += 1
-            beaten: Mapping[str, Any] | None = row
-            if _beats(row, winner):
-                beaten, winner = winner, row
-            if beaten is not None:
-                runner_up = beaten["score_total"] if runner_up is None else max(runner_up, beaten["score_total"])
+            score = row["score_total"]
+            if top and _same(score, top[0]["score_total"]):
+                top.append(row)
+                runner_up = top[0]["score_total"]
+            elif not top or score > top[0]["score_total"]:
+                runner_up = top[0]["score_total"] if top else runner_up
+                top = [row]
+            else:
+                runner_up = score if runner_up is None else max(runner_up, score)
+        top.sort(key=_expansion_order)
+        tie = len(top) > 1
+        best = top[0] if len(top) == 1 else {}
         item_id, turn, repeat = key
-        best = winner or {}
         yield {
             "item_id": item_id, "turn": turn, "repeat": repeat, "candidates": candidates, "scored": scored,
             "winner_task_id": best.get("task_id"), "winner_backend_id": best.get("backend_id"),
             "winner_model": best.get("model"), "winner_param_set": best.get("param_set"),
-            "winner_score": best.get("score_total"), "runner_up_score": runner_up,
+            "winner_score": top[0]["score_total"] if top else None, "runner_up_score": runner_up, "tie": tie,
+            "tied_task_ids": [row.get("task_id") for row in top] if tie else [],
+            "tied_backend_ids": [row.get("backend_id") for row in top] if tie else [],
+            "tied_param_sets": [row.get("param_set") for row in top] if tie else [],
         }
 
 

@@ -120,8 +120,9 @@ async def test_a_scorer_naming_an_unknown_backend_fails_at_load(tmp_path: Path) 
 async def test_best_of_table_names_the_best_scored_answer_and_never_an_error(
     api_key: str, tmp_path: Path  # noqa: F811
 ) -> None:
-    # `broken` comes first and fails every call; `a` and `b` give the same answers, so they tie; item
-    # i1's answers miss the wanted word, so nobody scores above 0 there but the scored rows still compete.
+    # `broken` comes first and fails every call; `a` and `b` give the same answers, so they tie (a tie,
+    # not a win for `a`); item i1's answers miss the wanted word, so nobody scores above 0 there but the
+    # scored rows still compete.
     items = [{"id": "i0", "q": "plain", "want": "Echo"}, {"id": "i1", "q": "other", "want": "absent"}]
     with FakeServer() as broken, FakeServer() as srv:
         broken.set_fault("not_found")
@@ -133,7 +134,8 @@ async def test_best_of_table_names_the_best_scored_answer_and_never_an_error(
     for item_id, score in (("i0", 1.0), ("i1", 0.0)):
         record = table[item_id]
         assert (record["candidates"], record["scored"]) == (3, 2)
-        assert (record["winner_backend_id"], record["winner_score"], record["runner_up_score"]) == ("a", score, score)
+        assert (record["winner_backend_id"], record["winner_score"], record["runner_up_score"]) == (None, score, score)
+        assert record["tie"] and record["tied_backend_ids"] == ["a", "b"]
 
 
 def test_best_of_without_any_scored_candidate_has_no_winner() -> None:
@@ -143,11 +145,20 @@ def test_best_of_without_any_scored_candidate_has_no_winner() -> None:
     assert record["winner_task_id"] is None and record["candidates"] == 2 and record["scored"] == 0
 
 
-def test_best_of_ranks_by_score_then_expansion_order() -> None:
+def test_best_of_shared_top_total_is_a_tie_listed_in_expansion_order() -> None:
     rows = [{"item_id": "x", "task_id": f"t{i}", "task_index": i, "status": "ok", "score_total": s,
-             "backend_id": f"b{i}"} for i, s in enumerate([0.5, 0.9, 0.9, 0.1])]
+             "backend_id": f"b{i}", "param_set": "p"} for i, s in enumerate([0.5, 0.9, 0.9, 0.1])]
+    (record,) = best_of(reversed(rows))  # arrival order does not decide
+    assert (record["winner_backend_id"], record["winner_score"], record["runner_up_score"]) == (None, 0.9, 0.9)
+    assert record["tie"] and record["tied_backend_ids"] == ["b1", "b2"] and record["tied_task_ids"] == ["t1", "t2"]
+
+
+def test_best_of_single_top_total_wins_with_the_runner_up_below() -> None:
+    rows = [{"item_id": "x", "task_id": f"t{i}", "task_index": i, "status": "ok", "score_total": s,
+             "backend_id": f"b{i}"} for i, s in enumerate([0.5, 0.7, 0.9, 0.7])]
     (record,) = best_of(rows)
-    assert (record["winner_backend_id"], record["winner_score"], record["runner_up_score"]) == ("b1", 0.9, 0.9)
+    assert (record["winner_backend_id"], record["winner_score"], record["runner_up_score"]) == ("b2", 0.9, 0.7)
+    assert not record["tie"] and record["tied_backend_ids"] == []
 
 
 def chain_job(srv: FakeServer, helper_srv: FakeServer, second: str = "Title for: {{ summary }}") -> Any:
