@@ -42,7 +42,15 @@ from evalpipe.analysis.stats import (
     clustered_means,
     seed_for,
 )
-from evalpipe.analysis.summary import EXACT_UNIT, GROUP_KEYS, exact_units
+from evalpipe.analysis.summary import (
+    COST_COLUMNS,
+    EXACT_UNIT,
+    GROUP_KEYS,
+    ITEM_KEY,
+    PASSED,
+    item_sum_query,
+    merge_item_sums,
+)
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.manifest import MANIFEST_FILENAME, Manifest, read_manifest
 from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
@@ -59,7 +67,9 @@ _CHUNK_CELLS = 2_000_000  # resampling weights are drawn in chunks of at most th
 _MEDIAN_WORK = 1_000_000_000
 _MIN_RESAMPLES = 200
 _OK = pl.col("status") == "ok"
-_ITEM_KEYS = (*GROUP_KEYS, "item_id")
+_ITEM_KEYS = (*GROUP_KEYS, ITEM_KEY)
+# A row without an item id is an item of its own, named as `summary.item_sum_query` names it.
+_ITEM = pl.coalesce(pl.col(ITEM_KEY), pl.format("row {}", pl.col("task_index"))).alias(ITEM_KEY)
 
 Group = tuple[str, str]  # (backend id, parameter set)
 Verdict = Literal["better", "worse", "no clear change"]
@@ -241,51 +251,61 @@ def _manifest_of(path: Path) -> Manifest | None:
 
 
 def _item_tables(run: Run) -> dict[Group, _Items]:
-    """Per group, each item's sums and counts of every metric and its latency histogram, read part by part."""
+    """Per group, each item's sums and counts of every metric and its latency histogram, read part by part.
+
+    Scores and passes as `summary` counts them (`item_sum_query`: the pass rate over attempted rows, an
+    error a fail); per item also its errors, rows, cost (generation plus scoring) and verdicts."""
     scores = run.metrics
-    columns = [*_ITEM_KEYS, "task_index", "status", "passed", "cost_usd", "latency_s", *scores]
+    costs = [column for column in COST_COLUMNS if run.has(column)]
+    columns = [*_ITEM_KEYS, "task_index", "status", "passed", "latency_s", *costs, *scores]
+    cost = pl.sum_horizontal(*(pl.col(column).fill_null(0.0) for column in costs)) if costs else pl.lit(0.0)
     bucket = (pl.col("latency_s").clip(lower_bound=1e-6).log() / _LOG_STEP).round().cast(pl.Int64).alias("bucket")
 
     def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
-        finite = [pl.col(m).is_finite() for m in scores]
-        return [part.group_by(_ITEM_KEYS).agg(
-                    *(pl.when(f).then(pl.col(m)).sum().alias(f"{m}:sum") for m, f in zip(scores, finite, strict=True)),
-                    *(f.sum().cast(pl.Int64).alias(f"{m}:count") for m, f in zip(scores, finite, strict=True)),
-                    pl.when(_OK).then(pl.col("passed")).cast(pl.Int64).sum().alias("pass_rate:sum"),
-                    pl.when(_OK).then(pl.col("passed")).count().cast(pl.Int64).alias("pass_rate:count"),
-                    (pl.col("status") == "error").sum().cast(pl.Int64).alias("error_rate:sum"),
-                    pl.len().cast(pl.Int64).alias("error_rate:count"),
-                    exact_units("cost_usd").alias("cost_usd:sum"),
-                    pl.len().cast(pl.Int64).alias("cost_usd:count"),
+        return [item_sum_query(part, [*scores, PASSED], GROUP_KEYS),
+                part.group_by([*GROUP_KEYS, _ITEM]).agg(
+                    (pl.col("status") == "error").sum().cast(pl.Int64).alias("errors"),
+                    pl.len().cast(pl.Int64).alias("rows"),
+                    (cost / EXACT_UNIT).round().cast(pl.Int64).sum().alias("cost"),
+                    pl.when(_OK).then(pl.col("passed")).count().cast(pl.Int64).alias("verdicts"),
                     pl.col("task_index").min().alias("first_task")),
-                part.filter(_OK & pl.col("latency_s").is_finite()).group_by([*_ITEM_KEYS, bucket]).len()]
+                part.filter(_OK & pl.col("latency_s").is_finite()).group_by([*GROUP_KEYS, _ITEM, bucket]).len()]
 
     def merge_sums(frame: pl.DataFrame) -> pl.DataFrame:
+        return merge_item_sums(frame, GROUP_KEYS)
+
+    def merge_extras(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.group_by(_ITEM_KEYS).agg(pl.col("first_task").min(), pl.exclude(*_ITEM_KEYS, "first_task").sum())
 
     def merge_latency(frame: pl.DataFrame) -> pl.DataFrame:
         return frame.group_by([*_ITEM_KEYS, "bucket"]).agg(pl.col("len").sum())
 
-    sums, latency = collect_per_part(run, columns, queries, [merge_sums, merge_latency])
-    metrics = [*scores, *RATE_METRICS]
-    # Groups in the order of the job's tasks, as in `summary`; items sorted by id within each.
-    sums = (sums.with_columns(pl.col("cost_usd:sum") * EXACT_UNIT,
-                              pl.col("first_task").min().over(GROUP_KEYS).alias("group_first_task"))
-            .sort("group_first_task", *_ITEM_KEYS))
+    sums, extras, latency = collect_per_part(run, columns, queries, [merge_sums, merge_extras, merge_latency])
+    # Groups in the order of the job's tasks, as in `summary`; items sorted by id within each, so that the
+    # resamples do not depend on the order parts were read in.
+    frame = (sums.join(extras, on=list(_ITEM_KEYS), how="left", nulls_equal=True)
+             .with_columns(pl.col("first_task").min().over(GROUP_KEYS).alias("group_first_task"),
+                           (pl.col("verdicts").sum().over(GROUP_KEYS) > 0).alias("with_verdicts"))
+             .sort("group_first_task", *_ITEM_KEYS))
     tables: dict[Group, _Items] = {}
-    for (backend, param_set), frame in sums.group_by(GROUP_KEYS, maintain_order=True):
-        ids = frame["item_id"].cast(pl.String).fill_null("").to_numpy().astype(object)
+    for (backend, param_set), group in frame.group_by(GROUP_KEYS, maintain_order=True):
+        ids = group[ITEM_KEY].to_numpy().astype(object)
         rows = latency.filter((pl.col("backend_id") == backend) & (pl.col("param_set") == param_set))
         buckets = np.unique(rows["bucket"].to_numpy()).astype(np.int64)
         histogram = np.zeros((len(ids), len(buckets)))
         if len(buckets):
             where = {item: i for i, item in enumerate(ids)}
-            item_index = np.array([where[item or ""] for item in rows["item_id"].to_list()], dtype=np.int64)
+            item_index = np.array([where[item] for item in rows[ITEM_KEY].to_list()], dtype=np.int64)
             histogram[item_index, np.searchsorted(buckets, rows["bucket"].to_numpy())] = rows["len"].to_numpy()
-        tables[(str(backend or ""), str(param_set or ""))] = _Items(
-            ids, frame.select([pl.col(f"{m}:sum").cast(pl.Float64) for m in metrics]).to_numpy().astype(np.float64),
-            frame.select([pl.col(f"{m}:count").cast(pl.Float64) for m in metrics]).to_numpy().astype(np.float64),
-            histogram, buckets)
+        # No criterion with a threshold, no verdicts: no pass rate rather than a rate of 0 (as in `summary`).
+        passes = pl.when(pl.col("with_verdicts")).then(pl.col(f"{PASSED}:n")).otherwise(0)
+        table = group.select(  # sums, then counts, of the scores, pass rate, error rate and cost per row
+            *(pl.col(f"{m}:sum") * EXACT_UNIT for m in [*scores, PASSED]), "errors", pl.col("cost") * EXACT_UNIT,
+            *(pl.col(f"{m}:n") for m in scores), passes, "rows", pl.col("rows").alias("cost_rows"))
+        values = table.to_numpy().astype(np.float64)
+        width = len(scores) + len(RATE_METRICS)
+        tables[(str(backend or ""), str(param_set or ""))] = _Items(ids, values[:, :width], values[:, width:],
+                                                                    histogram, buckets)
     return tables
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 
 from evalpipe.analysis.history import build_history
+from evalpipe.analysis.runs import open_run
+from evalpipe.analysis.summary import summarize
 from evalpipe.cli import EXIT_BAD_INPUT, main
 
 NIGHTLY_ITEMS, NIGHTLY_REPEATS = 10, 5  # the `nightly` fixture's job
@@ -156,3 +158,26 @@ def test_a_directory_without_runs_or_a_single_run_is_a_clear_error(nightly: list
     assert "holds no run directories" in capsys.readouterr().err
     assert main(["history", str(nightly[0])]) == EXIT_BAD_INPUT
     assert "is one run; history reads the job directory" in capsys.readouterr().err
+
+
+def test_levels_agree_with_summary_on_a_run_with_errors(real_run: Path, tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    job.mkdir()
+    shutil.copytree(real_run, job / real_run.name)
+    history = build_history(job)
+    summary = summarize(open_run(real_run))
+    assert len(history.runs) == 1 and len(history.runs[0].groups) == len(summary.groups) == 8
+    for group, expected in zip(history.runs[0].groups, summary.groups, strict=True):  # both in job order
+        assert (group.backend_id, group.param_set) == (expected.backend_id, expected.param_set)
+        assert (group.items, group.rows) == (expected.items, expected.rows)
+        for metric in summary.metrics:
+            assert group.metrics[metric].estimate.mean == pytest.approx(expected.scores[metric].mean)
+            assert group.metrics[metric].estimate.n == expected.scores[metric].n
+        assert group.metrics["error_rate"].estimate.mean == pytest.approx(expected.error_rate)
+        assert group.metrics["error_rate"].estimate.mean == pytest.approx(1 / 6)  # one item of six fails
+        assert group.metrics["cost_usd"].estimate.mean == pytest.approx(expected.cost_usd / expected.rows)
+        if expected.pass_rate is None:
+            assert group.metrics["pass_rate"].estimate.n == 0
+        else:
+            assert group.metrics["pass_rate"].estimate.mean == pytest.approx(expected.pass_rate.mean)
+        assert group.metrics["latency_p50_s"].estimate.mean == pytest.approx(expected.latency_p50_s, rel=0.01)
