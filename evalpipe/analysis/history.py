@@ -9,9 +9,11 @@ run ─one pass (per part): group by backend, parameter set, item─▶ per-item
 ```
 
 Metrics: every score column, the pass rate (over ok rows with a verdict), the error rate (over all rows),
-the cost per row and the median latency of ok rows. The median cannot come from sums, so each item
-contributes its latency histogram on log buckets `LATENCY_RESOLUTION` wide; the median, its bootstrap
-and its paired change are read from those (exact to within that resolution).
+the cost per row and the median latency of ok rows (`clustered_medians`: from each item's latencies on
+1%-wide log buckets, resampled and paired on items too).
+
+Each flag is a test at the 95% level: over many metrics and groups an occasional flag comes by chance; a
+change that holds on the next run is real.
 
 Only two runs' per-item aggregates are held at a time, whatever the number of runs. A run that cannot be
 read is listed with the reason, never raised; a partial run is listed with its warnings.
@@ -20,8 +22,6 @@ read is listed with the reason, never raised; a partial run is listed with its w
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,16 +31,14 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from evalpipe.analysis.clustered_medians import LOG_STEP, ItemBuckets, clustered_median, paired_median_change
 from evalpipe.analysis.runs import Run, RunDirError, collect_per_part, open_run
 from evalpipe.analysis.stats import (
     CONFIDENCE,
     RESAMPLES,
     Estimate,
     FloatArray,
-    IntArray,
-    Method,
     clustered_means,
-    seed_for,
 )
 from evalpipe.analysis.summary import (
     COST_COLUMNS,
@@ -59,13 +57,6 @@ from evalpipe.pipeline.store import STORE_FILENAME, RunStore
 RATE_METRICS = ("pass_rate", "error_rate", "cost_usd")
 LATENCY_METRIC = "latency_p50_s"
 LOWER_IS_BETTER = frozenset({"error_rate", "cost_usd", LATENCY_METRIC})
-LATENCY_RESOLUTION = 0.01  # relative width of a latency bucket: medians are exact to within 1%
-_LOG_STEP = math.log1p(LATENCY_RESOLUTION)
-_CHUNK_CELLS = 2_000_000  # resampling weights are drawn in chunks of at most this many cells
-# The work cap of one median's bootstrap in multiply-adds (resamples × items × buckets, about 1 s): past
-# it, fewer resamples (never under `_MIN_RESAMPLES`), which widens the percentiles' own noise, not the interval.
-_MEDIAN_WORK = 1_000_000_000
-_MIN_RESAMPLES = 200
 _OK = pl.col("status") == "ok"
 _ITEM_KEYS = (*GROUP_KEYS, ITEM_KEY)
 # A row without an item id is an item of its own, named as `summary.item_sum_query` names it.
@@ -159,8 +150,7 @@ class _Items:
     ids: npt.NDArray[np.object_]
     sums: FloatArray  # items × metrics
     counts: FloatArray  # items × metrics
-    latency: FloatArray  # items × buckets (row counts), buckets `buckets`
-    buckets: IntArray
+    latency: ItemBuckets  # ok rows per item and latency bucket
 
 
 def discover(directory: str | Path) -> list[Path]:
@@ -259,7 +249,7 @@ def _item_tables(run: Run) -> dict[Group, _Items]:
     costs = [column for column in COST_COLUMNS if run.has(column)]
     columns = [*_ITEM_KEYS, "task_index", "status", "passed", "latency_s", *costs, *scores]
     cost = pl.sum_horizontal(*(pl.col(column).fill_null(0.0) for column in costs)) if costs else pl.lit(0.0)
-    bucket = (pl.col("latency_s").clip(lower_bound=1e-6).log() / _LOG_STEP).round().cast(pl.Int64).alias("bucket")
+    bucket = (pl.col("latency_s").clip(lower_bound=1e-6).log() / LOG_STEP).round().cast(pl.Int64).alias("bucket")
 
     def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
         return [item_sum_query(part, [*scores, PASSED], GROUP_KEYS),
@@ -290,13 +280,11 @@ def _item_tables(run: Run) -> dict[Group, _Items]:
     tables: dict[Group, _Items] = {}
     for (backend, param_set), group in frame.group_by(GROUP_KEYS, maintain_order=True):
         ids = group[ITEM_KEY].to_numpy().astype(object)
-        rows = latency.filter((pl.col("backend_id") == backend) & (pl.col("param_set") == param_set))
-        buckets = np.unique(rows["bucket"].to_numpy()).astype(np.int64)
-        histogram = np.zeros((len(ids), len(buckets)))
-        if len(buckets):
-            where = {item: i for i, item in enumerate(ids)}
-            item_index = np.array([where[item] for item in rows[ITEM_KEY].to_list()], dtype=np.int64)
-            histogram[item_index, np.searchsorted(buckets, rows["bucket"].to_numpy())] = rows["len"].to_numpy()
+        index = pl.DataFrame({ITEM_KEY: group[ITEM_KEY], "index": np.arange(len(ids), dtype=np.int64)})
+        timed = latency.filter((pl.col("backend_id") == backend) & (pl.col("param_set") == param_set)).join(
+            index, on=ITEM_KEY)
+        buckets = ItemBuckets.of(timed["index"].to_numpy(), timed["bucket"].to_numpy(),
+                                 timed["len"].to_numpy().astype(np.float64))
         # No criterion with a threshold, no verdicts: no pass rate rather than a rate of 0 (as in `summary`).
         passes = pl.when(pl.col("with_verdicts")).then(pl.col(f"{PASSED}:n")).otherwise(0)
         table = group.select(  # sums, then counts, of the scores, pass rate, error rate and cost per row
@@ -305,7 +293,7 @@ def _item_tables(run: Run) -> dict[Group, _Items]:
         values = table.to_numpy().astype(np.float64)
         width = len(scores) + len(RATE_METRICS)
         tables[(str(backend or ""), str(param_set or ""))] = _Items(ids, values[:, :width], values[:, width:],
-                                                                    histogram, buckets)
+                                                                    buckets)
     return tables
 
 
@@ -318,7 +306,8 @@ def _group_points(run_name: str, group: Group, table: _Items, scores: list[str],
     metrics = [*scores, *RATE_METRICS]
     key = f"history|{run_name}|{group[0]}|{group[1]}"
     levels = clustered_means(table.sums, table.counts, metrics, key=key, resamples=resamples, confidence=confidence)
-    median = _clustered_median(table.latency, table.buckets, key=key, resamples=resamples, confidence=confidence)
+    median = clustered_median(table.latency, key=f"{key}|{LATENCY_METRIC}", resamples=resamples,
+                              confidence=confidence)
     changes: dict[str, Estimate] = {}
     notes: tuple[str, ...] = ()
     if previous is not None:
@@ -328,7 +317,7 @@ def _group_points(run_name: str, group: Group, table: _Items, scores: list[str],
     for index, metric in enumerate(metrics):
         items = int((table.counts[:, index] > 0).sum())
         points[metric] = Point(levels[metric], items, _change(previous, changes.get(metric), metric))
-    points[LATENCY_METRIC] = Point(median, int((table.latency.sum(axis=1) > 0).sum()),
+    points[LATENCY_METRIC] = Point(median, median.items,
                                    _change(previous, changes.get(LATENCY_METRIC), LATENCY_METRIC))
     rows = int(table.counts[:, metrics.index("error_rate")].sum())
     return GroupPoints(group[0], group[1], len(table.ids), rows, points, notes)
@@ -360,87 +349,9 @@ def _changes(since: str, before: _Items, now: _Items, metrics: list[str], key: s
         differences = np.where(both, sums_n / np.where(both, counts_n, 1) - sums_b / np.where(both, counts_b, 1), 0.0)
     found = clustered_means(differences, both.astype(np.float64), metrics, key=f"{key}|change", resamples=resamples,
                             confidence=confidence)
-    found[LATENCY_METRIC] = _median_change(before, now, index_before, index_now, key, resamples, confidence)
+    found[LATENCY_METRIC] = paired_median_change(before.latency, now.latency, index_before, index_now,
+                                                 key=f"{key}|change|{LATENCY_METRIC}", resamples=resamples,
+                                                 confidence=confidence)
     return found, tuple(notes)
 
 
-def _aligned(before: _Items, now: _Items, index_before: IntArray, index_now: IntArray,
-             ) -> tuple[FloatArray, FloatArray, IntArray]:
-    """The two runs' latency histograms over their shared items, on the union of their buckets."""
-    buckets = np.union1d(before.buckets, now.buckets)
-    found = []
-    for table, index in ((before, index_before), (now, index_now)):
-        histogram = np.zeros((len(index), len(buckets)))
-        histogram[:, np.searchsorted(buckets, table.buckets)] = table.latency[index]
-        found.append(histogram)
-    return found[0], found[1], buckets
-
-
-def _median_change(before: _Items, now: _Items, index_before: IntArray, index_now: IntArray, key: str,
-                   resamples: int, confidence: float) -> Estimate:
-    """The change of the median latency over the items both runs timed, both sides under the same weights."""
-    hist_b, hist_n, buckets = _aligned(before, now, index_before, index_now)
-    keep = (hist_b.sum(axis=1) > 0) & (hist_n.sum(axis=1) > 0)
-    hist_b, hist_n = hist_b[keep], hist_n[keep]
-    items = int(keep.sum())
-    if not items:
-        return _empty()
-    values = np.exp(buckets * _LOG_STEP)
-    point = float(values[_median_bucket(hist_n.sum(axis=0, keepdims=True))[0]]
-                  - values[_median_bucket(hist_b.sum(axis=0, keepdims=True))[0]])
-    rows = int(hist_n.sum())
-    if items == 1:
-        return _estimate(point, math.nan, math.nan, rows, items, "none")
-    draws = []
-    for weights in _weights(items, len(buckets), resamples, f"{key}|change|{LATENCY_METRIC}"):
-        draws.append(values[_median_bucket(weights @ hist_n)] - values[_median_bucket(weights @ hist_b)])
-    return _interval(point, np.concatenate(draws), rows, items, confidence)
-
-
-def _clustered_median(histogram: FloatArray, buckets: IntArray, *, key: str, resamples: int,
-                      confidence: float) -> Estimate:
-    """The median of the rows' latencies with an interval resampling items (each with all its rows)."""
-    histogram = histogram[histogram.sum(axis=1) > 0]
-    items, rows = len(histogram), int(histogram.sum())
-    if not items:
-        return _empty()
-    values = np.exp(buckets * _LOG_STEP)
-    point = float(values[_median_bucket(histogram.sum(axis=0, keepdims=True))[0]])
-    if items == 1:
-        return _estimate(point, math.nan, math.nan, rows, items, "none")
-    draws = [values[_median_bucket(weights @ histogram)] for weights in _weights(items, len(buckets), resamples,
-                                                                                  f"{key}|{LATENCY_METRIC}")]
-    return _interval(point, np.concatenate(draws), rows, items, confidence)
-
-
-def _median_bucket(counts: FloatArray) -> IntArray:
-    """Per row of `counts` (resamples × buckets), the bucket holding the lower median."""
-    cumulative = np.cumsum(counts, axis=1)
-    found: IntArray = np.argmax(cumulative >= cumulative[:, -1:] / 2, axis=1).astype(np.int64)
-    return found
-
-
-def _weights(items: int, buckets: int, resamples: int, key: str) -> Sequence[FloatArray]:
-    """How often each item is drawn in each resample (resamples × items), in chunks."""
-    rng = np.random.default_rng(seed_for(key))
-    resamples = max(min(resamples, _MEDIAN_WORK // max(1, items * buckets)), _MIN_RESAMPLES)
-    chunk = max(1, _CHUNK_CELLS // items)
-    uniform = np.full(items, 1 / items)
-    return [rng.multinomial(items, uniform, size=min(chunk, resamples - start)).astype(np.float64)
-            for start in range(0, resamples, chunk)]
-
-
-def _interval(point: float, draws: FloatArray, rows: int, items: int, confidence: float) -> Estimate:
-    if np.all(draws == draws[0]):
-        return _estimate(point, point, point, rows, items, "exact")
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(draws, [tail, 1 - tail])
-    return _estimate(point, float(low), float(high), rows, items, "bootstrap")
-
-
-def _estimate(mean: float, low: float, high: float, n: int, items: int, method: Method) -> Estimate:
-    return Estimate(mean, low, high, n, method, items)
-
-
-def _empty() -> Estimate:
-    return _estimate(math.nan, math.nan, math.nan, 0, 0, "none")
