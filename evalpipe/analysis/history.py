@@ -8,8 +8,9 @@ run ─one pass (per part): group by backend, parameter set, item─▶ per-item
        paired on item (consecutive nightly runs share the dataset); flagged when its interval excludes 0
 ```
 
-Metrics: every score column, the pass rate (over ok rows with a verdict), the error rate (over all rows),
-the cost per row and the median latency of ok rows (`clustered_medians`: from each item's latencies on
+Metrics, counted as `summary` counts them: every score column (over the rows that have it), the pass rate
+(over attempted rows, an error a fail; only when the rows carry verdicts), the error rate (over all rows),
+the cost per row (generation plus scoring) and the median latency of ok rows (`clustered_medians`: from each item's latencies on
 1%-wide log buckets, resampled and paired on items too).
 
 Each flag is a test at the 95% level: over many metrics and groups an occasional flag comes by chance; a
@@ -147,6 +148,7 @@ class History:
 class _Items:
     """Per-item aggregates of one group of one run, items sorted by id."""
 
+    metrics: tuple[str, ...]  # the columns of `sums` and `counts`
     ids: npt.NDArray[np.object_]
     sums: FloatArray  # items × metrics
     counts: FloatArray  # items × metrics
@@ -292,8 +294,8 @@ def _item_tables(run: Run) -> dict[Group, _Items]:
             *(pl.col(f"{m}:n") for m in scores), passes, "rows", pl.col("rows").alias("cost_rows"))
         values = table.to_numpy().astype(np.float64)
         width = len(scores) + len(RATE_METRICS)
-        tables[(str(backend or ""), str(param_set or ""))] = _Items(ids, values[:, :width], values[:, width:],
-                                                                    buckets)
+        tables[(str(backend or ""), str(param_set or ""))] = _Items(
+            (*scores, *RATE_METRICS), ids, values[:, :width], values[:, width:], buckets)
     return tables
 
 
@@ -312,7 +314,7 @@ def _group_points(run_name: str, group: Group, table: _Items, scores: list[str],
     notes: tuple[str, ...] = ()
     if previous is not None:
         since, before = previous
-        changes, notes = _changes(since, before, table, metrics, key, resamples, confidence)
+        changes, notes = _changes(since, before, table, key, resamples, confidence)
     points: dict[str, Point] = {}
     for index, metric in enumerate(metrics):
         items = int((table.counts[:, index] > 0).sum())
@@ -333,17 +335,24 @@ def _change(previous: tuple[str, _Items] | None, difference: Estimate | None, me
     return Change(previous[0], difference, verdict)
 
 
-def _changes(since: str, before: _Items, now: _Items, metrics: list[str], key: str, resamples: int,
+def _changes(since: str, before: _Items, now: _Items, key: str, resamples: int,
              confidence: float) -> tuple[dict[str, Estimate], tuple[str, ...]]:
-    """Per metric the mean over shared items of (item mean now − item mean before), resampling items."""
+    """Per metric both runs have, the mean over shared items of (item mean now − item mean before),
+    resampling items; and what differs between the runs' items and metrics."""
     _, index_before, index_now = np.intersect1d(before.ids, now.ids, assume_unique=True, return_indices=True)
     notes: list[str] = []
     only_before, only_now = len(before.ids) - len(index_before), len(now.ids) - len(index_now)
     if only_before or only_now:
         notes.append(f"items differ from {since}: {only_before} only there, {only_now} only here; "
                      f"changes pair the {len(index_before)} shared items")
-    sums_b, counts_b = before.sums[index_before], before.counts[index_before]
-    sums_n, counts_n = now.sums[index_now], now.counts[index_now]
+    metrics = [m for m in now.metrics if m in before.metrics]
+    new = [m for m in now.metrics if m not in before.metrics]
+    if new:
+        notes.append(f"{', '.join(new)} not in {since}: no change for it")
+    cells_before = np.ix_(index_before, np.array([before.metrics.index(m) for m in metrics], dtype=np.int64))
+    cells_now = np.ix_(index_now, np.array([now.metrics.index(m) for m in metrics], dtype=np.int64))
+    sums_b, counts_b = before.sums[cells_before], before.counts[cells_before]
+    sums_n, counts_n = now.sums[cells_now], now.counts[cells_now]
     both = (counts_b > 0) & (counts_n > 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         differences = np.where(both, sums_n / np.where(both, counts_n, 1) - sums_b / np.where(both, counts_b, 1), 0.0)

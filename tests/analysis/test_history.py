@@ -4,6 +4,7 @@ item-clustered intervals and a flag only where the paired change is real."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import re
@@ -17,6 +18,7 @@ import pytest
 from evalpipe.analysis.history import build_history
 from evalpipe.analysis.runs import open_run
 from evalpipe.analysis.summary import summarize
+from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
 from evalpipe.cli import EXIT_BAD_INPUT, main
 
 NIGHTLY_ITEMS, NIGHTLY_REPEATS = 10, 5  # the `nightly` fixture's job
@@ -184,3 +186,21 @@ def test_levels_agree_with_summary_on_a_run_with_errors(real_run: Path, tmp_path
         else:
             assert group.metrics["pass_rate"].estimate.mean == pytest.approx(expected.pass_rate.mean)
         assert group.metrics["latency_p50_s"].estimate.mean == pytest.approx(expected.latency_p50_s, rel=0.01)
+
+
+def test_a_criterion_added_between_runs_has_no_change_the_others_do(tmp_path: Path) -> None:
+    job = tmp_path / "job"
+    before = SyntheticRun(items=40, criteria=("accuracy",), run_id="before")
+    write_synthetic_run(job / "before", before)
+    write_synthetic_run(job / "after", dataclasses.replace(before, criteria=("judge", "accuracy"), noise_seed=2,
+                                                           run_id="after"))
+    history = build_history(job)
+    assert [run.name for run in history.runs] == ["before", "after"]
+    assert history.metrics[:3] == ["score_total", "score_accuracy", "score_judge"]
+    alpha = next(g for g in history.runs[1].groups if g.backend_id == "alpha")
+    assert alpha.notes == ("score_judge not in before: no change for it",)
+    assert alpha.metrics["score_judge"].change is None
+    accuracy = alpha.metrics["score_accuracy"].change
+    assert accuracy is not None and accuracy.difference.items == 40
+    first = next(g for g in history.runs[0].groups if g.backend_id == "alpha")
+    assert "score_judge" not in first.metrics  # shown as "—"
