@@ -143,6 +143,7 @@ class Coverage:
     experiments: int
     clustered: float  # items resampled (`clustered_means`)
     rows: float  # rows resampled as if independent (`mean_ci`)
+    method: str  # how `clustered_means` computed its intervals ("bootstrap", "clustered-normal")
 
 
 def coverage_experiment(experiments: int, items: int = 100, repeats: int = 4, mean: float = 0.7,
@@ -153,12 +154,14 @@ def coverage_experiment(experiments: int, items: int = 100, repeats: int = 4, me
 
     rng = np.random.default_rng(seed)
     clustered = rows = 0
+    method = "none"
     for number in range(experiments):
         outcomes = clustered_outcomes(rng, items, repeats, mean)
         sums, counts = outcomes.sum(axis=1, keepdims=True), np.full((items, 1), float(repeats))
         estimate = clustered_means(sums, counts, ["score"], key=f"coverage-{number}")["score"]
         clustered += estimate.low <= mean <= estimate.high
+        method = estimate.method
         passes = int(outcomes.sum())
         estimate = mean_ci([0.0, 1.0], [outcomes.size - passes, passes], key=f"coverage-{number}")
         rows += estimate.low <= mean <= estimate.high
-    return Coverage(experiments, clustered / experiments, rows / experiments)
+    return Coverage(experiments, clustered / experiments, rows / experiments, method)

@@ -120,7 +120,7 @@ def test_the_seed_follows_the_key_not_the_metric_or_its_position() -> None:
 
 
 def test_many_items_fall_back_to_the_clustered_normal_interval_of_the_same_width() -> None:
-    items = 6_000  # × 2000 resamples is past MAX_ROW_DRAWS
+    items = 1_000  # × 2000 resamples is past MAX_ITEM_DRAWS, × 1000 is not
     outcomes = clustered_outcomes(np.random.default_rng(15), items, 3)
     sums, counts = _clusters(outcomes)
     normal = clustered_means(sums, counts, ["s"], key="k")["s"]
