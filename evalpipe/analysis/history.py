@@ -10,8 +10,8 @@ run ─one pass (per part): group by backend, parameter set, item─▶ per-item
 
 Metrics, counted as `summary` counts them: every score column (over the rows that have it), the pass rate
 (over attempted rows, an error a fail; only when the rows carry verdicts), the error rate (over all rows),
-the cost per row (generation plus scoring) and the median latency of ok rows (`clustered_medians`: from each item's latencies on
-1%-wide log buckets, resampled and paired on items too).
+the cost per row (generation plus scoring) and the median latency of ok rows (`clustered_medians`: from
+each item's latencies on 1%-wide log buckets, resampled and paired on items too).
 
 Each flag is a test at the 95% level: over many metrics and groups an occasional flag comes by chance; a
 change that holds on the next run is real.
@@ -47,6 +47,7 @@ from evalpipe.analysis.summary import (
     GROUP_KEYS,
     ITEM_KEY,
     PASSED,
+    finish_item_sums,
     item_sum_query,
     merge_item_sums,
 )
@@ -60,8 +61,7 @@ LATENCY_METRIC = "latency_p50_s"
 LOWER_IS_BETTER = frozenset({"error_rate", "cost_usd", LATENCY_METRIC})
 _OK = pl.col("status") == "ok"
 _ITEM_KEYS = (*GROUP_KEYS, ITEM_KEY)
-# A row without an item id is an item of its own, named as `summary.item_sum_query` names it.
-_ITEM = pl.coalesce(pl.col(ITEM_KEY), pl.format("row {}", pl.col("task_index"))).alias(ITEM_KEY)
+_NO_ITEM = ""  # the id of the one item that rows without an item id form together (as in `summary`)
 
 Group = tuple[str, str]  # (backend id, parameter set)
 Verdict = Literal["better", "worse", "no clear change"]
@@ -255,13 +255,13 @@ def _item_tables(run: Run) -> dict[Group, _Items]:
 
     def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
         return [item_sum_query(part, [*scores, PASSED], GROUP_KEYS),
-                part.group_by([*GROUP_KEYS, _ITEM]).agg(
+                part.group_by(_ITEM_KEYS).agg(
                     (pl.col("status") == "error").sum().cast(pl.Int64).alias("errors"),
                     pl.len().cast(pl.Int64).alias("rows"),
                     (cost / EXACT_UNIT).round().cast(pl.Int64).sum().alias("cost"),
                     pl.when(_OK).then(pl.col("passed")).count().cast(pl.Int64).alias("verdicts"),
                     pl.col("task_index").min().alias("first_task")),
-                part.filter(_OK & pl.col("latency_s").is_finite()).group_by([*GROUP_KEYS, _ITEM, bucket]).len()]
+                part.filter(_OK & pl.col("latency_s").is_finite()).group_by([*_ITEM_KEYS, bucket]).len()]
 
     def merge_sums(frame: pl.DataFrame) -> pl.DataFrame:
         return merge_item_sums(frame, GROUP_KEYS)
@@ -273,6 +273,8 @@ def _item_tables(run: Run) -> dict[Group, _Items]:
         return frame.group_by([*_ITEM_KEYS, "bucket"]).agg(pl.col("len").sum())
 
     sums, extras, latency = collect_per_part(run, columns, queries, [merge_sums, merge_extras, merge_latency])
+    sums, extras, latency = (frame.with_columns(pl.col(ITEM_KEY).fill_null(_NO_ITEM))
+                             for frame in (finish_item_sums(sums, GROUP_KEYS), extras, latency))
     # Groups in the order of the job's tasks, as in `summary`; items sorted by id within each, so that the
     # resamples do not depend on the order parts were read in.
     frame = (sums.join(extras, on=list(_ITEM_KEYS), how="left", nulls_equal=True)
