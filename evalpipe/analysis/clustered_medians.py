@@ -32,17 +32,26 @@ _CHUNK_CELLS = 2_000_000
 
 @dataclass(frozen=True, slots=True)
 class ItemBuckets:
-    """Per item (an index into the caller's item ids), how many rows fell in each bucket; sorted by bucket."""
+    """Per item (an index into the caller's item ids), how many rows fell in each bucket; sorted by bucket,
+    with where each distinct bucket starts (what every resample's totals are summed by)."""
 
     items: IntArray
     buckets: IntArray
     rows: FloatArray
+    distinct: IntArray
+    starts: IntArray
 
     @classmethod
     def of(cls, items: IntArray, buckets: IntArray, rows: FloatArray) -> ItemBuckets:
         """The triples, sorted by bucket (then item) as the medians need them."""
         order = np.lexsort((items, buckets))
-        return cls(items[order].astype(np.int64), buckets[order].astype(np.int64), rows[order].astype(np.float64))
+        return cls._sorted(items[order].astype(np.int64), buckets[order].astype(np.int64),
+                           rows[order].astype(np.float64))
+
+    @classmethod
+    def _sorted(cls, items: IntArray, buckets: IntArray, rows: FloatArray) -> ItemBuckets:
+        distinct, starts = np.unique(buckets, return_index=True)
+        return cls(items, buckets, rows, distinct, starts.astype(np.int64))
 
     def timed(self) -> IntArray:
         """The items that have rows, sorted."""
@@ -53,7 +62,7 @@ class ItemBuckets:
         """The triples of the items with a position >= 0 in `positions` (indexed by item), renumbered to it."""
         new = positions[self.items]
         keep = new >= 0
-        return ItemBuckets(new[keep], self.buckets[keep], self.rows[keep])
+        return ItemBuckets._sorted(new[keep], self.buckets[keep], self.rows[keep])
 
 
 def bucket_values(buckets: IntArray) -> FloatArray:
@@ -109,10 +118,9 @@ def paired_median_change(before: ItemBuckets, now: ItemBuckets, shared_before: I
 
 def _medians(weights: FloatArray, data: ItemBuckets) -> FloatArray:
     """Per row of `weights` (resamples × items), the lower median of the rows weighted by their item's weight."""
-    unique, starts = np.unique(data.buckets, return_index=True)
-    totals = np.add.reduceat(weights[:, data.items] * data.rows, starts, axis=1)
+    totals = np.add.reduceat(weights[:, data.items] * data.rows, data.starts, axis=1)
     cumulative = np.cumsum(totals, axis=1)
-    return bucket_values(unique[np.argmax(cumulative >= cumulative[:, -1:] / 2, axis=1)])
+    return bucket_values(data.distinct[np.argmax(cumulative >= cumulative[:, -1:] / 2, axis=1)])
 
 
 def _weights(items: int, triples: int, resamples: int, key: str) -> Iterator[FloatArray]:
