@@ -352,13 +352,15 @@ def format_metric(metric: str, estimate: Estimate, *, signed: bool = False) -> s
     return f"{number} [{pattern.format(estimate.low * scale)}, {pattern.format(estimate.high * scale)}]"
 
 
-def _history_cell(metric: str, point: Point | None, separator: str) -> str:
+def _history_cell(metric: str, point: Point | None, separator: str, listed_before: str | None) -> str:
+    """The level; under it the change when significant, naming the run it is from unless it is the line above."""
     if point is None:
         return "—"
     cell = format_metric(metric, point.estimate)
     if point.change is not None and point.change.significant:
         change = format_metric(metric, point.change.difference, signed=True)
-        cell += f"{separator}{_MARKS[point.change.verdict]} {change}"
+        since = "" if point.change.since == listed_before else f" vs {point.change.since}"
+        cell += f"{separator}{_MARKS[point.change.verdict]} {change}{since}"
     return cell
 
 
@@ -367,14 +369,16 @@ def _state(run: RunPoints) -> str:
 
 
 def _group_rows(history: History, backend: str, param_set: str, separator: str) -> list[list[str]]:
-    rows = []
+    rows: list[list[str]] = []
     for run in history.runs:
         group = next((g for g in run.groups if (g.backend_id, g.param_set) == (backend, param_set)), None)
         if group is None and run.error is None:
             continue  # the run did not have this group
         size = "—" if group is None else f"{group.items:,} × {group.repeats:.3g}"
+        listed_before = rows[-1][0] if rows else None
         rows.append([run.name, _short_time(run.started_at), _state(run), size,
-                     *(_history_cell(m, group.metrics.get(m) if group else None, separator) for m in history.metrics)])
+                     *(_history_cell(m, group.metrics.get(m) if group else None, separator, listed_before)
+                       for m in history.metrics)])
     return rows
 
 

@@ -130,6 +130,11 @@ def test_damaged_and_partial_runs_are_labelled_not_raised(nightly: list[Path], t
     assert "Traceback" not in captured.err
     assert main(["history", str(job), "--format", "csv"]) == 0
     assert "no manifest.json" in capsys.readouterr().err  # CSV has no room for the label
+    assert main(["history", str(job), "--format", "markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert f"| {nightly[1].name} | " in markdown and "| damaged | — |" in markdown
+    # The change is from the first run, not the damaged line above, and says so.
+    assert re.search(rf"▼ worse -0\.800 \[-1\.000, -0\.[56]00\] vs {nightly[0].name} \|", markdown)
 
 
 def test_items_that_differ_are_said_and_changes_use_the_shared_ones(
@@ -163,6 +168,10 @@ def test_a_directory_without_runs_or_a_single_run_is_a_clear_error(nightly: list
     assert "holds no run directories" in capsys.readouterr().err
     assert main(["history", str(nightly[0])]) == EXIT_BAD_INPUT
     assert "is one run; history reads the job directory" in capsys.readouterr().err
+    assert main(["report", str(nightly[0]), "--history", str(tmp_path / "nowhere"), "-o",
+                 str(tmp_path / "report.html")]) == EXIT_BAD_INPUT
+    assert "nowhere does not exist" in capsys.readouterr().err
+    assert not (tmp_path / "report.html").exists()
 
 
 def test_levels_agree_with_summary_on_a_run_with_errors(real_run: Path, tmp_path: Path) -> None:
