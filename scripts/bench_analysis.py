@@ -13,9 +13,9 @@ Each measurement runs in its own subprocess, so peak RSS (`ru_maxrss`) belongs t
 alone; the table shows the peak and how far it rose above the RSS after the imports (the peak is reset
 there through /proc/self/clear_refs). Time is the fastest of `--rounds`.
 pandas does the same work: it reads only the needed columns, groups, computes the same quantiles,
-sums and value counts, and hands the counts to the same bootstrap (`evalpipe.analysis.stats`), so the
-difference is the data engine, not the statistics. Each child checks its result against evalpipe's
-numbers at 100k rows, so the two computations are known to agree.
+sums and per-item (summary) or value (compare) counts, and hands them to the same bootstrap
+(`evalpipe.analysis.stats`), so the difference is the data engine, not the statistics. Each child checks
+its result against evalpipe's numbers at 100k rows, so the two computations are known to agree.
 """
 
 from __future__ import annotations
@@ -55,12 +55,12 @@ def _pandas_summary(run_dir: Path) -> dict[tuple[str, str], float]:
     import pandas as pd
 
     from evalpipe.analysis.runs import open_run
-    from evalpipe.analysis.stats import mean_ci
+    from evalpipe.analysis.stats import clustered_means
 
     run = open_run(run_dir)
     metrics = run.metrics
-    columns = ["backend_id", "param_set", "task_index", "model", "temperature", "top_p", "status", "error_type",
-               "passed", "latency_s", "ttft_s", "input_tokens", "output_tokens", "cost_usd", *metrics]
+    columns = ["backend_id", "param_set", "item_id", "task_index", "model", "temperature", "top_p", "status",
+               "error_type", "passed", "latency_s", "ttft_s", "input_tokens", "output_tokens", "cost_usd", *metrics]
     frame = pd.concat([pd.read_parquet(part, columns=columns) for part in run.parts], ignore_index=True)
     keys = ["backend_id", "param_set"]
     ok = frame[frame["status"] == "ok"]
@@ -79,12 +79,15 @@ def _pandas_summary(run_dir: Path) -> dict[tuple[str, str], float]:
     totals = totals.sort_values("first_task")
     frame[frame["status"] == "error"].groupby([*keys, "error_type"]).size()
     means: dict[tuple[str, str], float] = {}
-    long = frame[[*keys, *metrics]].melt(id_vars=keys, var_name="metric").dropna()
-    counts = long.groupby([*keys, "metric", "value"]).size().reset_index(name="n")
-    for (backend, param_set, metric), group in counts.groupby([*keys, "metric"], sort=True):
-        estimate = mean_ci(group["value"].to_numpy(), group["n"].to_numpy(), key=f"{backend}|{param_set}|{metric}")
-        if metric == "score_total":
-            means[(backend, param_set)] = estimate.mean
+    # Per item the sum and count of each score, then one cluster bootstrap per group, as the summary does.
+    scored = frame[[*keys, "item_id", *metrics]].copy()
+    for metric in metrics:
+        scored[f"{metric}:n"] = scored[metric].notna()
+    items = scored.groupby([*keys, "item_id"], sort=True).sum(numeric_only=True)
+    for (backend, param_set), group in items.groupby(level=[0, 1], sort=True):
+        estimates = clustered_means(group[metrics].to_numpy(), group[[f"{m}:n" for m in metrics]].to_numpy(),
+                                    metrics, key=f"{backend}|{param_set}")
+        means[(backend, param_set)] = estimates["score_total"].mean
     return means
 
 

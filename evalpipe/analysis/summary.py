@@ -239,7 +239,7 @@ def item_sum_query(frame: pl.LazyFrame, metrics: list[str], keys: tuple[str, ...
     # Units first, plain sums and counts after: polars aggregates bare columns fastest.
     units = frame.select(*keys, ITEM_KEY, *((value(m) / EXACT_UNIT).round().cast(pl.Int64).alias(m) for m in metrics))
     return units.group_by([*keys, ITEM_KEY]).agg(*(pl.col(m).sum().alias(f"{m}:sum") for m in metrics),
-                                                 *(pl.col(m).count().cast(pl.Int64).alias(f"{m}:n") for m in metrics))
+                                                 *(pl.col(m).count().cast(pl.UInt32).alias(f"{m}:n") for m in metrics))
 
 
 _MERGED = "_merged"  # marks item sums already added up; parts' new rows have null there
