@@ -150,8 +150,16 @@ def _add_analysis_commands(commands: argparse._SubParsersAction[argparse.Argumen
     report.add_argument("--fail-on-regression", type=_non_negative_float, metavar="THRESHOLD",
                         help="mark the gate in the report (the exit code stays 0)")
     report.add_argument("--metric", default="score_total")
+    report.add_argument("--history", type=Path, metavar="JOB_DIR",
+                        help="add trend charts over the runs in JOB_DIR (results/<job>/)")
     report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
     report.set_defaults(handler=_report_command)
+
+    history = commands.add_parser("history", help="every run of a job in start order: each metric with its 95%% "
+                                  "CI per run, and where it changed significantly from the run before")
+    history.add_argument("job_dir", type=Path, help="the job's results directory (results/<job>/)")
+    history.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
+    history.set_defaults(handler=_history_command)
 
 
 def _table_console() -> Console:
@@ -203,6 +211,7 @@ def _compare_command(args: argparse.Namespace) -> int:
 
 def _report_command(args: argparse.Namespace) -> int:
     from evalpipe.analysis.compare import compare_runs, metric_column
+    from evalpipe.analysis.history import build_history
     from evalpipe.analysis.report import write_report
     from evalpipe.analysis.runs import open_run
     from evalpipe.analysis.summary import summarize
@@ -212,8 +221,25 @@ def _report_command(args: argparse.Namespace) -> int:
     if args.compare is not None:
         comparison = compare_runs(run, open_run(args.compare), pair_on=args.pair_on,
                                   gate_metric=metric_column(args.metric), threshold=args.fail_on_regression)
-    path = write_report(run, summarize(run), args.output, comparison)
+    history = build_history(args.history) if args.history is not None else None
+    path = write_report(run, summarize(run), args.output, comparison, history=history)
     out.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
+    return 0
+
+
+def _history_command(args: argparse.Namespace) -> int:
+    from evalpipe.analysis.history import build_history
+    from evalpipe.analysis.tables import history_renderable, history_text
+
+    history = build_history(args.job_dir)
+    if args.format == "table":
+        _table_console().print(history_renderable(history))
+    else:
+        if args.format == "csv":  # CSV has no room for the labels
+            for run in history.runs:
+                if run.label:
+                    err.print(f"{run.name}: {run.label}", highlight=False, markup=False, soft_wrap=True)
+        sys.stdout.write(history_text(history, args.format))
     return 0
 
 

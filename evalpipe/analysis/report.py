@@ -20,10 +20,13 @@ from markupsafe import Markup
 
 from evalpipe.analysis import svg
 from evalpipe.analysis.compare import Comparison
+from evalpipe.analysis.history import History
 from evalpipe.analysis.runs import Run, collect
 from evalpipe.analysis.summary import GroupSummary, RunSummary
 from evalpipe.analysis.tables import (
     format_difference,
+    format_metric,
+    history_metric_label,
     metric_label,
     summary_cells,
     summary_columns,
@@ -48,17 +51,17 @@ class ItemRow:
 
 
 def write_report(run: Run, summary: RunSummary, output: str | Path, comparison: Comparison | None = None,
-                 max_rows: int = MAX_ROWS) -> Path:
-    """Render the report of `run` (and its comparison with another run) to `output`."""
+                 max_rows: int = MAX_ROWS, *, history: History | None = None) -> Path:
+    """Render the report of `run` (and its comparison with another run, and its job's history) to `output`."""
     output = Path(output)
-    html = render_report(run, summary, comparison, max_rows)
+    html = render_report(run, summary, comparison, max_rows, history=history)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(html, encoding="utf-8")
     return output
 
 
 def render_report(run: Run, summary: RunSummary, comparison: Comparison | None = None,
-                  max_rows: int = MAX_ROWS) -> str:
+                  max_rows: int = MAX_ROWS, *, history: History | None = None) -> str:
     """The report as HTML text."""
     environment = jinja2.Environment(loader=jinja2.PackageLoader("evalpipe.analysis", "."),
                                      autoescape=True, undefined=jinja2.StrictUndefined)
@@ -75,6 +78,9 @@ def render_report(run: Run, summary: RunSummary, comparison: Comparison | None =
         comparison=comparison,
         comparison_chart=_comparison_chart(comparison) if comparison is not None else None,
         difference_rows=_difference_rows(comparison) if comparison is not None else [],
+        history=history,
+        history_labels=[f"{r.name}: {r.label}" for r in history.runs if r.label] if history is not None else [],
+        trends=_trends(history, summary.run_name) if history is not None else [],
         backends=backends,
         item_columns=item_columns,
         items=items,
@@ -147,6 +153,37 @@ def _comparison_chart(comparison: Comparison) -> Markup:
                               d.difference.high) for d in comparison.differences if d.difference.n]
     return Markup(svg.interval_chart(intervals, "B − A per group and metric (95% CI, items resampled)",
                                      comparison.threshold))
+
+
+def _trends(history: History, current: str) -> list[Markup]:
+    """Per group and metric, the estimate of every run with its interval, significant changes marked."""
+    names = [run.name for run in history.runs]
+    # Nightly runs are told apart by their day; runs sharing a day by their time too.
+    days = [run.started_at[5:10] if run.started_at else run.name[:8] for run in history.runs]
+    ticks = days if len(set(days)) == len(days) else [
+        run.started_at[5:16].replace("T", " ") if run.started_at else run.name[:8] for run in history.runs]
+    charts = []
+    for backend, param_set in history.groups:
+        for metric in history.metrics:
+            points = []
+            for run, tick in zip(history.runs, ticks, strict=True):
+                group = next((g for g in run.groups if (g.backend_id, g.param_set) == (backend, param_set)), None)
+                point = group.metrics.get(metric) if group is not None else None
+                if point is None or point.estimate.n == 0:
+                    points.append(svg.TrendPoint(tick, math.nan, math.nan, math.nan, None, run.name))
+                    continue
+                change = point.change
+                mark = change.verdict if change is not None and change.significant else None
+                label = f"{run.name}: {format_metric(metric, point.estimate)}"
+                if change is not None:
+                    label += f"; change from {change.since}: {format_metric(metric, change.difference, signed=True)}"
+                points.append(svg.TrendPoint(tick, point.estimate.mean, point.estimate.low, point.estimate.high, mark,
+                                             label))
+            if any(math.isfinite(p.value) for p in points):
+                charts.append(Markup(svg.trend(points, f"{backend} / {param_set}: {history_metric_label(metric)}",
+                                               history_metric_label(metric),
+                                               names.index(current) if current in names else None)))
+    return charts
 
 
 def _difference_rows(comparison: Comparison) -> list[list[str]]:

@@ -194,3 +194,82 @@ def interval_chart(intervals: Sequence[Interval], title: str, threshold: float |
                         f'{escape(interval.label)}: {interval.value:+.4f} [{interval.low:+.4f}, '
                         f'{interval.high:+.4f}]</title></circle>')
     return _svg(width, height, body, title)
+
+
+@dataclass(frozen=True, slots=True)
+class TrendPoint:
+    """One run in a trend chart: its estimate and interval (NaN when the run has none), whether the change
+    from the run before is significant (`worse` / `better`), an axis tick and a hover label."""
+
+    tick: str
+    value: float
+    low: float
+    high: float
+    mark: str | None
+    label: str
+
+
+_MARK_INK = {"worse": "#d62728", "better": "#2ca02c"}
+
+
+def trend(points: Sequence[TrendPoint], title: str, y_label: str, current: int | None = None) -> str:
+    """One estimate per run, left to right in run order, with its interval; runs whose change from the run
+    before is significant are drawn large, in red (worse) or green (better), with a triangle; the
+    `current` run is shaded."""
+    width, height, left, bottom, top, right = 480, 230, 60, 44, 28, 14
+    plot_w, plot_h = width - left - right, height - bottom - top
+    y_low, y_high = _span([v for p in points for v in (p.value, p.low, p.high)])
+    step = plot_w / max(len(points), 1)
+
+    def sx(index: int) -> float:
+        return left + step * (index + 0.5)
+
+    def sy(v: float) -> float:
+        return top + plot_h * (1 - (v - y_low) / (y_high - y_low))
+
+    body = [f'<text x="4" y="14" font-weight="600">{escape(title)}</text>',
+            f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#ccc"/>']
+    if current is not None and 0 <= current < len(points):
+        body.append(f'<rect class="current" x="{sx(current) - step / 2:.1f}" y="{top}" width="{step:.1f}" '
+                    f'height="{plot_h}" fill="#f0f4ff"/>')
+    for tick in _ticks(y_low, y_high):
+        body.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(tick):.1f}" y2="{sy(tick):.1f}" '
+                    f'stroke="#eee"/><text x="{left - 4}" y="{sy(tick) + 4:.1f}" text-anchor="end">{tick:g}</text>')
+    body.append(f'<text transform="translate(12 {top + plot_h / 2}) rotate(-90)" text-anchor="middle">'
+                f'{escape(y_label)}</text>')
+    every = max(1, math.ceil(len(points) / 8))  # at most about eight tick labels
+    for index, point in enumerate(points):
+        if index % every == 0 or index == len(points) - 1:
+            body.append(f'<text x="{sx(index):.1f}" y="{top + plot_h + 14}" text-anchor="middle">'
+                        f'{escape(point.tick)}</text>')
+    line: list[str] = []
+    for index, point in enumerate(points):  # the line breaks where a run has no value
+        if math.isfinite(point.value):
+            line.append(f"{sx(index):.1f},{sy(point.value):.1f}")
+        elif line:
+            body.append(_polyline(line))
+            line = []
+    if line:
+        body.append(_polyline(line))
+    for index, point in enumerate(points):
+        if not math.isfinite(point.value):
+            continue
+        ink = _MARK_INK.get(point.mark or "", color(0))
+        x, y = sx(index), sy(point.value)
+        if math.isfinite(point.low) and math.isfinite(point.high):
+            body.append(f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(point.low):.1f}" y2="{sy(point.high):.1f}" '
+                        f'stroke="{ink}" stroke-width="2"/>')
+        radius = 6 if point.mark else 4
+        css = f' class="change {escape(point.mark)}"' if point.mark else ""
+        body.append(f'<circle{css} cx="{x:.1f}" cy="{y:.1f}" r="{radius}" fill="{ink}">'
+                    f'<title>{escape(point.label)}</title></circle>')
+        if point.mark:  # beside the point: ▲ better, ▼ worse
+            up = point.mark == "better"
+            tip, base, side = (y - 5, y + 4, x + 14) if up else (y + 5, y - 4, x + 14)
+            body.append(f'<path d="M{side - 5:.1f},{base:.1f} L{side + 5:.1f},{base:.1f} L{side:.1f},{tip:.1f} Z" '
+                        f'fill="{ink}"/>')
+    return _svg(width, height, body, title)
+
+
+def _polyline(coordinates: list[str]) -> str:
+    return f'<polyline points="{" ".join(coordinates)}" fill="none" stroke="#999" stroke-width="1.5"/>'

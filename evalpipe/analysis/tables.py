@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from evalpipe.analysis.compare import Comparison, MetricDifference, NotablePair
+from evalpipe.analysis.history import LATENCY_METRIC, GroupPoints, History, Point, RunPoints
 from evalpipe.analysis.stats import Estimate
 from evalpipe.analysis.summary import GroupSummary, RunSummary
 
@@ -341,6 +342,155 @@ def comparison_text(comparison: Comparison, text_format: TextFormat) -> str:
     if message:
         lines += [f"**{message}**"]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+# -- history -------------------------------------------------------------------------------------------
+
+_HISTORY_LABELS = {"pass_rate": "pass rate", "error_rate": "error rate", "cost_usd": "cost/row USD",
+                   LATENCY_METRIC: "latency p50 s"}
+_RATES = ("pass_rate", "error_rate")
+_HISTORY_COLUMNS = ["run", "started", "state", "items × rows/item"]
+_MARKS = {"worse": "▼ worse", "better": "▲ better"}
+
+
+def history_metric_label(metric: str) -> str:
+    """`score_total` -> `total`, `error_rate` -> `error rate`, `latency_p50_s` -> `latency p50 s`."""
+    return _HISTORY_LABELS.get(metric, metric_label(metric))
+
+
+def format_metric(metric: str, estimate: Estimate, *, signed: bool = False) -> str:
+    """An estimate in the metric's unit: rates in percent (changes in points), cost and latency to 3 digits."""
+    if estimate.n == 0:
+        return "—"
+    sign = "+" if signed else ""
+    if metric in _RATES:
+        pattern = "{:" + sign + ".1f}"
+        scale, unit = 100.0, " pp" if signed else "%"
+    elif metric.startswith("score_"):
+        return format_estimate(estimate, signed=signed)
+    else:
+        pattern, scale, unit = "{:" + sign + ".3g}", 1.0, ""
+    number = pattern.format(estimate.mean * scale) + unit
+    if math.isnan(estimate.low):
+        return f"{number} (n={estimate.n})"
+    return f"{number} [{pattern.format(estimate.low * scale)}, {pattern.format(estimate.high * scale)}]"
+
+
+def _history_cell(metric: str, point: Point | None, separator: str, listed_before: str | None) -> str:
+    """The level; under it the change when significant, naming the run it is from unless it is the line above."""
+    if point is None:
+        return "—"
+    cell = format_metric(metric, point.estimate)
+    if point.change is not None and point.change.significant:
+        change = format_metric(metric, point.change.difference, signed=True)
+        since = "" if point.change.since == listed_before else f" vs {point.change.since}"
+        cell += f"{separator}{_MARKS[point.change.verdict]} {change}{since}"
+    return cell
+
+
+def _state(run: RunPoints) -> str:
+    return run.state + (" · partial" if run.partial and run.error is None else "")
+
+
+def _group_rows(history: History, backend: str, param_set: str, separator: str) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for run in history.runs:
+        group = next((g for g in run.groups if (g.backend_id, g.param_set) == (backend, param_set)), None)
+        if group is None and run.error is None:
+            continue  # the run did not have this group
+        size = "—" if group is None else f"{group.items:,} × {group.repeats:.3g}"
+        listed_before = rows[-1][0] if rows else None
+        rows.append([run.name, _short_time(run.started_at), _state(run), size,
+                     *(_history_cell(m, group.metrics.get(m) if group else None, separator, listed_before)
+                       for m in history.metrics)])
+    return rows
+
+
+def _short_time(text: str | None) -> str:
+    return "—" if text is None else text[:16].replace("T", " ")
+
+
+def _labels(history: History) -> list[str]:
+    labels = [f"{'DAMAGED' if run.error is not None else 'PARTIAL'} {run.name}: {run.label.split(': ', 1)[1]}"
+              for run in history.runs if run.label]
+    labels += [f"{run.name} {g.backend_id}/{g.param_set}: {note}" for run in history.runs for g in run.groups
+               for note in g.notes]
+    return labels
+
+
+def history_renderable(history: History) -> RenderableType:
+    """The history as rich renderables: labels of damaged and partial runs, then one table per group."""
+    parts: list[RenderableType] = [Text(note) for note in history.notes]
+    parts += [Text(label, style="bold yellow") for label in _labels(history)]
+    columns = [*_HISTORY_COLUMNS, *(history_metric_label(m) for m in history.metrics)]
+    for backend, param_set in history.groups:
+        table = Table(title=escape(f"{backend} / {param_set} — per run: estimate [95% CI, items resampled]; "
+                                   "▲/▼ where the paired change from the run before excludes 0"))
+        for column in columns:
+            table.add_column(column, justify="left" if column in _HISTORY_COLUMNS[:3] else "right", overflow="fold")
+        for row in _group_rows(history, backend, param_set, "\n"):
+            table.add_row(*(escape(cell) for cell in row))
+        parts.append(table)
+    if not history.groups:
+        parts.append(Text("no run could be read", style="bold red"))
+    return Group(*parts)
+
+
+def _point_record(metric: str, point: Point | None) -> dict[str, Any]:
+    estimate, change = (point.estimate, point.change) if point else (None, None)
+    return {f"{metric}_mean": _finite(estimate.mean) if estimate else None,
+            f"{metric}_ci_low": _finite(estimate.low) if estimate else None,
+            f"{metric}_ci_high": _finite(estimate.high) if estimate else None,
+            f"{metric}_items": estimate.items if estimate else None,
+            f"{metric}_n": estimate.n if estimate else None,
+            f"{metric}_change": _finite(change.difference.mean) if change else None,
+            f"{metric}_change_ci_low": _finite(change.difference.low) if change else None,
+            f"{metric}_change_ci_high": _finite(change.difference.high) if change else None,
+            f"{metric}_change_items": change.difference.items if change else None,
+            f"{metric}_flag": change.verdict if change and change.significant else ""}
+
+
+def history_records(history: History) -> list[dict[str, Any]]:
+    """One flat record per run and group (one per damaged run), every number at full precision."""
+    records = []
+    for run in history.runs:
+        base = {"run": run.name, "started_at": run.started_at, "state": run.state, "partial": run.partial,
+                "damaged": run.error is not None, "label": run.label}
+        groups: list[GroupPoints | None] = list(run.groups) or [None]
+        for group in groups:
+            record: dict[str, Any] = {**base, "backend_id": group.backend_id if group else None,
+                                      "param_set": group.param_set if group else None,
+                                      "items": group.items if group else None, "rows": group.rows if group else None,
+                                      "notes": "; ".join(group.notes) if group else ""}
+            for metric in history.metrics:
+                record.update(_point_record(metric, group.metrics.get(metric) if group else None))
+            records.append(record)
+    return records
+
+
+def history_json_data(history: History) -> dict[str, Any]:
+    """The history as plain JSON data (NaN as null)."""
+    return _json_safe({"directory": history.directory, "jobs": history.jobs, "metrics": history.metrics,  # type: ignore[no-any-return]
+                       "notes": history.notes, "runs": [asdict(run) | {"partial": run.partial, "label": run.label}
+                                                        for run in history.runs]})
+
+
+def history_text(history: History, text_format: TextFormat) -> str:
+    """The history as CSV (one record per run and group), JSON (everything) or Markdown (a table per group)."""
+    if text_format == "csv":
+        return _csv(history_records(history))
+    if text_format == "json":
+        return json.dumps(history_json_data(history), indent=2, allow_nan=False) + "\n"
+    lines = [f"## History of {_md(', '.join(history.jobs) or history.directory)} ({len(history.runs)} runs)", ""]
+    lines += [f"- {_md(note)}" for note in history.notes]
+    lines += [f"> **{_md(label)}**" + "  " for label in _labels(history)]
+    columns = [*_HISTORY_COLUMNS, *(history_metric_label(m) for m in history.metrics)]
+    for backend, param_set in history.groups:
+        lines += ["", f"### {_md(backend)} / {_md(param_set)}", ""]
+        lines += _markdown_table(columns, _group_rows(history, backend, param_set, " "))
+    lines += ["", "Estimates with 95% confidence intervals from resampling items (with all their repeats); "
+              "▲/▼ marks a change from the run before whose paired, item-clustered interval excludes 0."]
+    return "\n".join(lines) + "\n"
 
 
 # -- plumbing ------------------------------------------------------------------------------------------

@@ -143,3 +143,22 @@ def test_partial_run_is_labelled_and_large_runs_are_capped(tmp_path: Path, brows
     assert "no manifest.json" in browser.find_element(By.ID, "partial").text
     assert shown_rows(browser) == 2_000
     assert "The first 2,000 of 3,000 rows" in browser.find_element(By.TAG_NAME, "body").text
+
+
+def test_report_with_history_draws_a_trend_per_metric_with_the_regression_marked(
+        nightly: list[Path], tmp_path: Path, browser: WebDriver) -> None:
+    output = tmp_path / "history.html"
+    assert main(["report", str(nightly[2]), "--history", str(nightly[0].parent), "-o", str(output)]) == 0
+    assert open_report(browser, output) == []
+    charts = browser.find_elements(By.CSS_SELECTOR, "#trends figure.chart")
+    assert len(charts) == 2 * 6  # 2 backends × (total, says_answer, pass rate, error rate, cost, latency)
+    chart = browser.find_element(By.CSS_SELECTOR, "#trends svg[aria-label='oa / default: total']")
+    browser.execute_script("arguments[0].scrollIntoView({block: 'center'})", chart)
+    assert chart.size["height"] > 100 and not_blank(chart.screenshot_as_png) > 0.02
+    # One point per run; only the third, whose paired change excludes 0, is marked, in red; it is this report's run.
+    assert len(chart.find_elements(By.CSS_SELECTOR, "circle")) == 3
+    marked = chart.find_elements(By.CSS_SELECTOR, "circle.change")
+    assert [m.get_attribute("class") for m in marked] == ["change worse"]
+    assert marked[0].get_attribute("fill") == "#d62728"
+    assert nightly[2].name in marked[0].find_element(By.TAG_NAME, "title").get_attribute("textContent")
+    assert len(chart.find_elements(By.CSS_SELECTOR, "rect.current")) == 1

@@ -1,0 +1,368 @@
+"""`evalpipe history JOB_DIR`: every run of one job, in start order, and where a metric moved.
+
+```
+results/<job>/<run_id>/ ... ─discover, order by the manifests' start─▶ runs
+run ─one pass (per part): group by backend, parameter set, item─▶ per-item sums and counts
+    ─▶ level per metric: mean over rows, 95% interval resampling items (repeats stay together)
+    ─▶ change from the previous readable run: per shared item the difference of the item means,
+       paired on item (consecutive nightly runs share the dataset); flagged when its interval excludes 0
+```
+
+Metrics, counted as `summary` counts them: every score column (over the rows that have it), the pass rate
+(over attempted rows, an error a fail; only when the rows carry verdicts), the error rate (over all rows),
+the cost per row (generation plus scoring) and the median latency of ok rows (`clustered_medians`: from
+each item's latencies on 1%-wide log buckets, resampled and paired on items too).
+
+Each flag is a test at the 95% level: over many metrics and groups an occasional flag comes by chance; a
+change that holds on the next run is real.
+
+Only two runs' per-item aggregates are held at a time, whatever the number of runs. A run that cannot be
+read is listed with the reason, never raised; a partial run is listed with its warnings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import polars as pl
+
+from evalpipe.analysis.clustered_medians import LOG_STEP, ItemBuckets, clustered_median, paired_median_change
+from evalpipe.analysis.runs import Run, RunDirError, collect_per_part, open_run
+from evalpipe.analysis.stats import (
+    CONFIDENCE,
+    RESAMPLES,
+    Estimate,
+    FloatArray,
+    clustered_means,
+)
+from evalpipe.analysis.summary import (
+    COST_COLUMNS,
+    EXACT_UNIT,
+    GROUP_KEYS,
+    ITEM_KEY,
+    PASSED,
+    finish_item_sums,
+    item_sum_query,
+    merge_item_sums,
+)
+from evalpipe.errors import ConfigError
+from evalpipe.pipeline.manifest import MANIFEST_FILENAME, Manifest, read_manifest
+from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
+from evalpipe.pipeline.store import STORE_FILENAME, RunStore
+
+RATE_METRICS = ("pass_rate", "error_rate", "cost_usd")
+LATENCY_METRIC = "latency_p50_s"
+LOWER_IS_BETTER = frozenset({"error_rate", "cost_usd", LATENCY_METRIC})
+_OK = pl.col("status") == "ok"
+_ITEM_KEYS = (*GROUP_KEYS, ITEM_KEY)
+_NO_ITEM = ""  # the id of the one item that rows without an item id form together (as in `summary`)
+
+Group = tuple[str, str]  # (backend id, parameter set)
+Verdict = Literal["better", "worse", "no clear change"]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """The paired, item-clustered change of one metric from the previous run that has the group."""
+
+    since: str  # the previous run's name
+    difference: Estimate  # now − before, over the items both runs have the metric for
+    verdict: Verdict  # better / worse when the interval excludes 0, by the metric's direction
+
+    @property
+    def significant(self) -> bool:
+        """Whether the 95% interval of the difference excludes 0."""
+        return self.verdict != "no clear change"
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One metric of one group in one run: its estimate (the median for latency), items and change."""
+
+    estimate: Estimate
+    items: int
+    change: Change | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupPoints:
+    """One backend and parameter set in one run."""
+
+    backend_id: str
+    param_set: str
+    items: int
+    rows: int
+    metrics: dict[str, Point]
+    notes: tuple[str, ...] = ()  # item sets that differ from the previous run's
+
+    @property
+    def repeats(self) -> float:
+        """Rows per item (repeats × turns)."""
+        return self.rows / self.items if self.items else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class RunPoints:
+    """One run of the job: when it started, what state it is in, and its groups (none when unreadable)."""
+
+    name: str
+    path: str
+    started_at: str | None
+    state: str
+    warnings: tuple[str, ...]
+    error: str | None
+    groups: list[GroupPoints]
+
+    @property
+    def partial(self) -> bool:
+        """Whether rows of the run are (or may be) missing."""
+        return bool(self.warnings)
+
+    @property
+    def label(self) -> str:
+        """`damaged: ...`, `partial: ...` or empty."""
+        if self.error is not None:
+            return f"damaged: {self.error}"
+        return "partial: " + "; ".join(self.warnings) if self.warnings else ""
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """The runs of one job directory in start order, with every metric per group."""
+
+    directory: str
+    jobs: list[str]
+    metrics: list[str]
+    groups: list[Group]
+    runs: list[RunPoints]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _Items:
+    """Per-item aggregates of one group of one run, items sorted by id."""
+
+    metrics: tuple[str, ...]  # the columns of `sums` and `counts`
+    ids: npt.NDArray[np.object_]
+    sums: FloatArray  # items × metrics
+    counts: FloatArray  # items × metrics
+    latency: ItemBuckets  # ok rows per item and latency bucket
+
+
+def discover(directory: str | Path) -> list[Path]:
+    """The run directories directly under a job's directory; RunDirError when there are none."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise RunDirError(f"{directory} is not a directory" if directory.exists() else f"{directory} does not exist")
+    if _looks_like_run(directory):
+        raise RunDirError(f"{directory} is one run; history reads the job directory that holds its runs "
+                          f"({directory.parent})")
+    found = sorted(path for path in directory.iterdir() if path.is_dir() and _looks_like_run(path))
+    if not found:
+        raise RunDirError(f"{directory} holds no run directories (each with a {MANIFEST_FILENAME} or a "
+                          f"{PARQUET_DIRNAME}/ folder); pass results/<job>/")
+    return found
+
+
+def _looks_like_run(path: Path) -> bool:
+    return any((path / name).exists() for name in (MANIFEST_FILENAME, PARQUET_DIRNAME, CSV_FILENAME, STORE_FILENAME))
+
+
+def build_history(directory: str | Path, *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE) -> History:
+    """The history of the job whose runs are under `directory`."""
+    opened: list[tuple[datetime | None, Path, Run | None, str | None]] = []
+    for path in discover(directory):
+        try:
+            run: Run | None = open_run(path)
+            error = None
+        except RunDirError as failure:
+            run, error = None, failure.message
+        opened.append((_start_of(path, run), path, run, error))
+    opened.sort(key=lambda entry: (entry[0] or datetime.max.replace(tzinfo=UTC), entry[1].name))
+    jobs = sorted({run.manifest.job_name for _, _, run, _ in opened if run is not None and run.manifest is not None})
+    notes = [f"the runs belong to {len(jobs)} jobs: {', '.join(jobs)}"] if len(jobs) > 1 else []
+    metrics = list(dict.fromkeys(m for _, _, run, _ in opened if run is not None for m in run.metrics))
+    metrics += [*RATE_METRICS, LATENCY_METRIC]
+    previous: dict[Group, tuple[str, _Items]] = {}
+    runs: list[RunPoints] = []
+    for start, path, run, error in opened:
+        started = start.isoformat() if start is not None else None
+        if run is None:
+            runs.append(RunPoints(path.name, str(path), started, "damaged", (), error, []))
+            continue
+        state = run.manifest.state if run.manifest is not None else "unknown"
+        try:
+            tables = _item_tables(run)
+        except RunDirError as failure:
+            runs.append(RunPoints(run.name, str(path), started, state, run.warnings, failure.message, []))
+            continue
+        groups = []
+        for group, table in tables.items():
+            groups.append(_group_points(run.name, group, table, run.metrics, previous.get(group), resamples,
+                                        confidence))
+            previous[group] = (run.name, table)
+        runs.append(RunPoints(run.name, str(path), started, state, run.warnings, None, groups))
+    order = list(dict.fromkeys((g.backend_id, g.param_set) for r in runs for g in r.groups))
+    return History(str(directory), jobs, metrics, order, runs, notes)
+
+
+def _start_of(path: Path, run: Run | None) -> datetime | None:
+    """When the run first started: the manifest's creation (or session start), else the run store's creation,
+    else the timestamp its id starts with (to the second only)."""
+    manifest = run.manifest if run is not None else _manifest_of(path)
+    texts = [manifest.created_at, manifest.started_at] if manifest is not None else []
+    with contextlib.suppress(ConfigError):  # no store (copied output) or an unreadable one
+        texts.append(RunStore.read_meta(path).get("created_at"))
+    for text in texts:
+        if text:
+            try:
+                return datetime.fromisoformat(text).astimezone(UTC)
+            except ValueError:
+                continue
+    try:  # run ids start with their UTC start time (pipeline.rundir.new_run_id)
+        return datetime.strptime(path.name[:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def _manifest_of(path: Path) -> Manifest | None:
+    """The manifest of a run whose rows cannot be read: it still says when the run started."""
+    try:
+        return read_manifest(path)
+    except ConfigError:
+        return None
+
+
+# -- one pass per run ----------------------------------------------------------------------------------
+
+
+def _item_tables(run: Run) -> dict[Group, _Items]:
+    """Per group, each item's sums and counts of every metric and its latency histogram, read part by part.
+
+    Scores and passes as `summary` counts them (`item_sum_query`: the pass rate over attempted rows, an
+    error a fail); per item also its errors, rows, cost (generation plus scoring) and verdicts."""
+    scores = run.metrics
+    costs = [column for column in COST_COLUMNS if run.has(column)]
+    columns = [*_ITEM_KEYS, "task_index", "status", "passed", "latency_s", *costs, *scores]
+    cost = pl.sum_horizontal(*(pl.col(column).fill_null(0.0) for column in costs)) if costs else pl.lit(0.0)
+    bucket = (pl.col("latency_s").clip(lower_bound=1e-6).log() / LOG_STEP).round().cast(pl.Int64).alias("bucket")
+
+    def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
+        return [item_sum_query(part, [*scores, PASSED], GROUP_KEYS),
+                part.group_by(_ITEM_KEYS).agg(
+                    (pl.col("status") == "error").sum().cast(pl.Int64).alias("errors"),
+                    pl.len().cast(pl.Int64).alias("rows"),
+                    (cost / EXACT_UNIT).round().cast(pl.Int64).sum().alias("cost"),
+                    pl.when(_OK).then(pl.col("passed")).count().cast(pl.Int64).alias("verdicts"),
+                    pl.col("task_index").min().alias("first_task")),
+                part.filter(_OK & pl.col("latency_s").is_finite()).group_by([*_ITEM_KEYS, bucket]).len()]
+
+    def merge_sums(frame: pl.DataFrame) -> pl.DataFrame:
+        return merge_item_sums(frame, GROUP_KEYS)
+
+    def merge_extras(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.group_by(_ITEM_KEYS).agg(pl.col("first_task").min(), pl.exclude(*_ITEM_KEYS, "first_task").sum())
+
+    def merge_latency(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame.group_by([*_ITEM_KEYS, "bucket"]).agg(pl.col("len").sum())
+
+    sums, extras, latency = collect_per_part(run, columns, queries, [merge_sums, merge_extras, merge_latency])
+    sums, extras, latency = (frame.with_columns(pl.col(ITEM_KEY).fill_null(_NO_ITEM))
+                             for frame in (finish_item_sums(sums, GROUP_KEYS), extras, latency))
+    # Groups in the order of the job's tasks, as in `summary`; items sorted by id within each, so that the
+    # resamples do not depend on the order parts were read in.
+    frame = (sums.join(extras, on=list(_ITEM_KEYS), how="left", nulls_equal=True)
+             .with_columns(pl.col("first_task").min().over(GROUP_KEYS).alias("group_first_task"),
+                           (pl.col("verdicts").sum().over(GROUP_KEYS) > 0).alias("with_verdicts"))
+             .sort("group_first_task", *_ITEM_KEYS))
+    tables: dict[Group, _Items] = {}
+    for (backend, param_set), group in frame.group_by(GROUP_KEYS, maintain_order=True):
+        ids = group[ITEM_KEY].to_numpy().astype(object)
+        index = pl.DataFrame({ITEM_KEY: group[ITEM_KEY], "index": np.arange(len(ids), dtype=np.int64)})
+        timed = latency.filter((pl.col("backend_id") == backend) & (pl.col("param_set") == param_set)).join(
+            index, on=ITEM_KEY)
+        buckets = ItemBuckets.of(timed["index"].to_numpy(), timed["bucket"].to_numpy(),
+                                 timed["len"].to_numpy().astype(np.float64))
+        # No criterion with a threshold, no verdicts: no pass rate rather than a rate of 0 (as in `summary`).
+        passes = pl.when(pl.col("with_verdicts")).then(pl.col(f"{PASSED}:n")).otherwise(0)
+        table = group.select(  # sums, then counts, of the scores, pass rate, error rate and cost per row
+            *(pl.col(f"{m}:sum") * EXACT_UNIT for m in [*scores, PASSED]), "errors", pl.col("cost") * EXACT_UNIT,
+            *(pl.col(f"{m}:n") for m in scores), passes, "rows", pl.col("rows").alias("cost_rows"))
+        values = table.to_numpy().astype(np.float64)
+        width = len(scores) + len(RATE_METRICS)
+        tables[(str(backend or ""), str(param_set or ""))] = _Items(
+            (*scores, *RATE_METRICS), ids, values[:, :width], values[:, width:], buckets)
+    return tables
+
+
+# -- estimates -----------------------------------------------------------------------------------------
+
+
+def _group_points(run_name: str, group: Group, table: _Items, scores: list[str],
+                  previous: tuple[str, _Items] | None, resamples: int, confidence: float) -> GroupPoints:
+    """Every metric's level in this run and its change from `previous`."""
+    metrics = [*scores, *RATE_METRICS]
+    key = f"history|{run_name}|{group[0]}|{group[1]}"
+    levels = clustered_means(table.sums, table.counts, metrics, key=key, resamples=resamples, confidence=confidence)
+    median = clustered_median(table.latency, key=f"{key}|{LATENCY_METRIC}", resamples=resamples,
+                              confidence=confidence)
+    changes: dict[str, Estimate] = {}
+    notes: tuple[str, ...] = ()
+    if previous is not None:
+        since, before = previous
+        changes, notes = _changes(since, before, table, key, resamples, confidence)
+    points: dict[str, Point] = {}
+    for index, metric in enumerate(metrics):
+        items = int((table.counts[:, index] > 0).sum())
+        points[metric] = Point(levels[metric], items, _change(previous, changes.get(metric), metric))
+    points[LATENCY_METRIC] = Point(median, median.items,
+                                   _change(previous, changes.get(LATENCY_METRIC), LATENCY_METRIC))
+    rows = int(table.counts[:, metrics.index("error_rate")].sum())
+    return GroupPoints(group[0], group[1], len(table.ids), rows, points, notes)
+
+
+def _change(previous: tuple[str, _Items] | None, difference: Estimate | None, metric: str) -> Change | None:
+    if previous is None or difference is None:
+        return None
+    verdict: Verdict = "no clear change"
+    if difference.above(0) or difference.below(0):
+        higher_is_better = metric not in LOWER_IS_BETTER
+        verdict = "better" if difference.above(0) == higher_is_better else "worse"
+    return Change(previous[0], difference, verdict)
+
+
+def _changes(since: str, before: _Items, now: _Items, key: str, resamples: int,
+             confidence: float) -> tuple[dict[str, Estimate], tuple[str, ...]]:
+    """Per metric both runs have, the mean over shared items of (item mean now − item mean before),
+    resampling items; and what differs between the runs' items and metrics."""
+    _, index_before, index_now = np.intersect1d(before.ids, now.ids, assume_unique=True, return_indices=True)
+    notes: list[str] = []
+    only_before, only_now = len(before.ids) - len(index_before), len(now.ids) - len(index_now)
+    if only_before or only_now:
+        notes.append(f"items differ from {since}: {only_before} only there, {only_now} only here; "
+                     f"changes pair the {len(index_before)} shared items")
+    metrics = [m for m in now.metrics if m in before.metrics]
+    new = [m for m in now.metrics if m not in before.metrics]
+    if new:
+        notes.append(f"{', '.join(new)} not in {since}: no change for it")
+    cells_before = np.ix_(index_before, np.array([before.metrics.index(m) for m in metrics], dtype=np.int64))
+    cells_now = np.ix_(index_now, np.array([now.metrics.index(m) for m in metrics], dtype=np.int64))
+    sums_b, counts_b = before.sums[cells_before], before.counts[cells_before]
+    sums_n, counts_n = now.sums[cells_now], now.counts[cells_now]
+    both = (counts_b > 0) & (counts_n > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        differences = np.where(both, sums_n / np.where(both, counts_n, 1) - sums_b / np.where(both, counts_b, 1), 0.0)
+    found = clustered_means(differences, both.astype(np.float64), metrics, key=f"{key}|change", resamples=resamples,
+                            confidence=confidence)
+    found[LATENCY_METRIC] = paired_median_change(before.latency, now.latency, index_before, index_now,
+                                                 key=f"{key}|change|{LATENCY_METRIC}", resamples=resamples,
+                                                 confidence=confidence)
+    return found, tuple(notes)
+
+
