@@ -32,7 +32,6 @@ GROUP_KEYS = ("backend_id", "param_set")
 ITEM_KEY = "item_id"
 PASSED = "passed"  # the pass rate's column among the per-item sums: 1 per pass, over attempted rows
 _OK = pl.col("status") == "ok"
-_ATTEMPTED = pl.col("status") != "skipped"
 _NO_ESTIMATE = Estimate(math.nan, math.nan, math.nan, 0, "none", 0)
 
 
@@ -228,12 +227,15 @@ def _errors_by_type(frame: pl.DataFrame) -> dict[tuple[str, str], dict[str, int]
 
 def item_sum_query(frame: pl.LazyFrame, metrics: list[str], keys: tuple[str, ...]) -> pl.LazyFrame:
     """Per group of `keys` and item, each metric's sum (in exact units, `exact_units`) and count of finite
-    values: `<metric>:sum`, `<metric>:n`. The metric `PASSED` counts passes over attempted rows.
+    values: `<metric>:sum`, `<metric>:n`. The metric `PASSED` counts passes over the rows with a verdict
+and the errors.
 
     Rows without an item id (only hand-made tables lack one) form one item together."""
     def value(metric: str) -> pl.Expr:
         if metric == PASSED:
-            return pl.when(_ATTEMPTED).then((_OK & pl.col("passed").fill_null(False)).cast(pl.Float64))
+            # An error is a fail; an answer the criteria gave no verdict (`when:` left none) is not counted.
+            return (pl.when(pl.col("status") == "error").then(0.0)
+                    .when(_OK & pl.col("passed").is_not_null()).then(pl.col("passed").cast(pl.Float64)))
         return pl.when(pl.col(metric).is_finite()).then(pl.col(metric))
 
     # Units first, plain sums and counts after: polars aggregates bare columns fastest.

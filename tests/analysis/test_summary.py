@@ -235,3 +235,20 @@ def test_best_of_ties_are_ties_not_wins_for_the_first_candidate(real_run: Path,
     assert all((g.best_of_wins, g.best_of_ties) == (0, 5) for g in summary.groups)
     assert main(["summary", str(real_run), "--format", "markdown"]) == 0
     assert "| 0/5 |" in capsys.readouterr().out
+
+
+def test_answers_without_a_verdict_stay_out_of_the_pass_rate(tmp_path: Path) -> None:
+    # A criterion with `when:` may leave an answer without a verdict: neither a pass nor a fail.
+    run_dir = write_synthetic_run(tmp_path / "run", SyntheticRun(items=100, backends={"alpha": 0.7}, error_rate=0.1))
+
+    def half_judged(table: pa.Table) -> pa.Table:
+        judged = pc.less(pc.cast(table["task_index"], pa.int64()), 50)
+        answered = pc.equal(table["status"], "ok")
+        return replace_column(table, "passed", pc.if_else(pc.and_(judged, answered), True, None))
+
+    rewrite_rows(run_dir, half_judged)
+    (group,) = summarize(open_run(run_dir)).groups
+    rows = pq.read_table(run_dir / "parquet").to_pylist()
+    verdicts = sum(1 for r in rows if r["status"] == "ok" and r["task_index"] < 50)
+    assert group.pass_rate is not None and group.pass_rate.n == verdicts + group.errors
+    assert group.pass_rate.mean == pytest.approx(verdicts / (verdicts + group.errors))
