@@ -95,6 +95,16 @@ class Provider:
     supports_embeddings: ClassVar[bool] = True
     supports_json_schema: ClassVar[bool] = True
     ignored_options: ClassVar[frozenset[str]] = frozenset()  # documented: sent nowhere by this protocol
+    # How a plan counts a prompt without the backend's tokenizer: the text at `chars_per_token`, plus
+    # the chat format's framing per message and per request (OpenAI's published rule: 3 and 3).
+    chars_per_token: ClassVar[float] = 4.0
+    tokens_per_message: ClassVar[int] = 3
+    tokens_per_request: ClassVar[int] = 3
+
+    @classmethod
+    def missing_model_file(cls, model: str, base_url: str | None) -> str | None:
+        """The path of the model file `model` names when it is absent (a local GGUF); None otherwise."""
+        return None
 
     @classmethod
     def key_from_environment(cls) -> tuple[str, str] | None:

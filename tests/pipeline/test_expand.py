@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 import tracemalloc
 from pathlib import Path
@@ -10,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from evalpipe.backends.local import LocalProvider
 from evalpipe.pipeline.dataset import Dataset
 from evalpipe.pipeline.expand import DEFAULT_OUTPUT_TOKENS, count_tasks, expand_job, plan_job
 from evalpipe.pipeline.load import LoadedJob, load_job
@@ -41,7 +43,7 @@ def job(tmp_path: Path, changes: dict[str, Any] | None = None, items: list[dict[
         document[key] = value
     path = tmp_path / "job.yaml"
     path.write_text(json.dumps(document), encoding="utf-8")  # JSON is YAML
-    return load_job(path)
+    return load_job(path, environ={"OPENAI_API_KEY": "sk-expand-test"})
 
 
 def ids(loaded: LoadedJob) -> list[str]:
@@ -118,7 +120,9 @@ def test_ids_change_when_an_input_of_the_call_changes(tmp_path: Path, change: st
         backends[0]["model"] = "gpt-4.1-mini"
         changes["backends"] = backends
     elif change == "default model":
-        backends[1]["model"] = "another.gguf"
+        model_file = tmp_path / "another.gguf"  # a model file must exist to be named
+        model_file.touch()
+        backends[1]["model"] = str(model_file)
         changes["backends"] = backends
     elif change == "param":
         sets[1]["temperature"] = 1.0
@@ -212,14 +216,17 @@ def test_the_plan_counts_calls_tokens_and_cost(tmp_path: Path) -> None:
     cloud, local = plan.backends
     assert (cloud.backend_id, cloud.model, cloud.calls) == ("cloud", "gpt-4o-mini", 16)
     assert local.model == "gemma-3-270m"
-    # "Be brief." (9 chars, 3 tokens) + "Q: What is n + 1?" (17 chars, 5 tokens): 8 tokens per call, the
-    # estimate the rate limiter charges.
-    assert cloud.input_tokens == 8 * 16
+    # "Be brief." + "Q: What is n + 1?" (26 characters, 7 tokens at 4 a token), framed as two chat
+    # messages (3 tokens each) and a request (3 more): 16 tokens per call.
+    assert cloud.input_tokens == 16 * 16
     # Per item and repeat: 10 tokens (calm) + the default (creative, no max_tokens).
     assert cloud.output_tokens == 4 * 2 * (10 + DEFAULT_OUTPUT_TOKENS)
-    assert cloud.cost_usd == pytest.approx((8 * 16 * 1.0 + 4 * 2 * (10 + DEFAULT_OUTPUT_TOKENS) * 4.0) / 1e6)
+    assert cloud.cost_usd == pytest.approx((16 * 16 * 1.0 + 4 * 2 * (10 + DEFAULT_OUTPUT_TOKENS) * 4.0) / 1e6)
     assert local.cost_usd == 0 and plan.cost_usd == cloud.cost_usd
-    assert plan.input_tokens == 2 * 8 * 16
+    # The local backend counts by its own figures: Gemma's tokens are shorter, its turn framing longer.
+    gemma = LocalProvider
+    per_call = math.ceil(26 / gemma.chars_per_token) + gemma.tokens_per_request + 2 * gemma.tokens_per_message
+    assert local.input_tokens == 16 * per_call
 
 
 def test_parameter_defaults_fill_what_sets_and_grid_points_leave_unset() -> None:

@@ -1,0 +1,123 @@
+"""What a task will spend before it runs: its answer, its chain's steps and its scorers' model calls
+(judges, embeddings, self-explanations), each on the backend or judge that makes it.
+
+The runner's budget guard and `evalpipe plan` use this one projection, so the plan shows what the
+guard counts. Input is the prompt as the backend receives it: every message the task sends (system
+prompt included; for a dialogue, each turn's transcript up to that turn), plus the chat format's
+framing, counted by a `TokenCounter` (by default the backend's characters-per-token and framing
+figures, see `Provider.chars_per_token`). Output is taken at its ceiling: `max_tokens`, else
+`DEFAULT_OUTPUT_TOKENS`, so the projection of a call is an upper bound wherever `max_tokens` is set.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from evalpipe.backends.registry import provider_class
+from evalpipe.pipeline.spec import BackendSpec, JobSpec
+from evalpipe.scoring.calls import ANSWERING
+from evalpipe.scoring.registry import model_backend
+from evalpipe.types import ChatMessage
+
+# Output tokens assumed for a call whose parameter set has no `max_tokens`.
+DEFAULT_OUTPUT_TOKENS = 256
+# A scorer's model call: its own instructions on top of the question and the answer, and its reply
+# when the scorer sets no `max_tokens`.
+SCORER_PROMPT_TOKENS = 100
+SCORER_OUTPUT_TOKENS = 512
+_EMBEDDING_SCORERS = frozenset({"semantic_relevance"})  # their calls embed; nothing comes out
+
+# (backend, messages as sent, completion mode) -> input tokens.
+TokenCounter = Callable[[BackendSpec, Sequence[ChatMessage], bool], int]
+
+
+def estimated_prompt_tokens(backend: BackendSpec, messages: Sequence[ChatMessage], completion: bool) -> int:
+    """Input tokens of a call without the backend's tokenizer: its text at the backend's characters per
+    token, plus its chat format's framing (none for a completion prompt)."""
+    cls = provider_class(backend.backend)
+    text = math.ceil(sum(len(message.content) for message in messages) / cls.chars_per_token)
+    return text if completion else text + cls.tokens_per_request + cls.tokens_per_message * len(messages)
+
+
+def turn_prompts(messages: Sequence[ChatMessage], dialogue: bool) -> list[Sequence[ChatMessage]]:
+    """The messages each call of a task sends: all of them, or for a dialogue one prefix per user turn
+    (the transcript up to that turn's user message)."""
+    if not dialogue:
+        return [messages]
+    return [messages[:position + 1] for position, message in enumerate(messages) if message.role == "user"]
+
+
+@dataclass(frozen=True, slots=True)
+class CallProjection:
+    """Projected calls to one backend or judge, with their input and output tokens."""
+
+    backend_id: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class _ScorerCall:
+    target: str  # a backend or judge id, or ANSWERING
+    output_tokens: int
+    embeds: bool
+
+
+class Projector:
+    """Projects the calls and spend of a job's tasks."""
+
+    def __init__(self, spec: JobSpec, count: TokenCounter | None = None) -> None:
+        self.count: TokenCounter = count or estimated_prompt_tokens
+        self.backends = {b.id: b for b in (*spec.backends, *spec.judges)}
+        self.completion = spec.prompt.mode == "completion"
+        self.dialogue = spec.prompt.dialogue is not None
+        self.chain = [(step.backend, step.max_tokens or DEFAULT_OUTPUT_TOKENS) for step in spec.prompt.chain or ()]
+        self.scorers: list[_ScorerCall] = []
+        for scorer in spec.scorers:
+            options = dict(scorer.model_extra or {})
+            target = model_backend(scorer.type, options)
+            if isinstance(target, str):
+                embeds = scorer.type in _EMBEDDING_SCORERS
+                output = 0 if embeds else int(options.get("max_tokens") or SCORER_OUTPUT_TOKENS)
+                self.scorers.append(_ScorerCall(target, output, embeds))
+
+    def calls(self, backend_id: str, messages: Sequence[ChatMessage], answer_tokens: int) -> list[CallProjection]:
+        """Every call one task on `backend_id` makes: its answer (or chain steps), then its scorers'."""
+        backend = self.backends[backend_id]
+        if self.completion:  # only the user text is sent, as a plain prompt
+            messages = [message for message in messages if message.role == "user"][-1:]
+        projected: list[CallProjection] = []
+        for sent in turn_prompts(messages, self.dialogue):
+            prompt = self.count(backend, sent, self.completion)
+            if not self.chain:
+                projected.append(CallProjection(backend_id, 1, prompt, answer_tokens))
+            for step_backend, output in self.chain:
+                # A step's own template is rendered with earlier outputs only at run time.
+                projected.append(CallProjection(step_backend or backend_id, 1, prompt + answer_tokens, output))
+            for scorer in self.scorers:
+                target = backend_id if scorer.target == ANSWERING else scorer.target
+                overhead = 0 if scorer.embeds else SCORER_PROMPT_TOKENS
+                projected.append(CallProjection(target, 1, prompt + answer_tokens + overhead, scorer.output_tokens))
+        return projected
+
+    def cost(self, calls: Sequence[CallProjection]) -> float:
+        """What `calls` cost at their backends' prices (USD)."""
+        total = 0.0
+        for call in calls:
+            spec = self.backends.get(call.backend_id)
+            if spec is not None:
+                total += call.input_tokens * spec.price_input_per_1m + call.output_tokens * spec.price_output_per_1m
+        return total / 1_000_000
+
+
+__all__ = [
+    "DEFAULT_OUTPUT_TOKENS",
+    "CallProjection",
+    "Projector",
+    "TokenCounter",
+    "estimated_prompt_tokens",
+    "turn_prompts",
+]
