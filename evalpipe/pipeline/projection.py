@@ -18,16 +18,20 @@ from dataclasses import dataclass
 from evalpipe.backends.registry import provider_class
 from evalpipe.pipeline.spec import BackendSpec, JobSpec
 from evalpipe.scoring.calls import ANSWERING
+from evalpipe.scoring.judge import judge_prompt
 from evalpipe.scoring.registry import model_backend
+from evalpipe.scoring.verdict import Scale
 from evalpipe.types import ChatMessage
 
 # Output tokens assumed for a call whose parameter set has no `max_tokens`.
 DEFAULT_OUTPUT_TOKENS = 256
-# A scorer's model call: its own instructions on top of the question and the answer, and its reply
-# when the scorer sets no `max_tokens`.
-SCORER_PROMPT_TOKENS = 100
+# A scorer's reply when it sets no `max_tokens` (the scorers' own default).
 SCORER_OUTPUT_TOKENS = 512
 _EMBEDDING_SCORERS = frozenset({"semantic_relevance"})  # their calls embed; nothing comes out
+# A verdict scorer's request is projected as a judge's: an evaluator's system prompt, then its text
+# options (a rubric) with the question, the answer (counted at its ceiling) and the reply format.
+_SCORER_SYSTEM = "You are a careful, impartial evaluator. You judge strictly by the rubric you are given."
+_OPTIONS_NOT_SENT = frozenset({"backend", "name"})
 
 # (backend, messages as sent, completion mode) -> input tokens.
 TokenCounter = Callable[[BackendSpec, Sequence[ChatMessage], bool], int]
@@ -64,6 +68,15 @@ class _ScorerCall:
     target: str  # a backend or judge id, or ANSWERING
     output_tokens: int
     embeds: bool
+    instructions: str  # what the scorer sends besides the question and the answer
+    scale: Scale
+
+    def request(self, question: str) -> list[ChatMessage]:
+        """The scorer's request for `question`, without the answer."""
+        if self.embeds:
+            return [ChatMessage.user(question)]
+        return [ChatMessage.system(_SCORER_SYSTEM),
+                ChatMessage.user(judge_prompt(self.instructions, question, "", self.scale))]
 
 
 class Projector:
@@ -82,7 +95,12 @@ class Projector:
             if isinstance(target, str):
                 embeds = scorer.type in _EMBEDDING_SCORERS
                 output = 0 if embeds else int(options.get("max_tokens") or SCORER_OUTPUT_TOKENS)
-                self.scorers.append(_ScorerCall(target, output, embeds))
+                text = "\n".join(v for k, v in options.items() if isinstance(v, str) and k not in _OPTIONS_NOT_SENT)
+                try:
+                    scale = Scale.of(options.get("scale", (1, 10)))
+                except ValueError:  # reported when the job is loaded; the projection needs only its text
+                    scale = Scale.of((1, 10))
+                self.scorers.append(_ScorerCall(target, output, embeds, text, scale))
 
     def calls(self, backend_id: str, messages: Sequence[ChatMessage], answer_tokens: int) -> list[CallProjection]:
         """Every call one task on `backend_id` makes: its answer (or chain steps), then its scorers'."""
@@ -97,10 +115,11 @@ class Projector:
             for step_backend, output in self.chain:
                 # A step's own template is rendered with earlier outputs only at run time.
                 projected.append(CallProjection(step_backend or backend_id, 1, prompt + answer_tokens, output))
+            question = next((m.content for m in reversed(sent) if m.role == "user"), "")
             for scorer in self.scorers:
                 target = backend_id if scorer.target == ANSWERING else scorer.target
-                overhead = 0 if scorer.embeds else SCORER_PROMPT_TOKENS
-                projected.append(CallProjection(target, 1, prompt + answer_tokens + overhead, scorer.output_tokens))
+                request = self.count(self.backends[target], scorer.request(question), scorer.embeds)
+                projected.append(CallProjection(target, 1, request + answer_tokens, scorer.output_tokens))
         return projected
 
     def cost(self, calls: Sequence[CallProjection]) -> float:

@@ -263,10 +263,11 @@ async def test_the_token_budget_counts_projected_tokens(api_key: str, tmp_path: 
         loaded = job([{"q": f"w{i}"} for i in range(10)], [backend(srv, "b", max_concurrency=1)],
                      parameters={"sets": [{"name": "short", "max_tokens": 4}]}, budget={"max_tokens": 20})
         outcome = await run(loaded, tmp_path)
-    # Projection: 1 input + 4 output tokens; spend: 1 + 2. With one call at a time, the fourth call is
-    # projected to end at 3·3 + 5 = 14 tokens, the sixth at 5·3 + 5 = 20, the seventh at 23 > 20.
+    # Projection: 1 token of text + 6 of chat framing (OpenAI's: 3 per message, 3 per request) in, 4 out:
+    # 11; spend (the fake counts words): 1 + 2. With one call at a time, the fourth call is projected to
+    # end at 3·3 + 11 = 20 tokens, the fifth at 23 > 20.
     assert outcome.state == "budget_exhausted"
-    assert outcome.counts["ok"] == 6
+    assert outcome.counts["ok"] == 4
 
 
 # -- backends without a key ---------------------------------------------------------------------------
