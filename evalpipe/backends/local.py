@@ -50,12 +50,14 @@ class LocalProvider(OpenAIProvider):
     max_tokens_field = "max_tokens"
     top_k_field = "top_k"
 
-    # Gemma's turn format: <bos>, then <start_of_turn>role\n ... <end_of_turn>\n per message and
-    # <start_of_turn>model\n to answer. Characters per token measured with the bundled model's own
-    # tokenizer on the shipped datasets (scripts/plan_error.py).
-    chars_per_token = 3.2
+    # Gemma's tokenizer splits numbers into digits. Its turn format: <bos>, then <start_of_turn>role\n
+    # ... <end_of_turn>\n per message and <start_of_turn>model\n to answer; the system prompt joins the
+    # first user turn after a blank line. Checked against the bundled model's own tokenizer on the
+    # shipped jobs' prompts: scripts/plan_error.py --tokenizer.
+    digits_per_token = 1
     tokens_per_message = 5
     tokens_per_request = 4
+    tokens_per_system_message = 1
 
     @classmethod
     def missing_model_file(cls, model: str, base_url: str | None) -> str | None:

@@ -393,6 +393,7 @@ class JobRun:
         """Start the backend's unfinished tasks in expansion order, at most `window` at a time."""
         slots = anyio.Semaphore(window)  # acquired here, released by the worker: bounds tasks in memory
         budget = self.loaded.spec.budget
+        budgeted = budget.max_cost_usd is not None or budget.max_tokens is not None
         skipped = 0
         async with anyio.create_task_group() as workers:
             for task in expand_job(self.loaded, backend_ids={backend.spec.id}):
@@ -409,7 +410,8 @@ class JobRun:
                 if self.stop_reason is not None:
                     slots.release()
                     break
-                cost, tokens = self._projection(task, backend)
+                # Projected only under a budget: it renders and counts the task's prompts and its scorers'.
+                cost, tokens = self._projection(task, backend) if budgeted else (0.0, 0)
                 if self._over_budget(cost, tokens, budget.max_cost_usd, budget.max_tokens):
                     slots.release()
                     self._stop_for_budget()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 import tracemalloc
 from pathlib import Path
@@ -11,7 +10,6 @@ from typing import Any
 
 import pytest
 
-from evalpipe.backends.local import LocalProvider
 from evalpipe.pipeline.dataset import Dataset
 from evalpipe.pipeline.expand import DEFAULT_OUTPUT_TOKENS, count_tasks, expand_job, plan_job
 from evalpipe.pipeline.load import LoadedJob, load_job
@@ -216,17 +214,17 @@ def test_the_plan_counts_calls_tokens_and_cost(tmp_path: Path) -> None:
     cloud, local = plan.backends
     assert (cloud.backend_id, cloud.model, cloud.calls) == ("cloud", "gpt-4o-mini", 16)
     assert local.model == "gemma-3-270m"
-    # "Be brief." + "Q: What is n + 1?" (26 characters, 7 tokens at 4 a token), framed as two chat
-    # messages (3 tokens each) and a request (3 more): 16 tokens per call.
-    assert cloud.input_tokens == 16 * 16
+    # "Be brief." is 3 tokens (2 words, "."); "Q: What is n + 1?" 11 ("Q", ":", 2 words, 2 digits, "+",
+    # "?" and the 3 spaces before a digit or a symbol). Framed as two chat messages (3 tokens each) and a
+    # request (3 more): 23 tokens per call.
+    assert cloud.input_tokens == 23 * 16
     # Per item and repeat: 10 tokens (calm) + the default (creative, no max_tokens).
     assert cloud.output_tokens == 4 * 2 * (10 + DEFAULT_OUTPUT_TOKENS)
-    assert cloud.cost_usd == pytest.approx((16 * 16 * 1.0 + 4 * 2 * (10 + DEFAULT_OUTPUT_TOKENS) * 4.0) / 1e6)
+    assert cloud.cost_usd == pytest.approx((23 * 16 * 1.0 + 4 * 2 * (10 + DEFAULT_OUTPUT_TOKENS) * 4.0) / 1e6)
     assert local.cost_usd == 0 and plan.cost_usd == cloud.cost_usd
-    # The local backend counts by its own figures: Gemma's tokens are shorter, its turn framing longer.
-    gemma = LocalProvider
-    per_call = math.ceil(26 / gemma.chars_per_token) + gemma.tokens_per_request + 2 * gemma.tokens_per_message
-    assert local.input_tokens == 16 * per_call
+    # The local backend frames by Gemma's turn format: <bos> and the answer's turn (4), the user turn
+    # (5), and the system prompt joined to it (1): 24 tokens per call.
+    assert local.input_tokens == 24 * 16
 
 
 def test_parameter_defaults_fill_what_sets_and_grid_points_leave_unset() -> None:

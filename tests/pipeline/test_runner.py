@@ -263,11 +263,11 @@ async def test_the_token_budget_counts_projected_tokens(api_key: str, tmp_path: 
         loaded = job([{"q": f"w{i}"} for i in range(10)], [backend(srv, "b", max_concurrency=1)],
                      parameters={"sets": [{"name": "short", "max_tokens": 4}]}, budget={"max_tokens": 20})
         outcome = await run(loaded, tmp_path)
-    # Projection: 1 token of text + 6 of chat framing (OpenAI's: 3 per message, 3 per request) in, 4 out:
-    # 11; spend (the fake counts words): 1 + 2. With one call at a time, the fourth call is projected to
-    # end at 3·3 + 11 = 20 tokens, the fifth at 23 > 20.
+    # Projection: 2 tokens of text ("w", a number) + 6 of chat framing (OpenAI's: 3 per message, 3 per
+    # request) in, 4 out: 12; spend (the fake counts words): 1 + 2. With one call at a time, the second
+    # call is projected to end at 3 + 12 = 15 tokens, the third at 6 + 12 = 18, the fourth at 21 > 20.
     assert outcome.state == "budget_exhausted"
-    assert outcome.counts["ok"] == 4
+    assert outcome.counts["ok"] == 3
 
 
 # -- backends without a key ---------------------------------------------------------------------------
