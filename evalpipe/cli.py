@@ -254,8 +254,8 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
         _say(f"{plan.tasks_skipped} tasks of skipped backends are not counted above")
     over = plan.over_budget()
     for line in over:
-        _say(f"over budget: {line}; the run would stop at the budget before finishing (raise the budget, or "
-             "lower max_tokens, items or repeats)")
+        _say(f"over budget: {line}; the run stops starting tasks before its spend could cross the budget, so it "
+             "may not finish (raise the budget, or lower max_tokens, items or repeats)")
     # Non-zero, so that a script running `plan` before `run` stops before a run that cannot finish.
     return EXIT_BUDGET if over else 0
 
@@ -300,8 +300,12 @@ def _run(args: argparse.Namespace) -> int:
         err.print(f"interrupted: resume with  {outcome.resume_command}", highlight=False, markup=False, soft_wrap=True)
         return EXIT_INTERRUPTED
     if outcome.state == "budget_exhausted":
-        _say(f"stopped at the budget ({outcome.executed} of {outcome.total_tasks} tasks ran, ${outcome.cost_usd:.4f} "
-             f"spent): raise it and resume with  {outcome.resume_command}")
+        budget = loaded.spec.budget
+        limits = ", ".join(f"{name} {value:g}" for name, value in (("max_cost_usd", budget.max_cost_usd),
+                                                                  ("max_tokens", budget.max_tokens)) if value)
+        _say(f"stopped at the budget ({limits}): {outcome.executed} of {outcome.total_tasks} tasks ran, "
+             f"${outcome.cost_usd:.4f} and {outcome.input_tokens + outcome.output_tokens:,} tokens spent; raise it "
+             f"and resume with  {outcome.resume_command}")
         return EXIT_BUDGET
     if outcome.executed == 0:
         _say("nothing ran: the run has no row from a call")

@@ -150,7 +150,7 @@ def test_a_run_stopped_by_its_budget_exits_4_and_the_manifest_says_so(
 ) -> None:
     job = write_job(tmp_path, server, GOOD_JOB + "concurrency: 1\nbudget:\n  max_tokens: 40\n")
     code, _, err = cli(capsys, "run", job, "--out", tmp_path / "results")
-    assert code == 4 and "stopped at the budget (" in err
+    assert code == 4 and "stopped at the budget (max_tokens 40): 2 of 4 tasks ran" in err
     manifest = json.loads(next((tmp_path / "results").glob("*/*/manifest.json")).read_text())
     assert manifest["state"] == "budget_exhausted" and manifest["budget"]["max_tokens"] == 40
     assert 0 < manifest["counts"]["ok"] < 4 and manifest["budget"]["spent_tokens"] <= 40
