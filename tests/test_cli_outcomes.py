@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from evalpipe.testing import FakeServer
 from tests.test_cli import (
@@ -155,3 +156,27 @@ def test_a_run_stopped_by_its_budget_exits_4_and_the_manifest_says_so(
     assert manifest["state"] == "budget_exhausted" and manifest["budget"]["max_tokens"] == 40
     assert 0 < manifest["counts"]["ok"] < 4 and manifest["budget"]["spent_tokens"] <= 40
     assert server.stats().input_tokens + server.stats().output_tokens <= 40
+
+
+def test_a_judged_run_stops_before_its_spend_could_cross_the_budget_and_exits_4(
+    server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EVALPIPE_TEST_CLI_JUDGE_KEY", "sk-cli-judge")
+    job = yaml.safe_load(GOOD_JOB.replace("URL", server.url_for("openai")))
+    job["dataset"]["items"] = [{"id": f"q{i}", "question": f"What is {i} + {i}?"} for i in range(10)]
+    job["backends"][0]["max_concurrency"] = 2
+    # The judge is what costs: about $0.06 a call against $0.00001 for an answer.
+    job["judges"] = [{"id": "judge", "backend": "anthropic", "model": "claude-test",
+                      "base_url": server.url_for("anthropic"), "api_key_env": "EVALPIPE_TEST_CLI_JUDGE_KEY",
+                      "price_input_per_1m": 1000, "price_output_per_1m": 2000}]
+    job["scorers"] = [{"type": "llm_judge", "backend": "judge", "max_tokens": 8, "scale": [0, 10],
+                       "rubric": "Is it right? [[reply:Score: 8/10 because it echoes]]"}]
+    job["budget"] = {"max_cost_usd": 0.2}
+    path = tmp_path / "judged.yaml"
+    path.write_text(yaml.safe_dump(job), encoding="utf-8")
+    code, _, err = cli(capsys, "run", path, "--out", tmp_path / "results")
+    answers, judge = server.stats(CANARY), server.stats("sk-cli-judge")
+    spent = (answers.input_tokens * 1.0 + judge.input_tokens * 1000.0 + judge.output_tokens * 2000.0) / 1e6
+    assert code == 4 and "stopped at the budget (max_cost_usd 0.2)" in err
+    assert 0 < judge.requests < 20 and judge.requests == answers.requests
+    assert spent <= 0.2, spent  # as the server counted it
