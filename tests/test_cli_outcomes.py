@@ -139,7 +139,8 @@ def test_plan_says_when_its_projection_exceeds_the_budget_and_exits_4(
     assert code == 4
     lines = [line for line in err.splitlines() if line.startswith("over budget: ")]
     assert len(lines) == 2
-    assert "exceeds the budget max_cost_usd $1e-06" in lines[0] and "exceed the budget max_tokens 20" in lines[1]
+    assert "exceeds the budget max_cost_usd $1e-06 (about 0 of 4 tasks fit)" in lines[0]
+    assert "exceed the budget max_tokens 20 (about 0 of 4 tasks fit)" in lines[1]
     assert no_calls(server)
     fits = write_job(tmp_path, server, GOOD_JOB + "budget:\n  max_cost_usd: 1\n", name="fits.yaml")
     code, _, err = cli(capsys, "plan", fits)

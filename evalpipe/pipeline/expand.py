@@ -142,11 +142,16 @@ class Plan:
         """One line per budget limit the projection exceeds (none when it fits)."""
         lines = []
         if self.max_cost_usd is not None and self.cost_usd > self.max_cost_usd:
-            lines.append(f"projected cost ${self.cost_usd:.4f} exceeds the budget max_cost_usd ${self.max_cost_usd:g}")
+            lines.append(f"projected cost ${self.cost_usd:.4f} exceeds the budget max_cost_usd ${self.max_cost_usd:g} "
+                         f"(about {self._fitting(self.max_cost_usd / self.cost_usd)} of {self.tasks:,} tasks fit)")
         tokens = self.input_tokens + self.output_tokens
         if self.max_tokens is not None and tokens > self.max_tokens:
-            lines.append(f"projected {tokens:,} tokens exceed the budget max_tokens {self.max_tokens:,}")
+            lines.append(f"projected {tokens:,} tokens exceed the budget max_tokens {self.max_tokens:,} "
+                         f"(about {self._fitting(self.max_tokens / tokens)} of {self.tasks:,} tasks fit)")
         return lines
+
+    def _fitting(self, share: float) -> str:
+        return f"{int(self.tasks * share):,}"
 
 
 def plan_job(loaded: LoadedJob, *, count: TokenCounter | None = None,
