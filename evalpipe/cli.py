@@ -1,5 +1,10 @@
 """`evalpipe`: run, check and plan jobs from the shell. Parsing and printing only: the work is in
-the pipeline. Exit codes: 0 done, 2 a bad job file or option (nothing was called), 130 interrupted."""
+the pipeline.
+
+Exit codes: 0 done; 1 a gate failed (`compare --fail-on-regression`, `run --fail-on-error`); 2 a bad
+job file or option, or a backend that cannot run (its key unset, its model file absent) and is not
+`optional` (nothing was called); 3 nothing to run (every backend skipped, or the run has no row from
+a call); 4 the budget: the run stopped at it, or `plan` projects more than it allows; 130 interrupted."""
 
 from __future__ import annotations
 
@@ -25,7 +30,10 @@ from evalpipe.pipeline.runner import RunOptions, RunOutcome, RunProgress, run_jo
 from evalpipe.pipeline.spec import JobSpec
 
 EXIT_REGRESSION = 1  # `compare --fail-on-regression`: B is worse than A beyond the threshold
+EXIT_FAILED_GATE = 1  # `run --fail-on-error`: the run's error rate is above the rate given
 EXIT_BAD_INPUT = 2
+EXIT_NOTHING_RAN = 3
+EXIT_BUDGET = 4
 EXIT_INTERRUPTED = 130
 out = Console()
 err = Console(stderr=True)
@@ -82,6 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="results root (default: the job's output.dir)")
     run.add_argument("--force", action="store_true", help="resume even though the job file changed")
     run.add_argument("--dry-run", action="store_true", help="validate and plan, call nothing")
+    run.add_argument("--fail-on-error", type=_rate, metavar="RATE",
+                     help=f"exit {EXIT_FAILED_GATE} when more than RATE (0-1) of the run's rows from a call are errors")
     run.set_defaults(handler=_run)
 
     for name, handler, text in (("validate", _validate, "check a job file; call nothing"),
@@ -97,6 +107,16 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m evalpipe.testing")
     fake.set_defaults(handler=_fake_server)
     return parser
+
+
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a rate between 0 and 1, got {text!r}")
+    return value
 
 
 def _non_negative_float(text: str) -> float:
@@ -243,18 +263,38 @@ def _history_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _say(text: str) -> None:
+    err.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def _skipped(loaded: LoadedJob) -> bool:
+    """Print a line per optional backend that cannot run here; True when no evaluated backend is left."""
+    for backend_id, reason in loaded.skipped.items():
+        _say(f"skipped backend {backend_id} (optional): {reason}")
+    if all(b.id in loaded.skipped for b in loaded.spec.backends):
+        _say("nothing to run: every backend of the job is skipped")
+        return True
+    return False
+
+
 def _validate(args: argparse.Namespace) -> int:
     loaded = load_job(args.job)
     spec = loaded.spec
     _warn_ignored_sweeps(loaded)
-    out.print(f"{args.job}: valid — {len(loaded.dataset)} items, {len(spec.backends)} backends, "
-              f"{len(spec.parameters.expanded())} parameter sets, {spec.repeats} repeats", highlight=False,
-              markup=False, soft_wrap=True)
+    if _skipped(loaded):
+        return EXIT_NOTHING_RAN
+    runnable = len(spec.backends) - sum(b.id in loaded.skipped for b in spec.backends)
+    out.print(f"{args.job}: valid — {len(loaded.dataset)} items, {runnable} of {len(spec.backends)} backends "
+              f"can run here, {len(spec.parameters.expanded())} parameter sets, {spec.repeats} repeats",
+              highlight=False, markup=False, soft_wrap=True)
     return 0
 
 
-def _plan(args: argparse.Namespace) -> int:
-    plan = plan_job(load_job(args.job))
+def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
+    loaded = loaded or load_job(args.job)
+    if _skipped(loaded):
+        return EXIT_NOTHING_RAN
+    plan = plan_job(loaded)
     table = Table(title=escape(f"{args.job}: {plan.tasks} tasks ({plan.items} items × {plan.param_sets} "
                                f"parameter sets × {plan.repeats} repeats per backend)"))
     for column in ("backend", "model", "calls", "input tokens", "output tokens", "cost (USD)"):
@@ -265,7 +305,14 @@ def _plan(args: argparse.Namespace) -> int:
     table.add_row("total", "", f"{plan.calls:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
                   f"{plan.cost_usd:.4f}")
     out.print(table)
-    return 0
+    if plan.tasks_skipped:
+        _say(f"{plan.tasks_skipped} tasks of skipped backends are not counted above")
+    over = plan.over_budget()
+    for line in over:
+        _say(f"over budget: {line}; the run stops starting tasks before its spend could cross the budget, so it "
+             "may not finish (raise the budget, or lower max_tokens, items or repeats)")
+    # Non-zero, so that a script running `plan` before `run` stops before a run that cannot finish.
+    return EXIT_BUDGET if over else 0
 
 
 def _backends(args: argparse.Namespace) -> int:
@@ -295,25 +342,39 @@ def _fake_server(args: argparse.Namespace) -> int:
 
 def _warn_ignored_sweeps(loaded: LoadedJob) -> None:
     for warning in ignored_sweeps(loaded.spec):
-        err.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+        _say(f"warning: {warning}")
 
 
 def _run(args: argparse.Namespace) -> int:
     loaded = load_job(args.job)  # every mistake in the job file stops here, before any call
     _warn_ignored_sweeps(loaded)
     if args.dry_run:
-        return _plan(args)
+        return _plan(args, loaded)
+    if _skipped(loaded):
+        return EXIT_NOTHING_RAN
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
                          retry_errors=args.retry_errors, force=args.force)
     with _progress_display() as on_row:
         outcome = anyio.run(run_job, loaded, options, on_row)
-    _summary(outcome)
+    _summary(outcome, loaded)
     if outcome.state == "interrupted":
         err.print(f"interrupted: resume with  {outcome.resume_command}", highlight=False, markup=False, soft_wrap=True)
         return EXIT_INTERRUPTED
     if outcome.state == "budget_exhausted":
-        err.print(f"stopped at the budget: raise it and resume with  {outcome.resume_command}", highlight=False,
-                  markup=False, soft_wrap=True)
+        budget = loaded.spec.budget
+        limits = ", ".join(f"{name} {value:g}" for name, value in (("max_cost_usd", budget.max_cost_usd),
+                                                                  ("max_tokens", budget.max_tokens)) if value)
+        _say(f"stopped at the budget ({limits}): {outcome.executed} of {outcome.total_tasks} tasks ran, "
+             f"${outcome.cost_usd:.4f} and {outcome.input_tokens + outcome.output_tokens:,} tokens spent; raise it "
+             f"and resume with  {outcome.resume_command}")
+        return EXIT_BUDGET
+    if outcome.executed == 0:
+        _say("nothing ran: the run has no row from a call")
+        return EXIT_NOTHING_RAN
+    if args.fail_on_error is not None and outcome.error_rate > args.fail_on_error:
+        _say(f"error rate {outcome.error_rate:.1%} ({outcome.counts.get('error', 0)} of {outcome.executed} rows) "
+             f"is above --fail-on-error {args.fail_on_error:g}")
+        return EXIT_FAILED_GATE
     return 0
 
 
@@ -345,14 +406,15 @@ class _progress_display:  # noqa: N801 - used as a context manager like a functi
             err.print(f"{progress.done}/{progress.total} done · {stats}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _summary(outcome: RunOutcome) -> None:
+def _summary(outcome: RunOutcome, loaded: LoadedJob) -> None:
     for backend_id, reason in outcome.skipped_backends.items():
-        out.print(f"skipped backend {backend_id}: {reason}", highlight=False, markup=False, soft_wrap=True)
+        if backend_id not in loaded.skipped:  # already said before the run started
+            _say(f"skipped backend {backend_id} (optional): {reason}")
     table = Table(title=f"run {outcome.run_id}: {outcome.state}")
-    for column in ("tasks", "ok", "errors", "cost (USD)"):
+    for column in ("tasks", "ok", "errors", "skipped", "cost (USD)"):
         table.add_column(column, justify="right")
     table.add_row(str(outcome.total_tasks), str(outcome.counts.get("ok", 0)), str(outcome.counts.get("error", 0)),
-                  f"{outcome.cost_usd:.4f}")
+                  str(outcome.counts.get("skipped", 0)), f"{outcome.cost_usd:.4f}")
     out.print(table)
     for name, path in outcome.outputs.items():
         out.print(f"{name}: {path}", highlight=False, markup=False, soft_wrap=True)

@@ -136,7 +136,7 @@ def test_validate_says_what_the_job_holds(server: FakeServer, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "validate", write_job(tmp_path, server))
     assert code == 0
-    assert "valid — 2 items, 1 backends, 2 parameter sets, 1 repeats" in out
+    assert "valid — 2 items, 1 of 1 backends can run here, 2 parameter sets, 1 repeats" in out
     assert no_calls(server)
 
 
@@ -217,16 +217,17 @@ def test_run_writes_the_outputs_says_where_and_prints_no_key(
     assert "run started" not in err
 
 
-def test_a_backend_without_its_key_gets_one_line_and_the_others_run(
+def test_an_optional_backend_without_its_key_gets_one_line_and_the_others_run(
     server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("EVALPIPE_TEST_CLI_ABSENT", raising=False)
     second = ("  - id: absent\n    backend: anthropic\n    model: claude-test\n"
-              f"    base_url: {server.url_for('anthropic')}\n    api_key_env: EVALPIPE_TEST_CLI_ABSENT\nparameters:")
+              f"    base_url: {server.url_for('anthropic')}\n    api_key_env: EVALPIPE_TEST_CLI_ABSENT\n"
+              "    optional: true\nparameters:")
     job = write_job(tmp_path, server, GOOD_JOB.replace("parameters:", second, 1))
     code, out, err = cli(capsys, "run", job, "--out", tmp_path / "results")
     assert code == 0
-    assert "skipped backend absent: EVALPIPE_TEST_CLI_ABSENT is not set" in out.splitlines()
+    assert "skipped backend absent (optional): EVALPIPE_TEST_CLI_ABSENT is not set" in err.splitlines()
     assert "backend skipped" in err and "EVALPIPE_TEST_CLI_ABSENT is not set" in err
     assert server.stats(CANARY).succeeded == 4 and server.stats().requests == 4
 
@@ -251,7 +252,7 @@ def test_a_bigger_budget_or_concurrency_in_the_job_file_may_resume(
 ) -> None:
     job = write_job(tmp_path, server, GOOD_JOB + "budget:\n  max_tokens: 12\n")
     code, out, err = cli(capsys, "run", job, "--out", tmp_path / "results")
-    assert code == 0 and "stopped at the budget: raise it and resume with  evalpipe run" in err
+    assert code == 4 and "stopped at the budget" in err and "raise it and resume with  evalpipe run" in err
     resume = err.split("resume with  ", 1)[1].splitlines()[0]
     job.write_text(GOOD_JOB.replace("URL", server.url_for("openai")) + "concurrency: 4\nbudget:\n  max_tokens: 1000\n",
                    encoding="utf-8")

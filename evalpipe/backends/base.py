@@ -138,6 +138,20 @@ class Provider:
     supports_embeddings: ClassVar[bool] = True
     supports_json_schema: ClassVar[bool] = True
     ignored_options: ClassVar[frozenset[str]] = frozenset()  # documented: sent nowhere by this protocol
+    # How a plan counts a prompt without the backend's tokenizer (pipeline/projection.py): a word of
+    # letters is a token per `letters_per_token` letters, a number a token per `digits_per_token` digits,
+    # any other character a token; plus the chat format's framing per message and per request (OpenAI's
+    # published rule: 3 and 3).
+    letters_per_token: ClassVar[int] = 8
+    digits_per_token: ClassVar[int] = 3
+    tokens_per_message: ClassVar[int] = 3
+    tokens_per_request: ClassVar[int] = 3
+    tokens_per_system_message: ClassVar[int | None] = None  # when a system prompt is framed unlike a message
+
+    @classmethod
+    def missing_model_file(cls, model: str, base_url: str | None) -> str | None:
+        """The path of the model file `model` names when it is absent (a local GGUF); None otherwise."""
+        return None
 
     @classmethod
     def key_from_environment(cls) -> tuple[str, str] | None:

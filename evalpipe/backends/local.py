@@ -52,6 +52,21 @@ class LocalProvider(OpenAIProvider):
     top_k_field = "top_k"
     reasoning_effort_field = None
 
+    # Gemma's tokenizer splits numbers into digits. Its turn format: <bos>, then <start_of_turn>role\n
+    # ... <end_of_turn>\n per message and <start_of_turn>model\n to answer; the system prompt joins the
+    # first user turn after a blank line. Checked against the bundled model's own tokenizer on the
+    # shipped jobs' prompts: scripts/plan_error.py --tokenizer.
+    digits_per_token = 1
+    tokens_per_message = 5
+    tokens_per_request = 4
+    tokens_per_system_message = 1
+
+    @classmethod
+    def missing_model_file(cls, model: str, base_url: str | None) -> str | None:
+        if base_url or not _names_file(model) or Path(model).expanduser().is_file():
+            return None
+        return model
+
     def __init__(self, config: ProviderConfig) -> None:
         managed = config.base_url.strip("/") == ""
         if not managed and not config.base_url.rstrip("/").endswith("/v1"):
@@ -158,12 +173,17 @@ async def _settle(server: LlamaServer | None) -> None:
         await anyio.to_thread.run_sync(server.wait_exit, 1.0)
 
 
+def _names_file(model: str) -> bool:
+    """Whether `model` names a GGUF file to serve rather than the bundled model."""
+    return model.endswith(".gguf") or Path(model).is_file()
+
+
 def _settings(config: ProviderConfig) -> ServerSettings:
     """Server settings from the builder: `.model(path)`; options `parallel`, `threads`, `ctx_per_slot`,
     `chat_template` (a Jinja file) and `server_args` (more llama-server flags)."""
     options = config.options
     model_path: str | None = None
-    if config.model.endswith(".gguf") or Path(config.model).is_file():
+    if _names_file(config.model):
         if not Path(config.model).expanduser().is_file():
             raise errors.ConfigError(f"GGUF model file not found: {config.model}")
         model_path = config.model

@@ -8,25 +8,17 @@ Nothing is materialised: the dataset streams, and each item's prompt is rendered
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
-from dataclasses import dataclass
+from collections.abc import Collection, Iterator, Mapping
+from dataclasses import dataclass, field
 
-from evalpipe.pipeline.limits import prompt_tokens
 from evalpipe.pipeline.load import LoadedJob, model_for
+from evalpipe.pipeline.projection import DEFAULT_OUTPUT_TOKENS, CallProjection, Projector, TokenCounter
 from evalpipe.pipeline.spec import BackendSpec, ParamSetSpec
 from evalpipe.pipeline.task import ParamSet, Task, task_id
-from evalpipe.scoring.calls import ANSWERING
-from evalpipe.scoring.registry import model_backend
 from evalpipe.types import GenerationParams
 
-# The plan assumes this many output tokens per call when a parameter set has no `max_tokens`.
-DEFAULT_OUTPUT_TOKENS = 256
-# The plan renders the prompts of the first items only and scales their average to the whole dataset.
+# The plan renders the prompts of the first items only and scales their projection to the whole dataset.
 PLAN_SAMPLE_ITEMS = 1000
-# What the plan assumes for a scorer's model call: its own instructions on top of the question and
-# answer, and its reply when the scorer sets no `max_tokens`.
-SCORER_PROMPT_TOKENS = 100
-SCORER_OUTPUT_TOKENS = 512
 
 
 def param_set_from_spec(spec: ParamSetSpec) -> ParamSet:
@@ -111,10 +103,12 @@ class BackendPlan:
 class Plan:
     """A job's size and estimated spend, before any call.
 
-    Input tokens are estimated from the rendered prompts of the first `sampled_items` items; output
-    tokens assume every call uses its `max_tokens` (or `DEFAULT_OUTPUT_TOKENS`), so they are an upper
-    bound when `max_tokens` is set. `tasks` counts rows; `calls` also counts chain steps and the calls
-    of model-backed scorers, each on the backend or judge that answers it.
+    Input tokens are counted on the prompts as the backends receive them (rendered from the first
+    `sampled_items` items, system prompt, each turn of a dialogue and the chat format's framing
+    included); output tokens assume every call uses its `max_tokens` (or `DEFAULT_OUTPUT_TOKENS`), so
+    they are an upper bound when `max_tokens` is set. `tasks` counts the rows of the backends that can
+    run; `calls` also counts chain steps and the calls of model-backed scorers, each on the backend or
+    judge that answers it. The runner's budget guard projects each task the same way.
     """
 
     tasks: int
@@ -123,6 +117,10 @@ class Plan:
     repeats: int
     sampled_items: int
     backends: tuple[BackendPlan, ...]
+    skipped: dict[str, str] = field(default_factory=dict)  # optional backends that cannot run here: why
+    tasks_skipped: int = 0
+    max_cost_usd: float | None = None
+    max_tokens: int | None = None
 
     @property
     def calls(self) -> int:
@@ -144,64 +142,65 @@ class Plan:
         """Estimated cost over all backends, from their prices per million tokens."""
         return sum(b.cost_usd for b in self.backends)
 
+    def over_budget(self) -> list[str]:
+        """One line per budget limit the projection exceeds (none when it fits)."""
+        lines = []
+        if self.max_cost_usd is not None and self.cost_usd > self.max_cost_usd:
+            lines.append(f"projected cost ${self.cost_usd:.4f} exceeds the budget max_cost_usd ${self.max_cost_usd:g} "
+                         f"(about {self._fitting(self.max_cost_usd / self.cost_usd)} of {self.tasks:,} tasks fit)")
+        tokens = self.input_tokens + self.output_tokens
+        if self.max_tokens is not None and tokens > self.max_tokens:
+            lines.append(f"projected {tokens:,} tokens exceed the budget max_tokens {self.max_tokens:,} "
+                         f"(about {self._fitting(self.max_tokens / tokens)} of {self.tasks:,} tasks fit)")
+        return lines
 
-def plan_job(loaded: LoadedJob) -> Plan:
+    def _fitting(self, share: float) -> str:
+        return f"{int(self.tasks * share):,}"
+
+
+def plan_job(loaded: LoadedJob, *, count: TokenCounter | None = None,
+             skipped: Mapping[str, str] | None = None) -> Plan:
     """Count the job's calls per backend and judge and estimate their tokens and cost.
 
-    Besides the answers: a chain's steps (on the evaluated backend or the one they name), and the
-    calls of model-backed scorers (judges, embeddings, self-explanations), one per row each. A
-    scorer's input is estimated as the prompt plus the answer plus `SCORER_PROMPT_TOKENS`, its output
-    as its `max_tokens` (none for embeddings)."""
+    Each sampled item is projected as the runner projects its tasks (`Projector`): the answer (or a
+    chain's steps, on the evaluated backend or the one they name) and the calls of model-backed scorers
+    (judges, embeddings, self-explanations), for every parameter set and repeat. `count` counts a
+    prompt's input tokens (default: the backend's own estimate); backends in `skipped` (default: the
+    optional ones `load_job` found unable to run) are left out and their tasks counted as skipped."""
     spec = loaded.spec
+    skipped = dict(loaded.skipped if skipped is None else skipped)
     sets = spec.parameters.expanded()
-    items, repeats = len(loaded.dataset), spec.repeats
+    evaluated = [b for b in spec.backends if b.id not in skipped]
+    projector = Projector(spec, count)
+    usage: dict[str, list[int]] = {b.id: [0, 0, 0] for b in (*spec.backends, *spec.judges) if b.id not in skipped}
     sampled = 0
-    sample_tokens = 0
     for item in loaded.dataset:
         if sampled >= PLAN_SAMPLE_ITEMS:
             break
-        sample_tokens += prompt_tokens(loaded.templates.render(item.data))
         sampled += 1
-    # Rows per evaluated backend: a dialogue item has a row per user turn, any other item one.
-    prompts = count_tasks(loaded, backend_ids={spec.backends[0].id}) // (len(sets) * repeats)
-    rows = prompts * len(sets) * repeats
-    prompt_in = sample_tokens / sampled if sampled else 0.0  # per call
-    answer_out = prompts * repeats * sum(s.max_tokens or DEFAULT_OUTPUT_TOKENS for s in sets) / max(rows, 1)
-    usage: dict[str, list[float]] = {b.id: [0, 0.0, 0.0] for b in (*spec.backends, *spec.judges)}  # calls, in, out
-
-    def add(backend_id: str, calls: int, input_each: float, output_each: float) -> None:
-        entry = usage[backend_id]
-        entry[0] += calls
-        entry[1] += calls * input_each
-        entry[2] += calls * output_each
-
-    chain = spec.prompt.chain
-    for evaluated in spec.backends:
-        if chain is None:
-            add(evaluated.id, rows, prompt_in, answer_out)
-        for step in chain or ():
-            output = step.max_tokens or DEFAULT_OUTPUT_TOKENS
-            add(step.backend or evaluated.id, rows, prompt_in + answer_out, output)
-        for scorer in spec.scorers:
-            options = dict(scorer.model_extra or {})
-            target = model_backend(scorer.type, options)
-            if isinstance(target, str):
-                output = 0 if scorer.type == "semantic_relevance" else options.get("max_tokens", SCORER_OUTPUT_TOKENS)
-                add(evaluated.id if target == ANSWERING else target, rows,
-                    prompt_in + answer_out + SCORER_PROMPT_TOKENS, output)
+        messages = loaded.templates.render(item.data)
+        for backend in evaluated:
+            for param_set in sets:
+                for call in projector.calls(backend.id, messages, param_set.max_tokens or DEFAULT_OUTPUT_TOKENS):
+                    entry = usage.setdefault(call.backend_id, [0, 0, 0])
+                    entry[0] += call.calls * spec.repeats
+                    entry[1] += call.input_tokens * spec.repeats
+                    entry[2] += call.output_tokens * spec.repeats
+    items = len(loaded.dataset)
+    scale = items / sampled if sampled else 0.0  # the sample's projection, scaled to the whole dataset
     by_id = {b.id: b for b in (*spec.backends, *spec.judges)}
-    backends = tuple(
-        BackendPlan(
-            backend_id=backend_id,
-            backend=by_id[backend_id].backend.value,
-            model=model_for(by_id[backend_id]),
-            calls=int(calls),
-            input_tokens=round(input_tokens),
-            output_tokens=round(output_tokens),
-            cost_usd=(input_tokens * by_id[backend_id].price_input_per_1m
-                      + output_tokens * by_id[backend_id].price_output_per_1m) / 1_000_000,
-        )
-        for backend_id, (calls, input_tokens, output_tokens) in usage.items()
-        if calls or backend_id in {b.id for b in spec.backends}
+    backends = []
+    for backend_id, (calls, input_tokens, output_tokens) in usage.items():
+        if not calls and backend_id not in {b.id for b in evaluated}:
+            continue
+        calls, input_tokens, output_tokens = (round(value * scale) for value in (calls, input_tokens, output_tokens))
+        cost = projector.cost([CallProjection(backend_id, calls, input_tokens, output_tokens)])
+        backends.append(BackendPlan(backend_id, by_id[backend_id].backend.value, model_for(by_id[backend_id]), calls,
+                                    input_tokens, output_tokens, cost))
+    skipped_ids = {b.id for b in spec.backends if b.id in skipped}
+    return Plan(
+        tasks=count_tasks(loaded, backend_ids={b.id for b in evaluated}) if evaluated else 0,
+        items=items, param_sets=len(sets), repeats=spec.repeats, sampled_items=sampled, backends=tuple(backends),
+        skipped=skipped, tasks_skipped=count_tasks(loaded, backend_ids=skipped_ids) if skipped_ids else 0,
+        max_cost_usd=spec.budget.max_cost_usd, max_tokens=spec.budget.max_tokens,
     )
-    return Plan(rows * len(spec.backends), items, len(sets), repeats, sampled, backends)

@@ -30,6 +30,7 @@ from pydantic_core import ErrorDetails
 from evalpipe.backends.registry import provider_class
 from evalpipe.chain import ChainTemplateError, MultiPromptChain
 from evalpipe.errors import ConfigError
+from evalpipe.pipeline.availability import job_backends, unavailable_message, unavailable_reason
 from evalpipe.pipeline.chains import build_chain
 from evalpipe.pipeline.dataset import Dataset, DatasetError, DatasetItem, display_path, duplicate_items, id_digest
 from evalpipe.pipeline.spec import BackendSpec, JobSpec
@@ -86,6 +87,8 @@ class LoadedJob:
     dataset: Dataset
     templates: PromptTemplates
     chain: MultiPromptChain | None = None  # a job whose unit is a prompt chain
+    # Optional backends and judges that cannot run here, with the reason (checked by `load_job`).
+    skipped: dict[str, str] = field(default_factory=dict)
 
 
 def model_for(backend: BackendSpec) -> str:
@@ -166,8 +169,11 @@ class _Locator:
         return JobFileError(sorted(self.problems, key=lambda p: (p.file != self.file, p.line or 0)))
 
 
-def load_job(path: str | os.PathLike[str]) -> LoadedJob:
-    """Read, validate and check the job file at `path`; raises `JobFileError` listing every problem."""
+def load_job(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None = None) -> LoadedJob:
+    """Read, validate and check the job file at `path`; raises `JobFileError` listing every problem.
+
+    Every backend and judge must be able to run with `environ` (default: the process environment):
+    its key set, its model file there; an `optional: true` one that cannot is listed in `skipped`."""
     job_path = Path(path)
     locator = _Locator(display_path(job_path))
     try:
@@ -205,19 +211,26 @@ def load_job(path: str | os.PathLike[str]) -> LoadedJob:
                 locator.add(where, message)
         raise locator.error() from None
     # Absolute, so that the dataset is found even if the process changes directory before expanding.
-    return _checked(spec, job_path.parent.resolve(), locator, job_path, hashlib.sha256(raw).hexdigest())
+    return _checked(spec, job_path.parent.resolve(), locator, job_path, hashlib.sha256(raw).hexdigest(),
+                    os.environ if environ is None else environ)
 
 
-def prepare_job(spec: JobSpec, *, base_dir: str | os.PathLike[str] = ".") -> LoadedJob:
-    """A `LoadedJob` for a spec built in code, with the same checks as `load_job` (without line numbers)."""
+def prepare_job(spec: JobSpec, *, base_dir: str | os.PathLike[str] = ".",
+                environ: Mapping[str, str] | None = None) -> LoadedJob:
+    """A `LoadedJob` for a spec built in code, with the same checks as `load_job` (without line numbers).
+
+    Backends are checked against `environ` only when it is given: code often passes built providers
+    (with their keys) to the run instead, and the runner checks the others when it opens them."""
     digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
-    return _checked(spec, Path(base_dir).resolve(), _Locator(f"job {spec.name}"), None, digest)
+    return _checked(spec, Path(base_dir).resolve(), _Locator(f"job {spec.name}"), None, digest, environ)
 
 
-def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None, digest: str) -> LoadedJob:
+def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None, digest: str,
+             environ: Mapping[str, str] | None) -> LoadedJob:
     for index, backend in enumerate(spec.backends):
         if not model_for(backend):
             locator.add(("backends", index, "model"), f"{backend.backend.value} has no default model; set `model`")
+    skipped = _check_availability(spec, environ, locator) if environ is not None else {}
     scorer_fields = _check_scorers(spec, locator, base_dir)
     chain, chain_fields = _check_chain(spec, locator)
     templates: PromptTemplates | None = None
@@ -230,7 +243,21 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
     _check_dataset(dataset, templates, {**scorer_fields, **chain_fields}, locator)
     if locator.problems or templates is None:
         raise locator.error()
-    return LoadedJob(spec, path, digest, base_dir, dataset, templates, chain)
+    return LoadedJob(spec, path, digest, base_dir, dataset, templates, chain, skipped)
+
+
+def _check_availability(spec: JobSpec, environ: Mapping[str, str], locator: _Locator) -> dict[str, str]:
+    """One problem per required backend or judge that cannot run; the optional ones that cannot, with why."""
+    skipped: dict[str, str] = {}
+    for where, backend in job_backends(spec):
+        reason = unavailable_reason(backend, environ)
+        if reason is None:
+            continue
+        if backend.optional:
+            skipped[backend.id] = str(reason)
+        else:
+            locator.add(where, unavailable_message(backend, reason))
+    return skipped
 
 
 def _check_chain(spec: JobSpec, locator: _Locator) -> tuple[MultiPromptChain | None, dict[FieldPath, frozenset[str]]]:

@@ -11,7 +11,7 @@ import json
 import os
 import shlex
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -59,6 +59,12 @@ class Manifest:
     outputs: dict[str, str]  # format -> path relative to the run directory
     resume_command: str
     manifest_version: int = MANIFEST_VERSION
+    # Backends (and judges) that could not run here and were optional, with why; their tasks have no
+    # rows and are counted in `tasks_skipped` and in `counts["skipped"]`.
+    skipped_backends: dict[str, str] = field(default_factory=dict)
+    tasks_skipped: int = 0
+    # The job's budget and, when it stopped the run, what was spent against it.
+    budget: dict[str, float | None] = field(default_factory=dict)
 
     @property
     def completed(self) -> bool:
@@ -102,12 +108,17 @@ def build_manifest(
     job_file: str | Path | None = None,
     tasks_total: int | None = None,
     outputs: Mapping[str, str | Path] | None = None,
+    skipped_backends: Mapping[str, str] | None = None,
+    tasks_skipped: int = 0,
 ) -> Manifest:
-    """The manifest of a run as it stands in `store` (counts, tokens and cost summed over its rows)."""
+    """The manifest of a run as it stands in `store` (counts, tokens and cost summed over its rows, the
+    scorers' calls included); `tasks_skipped` (of `skipped_backends`) are added to the skipped count."""
     run_dir = Path(run_dir)
     totals = store.totals()
     relative = {name: str(Path(path).relative_to(run_dir) if Path(path).is_relative_to(run_dir) else path)
                 for name, path in (outputs or {}).items()}
+    counts = store.counts()
+    counts["skipped"] = counts.get("skipped", 0) + tasks_skipped
     return Manifest(
         job_name=job.name,
         run_id=store.run_id,
@@ -121,12 +132,17 @@ def build_manifest(
         job_hash=store.get_meta("job_hash"),
         backends=[BackendEntry(b.id, b.backend.value, b.model) for b in job.backends],
         tasks_total=tasks_total,
-        counts=store.counts(),
+        counts=counts,
         input_tokens=totals.input_tokens,
         output_tokens=totals.output_tokens,
         cost_usd=round(totals.cost_usd, 6),
         outputs=relative,
         resume_command=resume_command(job_file, run_dir),
+        skipped_backends=dict(skipped_backends or {}),
+        tasks_skipped=tasks_skipped,
+        budget={"max_cost_usd": job.budget.max_cost_usd, "max_tokens": job.budget.max_tokens,
+                "spent_usd": round(totals.cost_usd, 6),
+                "spent_tokens": totals.input_tokens + totals.output_tokens},
     )
 
 

@@ -34,19 +34,22 @@ from evalpipe.backends.retry import RetryPolicy
 from evalpipe.builder import LLMBuilder
 from evalpipe.errors import ConfigError, EvalpipeError
 from evalpipe.logs import run_log
+from evalpipe.pipeline.availability import Unavailable, job_backends, unavailable_message, unavailable_reason
 from evalpipe.pipeline.best_of import write_best_of
 from evalpipe.pipeline.execute import Backend, Criterion, execute_task, expected_output_tokens
 from evalpipe.pipeline.expand import count_tasks, expand_job
-from evalpipe.pipeline.limits import BackendLimiter, GlobalLimiter, prompt_tokens
-from evalpipe.pipeline.load import LoadedJob
+from evalpipe.pipeline.limits import BackendLimiter, GlobalLimiter
+from evalpipe.pipeline.load import JobFileError, LoadedJob, Problem
 from evalpipe.pipeline.manifest import RunState, build_manifest, file_sha256, resume_command, write_manifest
 from evalpipe.pipeline.model_calls import JobCalls
+from evalpipe.pipeline.projection import Projector
 from evalpipe.pipeline.rows import row_schema, spend_of
 from evalpipe.pipeline.rundir import prepare_run_dir
 from evalpipe.pipeline.sinks import Sinks
 from evalpipe.pipeline.spec import BackendSpec
 from evalpipe.pipeline.store import FinishedIds, RunStore
 from evalpipe.pipeline.task import Task
+from evalpipe.pipeline.templates import format_field
 from evalpipe.scoring.calls import ModelCalls
 from evalpipe.scoring.registry import build_scorer
 
@@ -100,7 +103,10 @@ class RunProgress:
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """How a run ended and where its results are."""
+    """How a run ended and where its results are.
+
+    `total_tasks` counts every task of the job, those of skipped backends too; `counts["skipped"]`
+    includes those tasks, so ok + error + skipped = total_tasks once a run is complete."""
 
     run_dir: Path
     run_id: str
@@ -111,14 +117,27 @@ class RunOutcome:
     outputs: dict[str, Path]
     skipped_backends: dict[str, str]
     resume_command: str
+    input_tokens: int = 0  # the run's answers and scorers, over all its sessions
+    output_tokens: int = 0
+
+    @property
+    def executed(self) -> int:
+        """Tasks of the run that have a row from a call: ok or error."""
+        return self.counts.get("ok", 0) + self.counts.get("error", 0)
+
+    @property
+    def error_rate(self) -> float:
+        """Error rows over rows from a call (0 when there are none)."""
+        return self.counts.get("error", 0) / self.executed if self.executed else 0.0
 
 
 def open_backends(
     loaded: LoadedJob, period_s: float, environ: Mapping[str, str] | None = None,
     *, shared: GlobalLimiter | None = None, providers: Mapping[str, Provider] | None = None,
 ) -> tuple[dict[str, Backend], dict[str, str]]:
-    """A provider and limiter per backend and judge whose key is present; the others with the reason
-    they are skipped.
+    """A provider and limiter per backend and judge that can run; the optional ones that cannot, with
+    the reason they are skipped. A required one that cannot run (its key unset, its model file absent)
+    raises `JobFileError`, one line per backend.
 
     `shared` is the job-wide cap on calls in flight that every backend's limiter draws on; `providers`
     are built providers to use for their ids."""
@@ -126,14 +145,28 @@ def open_backends(
     providers = providers or {}
     backends: dict[str, Backend] = {}
     skipped: dict[str, str] = {}
-    for spec in (*loaded.spec.backends, *loaded.spec.judges):
-        try:
-            provider = providers[spec.id] if spec.id in providers else _provider(spec, environ)
-        except ConfigError as error:
-            skipped[spec.id] = error.message
-            continue
+    missing: list[Problem] = []
+    where_job = str(loaded.path) if loaded.path is not None else f"job {loaded.spec.name}"
+    for where, spec in job_backends(loaded.spec):
+        if spec.id in providers:
+            provider = providers[spec.id]
+        else:
+            why: Unavailable | str | None = unavailable_reason(spec, environ)
+            if why is None:
+                try:
+                    provider = _provider(spec, environ)
+                except ConfigError as error:
+                    why = error.message
+            if why is not None:
+                if spec.optional:
+                    skipped[spec.id] = str(why)
+                else:
+                    missing.append(Problem(where_job, None, format_field(where), unavailable_message(spec, why)))
+                continue
         limiter = BackendLimiter.from_spec(spec, shared=shared, period_s=period_s)
         backends[spec.id] = Backend(spec, provider, limiter, RetryPolicy(max_retries=spec.max_retries))
+    if missing:
+        raise JobFileError(missing)
     return backends, skipped
 
 
@@ -252,6 +285,7 @@ class JobRun:
         self._spend = _Spend()
         self._rows_written = 0  # in this session
         self._calls: JobCalls | None = None  # scorers' and chains' calls to the job's backends
+        self._projector = Projector(loaded.spec)
 
     async def run(self) -> RunOutcome:
         spec = self.loaded.spec
@@ -261,6 +295,8 @@ class JobRun:
         for backend_id, reason in skipped.items():
             log.warning("backend skipped", backend=backend_id, reason=reason)
         evaluated = {b.id for b in spec.backends if b.id in backends}
+        skipped_evaluated = {b.id for b in spec.backends if b.id in skipped}
+        tasks_skipped = count_tasks(self.loaded, backend_ids=skipped_evaluated) if skipped_evaluated else 0
         # Its cache is the run store's, opened below: the store needs the criteria, which need the calls.
         calls = self._calls = JobCalls(backends)
         criteria = [*criteria_of(self.loaded, calls), *self.options.criteria]
@@ -293,7 +329,8 @@ class JobRun:
                 self._spend = _Spend(cost_usd=spent.cost_usd, tokens=spent.input_tokens + spent.output_tokens)
                 write_manifest(run_dir.path, build_manifest(
                     spec, store, run_dir=run_dir.path, state="running", started_at=started_at,
-                    job_file=self.loaded.path, tasks_total=total, outputs=sinks.paths))
+                    job_file=self.loaded.path, tasks_total=total + tasks_skipped, outputs=sinks.paths,
+                    skipped_backends=skipped, tasks_skipped=tasks_skipped))
                 self._say("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
                          already_done=self.progress.done, backends=sorted(backends))
                 cache = calls.cache = _StoreCache(store, empty=not run_dir.resumed)
@@ -308,13 +345,14 @@ class JobRun:
                         if replaces_rows and self._rows_written:
                             sinks.rebuild_from(store)  # one row per task again: the retried ones as they are now
                         sinks.close()
-                    counts = store.counts()
                     if state == "completed" and self.progress.done < self.progress.total:
                         state = "interrupted"
                     outputs = sinks.paths if sinks is not None else {}
                     manifest = build_manifest(spec, store, run_dir=run_dir.path, state=state, started_at=started_at,
                                               finished_at=datetime.now(UTC), job_file=self.loaded.path,
-                                              tasks_total=self.progress.total, outputs=outputs)
+                                              tasks_total=self.progress.total + tasks_skipped, outputs=outputs,
+                                              skipped_backends=skipped, tasks_skipped=tasks_skipped)
+                    counts = manifest.counts
                     write_manifest(run_dir.path, manifest)
                     store.close()
                     if spec.best_of and criteria:  # for a stopped run too: the manifest says it is partial
@@ -323,8 +361,9 @@ class JobRun:
                         if backend_id not in self.options.providers:
                             await backend.provider.aclose()
             self._say("run finished", state=state, counts=counts, cost_usd=round(manifest.cost_usd, 6))
-        return RunOutcome(run_dir.path, run_dir.run_id, state, counts, self.progress.total, manifest.cost_usd,
-                          outputs, skipped, resume_command(self.loaded.path, run_dir.path))
+        return RunOutcome(run_dir.path, run_dir.run_id, state, counts, self.progress.total + tasks_skipped,
+                          manifest.cost_usd, outputs, skipped, resume_command(self.loaded.path, run_dir.path),
+                          manifest.input_tokens, manifest.output_tokens)
 
     def _say(self, event: str, **fields: Any) -> None:
         if not self.options.quiet:
@@ -354,6 +393,7 @@ class JobRun:
         """Start the backend's unfinished tasks in expansion order, at most `window` at a time."""
         slots = anyio.Semaphore(window)  # acquired here, released by the worker: bounds tasks in memory
         budget = self.loaded.spec.budget
+        budgeted = budget.max_cost_usd is not None or budget.max_tokens is not None
         skipped = 0
         async with anyio.create_task_group() as workers:
             for task in expand_job(self.loaded, backend_ids={backend.spec.id}):
@@ -370,7 +410,8 @@ class JobRun:
                 if self.stop_reason is not None:
                     slots.release()
                     break
-                cost, tokens = self._projection(task, backend)
+                # Projected only under a budget: it renders and counts the task's prompts and its scorers'.
+                cost, tokens = self._projection(task, backend) if budgeted else (0.0, 0)
                 if self._over_budget(cost, tokens, budget.max_cost_usd, budget.max_tokens):
                     slots.release()
                     self._stop_for_budget()
@@ -379,12 +420,9 @@ class JobRun:
                 workers.start_soon(self._work, task, backend, criteria, run_id, cache, send.clone(), slots)
 
     def _projection(self, task: Task, backend: Backend) -> tuple[float, int]:
-        turns = len(task.row_ids)  # a dialogue's turns each send (at most) the whole transcript
-        input_tokens = prompt_tokens(task.messages) * turns
-        output_tokens = expected_output_tokens(task, backend) * turns
-        spec = backend.spec
-        cost = (input_tokens * spec.price_input_per_1m + output_tokens * spec.price_output_per_1m) / 1_000_000
-        return cost, input_tokens + output_tokens
+        """What `task` may spend: its answer (each turn of a dialogue), chain steps and scorers' calls."""
+        calls = self._projector.calls(backend.spec.id, task.messages, expected_output_tokens(task, backend))
+        return self._projector.cost(calls), sum(call.input_tokens + call.output_tokens for call in calls)
 
     def _over_budget(self, cost: float, tokens: int, max_cost: float | None, max_tokens: int | None) -> bool:
         spend = self._spend

@@ -106,6 +106,9 @@ class BackendSpec(Strict):
     price_cache_write_input_per_1m: float | None = Field(default=None, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
+    # A backend that cannot run here (its key unset, its model file absent) is an error, unless it is
+    # optional: then it is skipped, and its tasks are counted as skipped.
+    optional: bool = False
     # Stream answers to measure time to first token (same price); false saves client CPU on fast servers.
     stream: bool = True
     # Passed to the vendor as they are, under every parameter set's own (which win where both set a key).

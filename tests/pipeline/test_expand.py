@@ -41,7 +41,7 @@ def job(tmp_path: Path, changes: dict[str, Any] | None = None, items: list[dict[
         document[key] = value
     path = tmp_path / "job.yaml"
     path.write_text(json.dumps(document), encoding="utf-8")  # JSON is YAML
-    return load_job(path)
+    return load_job(path, environ={"OPENAI_API_KEY": "sk-expand-test"})
 
 
 def ids(loaded: LoadedJob) -> list[str]:
@@ -118,7 +118,9 @@ def test_ids_change_when_an_input_of_the_call_changes(tmp_path: Path, change: st
         backends[0]["model"] = "gpt-4.1-mini"
         changes["backends"] = backends
     elif change == "default model":
-        backends[1]["model"] = "another.gguf"
+        model_file = tmp_path / "another.gguf"  # a model file must exist to be named
+        model_file.touch()
+        backends[1]["model"] = str(model_file)
         changes["backends"] = backends
     elif change == "param":
         sets[1]["temperature"] = 1.0
@@ -212,14 +214,17 @@ def test_the_plan_counts_calls_tokens_and_cost(tmp_path: Path) -> None:
     cloud, local = plan.backends
     assert (cloud.backend_id, cloud.model, cloud.calls) == ("cloud", "gpt-4o-mini", 16)
     assert local.model == "gemma-3-270m"
-    # "Be brief." (9 chars, 3 tokens) + "Q: What is n + 1?" (17 chars, 5 tokens): 8 tokens per call, the
-    # estimate the rate limiter charges.
-    assert cloud.input_tokens == 8 * 16
+    # "Be brief." is 3 tokens (2 words, "."); "Q: What is n + 1?" 11 ("Q", ":", 2 words, 2 digits, "+",
+    # "?" and the 3 spaces before a digit or a symbol). Framed as two chat messages (3 tokens each) and a
+    # request (3 more): 23 tokens per call.
+    assert cloud.input_tokens == 23 * 16
     # Per item and repeat: 10 tokens (calm) + the default (creative, no max_tokens).
     assert cloud.output_tokens == 4 * 2 * (10 + DEFAULT_OUTPUT_TOKENS)
-    assert cloud.cost_usd == pytest.approx((8 * 16 * 1.0 + 4 * 2 * (10 + DEFAULT_OUTPUT_TOKENS) * 4.0) / 1e6)
+    assert cloud.cost_usd == pytest.approx((23 * 16 * 1.0 + 4 * 2 * (10 + DEFAULT_OUTPUT_TOKENS) * 4.0) / 1e6)
     assert local.cost_usd == 0 and plan.cost_usd == cloud.cost_usd
-    assert plan.input_tokens == 2 * 8 * 16
+    # The local backend frames by Gemma's turn format: <bos> and the answer's turn (4), the user turn
+    # (5), and the system prompt joined to it (1): 24 tokens per call.
+    assert local.input_tokens == 24 * 16
 
 
 def test_parameter_defaults_fill_what_sets_and_grid_points_leave_unset() -> None:

@@ -18,7 +18,8 @@ import structlog
 
 from evalpipe.pipeline.execute import Criterion, execute
 from evalpipe.pipeline.expand import expand_job
-from evalpipe.pipeline.load import LoadedJob, prepare_job
+from evalpipe.pipeline.load import JobFileError, LoadedJob, prepare_job
+from evalpipe.pipeline.manifest import read_manifest
 from evalpipe.pipeline.rows import row_schema
 from evalpipe.pipeline.runner import RunOptions, RunOutcome, open_backends, run_job
 from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME, unescape_csv_cell
@@ -266,35 +267,72 @@ async def test_the_token_budget_counts_projected_tokens(api_key: str, tmp_path: 
         loaded = job([{"q": f"w{i}"} for i in range(10)], [backend(srv, "b", max_concurrency=1)],
                      parameters={"sets": [{"name": "short", "max_tokens": 4}]}, budget={"max_tokens": 20})
         outcome = await run(loaded, tmp_path)
-    # Projection: 1 input + 4 output tokens; spend: 1 + 2. With one call at a time, the fourth call is
-    # projected to end at 3·3 + 5 = 14 tokens, the sixth at 5·3 + 5 = 20, the seventh at 23 > 20.
+    # Projection: 2 tokens of text ("w", a number) + 6 of chat framing (OpenAI's: 3 per message, 3 per
+    # request) in, 4 out: 12; spend (the fake counts words): 1 + 2. With one call at a time, the second
+    # call is projected to end at 3 + 12 = 15 tokens, the third at 6 + 12 = 18, the fourth at 21 > 20.
     assert outcome.state == "budget_exhausted"
-    assert outcome.counts["ok"] == 6
+    assert outcome.counts["ok"] == 3
 
 
 # -- backends without a key ---------------------------------------------------------------------------
 
 
-async def test_a_backend_without_its_key_is_skipped_with_the_reason_and_the_rest_run(
+async def test_an_optional_backend_without_its_key_is_skipped_counted_and_the_rest_run(
     api_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("EVALPIPE_TEST_ABSENT_KEY", raising=False)
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
     with FakeServer() as srv, structlog.testing.capture_logs() as logs:
-        backends = [backend(srv, "present"), {**backend(srv, "absent"), "api_key_env": "EVALPIPE_TEST_ABSENT_KEY"},
-                    {"id": "groq", "backend": "groq", "model": "llama", "base_url": srv.url_for("groq")}]
+        backends = [backend(srv, "present"),
+                    {**backend(srv, "absent"), "api_key_env": "EVALPIPE_TEST_ABSENT_KEY", "optional": True},
+                    {"id": "groq", "backend": "groq", "model": "llama", "base_url": srv.url_for("groq"),
+                     "optional": True}]
         loaded = job([{"q": f"question {i}"} for i in range(5)], backends)
         outcome = await run(loaded, tmp_path)
         stats = srv.stats()
     assert outcome.state == "completed"
     assert outcome.skipped_backends == {"absent": "EVALPIPE_TEST_ABSENT_KEY is not set",
-                                        "groq": "groq needs an API key: call .api_key(...) or set GROQ_API_KEY"}
+                                        "groq": "GROQ_API_KEY is not set"}
     skipped = {e["backend"]: e["reason"] for e in logs if e["event"] == "backend skipped"}
     assert skipped == outcome.skipped_backends
-    assert outcome.total_tasks == 5 and outcome.counts["ok"] == 5
+    # The skipped backends' tasks are counted, not lost: 5 ran, 10 were skipped, 15 in all.
+    assert outcome.total_tasks == 15 and outcome.counts == {"ok": 5, "error": 0, "skipped": 10}
+    manifest = read_manifest(outcome.run_dir)
+    assert (manifest.tasks_total, manifest.counts["skipped"], manifest.tasks_skipped) == (15, 10, 10)
+    assert manifest.skipped_backends == outcome.skipped_backends
     present_only = {t.task_id for t in expand_job(loaded, backend_ids={"present"})}
     assert_one_row_per_task(outcome, present_only)
     assert stats.requests == 5
+
+
+async def test_a_required_backend_without_its_key_stops_the_run_before_any_call(
+    api_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("EVALPIPE_TEST_ABSENT_KEY", raising=False)
+    monkeypatch.delenv("GROQ_API_KEY", raising=False)
+    with FakeServer() as srv:
+        backends = [backend(srv, "present"), {**backend(srv, "absent"), "api_key_env": "EVALPIPE_TEST_ABSENT_KEY"},
+                    {"id": "groq", "backend": "groq", "model": "llama", "base_url": srv.url_for("groq")}]
+        loaded = job([{"q": f"question {i}"} for i in range(5)], backends)
+        with pytest.raises(JobFileError) as caught:
+            await run(loaded, tmp_path)
+        assert srv.stats().requests == 0
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 2
+    assert "backends[1]: backend 'absent' cannot run: EVALPIPE_TEST_ABSENT_KEY is not set" in lines[0]
+    assert "backends[2]: backend 'groq' cannot run: GROQ_API_KEY is not set" in lines[1]
+    assert "optional: true" in lines[1]
+    assert not (tmp_path / "results").exists()  # no run directory for a run that cannot start
+
+
+async def test_a_run_whose_every_backend_is_skipped_says_it_ran_nothing(tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EVALPIPE_TEST_ABSENT_KEY", raising=False)
+    with FakeServer() as srv:
+        absent = {**backend(srv, "absent"), "api_key_env": "EVALPIPE_TEST_ABSENT_KEY", "optional": True}
+        outcome = await run(job([{"q": "question"}, {"q": "another"}], [absent]), tmp_path)
+    assert outcome.executed == 0 and outcome.counts["skipped"] == 2 and outcome.total_tasks == 2
+    assert read_manifest(outcome.run_dir).counts == {"ok": 0, "error": 0, "skipped": 2}
 
 
 # -- scores -------------------------------------------------------------------------------------------

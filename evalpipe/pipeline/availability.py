@@ -1,0 +1,63 @@
+"""Whether each backend and judge of a job can run here, checked before anything is called.
+
+A backend can run when its API key is set (its `api_key_env`, else its vendor's conventional
+variables) and the model file it names is there (a local GGUF). One that cannot is an error at
+`validate`, `plan` and `run`, unless the job marks it `optional: true`: then it is skipped with its
+reason, and the run counts its tasks as skipped. A nightly job must not pass with half its vendors
+missing just because their keys were never set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+from evalpipe.backends.registry import provider_class
+from evalpipe.pipeline.spec import BackendSpec, JobSpec
+
+HOW_TO_SKIP = "or mark it `optional: true` to skip it when it cannot run"
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """Why a backend cannot run here, and what would fix it."""
+
+    reason: str  # "OPENAI_API_KEY is not set"
+    remedy: str  # "set it"
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+def unavailable_reason(spec: BackendSpec, environ: Mapping[str, str]) -> Unavailable | None:
+    """Why `spec` cannot run with `environ` (its key variable unset, its model file absent); None if it can."""
+    cls = provider_class(spec.backend)
+    if spec.api_key_env:
+        if not environ.get(spec.api_key_env):
+            return Unavailable(f"{spec.api_key_env} is not set", "set it")
+    elif cls.requires_api_key:
+        variables = [v for v in (cls.api_key_env, *cls.api_key_env_aliases) if v]
+        if not any(environ.get(variable) for variable in variables):
+            return Unavailable(f"{' or '.join(variables) or 'its API key variable'} is not set", "set it")
+    missing = cls.missing_model_file(spec.model or cls.default_model, spec.base_url)
+    if missing is not None:
+        return Unavailable(f"model file not found: {missing}",
+                           "fix the path (a relative one starts at the current directory)")
+    return None
+
+
+def job_backends(spec: JobSpec) -> Iterator[tuple[tuple[str, int], BackendSpec]]:
+    """Every backend and judge of the job with where it sits in the job file (`("judges", 0)`)."""
+    for index, backend in enumerate(spec.backends):
+        yield ("backends", index), backend
+    for index, judge in enumerate(spec.judges):
+        yield ("judges", index), judge
+
+
+def unavailable_message(backend: BackendSpec, why: Unavailable | str) -> str:
+    """The one line that says a required backend cannot run, and what to do."""
+    remedy = why.remedy if isinstance(why, Unavailable) else "fix it"
+    return f"backend {backend.id!r} cannot run: {why}; {remedy}, {HOW_TO_SKIP}"
+
+
+__all__ = ["HOW_TO_SKIP", "Unavailable", "job_backends", "unavailable_message", "unavailable_reason"]
