@@ -61,6 +61,8 @@ class GroupSummary:
     scoring_cost_usd: float
     best_of_wins: int | None = None  # only when the best-of table names parameter sets
     best_of_ties: int | None = None  # contests whose top total this group shared with others
+    # Of the input: read from / written to the vendor's prompt cache; of the output: reasoning.
+    token_kinds: dict[str, int] = field(default_factory=dict)
 
     @property
     def attempted(self) -> int:
@@ -107,18 +109,20 @@ class RunSummary:
 
 LATENCY_QUANTILES = {"latency_s": (0.5, 0.95), "ttft_s": (0.5,)}
 COST_COLUMNS = ("cost_usd", "scoring_cost_usd")  # generation, then scorers and judges (absent in older runs)
+TOKEN_KINDS = ("cached_input_tokens", "cache_write_input_tokens", "reasoning_tokens")  # absent in older runs
 
 
 def summarize(run: Run) -> RunSummary:
     """The summary of `run`."""
     metrics = run.metrics
     costs = [column for column in COST_COLUMNS if run.has(column)]
+    kinds = [column for column in TOKEN_KINDS if run.has(column)]
     columns = [*GROUP_KEYS, ITEM_KEY, "task_index", "model", "temperature", "top_p", "status", "error_type", "passed",
-               "latency_s", "ttft_s", "input_tokens", "output_tokens", *costs, *metrics]
+               "latency_s", "ttft_s", "input_tokens", "output_tokens", *kinds, *costs, *metrics]
     timed = [column for column in LATENCY_QUANTILES if run.has(column)]
 
     def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
-        return [part.group_by(GROUP_KEYS).agg(_aggregates(costs)),
+        return [part.group_by(GROUP_KEYS).agg(_aggregates(costs, kinds)),
                 part.filter(pl.col("status") == "error")
                 .group_by([*GROUP_KEYS, pl.col("error_type").fill_null("unknown")]).len(),
                 item_sum_query(part, [*metrics, PASSED], GROUP_KEYS),
@@ -154,7 +158,8 @@ def summarize(run: Run) -> RunSummary:
             input_tokens=record["input_tokens"] or 0, output_tokens=record["output_tokens"] or 0,
             generation_cost_usd=record["cost_usd"] or 0.0, scoring_cost_usd=record["scoring_cost_usd"] or 0.0,
             best_of_wins=None if best_of.wins is None else best_of.wins.get(key, 0),
-            best_of_ties=None if best_of.ties is None else best_of.ties.get(key, 0)))
+            best_of_ties=None if best_of.ties is None else best_of.ties.get(key, 0),
+            token_kinds={kind: record[kind] or 0 for kind in kinds}))
     state = run.manifest.state if run.manifest is not None else "unknown"
     return RunSummary(run.name, str(run.path), state, run.warnings, metrics, groups, best_of.wins_by_backend,
                       best_of.ties_by_backend, best_of.contests, best_of.tied_contests)
@@ -179,7 +184,7 @@ def _quantiles(run: Run, columns: list[str], histograms: dict[str, pl.DataFrame]
     return {column: quantiles.finish(where, column, refined.get(column)) for column, where in located.items()}
 
 
-def _aggregates(costs: list[str]) -> list[pl.Expr]:
+def _aggregates(costs: list[str], kinds: list[str]) -> list[pl.Expr]:
     """Per group of one part, aggregations that polars streams (no `filter` inside them, which would gather
     each group's rows) and that merge across parts (`_merge_totals`)."""
     return [
@@ -194,6 +199,7 @@ def _aggregates(costs: list[str]) -> list[pl.Expr]:
         pl.when(_OK).then(pl.col("passed")).count().alias("verdicts"),
         pl.col("input_tokens").sum(),
         pl.col("output_tokens").sum(),
+        *(pl.col(kind).sum() for kind in kinds),
         *(exact_units(column) for column in costs),
     ]
 
@@ -201,7 +207,7 @@ def _aggregates(costs: list[str]) -> list[pl.Expr]:
 def _merge_totals(totals: pl.DataFrame) -> pl.DataFrame:
     """`_aggregates` of consecutive parts, stacked in part order, as one row per group."""
     sums = [name for name in ("rows", "ok", "errors", "skipped", "verdicts", "input_tokens", "output_tokens",
-                              *COST_COLUMNS) if name in totals.columns]
+                              *TOKEN_KINDS, *COST_COLUMNS) if name in totals.columns]
     return totals.group_by(GROUP_KEYS, maintain_order=True).agg(
         pl.col("first_task").min(), *(pl.col(name).drop_nulls().first() for name in ("model", "temperature", "top_p")),
         *(pl.col(name).sum() for name in sums))

@@ -126,6 +126,17 @@ def summary_columns(summary: RunSummary) -> list[str]:
             *wins]
 
 
+def _tokens(group: GroupSummary) -> str:
+    """`in / out`, with the cached and cache-written part of the input and the reasoning part of the output."""
+    kinds = group.token_kinds
+
+    def part(kind: str, label: str) -> str:
+        return f" ({kinds[kind]:,} {label})" if kinds.get(kind) else ""
+
+    cache = part("cached_input_tokens", "cached") + part("cache_write_input_tokens", "cache writes")
+    return f"{group.input_tokens:,}{cache} / {group.output_tokens:,}{part('reasoning_tokens', 'reasoning')}"
+
+
 def summary_cells(summary: RunSummary, group: GroupSummary) -> list[str]:
     """One row of the people-facing summary table."""
     wins = [f"{group.best_of_wins or 0}/{group.best_of_ties or 0}"] if _has_best_of(summary) else []
@@ -133,7 +144,7 @@ def summary_cells(summary: RunSummary, group: GroupSummary) -> list[str]:
             *(score_cell(group.scores[m], group.rows) for m in summary.metrics),
             pass_rate_cell(group.pass_rate),
             f"{_number(group.latency_p50_s, '{:.2f}')} / {_number(group.latency_p95_s, '{:.2f}')}",
-            _number(group.ttft_p50_s, "{:.2f}"), f"{group.input_tokens:,} / {group.output_tokens:,}",
+            _number(group.ttft_p50_s, "{:.2f}"), _tokens(group),
             _cost(group), *wins]
 
 
@@ -186,6 +197,7 @@ def summary_records(summary: RunSummary) -> list[dict[str, Any]]:
         record.update(_estimate_record("pass_rate", "pass_rate", g.pass_rate))
         record.update({"latency_p50_s": g.latency_p50_s, "latency_p95_s": g.latency_p95_s,
                        "ttft_p50_s": g.ttft_p50_s, "input_tokens": g.input_tokens, "output_tokens": g.output_tokens,
+                       **g.token_kinds,
                        "cost_usd": g.cost_usd, "generation_cost_usd": g.generation_cost_usd,
                        "scoring_cost_usd": g.scoring_cost_usd, "best_of_wins": g.best_of_wins,
                        "best_of_ties": g.best_of_ties})

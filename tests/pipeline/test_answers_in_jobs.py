@@ -10,6 +10,9 @@ from typing import Any
 import pyarrow.dataset as pads  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
+from evalpipe.analysis.runs import open_run
+from evalpipe.analysis.summary import summarize
+from evalpipe.analysis.tables import summary_text
 from evalpipe.pipeline.load import ignored_sweeps, prepare_job
 from evalpipe.pipeline.runner import RunOptions, run_job
 from evalpipe.pipeline.sinks import PARQUET_DIRNAME
@@ -121,3 +124,24 @@ async def test_completions_stream_too(fake_server: FakeServer, tmp_path: Path, k
 
     assert row["status"] == "ok" and row["response"] == "Echo: one two three"
     assert row["ttft_s"] is not None and row["output_tokens"] > 0
+
+
+async def test_usage_by_kind_reaches_rows_cost_and_summary(fake_server: FakeServer, tmp_path: Path) -> None:
+    # A reasoning model whose prompt cache held 4 of the input tokens.
+    job = JobSpec.model_validate({
+        "name": "kinds", "dataset": {"items": [{"id": "a", "q": "one two three four five six [[cached:4]]"}]},
+        "prompt": {"user": "{{ q }}"},
+        "backends": [{"id": "r1", "backend": "deepseek", "model": "deepseek-reasoner",
+                      "base_url": fake_server.url_for("deepseek"), "api_key_env": KEY_VARIABLE,
+                      "price_input_per_1m": 1.0, "price_cached_input_per_1m": 0.1, "price_output_per_1m": 2.0}]})
+    outcome = await run_job(prepare_job(job), RunOptions(out_root=tmp_path, handle_signals=False))
+    [row] = pads.dataset(outcome.run_dir / PARQUET_DIRNAME).to_table().to_pylist()
+
+    assert row["status"] == "ok" and row["reasoning"] and row["reasoning_tokens"] > 0
+    assert row["cached_input_tokens"] == 4 and row["output_tokens"] > row["reasoning_tokens"]
+    expected = ((row["input_tokens"] - 4) * 1.0 + 4 * 0.1 + row["output_tokens"] * 2.0) / 1e6
+    assert row["cost_usd"] == pytest.approx(expected)
+    (group,) = summarize(open_run(outcome.run_dir)).groups
+    assert group.token_kinds["cached_input_tokens"] == 4
+    assert group.token_kinds["reasoning_tokens"] == row["reasoning_tokens"]
+    assert "(4 cached)" in summary_text(summarize(open_run(outcome.run_dir)), "markdown")
