@@ -245,7 +245,7 @@ def _manifest_of(path: Path) -> Manifest | None:
 def _item_tables(run: Run) -> dict[Group, _Items]:
     """Per group, each item's sums and counts of every metric and its latency histogram, read part by part.
 
-    Scores and passes as `summary` counts them (`item_sum_query`: the pass rate over attempted rows, an
+    Scores and passes as `summary` counts them (`item_sum_query`: the pass rate over judged and failed rows, an
     error a fail); per item also its errors, rows, cost (generation plus scoring) and verdicts."""
     scores = run.metrics
     costs = [column for column in COST_COLUMNS if run.has(column)]
@@ -309,7 +309,8 @@ def _group_points(run_name: str, group: Group, table: _Items, scores: list[str],
     """Every metric's level in this run and its change from `previous`."""
     metrics = [*scores, *RATE_METRICS]
     key = f"history|{run_name}|{group[0]}|{group[1]}"
-    levels = clustered_means(table.sums, table.counts, metrics, key=key, resamples=resamples, confidence=confidence)
+    levels = clustered_means(table.sums, table.counts, metrics, key=key, resamples=resamples, confidence=confidence,
+                             proportions=[*scores, "pass_rate", "error_rate"])
     median = clustered_median(table.latency, key=f"{key}|{LATENCY_METRIC}", resamples=resamples,
                               confidence=confidence)
     changes: dict[str, Estimate] = {}

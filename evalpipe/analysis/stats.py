@@ -17,6 +17,8 @@ Miller, "Adding Error Bars to Evals" (arXiv 2411.00640), with K items and residu
 With one row per item it is the usual standard error of a mean (up to n/(n−1)); with repeats it adds the
 covariance of rows within an item. At such item counts the bootstrap converges to it (the tests check
 that the two agree at 1,000 items).
+A proportion (a score, a pass rate) that is 0, or 1, on every item gets the Wilson score interval over
+the items instead of the bootstrap's [0, 0] (`clustered_means`' `proportions`).
 `Estimate.method` says which was used.
 
 `mean_ci` is the older row-level bootstrap over value counts (rows treated as independent), kept for
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Literal
@@ -47,7 +49,7 @@ MAX_ITEM_DRAWS = 1_000_000
 _MULTINOMIAL_COST = 10  # one multinomial draw per distinct value costs about ten row-index draws
 _CHUNK_CELLS = 2_000_000  # resamples are drawn in chunks so the matrix of draws stays small
 
-Method = Literal["bootstrap", "clustered-normal", "normal", "exact", "none"]
+Method = Literal["bootstrap", "clustered-normal", "normal", "wilson", "exact", "none"]
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -85,12 +87,17 @@ def seed_for(key: str) -> int:
 
 
 def clustered_means(sums: FloatArray, counts: FloatArray, metrics: Sequence[str], *, key: str,
-                    resamples: int = RESAMPLES, confidence: float = CONFIDENCE) -> dict[str, Estimate]:
+                    resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+                    proportions: Collection[str] = ()) -> dict[str, Estimate]:
     """Per metric, the mean over rows with an interval from resampling items (clusters) with replacement.
 
     `sums` and `counts` have shape (items, metrics): per item, the sum of a metric's values over its rows
     and how many rows had it. A paired comparison passes per-item sums of differences and counts of
-    pairs. One set of resample weights, seeded from `key`, serves every metric."""
+    pairs. One set of resample weights, seeded from `key`, serves every metric.
+
+    `proportions` names metrics whose values lie in [0, 1] (scores, rates). Where every item of one sits
+    at 0 or at 1, every resample does too and the bootstrap says [0, 0]: certainty that 4 items cannot
+    give. Such a metric gets the Wilson score interval with the items as its sample size instead."""
     sums = np.asarray(sums, dtype=np.float64).reshape(-1, len(metrics))
     counts = np.asarray(counts, dtype=np.float64).reshape(-1, len(metrics))
     if sums.shape != counts.shape:
@@ -110,7 +117,10 @@ def clustered_means(sums: FloatArray, counts: FloatArray, metrics: Sequence[str]
         if items < 2:
             estimates[metric] = Estimate(mean, math.nan, math.nan, n, "none", items)
         elif np.allclose(residuals, 0.0, rtol=0.0, atol=1e-12 * max(1.0, float(np.abs(sums[:, column]).max()))):
-            estimates[metric] = Estimate(mean, mean, mean, n, "exact", items)  # every item has the same mean
+            if metric in proportions and mean in (0.0, 1.0):
+                estimates[metric] = _wilson_at_the_edge(mean, items, n, confidence)
+            else:
+                estimates[metric] = Estimate(mean, mean, mean, n, "exact", items)  # every item has the same mean
         elif clusters * resamples > MAX_ITEM_DRAWS:
             estimates[metric] = _clustered_normal(residuals, counts[:, column], items, n, mean, confidence)
         else:
@@ -125,6 +135,15 @@ def clustered_means(sums: FloatArray, counts: FloatArray, metrics: Sequence[str]
             estimates[metrics[column]] = Estimate(previous.mean, float(low), float(high), previous.n, "bootstrap",
                                                   previous.items)
     return estimates
+
+
+def _wilson_at_the_edge(mean: float, items: int, n: int, confidence: float) -> Estimate:
+    """The Wilson score interval of a proportion observed as 0 or 1 on every one of `items` clusters:
+    [0, z²/(K + z²)] or [K/(K + z²), 1]. Counting items, not rows, keeps repeats from narrowing it."""
+    z2 = NormalDist().inv_cdf(1 - (1 - confidence) / 2) ** 2
+    margin = z2 / (items + z2)
+    low, high = (0.0, margin) if mean == 0.0 else (1.0 - margin, 1.0)
+    return Estimate(mean, low, high, n, "wilson", items)
 
 
 def _item_bootstrap(sums: FloatArray, counts: FloatArray, resamples: int, rng: np.random.Generator) -> FloatArray:

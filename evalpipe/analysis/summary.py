@@ -281,7 +281,9 @@ def clustered_estimates(item_sums: pl.DataFrame, metrics: list[str], keys: tuple
         group = group.sort(ITEM_KEY)
         sums = group.select(f"{metric}:sum" for metric in metrics).to_numpy().astype(np.float64) * EXACT_UNIT
         counts = group.select(f"{metric}:n" for metric in metrics).to_numpy().astype(np.float64)
-        found[key] = (clustered_means(sums, counts, metrics, key="|".join(str(part) for part in key)), group.height)
+        # Every score and the pass rate lie in [0, 1].
+        found[key] = (clustered_means(sums, counts, metrics, key="|".join(str(part) for part in key),
+                                      proportions=metrics), group.height)
     return found
 
 

@@ -148,7 +148,7 @@ def summary_cells(summary: RunSummary, group: GroupSummary) -> list[str]:
             _cost(group), *wins]
 
 
-_TITLE = "means over scored rows with 95% bootstrap CI over items; pass rate over attempted rows"
+_TITLE = "means over scored rows with 95% CI over items; pass rate over judged and failed rows"
 
 
 def summary_renderable(summary: RunSummary) -> RenderableType:

@@ -158,3 +158,14 @@ def test_cluster_bootstrap_covers_and_the_row_bootstrap_under_covers() -> None:
     found = coverage_experiment(1_000, items=100, repeats=4, seed=1)
     assert 0.93 <= found.clustered <= 0.97
     assert found.rows < 0.9
+
+
+def test_a_proportion_at_its_edge_gets_an_interval_that_counts_items() -> None:
+    # Four items, each answered wrong twice: the bootstrap's [0, 0] would claim certainty.
+    sums, counts = np.zeros((4, 2)), np.full((4, 2), 2.0)
+    found = clustered_means(sums, counts, ["accuracy", "difference"], key="edge", proportions=["accuracy"])
+    accuracy = found["accuracy"]
+    assert accuracy.method == "wilson" and accuracy.low == 0.0 and 0.45 < accuracy.high < 0.5
+    assert found["difference"].method == "exact" and found["difference"].high == 0.0  # not a proportion
+    perfect = clustered_means(np.full((40, 1), 3.0), np.full((40, 1), 3.0), ["pass"], key="p", proportions=["pass"])
+    assert perfect["pass"].high == 1.0 and 0.9 < perfect["pass"].low < 0.92  # 40 items, not 120 rows

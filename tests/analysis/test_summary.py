@@ -85,7 +85,7 @@ def test_summary_formats_carry_the_same_numbers(baseline_run: Path, capsys: pyte
         assert group["score_total_items"] == 80 and group["score_total_method"] == "bootstrap"
         assert group["items"] == 80 and group["repeats"] == 2 and group["rows"] == 160
     assert main(["summary", str(baseline_run)]) == 0
-    assert "95% bootstrap CI" in capsys.readouterr().out
+    assert "95% CI over items" in capsys.readouterr().out
 
 
 def test_summary_is_reproducible(baseline_run: Path) -> None:
@@ -160,7 +160,10 @@ def test_errors_count_against_the_pass_rate_and_every_mean_names_its_denominator
     assert group.pass_rate.mean == pytest.approx(group.ok / group.rows) and group.pass_rate.n == group.rows
     assert group.pass_rate.high < 0.95  # the interval knows the errors too
     markdown = summary_text(summarize(open_run(run_dir)), "markdown")
-    assert f"1.000 [1.000, 1.000] · {group.ok}/200 scored · {group.ok} items × 1" in markdown
+    # Perfect on every answered item: the interval is Wilson's over the items, not the bootstrap's [1, 1].
+    low = group.scores["score_total"].low
+    assert group.scores["score_total"].method == "wilson" and 0.97 < low < 1.0
+    assert f"1.000 [{low:.3f}, 1.000] · {group.ok}/200 scored · {group.ok} items × 1" in markdown
     assert f"{group.ok / 200:.1%}" in markdown and f"{group.ok}/200 passed" in markdown
     assert f"| {group.errors} ({group.errors / 200:.1%}: RateLimitError {group.errors}) |" in markdown
 
