@@ -2,7 +2,7 @@
 
 A secret rarely appears in a message the way it was registered. An error text may quote it
 escaped (`repr`, JSON: `\\n`, `\\u00e9`, `\\\\`), URL-encoded (`%2B`, `+`), stripped of the
-whitespace around it, inside base64 (an `Authorization: Basic` value), or masked by the vendor
+whitespace around it, HTML-escaped, inside base64 (an `Authorization: Basic` value), or masked by the vendor
 itself in a 401 message (OpenAI `sk-WRQsP****xQBt`, DeepSeek `****fcc2`, xAI `na***ys`). Every
 spelling of every registered secret is compiled into one regular expression (a trie, so the
 cost hardly grows with the number of secrets), rebuilt only when a new secret is registered:
@@ -12,6 +12,7 @@ cost hardly grows with the number of secrets), rebuilt only when a new secret is
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import threading
@@ -51,6 +52,7 @@ def spellings(secret: str) -> set[str]:
         quote(secret, safe=""),
         quote(secret),
         quote_plus(secret),
+        html.escape(secret),  # an HTML report
     }
     found |= _base64_cores(secret)
     return {s for s in found if s == secret or len(s) >= _MIN_DERIVED_LENGTH}
