@@ -114,7 +114,7 @@ def _masked_pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
     The prefix is matched as a prefix of that very key, never as "anything before the asterisks",
     so that a quote or bracket around the echo stays (a JSON log line stays JSON)."""
     rules = []
-    for secret in sorted(secrets):
+    for secret in sorted({s.strip() for s in secrets}):  # a vendor echoes the key it parsed: stripped
         if len(secret) >= _MIN_MASKED_KEY_LENGTH:
             head = ""
             for char in reversed(secret[:_MASK_HEAD_CHARS]):  # nested optionals: any prefix of the head
