@@ -35,6 +35,9 @@ KEYS = {
     "EVALPIPE_LEAK_PERCENT": ("xai", "xai", "invalid%2Bplus+per%25cent-5a4b3c2d1e0f9a8b7cZe"),
 }
 
+# Header values may carry credentials (a proxy's token): secrets too, wherever the job sets them.
+HEADER_SECRETS = {"X-Proxy-Token": "proxy-token-5e6f7a8b9c0d1e2f3a4b", "X-Set-Token": "set-token-0a9b8c7d6e5f4a3b2c1d"}
+
 JOB = """\
 name: leak-test
 dataset:
@@ -47,7 +50,7 @@ backends:
 BACKENDS
 parameters:
   sets:
-    - {name: calm, temperature: 0.1, max_tokens: 8}
+    - {name: calm, temperature: 0.1, max_tokens: 8, headers: {X-Set-Token: SET_TOKEN}}
 scorers:
   - type: contains
     values: ["4"]
@@ -100,11 +103,12 @@ def test_no_key_reaches_any_output_of_a_job(
 ) -> None:
     backends = "".join(
         f"  - {{id: {backend}, backend: {backend}, model: fake-model, base_url: '{fake_server.url_for(vendor)}', "
-        f"api_key_env: {variable}}}\n"
+        f"api_key_env: {variable}, headers: {{X-Proxy-Token: {HEADER_SECRETS['X-Proxy-Token']}}}}}\n"
         for variable, (backend, vendor, _) in KEYS.items()
     )
     job = tmp_path / "job.yaml"
-    job.write_text(JOB.replace("BACKENDS\n", backends), encoding="utf-8")
+    job.write_text(JOB.replace("BACKENDS\n", backends).replace("SET_TOKEN", HEADER_SECRETS["X-Set-Token"]),
+                   encoding="utf-8")
     requests_before = {key: fake_server.stats(key).requests for key in keys.values()}
 
     code = main(["run", str(job), "--out", str(tmp_path / "results")])
@@ -119,7 +123,8 @@ def test_no_key_reaches_any_output_of_a_job(
     outputs |= {str(p.relative_to(run_dir)): file_text(p) for p in run_dir.rglob("*") if p.is_file()}
     assert {"rows.csv", "run.sqlite", "run.log.jsonl"} <= set(outputs)
     assert any(name.endswith(".parquet") for name in outputs)
-    found = {(variable, name): shown for variable, key in keys.items() for name, text in outputs.items()
+    secrets = {**keys, **HEADER_SECRETS}
+    found = {(variable, name): shown for variable, key in secrets.items() for name, text in outputs.items()
              if (shown := leaks(key, text))}
     assert found == {}
 
