@@ -66,7 +66,8 @@ class LLMBuilder:
         self._values: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        shown = {k: ("***" if k == "api_key" else v) for k, v in self._values.items()}
+        hidden = {"api_key": "***", "headers": {name: "***" for name in self._values.get("headers", {})}}
+        shown = {k: hidden.get(k, v) for k, v in self._values.items()}
         return f"LLMBuilder({shown})"
 
     def _set(self, **values: Any) -> LLMBuilder:

@@ -49,7 +49,7 @@ class GenerationParams:
     reasoning_budget_tokens: int | None = None
     # Passed through to the vendor as they are: merged into the request body (deep) and its headers.
     extra_body: dict[str, Any] | None = None
-    headers: dict[str, str] | None = None
+    headers: dict[str, str] | None = field(default=None, repr=False)  # values may be credentials
 
     def merged(self, override: GenerationParams | None) -> GenerationParams:
         """These params with every non-None field of `override` taking precedence."""

@@ -144,7 +144,8 @@ def test_no_key_reaches_an_exception_or_a_repr(
     variable: str, keys: dict[str, str], fake_server: FakeServer
 ) -> None:
     backend, vendor, key = KEYS[variable]
-    builder = LLMBuilder().backend(backend).api_key(key).base_url(fake_server.url_for(vendor)).model("fake-model")
+    builder = (LLMBuilder().backend(backend).api_key(key).base_url(fake_server.url_for(vendor)).model("fake-model")
+               .header("X-Proxy-Token", HEADER_SECRETS["X-Proxy-Token"]))
     llm = builder.build()
     seen = [repr(builder), repr(llm), str(llm.config), repr(llm.config)]
     before = fake_server.stats(key).requests
@@ -160,6 +161,7 @@ def test_no_key_reaches_an_exception_or_a_repr(
     assert fake_server.stats(key).requests - before == 2  # one per call: never retried
     assert "Incorrect API key provided: ***" in seen[4] or "Your api key: *** is invalid" in seen[4]
     assert leaks(key, "\n".join(seen)) == []
+    assert leaks(HEADER_SECRETS["X-Proxy-Token"], "\n".join(seen)) == []
 
 
 @pytest.mark.parametrize("key,why", [

@@ -40,7 +40,7 @@ class ProviderConfig:
     params: GenerationParams = field(default_factory=GenerationParams)
     timeout_s: float = 60.0
     max_retries: int = 4
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # values may be credentials
     options: Mapping[str, Any] = field(default_factory=dict)  # backend-specific (Azure api_version, ...)
 
 
