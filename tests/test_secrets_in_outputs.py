@@ -200,3 +200,13 @@ def test_header_values_are_secrets(fake_server: FakeServer) -> None:
     LLMBuilder().backend("openai").api_key("sk-fine").header("X-Proxy-Token", token).build()
     error = classify_status("openai", 403, {"error": {"message": f"token {token} is not allowed here"}})
     assert token not in str(error) and "token *** is not allowed" in str(error)
+
+
+def test_the_backends_command_says_a_key_is_unusable_without_showing_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MISTRAL_API_KEY", HEX_KEY + "\n")
+    assert main(["backends"]) == 0
+    out = " ".join(capsys.readouterr().out.replace("│", " ").split())
+    assert "unusable: MISTRAL_API_KEY has whitespace" in out
+    assert leaks(HEX_KEY + "\n", out) == []
