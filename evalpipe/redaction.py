@@ -108,22 +108,35 @@ def _trie_pattern(words: Iterable[str]) -> str:
     return build(trie)
 
 
-def _masked_pattern(secrets: Iterable[str]) -> re.Pattern[str] | None:
-    """Vendor echoes of the keys: any of the first characters, 3+ asterisks, the last 2 to 4 characters.
+class _MaskedEchoes:
+    """Vendor echoes of the keys: some first characters, 3+ asterisks, the last 2 to 4 characters.
 
-    The prefix is matched as a prefix of that very key, never as "anything before the asterisks",
-    so that a quote or bracket around the echo stays (a JSON log line stays JSON)."""
-    rules = []
-    for secret in sorted({s.strip() for s in secrets}):  # a vendor echoes the key it parsed: stripped
-        if len(secret) >= _MIN_MASKED_KEY_LENGTH:
-            head = ""
-            for char in reversed(secret[:_MASK_HEAD_CHARS]):  # nested optionals: any prefix of the head
-                head = f"(?:{re.escape(char)}{head})?"
-            tails = "|".join(re.escape(secret[-n:]) for n in (4, 3, 2))
-            rules.append(f"{head}\\*{{3,}}(?:{tails})")
-    if not rules:
-        return None
-    return re.compile("(?:" + "|".join(rules) + ")(?![A-Za-z0-9])")
+    The search is anchored on the asterisks and the tails (one compiled trie, whatever the number
+    of keys); only then is the text before the asterisks compared with the keys' first characters,
+    so that only a prefix of that very key goes and a quote or bracket around the echo stays (a
+    JSON log line stays JSON)."""
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        self._heads: dict[str, set[str]] = {}  # tail -> the first characters of each key ending so
+        for secret in {s.strip() for s in secrets}:  # a vendor echoes the key it parsed: stripped
+            if len(secret) >= _MIN_MASKED_KEY_LENGTH:
+                for n in (4, 3, 2):
+                    self._heads.setdefault(secret[-n:], set()).add(secret[:_MASK_HEAD_CHARS])
+        tails = _trie_pattern(sorted(self._heads)) if self._heads else "(?!)"
+        self._pattern = re.compile(rf"\*{{3,}}(?P<tail>{tails})(?![A-Za-z0-9])")
+
+    def redact(self, text: str) -> str:
+        """`text` with each masked echo of a key, from the first of its characters shown, as `***`."""
+        pieces, done = [], 0
+        for match in self._pattern.finditer(text):
+            start = match.start()
+            before = text[max(done, start - _MASK_HEAD_CHARS):start]
+            shown = max((n for n in range(len(before) + 1)
+                         for head in self._heads[match["tail"]] if head.startswith(before[len(before) - n:])),
+                        default=0)
+            pieces += [text[done:start - shown], REDACTED]
+            done = match.end()
+        return "".join(pieces) + text[done:] if pieces else text
 
 
 class Redactor:
@@ -134,7 +147,7 @@ class Redactor:
         self._lock = threading.Lock()
         # One tuple, replaced whole, so `redact` reads it without the lock; None until compiled.
         # Compiling waits for the next `redact`: secrets registered together cost one compilation.
-        self._rules: tuple[re.Pattern[str], re.Pattern[str] | None] | None = None
+        self._rules: tuple[re.Pattern[str], _MaskedEchoes] | None = None
 
     def register(self, value: object) -> None:
         """Remember a secret: a string, bytes, a `SecretStr`, a mapping (its values), a list, or None."""
@@ -144,7 +157,7 @@ class Redactor:
                 self._secrets |= new
                 self._rules = None
 
-    def _compiled(self) -> tuple[re.Pattern[str], re.Pattern[str] | None]:
+    def _compiled(self) -> tuple[re.Pattern[str], _MaskedEchoes]:
         with self._lock:
             if self._rules is None:
                 words = set().union(*(spellings(s) for s in self._secrets))
@@ -153,7 +166,7 @@ class Redactor:
                 # characters of a long spelling and whatever key-like characters follow go too.
                 if heads := {w[:_TRUNCATED_HEAD] for w in words if len(w) >= _MIN_TRUNCATABLE_LENGTH}:
                     pattern += f"|(?:{_trie_pattern(sorted(heads))}){_KEY_CHARS}*"
-                self._rules = (re.compile(pattern), _masked_pattern(self._secrets))
+                self._rules = (re.compile(pattern), _MaskedEchoes(self._secrets))
             return self._rules
 
     def redact(self, text: str) -> str:
@@ -161,8 +174,8 @@ class Redactor:
         if self._secrets:
             literal, masked = self._rules or self._compiled()
             text = literal.sub(REDACTED, text)
-            if masked is not None and "***" in text:
-                text = masked.sub(REDACTED, text)
+            if "***" in text:
+                text = masked.redact(text)
         return _KEY_PATTERN.sub(REDACTED, text)
 
 
