@@ -2,11 +2,13 @@
 
 A secret rarely appears in a message the way it was registered. An error text may quote it
 escaped (`repr`, JSON: `\\n`, `\\u00e9`, `\\\\`), URL-encoded (`%2B`, `+`), stripped of the
-whitespace around it, HTML-escaped, inside base64 (an `Authorization: Basic` value), or masked by the vendor
-itself in a 401 message (OpenAI `sk-WRQsP****xQBt`, DeepSeek `****fcc2`, xAI `na***ys`). Every
-spelling of every registered secret is compiled into one regular expression (a trie, so the
-cost hardly grows with the number of secrets), rebuilt only when a new secret is registered:
-`redact` runs on every error message and log line.
+whitespace around it, HTML-escaped, inside base64 (an `Authorization: Basic` value), cut short
+by a truncated error body, or masked by the vendor itself in a 401 message (OpenAI
+`sk-WRQsP****xQBt`, DeepSeek `****fcc2`, xAI `na***ys`). Every spelling of every registered
+secret is compiled into one regular expression (a trie, so the cost hardly grows with the number
+of secrets), and masked echoes are looked for from their asterisks; the rules are rebuilt on the
+first use after a new secret is registered. `redact` runs on every error message and log line:
+about 7 µs for a 200-character message, with 1 or 50 secrets (`scripts/bench_redaction.py`).
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from evalpipe.errors import ConfigError
+from evalpipe.redaction import header_value_problem, register_secret
+
 Role = Literal["system", "user", "assistant"]
 
 
@@ -50,6 +53,15 @@ class GenerationParams:
     # Passed through to the vendor as they are: merged into the request body (deep) and its headers.
     extra_body: dict[str, Any] | None = None
     headers: dict[str, str] | None = field(default=None, repr=False)  # values may be credentials
+
+    def __post_init__(self) -> None:
+        if self.headers:
+            # Header values may carry credentials: secrets as soon as they exist, refused (by name,
+            # never by value) when they cannot be sent rather than failing on every attempt.
+            register_secret(self.headers)
+            for name, value in self.headers.items():
+                if (problem := header_value_problem(value)) is not None:
+                    raise ConfigError(f"header {name!r} in the generation parameters {problem}")
 
     def merged(self, override: GenerationParams | None) -> GenerationParams:
         """These params with every non-None field of `override` taking precedence."""

@@ -22,7 +22,7 @@ import polars as pl
 import pytest
 import structlog
 
-from evalpipe import ChatMessage, ConfigError, LLMBuilder, ProviderError
+from evalpipe import ChatMessage, ConfigError, GenerationParams, LLMBuilder, ProviderError
 from evalpipe.cli import main
 from evalpipe.testing import FakeServer
 
@@ -210,3 +210,11 @@ def test_the_backends_command_says_a_key_is_unusable_without_showing_it(
     out = " ".join(capsys.readouterr().out.replace("│", " ").split())
     assert "unusable: MISTRAL_API_KEY has whitespace" in out
     assert leaks(HEX_KEY + "\n", out) == []
+
+
+def test_a_per_call_header_that_cannot_be_sent_is_refused_before_any_request(fake_server: FakeServer) -> None:
+    key = "sk-per-call-header-test-0123"
+    llm = LLMBuilder().backend("openai").api_key(key).base_url(fake_server.url_for("openai")).build()
+    with pytest.raises(ConfigError, match="header 'X-Proxy-Token' in the generation parameters has whitespace"):
+        llm.chat([ChatMessage.user("hi")], GenerationParams(headers={"X-Proxy-Token": "tok-9a8b7c6d5e4f\n"}))
+    assert fake_server.stats(key).requests == 0
