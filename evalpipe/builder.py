@@ -11,7 +11,7 @@ from evalpipe.backends.base import Provider, ProviderConfig
 from evalpipe.backends.registry import LLMBackend, parse_backend, provider_class
 from evalpipe.errors import ConfigError
 from evalpipe.redaction import header_value_problem, register_secret
-from evalpipe.types import GenerationParams
+from evalpipe.types import GenerationParams, check_header_values
 
 GIVEN_KEY = "the api_key given to the builder"
 
@@ -25,15 +25,6 @@ def check_api_key(key: str, source: str) -> None:
     problem = header_value_problem(key)
     if problem is not None:
         raise ConfigError(f"{source} {problem}: the API key cannot be sent as it is; fix the value")
-
-
-def check_headers(headers: dict[str, str], source: str) -> None:
-    """Refuse header values that cannot be sent, naming the header, never its value."""
-    register_secret(headers)  # header values may carry credentials: treated as secrets
-    for name, value in headers.items():
-        problem = header_value_problem(value)
-        if problem is not None:
-            raise ConfigError(f"header {name!r} {source} {problem}")
 
 
 class BuilderOptions(BaseModel):
@@ -152,7 +143,7 @@ class LLMBuilder:
         elif found := cls.key_from_environment():
             check_api_key(found[1], found[0])
             api_key = SecretStr(found[1])
-        check_headers(options.headers, "given to the builder")
+        check_header_values(options.headers, "given to the builder")
         if api_key is None and cls.requires_api_key:
             raise ConfigError(
                 f"{options.backend.value} needs an API key: call .api_key(...) or set {cls.api_key_env}"

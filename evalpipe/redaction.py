@@ -36,9 +36,7 @@ _KEY_PATTERN = re.compile(r"\b(sk|pk|rk|key|gsk|xai|AIza)[-_A-Za-z0-9]{16,}")
 
 def spellings(secret: str) -> set[str]:
     """Every way `secret` can be written out in a message or log line (the secret included)."""
-    found = {secret}
-    for bare in (secret.strip(), "".join(secret.split())):
-        found.add(bare)
+    found = {secret, secret.strip(), "".join(secret.split())}
     escaped = secret.encode("unicode_escape").decode("ascii")
     json_ascii = json.dumps(secret)[1:-1]
     found |= {

@@ -12,6 +12,17 @@ from evalpipe.redaction import header_value_problem, register_secret
 Role = Literal["system", "user", "assistant"]
 
 
+def check_header_values(headers: Mapping[str, str], where: str) -> None:
+    """Register header values as secrets and refuse one that cannot be sent, naming the header only.
+
+    Header values may carry credentials (a proxy's token), and a value httpx cannot encode would
+    otherwise fail on every attempt, quoted in the error."""
+    register_secret(headers)
+    for name, value in headers.items():
+        if (problem := header_value_problem(value)) is not None:
+            raise ConfigError(f"header {name!r} {where} {problem}")
+
+
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
     """One message of a conversation."""
@@ -56,12 +67,7 @@ class GenerationParams:
 
     def __post_init__(self) -> None:
         if self.headers:
-            # Header values may carry credentials: secrets as soon as they exist, refused (by name,
-            # never by value) when they cannot be sent rather than failing on every attempt.
-            register_secret(self.headers)
-            for name, value in self.headers.items():
-                if (problem := header_value_problem(value)) is not None:
-                    raise ConfigError(f"header {name!r} in the generation parameters {problem}")
+            check_header_values(self.headers, "in the generation parameters")
 
     def merged(self, override: GenerationParams | None) -> GenerationParams:
         """These params with every non-None field of `override` taking precedence."""
