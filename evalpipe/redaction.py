@@ -151,7 +151,8 @@ class Redactor:
 
     def register(self, value: object) -> None:
         """Remember a secret: a string, bytes, a `SecretStr`, a mapping (its values), a list, or None."""
-        new = {s for s in _strings(value) if len(s) >= MIN_SECRET_LENGTH} - self._secrets
+        found = {part for s in _strings(value) for part in (s, *_credentials(s))}
+        new = {s for s in found if len(s) >= MIN_SECRET_LENGTH} - self._secrets
         if new:
             with self._lock:
                 self._secrets |= new
@@ -194,6 +195,27 @@ def _strings(value: object) -> list[str]:
     if isinstance(value, Iterable):
         return [s for v in value for s in _strings(v)]
     return [str(value)]
+
+
+# Only these schemes: any two-word value ("evalpipe nightly") would otherwise make a word a secret.
+_AUTH_SCHEME = re.compile(r"^\s*(?P<scheme>bearer|basic|token|bot|api-?key|key)\s+(?P<credential>\S+)\s*$",
+                          re.IGNORECASE)
+
+
+def _credentials(value: str) -> list[str]:
+    """The credential inside an `Authorization`-style value, which a vendor may quote on its own:
+    `Bearer <token>` gives the token, `Basic <base64>` also the password of `user:password`."""
+    match = _AUTH_SCHEME.match(value)
+    if match is None:
+        return []
+    credential = match["credential"]
+    if match["scheme"].lower() != "basic":
+        return [credential]
+    try:
+        decoded = base64.b64decode(credential, validate=True).decode("utf-8")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return [credential]
+    return [credential, decoded, decoded.partition(":")[2]]
 
 
 def header_value_problem(value: str) -> str | None:

@@ -135,3 +135,21 @@ def test_a_job_header_that_cannot_be_sent_is_refused_at_load_naming_the_field(tm
     message = str(caught.value)
     assert "backends[0].headers.X-Proxy-Token" in message and "whitespace at its start or end" in message
     assert "tok-3f9a8b7c" not in message
+
+
+def test_the_credential_inside_an_authorization_value_is_a_secret_on_its_own() -> None:
+    from evalpipe.redaction import Redactor
+
+    redactor = Redactor()
+    redactor.register({"Authorization": "Bearer tok-1a2b3c4d5e6f", "X-Upstream": "Basic "
+                       + base64.b64encode(b"alice:pw-9z8y7x6w5v").decode()})
+    assert redactor.redact("token tok-1a2b3c4d5e6f refused; password pw-9z8y7x6w5v wrong") == (
+        "token *** refused; password *** wrong")
+
+
+def test_an_ordinary_two_word_header_value_makes_no_word_a_secret() -> None:
+    from evalpipe.redaction import Redactor
+
+    redactor = Redactor()
+    redactor.register({"X-Title": "evalpipe nightly"})
+    assert redactor.redact("job nightly finished; evalpipe nightly ran") == "job nightly finished; *** ran"
