@@ -8,7 +8,7 @@ by a truncated error body, or masked by the vendor itself in a 401 message (Open
 secret is compiled into one regular expression (a trie, so the cost hardly grows with the number
 of secrets), and masked echoes are looked for from their asterisks; the rules are rebuilt on the
 first use after a new secret is registered. `redact` runs on every error message and log line:
-about 7 µs for a 200-character message, with 1 or 50 secrets (`scripts/bench_redaction.py`).
+7-11 µs for a 200-character message, with 1 or 50 secrets (`scripts/bench_redaction.py`).
 """
 
 from __future__ import annotations
