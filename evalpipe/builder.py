@@ -10,7 +10,21 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from evalpipe.backends.base import Provider, ProviderConfig
 from evalpipe.backends.registry import LLMBackend, parse_backend, provider_class
 from evalpipe.errors import ConfigError
-from evalpipe.types import GenerationParams
+from evalpipe.redaction import header_value_problem, register_secret
+from evalpipe.types import GenerationParams, check_header_values
+
+GIVEN_KEY = "the api_key given to the builder"
+
+
+def check_api_key(key: str, source: str) -> None:
+    """Refuse a key that cannot go into an HTTP header, naming `source` (a variable), never the key.
+
+    A key with a trailing newline (read from a file) is refused rather than stripped: a key is
+    sent as it was given or not at all, and the fix (`tr -d '\\n'`) is the user's to make once."""
+    register_secret(key)  # whatever happens next, the value is never shown
+    problem = header_value_problem(key)
+    if problem is not None:
+        raise ConfigError(f"{source} {problem}: the API key cannot be sent as it is; fix the value")
 
 
 class BuilderOptions(BaseModel):
@@ -46,7 +60,8 @@ class LLMBuilder:
         self._values: dict[str, Any] = {}
 
     def __repr__(self) -> str:
-        shown = {k: ("***" if k == "api_key" else v) for k, v in self._values.items()}
+        hidden = {"api_key": "***", "headers": {name: "***" for name in self._values.get("headers", {})}}
+        shown = {k: hidden.get(k, v) for k, v in self._values.items()}
         return f"LLMBuilder({shown})"
 
     def _set(self, **values: Any) -> LLMBuilder:
@@ -138,8 +153,12 @@ class LLMBuilder:
             raise ConfigError("no backend chosen: call .backend(LLMBackend.OPENAI) or another")
         cls = provider_class(options.backend)
         api_key = options.api_key
-        if api_key is None and (found := cls.key_from_environment()):
+        if api_key is not None:
+            check_api_key(api_key.get_secret_value(), GIVEN_KEY)
+        elif found := cls.key_from_environment():
+            check_api_key(found[1], found[0])
             api_key = SecretStr(found[1])
+        check_header_values(options.headers, "given to the builder")
         if api_key is None and cls.requires_api_key:
             raise ConfigError(
                 f"{options.backend.value} needs an API key: call .api_key(...) or set {cls.api_key_env}"

@@ -28,6 +28,7 @@ from evalpipe.pipeline.expand import plan_job
 from evalpipe.pipeline.load import LoadedJob, ignored_sweeps, load_job
 from evalpipe.pipeline.runner import RunOptions, RunOutcome, RunProgress, run_job
 from evalpipe.pipeline.spec import JobSpec
+from evalpipe.redaction import header_value_problem
 
 EXIT_REGRESSION = 1  # `compare --fail-on-regression`: B is worse than A beyond the threshold
 EXIT_FAILED_GATE = 1  # `run --fail-on-error`: the run's error rate is above the rate given
@@ -324,6 +325,8 @@ def _backends(args: argparse.Namespace) -> int:
         variables = " or ".join(v for v in (cls.api_key_env, *cls.api_key_env_aliases) if v)
         found = cls.key_from_environment()
         state = "not needed" if not cls.requires_api_key else (f"set ({found[0]})" if found else "missing")
+        if found and (problem := header_value_problem(found[1])):  # refused by build(): say so here too
+            state = f"unusable: {found[0]} {problem}"
         table.add_row(backend.value, cls.default_model or "(required)", variables, state)  # never the key itself
     out.print(table)
     return 0

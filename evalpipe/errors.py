@@ -20,31 +20,15 @@
 
 Every error carries the provider, the HTTP status (if any), a retry hint in seconds (if the
 provider gave one) and a message that never contains a secret: messages are built from the
-vendor's error text, which is passed through `redact` before it is stored.
+vendor's error text, which is passed through `redact` before it is stored (`evalpipe.redaction`
+knows every spelling a registered secret can take).
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-_SECRETS: set[str] = set()
-# Key-shaped strings even if they were never registered (a key from an env var a user pasted in).
-_KEY_PATTERN = re.compile(r"\b(sk|pk|rk|key|gsk|xai|AIza)[-_A-Za-z0-9]{16,}")
-
-
-def register_secret(secret: str) -> None:
-    """Remember a secret so that `redact` removes it from any text."""
-    if len(secret) >= 4:
-        _SECRETS.add(secret)
-
-
-def redact(text: str) -> str:
-    """`text` with every registered secret and anything key-shaped replaced by `***`."""
-    for secret in _SECRETS:
-        if secret in text:
-            text = text.replace(secret, "***")
-    return _KEY_PATTERN.sub("***", text)
+from evalpipe.redaction import redact, register_secret
 
 
 class EvalpipeError(Exception):

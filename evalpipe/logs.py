@@ -17,6 +17,8 @@ from typing import IO, Any
 
 import structlog
 
+from evalpipe.redaction import redact
+
 RUN_LOG_FILENAME = "run.log.jsonl"
 
 _run_logs: list[IO[str]] = []  # the log files of the runs going on in this process
@@ -24,7 +26,7 @@ _run_logs: list[IO[str]] = []  # the log files of the runs going on in this proc
 
 def _to_run_logs(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if _run_logs and logging.getLevelName(method.upper()) >= logging.INFO:
-        line = json.dumps(event, default=str, ensure_ascii=False) + "\n"
+        line = redact(json.dumps(event, default=str, ensure_ascii=False)) + "\n"
         for file in _run_logs:
             file.write(line)
     return event
@@ -39,6 +41,11 @@ def _below(level: int) -> structlog.typing.Processor:
     return drop
 
 
+def _redacted(logger: Any, method: str, rendered: Any) -> Any:
+    """The rendered line without secrets: redacted after rendering, so escaped spellings are caught too."""
+    return redact(rendered) if isinstance(rendered, str) else rendered
+
+
 def configure(log_format: str = "console", verbose: bool = False) -> None:
     """stderr shows warnings (everything with `verbose`), as text or JSON lines; run logs get info and up."""
     renderer: structlog.typing.Processor = (
@@ -47,7 +54,7 @@ def configure(log_format: str = "console", verbose: bool = False) -> None:
     stderr_level = logging.DEBUG if verbose else logging.WARNING
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    _to_run_logs, _below(stderr_level), renderer],
+                    _to_run_logs, _below(stderr_level), renderer, _redacted],
         wrapper_class=structlog.make_filtering_bound_logger(min(stderr_level, logging.INFO)),
         # `sys.stderr` looked up per logger, not bound now: a test harness or a daemon may replace it later.
         logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),

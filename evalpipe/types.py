@@ -6,7 +6,21 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
+from evalpipe.errors import ConfigError
+from evalpipe.redaction import header_value_problem, register_secret
+
 Role = Literal["system", "user", "assistant"]
+
+
+def check_header_values(headers: Mapping[str, str], where: str) -> None:
+    """Register header values as secrets and refuse one that cannot be sent, naming the header only.
+
+    Header values may carry credentials (a proxy's token), and a value httpx cannot encode would
+    otherwise fail on every attempt, quoted in the error."""
+    register_secret(headers)
+    for name, value in headers.items():
+        if (problem := header_value_problem(value)) is not None:
+            raise ConfigError(f"header {name!r} {where} {problem}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +63,11 @@ class GenerationParams:
     reasoning_budget_tokens: int | None = None
     # Passed through to the vendor as they are: merged into the request body (deep) and its headers.
     extra_body: dict[str, Any] | None = None
-    headers: dict[str, str] | None = None
+    headers: dict[str, str] | None = field(default=None, repr=False)  # values may be credentials
+
+    def __post_init__(self) -> None:
+        if self.headers:
+            check_header_values(self.headers, "in the generation parameters")
 
     def merged(self, override: GenerationParams | None) -> GenerationParams:
         """These params with every non-None field of `override` taking precedence."""

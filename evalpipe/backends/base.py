@@ -40,7 +40,7 @@ class ProviderConfig:
     params: GenerationParams = field(default_factory=GenerationParams)
     timeout_s: float = 60.0
     max_retries: int = 4
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)  # values may be credentials
     options: Mapping[str, Any] = field(default_factory=dict)  # backend-specific (Azure api_version, ...)
 
 
@@ -115,9 +115,7 @@ def with_passthrough(request: HttpRequest, params: GenerationParams) -> HttpRequ
     if params.extra_body:
         body = deep_merge(body or {}, params.extra_body)
     headers = request.headers
-    if params.headers:
-        for value in params.headers.values():
-            errors.register_secret(value)
+    if params.headers:  # registered as secrets when the params were made
         headers = {**(headers or {}), **params.headers}
     return replace(request, body=body, headers=headers)
 

@@ -13,10 +13,28 @@ from typing import Any, TypeVar
 import anyio
 import structlog
 
-from evalpipe.errors import ProviderError
+from evalpipe.errors import (
+    AuthenticationError,
+    BadRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+    ProviderError,
+    QuotaExceededError,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger("evalpipe.retry")
+
+# The request itself is wrong (key, permission, route, body, billing): the same request fails the
+# same way, so it is sent once, whatever a header like `x-should-retry` says. 408, 409 and 429 are
+# 4xx too, but they are about timing, not about the request.
+_CLIENT_ERRORS = (AuthenticationError, PermissionDeniedError, NotFoundError, BadRequestError, QuotaExceededError)
+_CLIENT_STATUSES = frozenset({400, 401, 402, 403, 404, 405, 413, 415, 422})
+
+
+def is_client_error(error: ProviderError) -> bool:
+    """Whether `error` says the request itself is wrong, so that sending it again cannot help."""
+    return isinstance(error, _CLIENT_ERRORS) or error.status in _CLIENT_STATUSES
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +49,7 @@ class RetryPolicy:
 
     def delay(self, error: ProviderError, retry_index: int) -> float | None:
         """Seconds to wait before retry number `retry_index` (0-based), or None: give up."""
-        if not error.retryable or retry_index >= self.max_retries:
+        if not error.retryable or is_client_error(error) or retry_index >= self.max_retries:
             return None
         if error.retry_after is not None:
             return error.retry_after if error.retry_after <= self.max_hint_s else None

@@ -43,7 +43,20 @@ def job_fingerprint(job: JobSpec, *, inputs: Mapping[str, str] | None = None) ->
     ]
     if inputs:
         data["inputs"] = dict(sorted(inputs.items()))
-    return data
+    hidden: dict[str, Any] = _header_values_hashed(data)
+    return hidden
+
+
+def _header_values_hashed(data: Any) -> Any:
+    """`data` with every `headers` value replaced by its hash: a header may carry a credential, and
+    the fingerprint is stored in the run; a changed value still shows as a change."""
+    if isinstance(data, list):
+        return [_header_values_hashed(item) for item in data]
+    if not isinstance(data, dict):
+        return data
+    return {key: ({name: f"hash:{stable_hash(value, 16)}" for name, value in value.items()}
+                  if key == "headers" and isinstance(value, dict) else _header_values_hashed(value))
+            for key, value in data.items()}
 
 
 def job_changes(old: Any, new: Any, path: str = "") -> list[str]:

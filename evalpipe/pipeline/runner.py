@@ -31,7 +31,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
-from evalpipe.builder import LLMBuilder
+from evalpipe.builder import LLMBuilder, check_api_key
 from evalpipe.errors import ConfigError, EvalpipeError
 from evalpipe.logs import run_log
 from evalpipe.pipeline.availability import Unavailable, job_backends, unavailable_message, unavailable_reason
@@ -175,6 +175,7 @@ def _provider(spec: BackendSpec, environ: Mapping[str, str]) -> Provider:
     if spec.api_key_env:
         if not environ.get(spec.api_key_env):
             raise ConfigError(f"{spec.api_key_env} is not set")
+        check_api_key(environ[spec.api_key_env], spec.api_key_env)  # names the variable, not the builder
         builder.api_key(environ[spec.api_key_env])
     if spec.model:
         builder.model(spec.model)

@@ -9,11 +9,22 @@ from __future__ import annotations
 import itertools
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from evalpipe.backends.registry import LLMBackend
+from evalpipe.redaction import header_value_problem, register_secret
 from evalpipe.types import deep_merge
 
+
+def _sendable_header(value: str) -> str:
+    # Header values may carry credentials: secrets from the moment the job is read, never quoted.
+    register_secret(value)
+    if (problem := header_value_problem(value)) is not None:
+        raise ValueError(f"this header value {problem}")
+    return value
+
+
+HeaderValue = Annotated[str, AfterValidator(_sendable_header)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=64)]
 
 
@@ -113,7 +124,7 @@ class BackendSpec(Strict):
     stream: bool = True
     # Passed to the vendor as they are, under every parameter set's own (which win where both set a key).
     extra_body: dict[str, Any] = Field(default_factory=dict)
-    headers: dict[str, str] = Field(default_factory=dict)
+    headers: dict[str, HeaderValue] = Field(default_factory=dict)
 
 
 class SamplingSpec(Strict):
@@ -128,7 +139,7 @@ class SamplingSpec(Strict):
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     reasoning_budget_tokens: int | None = Field(default=None, ge=1)
     extra_body: dict[str, Any] | None = None  # deep-merged into the request body
-    headers: dict[str, str] | None = None
+    headers: dict[str, HeaderValue] | None = None
 
 
 class ParamSetSpec(SamplingSpec):

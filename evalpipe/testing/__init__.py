@@ -52,8 +52,10 @@ below add the other shapes: `[[shape:tool_call]]` a tool call (all three), `[[sh
 
 Auth is checked the way each vendor does (Bearer; `x-api-key`; `x-goog-api-key` or `?key=`;
 Azure `api-key`). Any key is accepted except: none (the vendor's missing-key error), a key starting
-with `invalid` (401, Gemini 400 API_KEY_INVALID) and one starting with `forbidden` (403). Ollama and
-Phind need no key; their calls are counted under the key "".
+with `invalid` (401, Gemini 400 API_KEY_INVALID) and one starting with `forbidden` (403). Like the
+real APIs, OpenAI, DeepSeek and xAI quote a wrong key back masked in the 401 message
+(`sk-WRQsP****xQBt`, `****xQBt`, `sk***Bt`). Ollama and Phind need no key; their calls are counted
+under the key "".
 
 Markers in the last user message steer one request (so any SDK and any dataset can use them):
 `[[fault:NAME]]` always fails it; `[[fault:NAME:N]]` fails the first N attempts of this identical

@@ -125,6 +125,12 @@ class OpenAIProtocol(Protocol):
     completion_includes_reasoning: ClassVar[bool] = True  # xAI bills reasoning on top of completion_tokens
     stream_comments: ClassVar[tuple[bytes, ...]] = ()  # SSE comments sent before the first chunk
     status_overrides: ClassVar[dict[ErrorKind, int]] = {}
+    # How a wrong key is quoted back in the 401 message, masked: a format over the key's `head` (first
+    # 8 characters), `stars` and `tail` (last 4), as OpenAI writes "sk-WRQsP****...xQBt"; None: not quoted.
+    invalid_key_message: ClassVar[str | None] = (
+        "Incorrect API key provided: {head}{stars}{tail}. You can find your API key at "
+        "https://platform.openai.com/account/api-keys."
+    )
 
     # -- requests -------------------------------------------------------------------------------
     def route(self, method: str, path: str, query: dict[str, str]) -> tuple[Operation, dict[str, str]] | None:
@@ -385,6 +391,13 @@ class OpenAIProtocol(Protocol):
         wait = f" Please try again in {retry_after_s:.3g}s." if retry_after_s is not None else ""
         text = message or default.format(model=model or "the model", wait=wait)
         return json_reply(status, self.error_body(kind, status, text, error_type, code))
+
+    def denied_message(self, kind: ErrorKind, key: str) -> str | None:
+        if kind is not ErrorKind.AUTH_INVALID or self.invalid_key_message is None:
+            return None
+        return self.invalid_key_message.format(
+            head=key[:8], head2=key[:2], stars="*" * max(len(key) - 12, 3), tail=key[-4:], tail2=key[-2:]
+        )
 
     def error_body(self, kind: ErrorKind, status: int, message: str, error_type: str, code: str | None) -> Any:
         """The JSON body of an error response."""

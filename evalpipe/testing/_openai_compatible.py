@@ -48,6 +48,7 @@ class DeepSeekProtocol(OpenAIProtocol):
         ("GET", "/models"): Operation.LIST_MODELS,
     }
     reasoning_models: ClassVar[tuple[str, ...]] = ()
+    invalid_key_message: ClassVar[str | None] = "Authentication Fails, Your api key: ****{tail} is invalid"
     stream_comments: ClassVar[tuple[bytes, ...]] = (b": keep-alive\n\n",)
     status_overrides: ClassVar[dict[ErrorKind, int]] = {ErrorKind.QUOTA: 402}
 
@@ -79,7 +80,6 @@ class DeepSeekProtocol(OpenAIProtocol):
     def error(self, kind: ErrorKind, message: str | None, model: str, retry_after_s: float | None) -> Reply:
         texts = {
             ErrorKind.QUOTA: "Insufficient Balance",
-            ErrorKind.AUTH_INVALID: "Authentication Fails, Your api key is invalid",
             ErrorKind.OVERLOADED: "Server overloaded, please retry shortly.",
         }
         return super().error(kind, message or texts.get(kind), model, retry_after_s)
@@ -98,6 +98,10 @@ class XAIProtocol(OpenAIProtocol):
         ("GET", "/models"): Operation.LIST_MODELS,
     }
     reasoning_models: ClassVar[tuple[str, ...]] = ()
+    # xAI answers a wrong key with 400 on the real API; the fake keeps 401 like the other vendors.
+    invalid_key_message: ClassVar[str | None] = (
+        "Incorrect API key provided: {head2}***{tail2}. You can obtain an API key from https://console.x.ai."
+    )
     usage_on_finish_chunk: ClassVar[bool] = True
     thinking_models: ClassVar[tuple[str, ...]] = ("grok-3-mini", "grok-4")
     completion_includes_reasoning: ClassVar[bool] = False
@@ -120,6 +124,7 @@ class GroqProtocol(OpenAIProtocol):
         ("GET", "/models"): Operation.LIST_MODELS,
     }
     reasoning_models: ClassVar[tuple[str, ...]] = ()
+    invalid_key_message: ClassVar[str | None] = None
     thinking_models: ClassVar[tuple[str, ...]] = ("gpt-oss", "qwen3")
 
     def shows_reasoning(self, call: Call) -> bool:
@@ -146,6 +151,7 @@ class MistralProtocol(OpenAIProtocol):
         ("GET", "/models"): Operation.LIST_MODELS,
     }
     reasoning_models: ClassVar[tuple[str, ...]] = ()
+    invalid_key_message: ClassVar[str | None] = None
     usage_on_finish_chunk: ClassVar[bool] = True
     refused_fields: ClassVar[tuple[str, ...]] = ("seed", "max_completion_tokens")
     thinking_models: ClassVar[tuple[str, ...]] = ("magistral",)
@@ -199,6 +205,7 @@ class OpenRouterProtocol(OpenAIProtocol):
         ("GET", "/models"): Operation.LIST_MODELS,
     }
     reasoning_models: ClassVar[tuple[str, ...]] = ()
+    invalid_key_message: ClassVar[str | None] = None
     stream_comments: ClassVar[tuple[bytes, ...]] = (b": OPENROUTER PROCESSING\n\n",)
     status_overrides: ClassVar[dict[ErrorKind, int]] = {ErrorKind.QUOTA: 402}
     thinking_models: ClassVar[tuple[str, ...]] = ("deepseek-r1", ":thinking", "openai/o")
@@ -242,6 +249,7 @@ class AzureOpenAIProtocol(OpenAIProtocol):
     base_path: ClassVar[str] = ""
     models: ClassVar[tuple[str, ...]] = ("gpt-4o-mini",)
     reasoning_models: ClassVar[tuple[str, ...]] = ()
+    invalid_key_message: ClassVar[str | None] = None
 
     def route(self, method: str, path: str, query: dict[str, str]) -> tuple[Operation, dict[str, str]] | None:
         parts = path.strip("/").split("/")

@@ -204,7 +204,8 @@ class FakeServer:
         self._state.count_request(account)
         denied = _auth_failure(key) if protocol.requires_key else None
         if denied is not None:
-            await self._send(exchange, account, protocol.error(denied, None, "", None))
+            message = protocol.denied_message(denied, account)  # some vendors quote the key back, masked
+            await self._send(exchange, account, protocol.error(denied, message, "", None))
             return
         try:
             call = protocol.parse(operation, params, request)

@@ -266,6 +266,10 @@ class Protocol(ABC):
     def list_models(self) -> Reply:
         """The vendor's model listing."""
 
+    def denied_message(self, kind: ErrorKind, key: str) -> str | None:
+        """The vendor's own text for a refused key when it quotes the key back (masked); None: the default."""
+        return None
+
     def ratelimit_headers(self, state: RateLimitState) -> list[tuple[str, str]]:
         """Rate-limit headers this vendor adds to every response (none by default)."""
         return []
