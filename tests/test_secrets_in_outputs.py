@@ -77,7 +77,7 @@ def leaks(key: str, text: str) -> list[str]:
 def file_text(path: Path) -> str:
     """Everything a file holds, whatever its format: Parquet and SQLite decoded, the rest as bytes."""
     if path.suffix == ".parquet":
-        return pl.read_parquet(path).write_csv()
+        return pl.read_parquet(path).write_ndjson()  # JSON: best_of.parquet has list columns
     raw = path.read_bytes()
     if raw.startswith(b"SQLite format 3"):
         with sqlite3.connect(path) as db:
@@ -103,7 +103,7 @@ def test_no_key_reaches_any_output_of_a_job(
 ) -> None:
     backends = "".join(
         f"  - {{id: {backend}, backend: {backend}, model: fake-model, base_url: '{fake_server.url_for(vendor)}', "
-        f"api_key_env: {variable}, headers: {{X-Proxy-Token: {HEADER_SECRETS['X-Proxy-Token']}}}}}\n"
+        f"api_key_env: {variable}, optional: true, headers: {{X-Proxy-Token: {HEADER_SECRETS['X-Proxy-Token']}}}}}\n"
         for variable, (backend, vendor, _) in KEYS.items()
     )
     job = tmp_path / "job.yaml"
@@ -128,8 +128,9 @@ def test_no_key_reaches_any_output_of_a_job(
              if (shown := leaks(key, text))}
     assert found == {}
 
-    # The key with a newline is refused when the job loads, named by its variable; the backend is skipped.
-    assert "skipped backend mistral: EVALPIPE_LEAK_NEWLINE has whitespace at its start or end" in run_out.out
+    # The key with a newline is refused when the job loads, named by its variable; the optional backend is skipped.
+    assert ("skipped backend mistral (optional): EVALPIPE_LEAK_NEWLINE has whitespace at its start or end"
+            in run_out.err)
     assert fake_server.stats(keys["EVALPIPE_LEAK_NEWLINE"]).requests == 0
     assert fake_server.stats(keys["EVALPIPE_LEAK_NEWLINE"].strip()).requests == 0
     # A wrong key costs one request per task: a 401 is never retried.
