@@ -67,8 +67,13 @@ def test_a_vendor_masked_echo_of_a_registered_key_is_redacted(echo: str) -> None
 
 
 def test_masks_of_other_keys_and_ordinary_text_are_left_alone() -> None:
+    from evalpipe.redaction import Redactor
+
+    # A redactor of its own: the process-wide one holds whatever keys other tests registered.
+    redactor = Redactor()
+    redactor.register(KEY)
     text = "Incorrect API key provided: sk-abc*****wxyz. Rated ***** by 5 users; k3y facts; 0123"
-    assert redact(text) == text
+    assert redactor.redact(text) == text
 
 
 def test_a_redacted_json_line_stays_json() -> None:
