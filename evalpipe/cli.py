@@ -96,6 +96,13 @@ def _parser() -> argparse.ArgumentParser:
     fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing)")
     fake.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m evalpipe.testing")
     fake.set_defaults(handler=_fake_server)
+    view = commands.add_parser("view", help="browse runs in a local web app (read-only; Ctrl-C stops it)")
+    view.add_argument("directory", type=Path, nargs="?", default=Path("results"),
+                      help="the results directory with <job>/<run_id>/ folders (default: results)")
+    view.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                      "only)")
+    view.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    view.set_defaults(handler=_view)
     return parser
 
 
@@ -291,6 +298,24 @@ def _fake_server(args: argparse.Namespace) -> int:
     from evalpipe.testing.__main__ import main as fake_main
 
     return fake_main(args.rest)
+
+
+def _view(args: argparse.Namespace) -> int:
+    try:
+        from evalpipe.view.app import create_app
+    except ImportError as error:
+        raise ConfigError(f"evalpipe view needs the 'view' extra ({error.name} is missing): "
+                          "pip install 'evalpipe[view]'") from None
+    import uvicorn
+
+    app = create_app(args.directory)  # ConfigError for a directory that does not exist, before listening
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: listening on {args.host}: anyone who can reach it can read every answer in "
+                  f"{args.directory}", highlight=False, markup=False, soft_wrap=True)
+    out.print(f"evalpipe view: http://{args.host}:{args.port}/ (Ctrl-C to stop)", highlight=False, markup=False,
+              soft_wrap=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def _warn_ignored_sweeps(loaded: LoadedJob) -> None:
