@@ -118,7 +118,9 @@ def _entry(job: str, path: Path) -> RunEntry:
 def _store_counts(path: Path) -> tuple[dict[str, int], float] | None:
     """Rows per status and generation cost recorded so far, from the run store opened read-only."""
     store = path / STORE_FILENAME
-    if not store.is_file():
+    # Without its write-ahead log the store has no writer; opening it would create the log's index file,
+    # and the viewer writes nothing into a run directory.
+    if not (store.is_file() and store.with_name(f"{STORE_FILENAME}-wal").is_file()):
         return None
     try:
         connection = sqlite3.connect(f"{store.resolve().as_uri()}?mode=ro", uri=True, timeout=1.0)

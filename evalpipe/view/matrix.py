@@ -88,7 +88,7 @@ class MatrixPage:
     criteria: list[str] = field(default_factory=list)
 
 
-def _failing(run: Run, query: MatrixQuery) -> pl.Expr:
+def _failing(query: MatrixQuery) -> pl.Expr:
     error = pl.col("status") == "error"
     if query.criterion:
         return error | (pl.col(query.score) < 1.0).fill_null(False)
@@ -144,7 +144,7 @@ def _matching_keys(run: Run, query: MatrixQuery, columns: list[tuple[str, str]])
     aggregates = [pl.col("task_index").min().alias("_order")]
     filters: list[pl.Expr] = []
     if query.failures:
-        aggregates.append(_failing(run, query).any().alias("_failures"))
+        aggregates.append(_failing(query).any().alias("_failures"))
         filters.append(pl.col("_failures"))
     if query.errors:
         aggregates.append((pl.col("status") == "error").any().alias("_errors"))
@@ -181,13 +181,14 @@ def _cells(run: Run, query: MatrixQuery, wanted: pl.DataFrame) -> pl.DataFrame:
     if wanted.is_empty():
         return pl.DataFrame()
     items = wanted.get_column("item_id").unique().to_list()
-    answer = pl.col("response").fill_null(pl.col("error_message")).str.slice(0, EXCERPT).alias("answer")
-    frame = (run.scan([*KEYS, *_COLUMN, "task_index", "status", "error_type", "error_message", "passed", query.score,
-                       "response"])
+    texts = [c for c in ("response", "refusal", "error_message") if run.has(c)]
+    # The first text there is: an answer, else a refusal (its answer is empty), else the error.
+    answer = pl.coalesce([pl.when(pl.col(c) != "").then(pl.col(c)) for c in texts]).str.slice(0, EXCERPT)
+    frame = (run.scan([*KEYS, *_COLUMN, "task_index", "status", "error_type", "passed", query.score, *texts])
              .filter(pl.col("item_id").is_in(items) if None not in items else pl.lit(True))
              .join(wanted.lazy().select(KEYS), on=list(KEYS), how="semi", nulls_equal=True)
              .select(*KEYS, *_COLUMN, "task_index", "status", "error_type", "passed",
-                     pl.col(query.score).alias("score"), answer))
+                     pl.col(query.score).alias("score"), answer.alias("answer")))
     (found,) = collect_all([frame], run)
     return found
 
