@@ -157,8 +157,9 @@ class _Links:
         self._params = dict(request.query_params)
 
     def sort(self, key: str, current: MatrixQuery) -> str:
-        """The link that sorts by `key`, flipping the direction when it already sorts by it."""
-        descending = "" if current.sort == key and current.descending else "1"
+        """The link that sorts by `key`, lowest first (the failures, for a score), flipping the direction when it
+        already sorts by it."""
+        descending = "1" if current.sort == key and not current.descending else ""
         return self.with_(sort=key, desc=descending, page="")
 
     def page(self, number: int) -> str:
