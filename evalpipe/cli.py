@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -301,6 +302,9 @@ def _fake_server(args: argparse.Namespace) -> int:
 
 
 def _view(args: argparse.Namespace) -> int:
+    # Before polars loads: its allocator (jemalloc) then returns the memory of a finished query to the
+    # system at once, so a long-running viewer's footprint is that of the query at hand, not of its largest.
+    os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
     try:
         from evalpipe.view.app import create_app
     except ImportError as error:

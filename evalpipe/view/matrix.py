@@ -4,7 +4,8 @@
 ```
 parts ─lazy scan: keys, column, status, verdict, score (+ texts when searched)─▶ one row per matrix row:
       failed anywhere? errored anywhere? differs between columns? text found? sort value
-      ─filter, sort─▶ the matching keys (held: one small row per matrix row) ─slice─▶ the page's keys
+      (per partition of the items, by a hash of the item id: one group table at a time)
+      ─filter, concatenate, sort─▶ the matching keys (one small row per matrix row) ─slice─▶ the page's keys
 parts ─lazy scan: the page's items only, semi-joined on the page's keys─▶ the page's cells
 ```
 
@@ -25,8 +26,12 @@ from evalpipe.analysis.runs import Run, collect, collect_all
 
 KEYS = ("item_id", "repeat", "turn")
 PER_PAGE = 50
+ROWS_PER_PARTITION = 250_000  # rows grouped at once: a million-row run's group tables stay small
 EXCERPT = 240  # characters of an answer in a cell; the row's page has the whole answer
 _COLUMN = ("backend_id", "param_set")
+_PARTITION_SEED = 20_261_129
+_CACHED_RUNS = 64
+_COLUMNS: dict[tuple[tuple[str, int, int], ...], list[tuple[str, str]]] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,10 +101,18 @@ def _failing(query: MatrixQuery) -> pl.Expr:
 
 
 def columns_of(run: Run) -> list[tuple[str, str]]:
-    """The run's (backend id, parameter set) pairs in job order."""
-    frame = collect(run.scan([*_COLUMN, "task_index"]).group_by(_COLUMN).agg(pl.col("task_index").min())
-                    .sort("task_index"), run)
-    return [(str(b), str(p)) for b, p in frame.select(_COLUMN).iter_rows()]
+    """The run's (backend id, parameter set) pairs in job order; computed once per set of part files (paging
+    needs them on every page, and a run in progress adds parts)."""
+    signature = tuple((str(part), part.stat().st_size, part.stat().st_mtime_ns) for part in run.parts)
+    found = _COLUMNS.get(signature)
+    if found is None:
+        frame = collect(run.scan([*_COLUMN, "task_index"]).group_by(_COLUMN).agg(pl.col("task_index").min())
+                        .sort("task_index"), run)
+        found = [(str(b), str(p)) for b, p in frame.select(_COLUMN).iter_rows()]
+        if len(_COLUMNS) >= _CACHED_RUNS:
+            _COLUMNS.pop(next(iter(_COLUMNS)))
+        _COLUMNS[signature] = found
+    return list(found)
 
 
 def check_query(run: Run, query: MatrixQuery) -> MatrixQuery:
@@ -169,11 +182,17 @@ def _matching_keys(run: Run, query: MatrixQuery, columns: list[tuple[str, str]])
         here = (pl.col("backend_id") == backend) & (pl.col("param_set") == param_set)
         aggregates.append(pl.col(score).filter(here & pl.col(score).is_finite()).mean().alias("_sort"))
         sort_by = "_sort"
-    grouped = frame.group_by(KEYS).agg(aggregates)
-    if filters:
-        grouped = grouped.filter(pl.all_horizontal(filters))
-    ordered = grouped.sort([sort_by, "_order"], descending=[descending, False], nulls_last=True)
-    return collect(ordered.select(*KEYS, "_order"), run)
+    count = max(1, math.ceil(run.rows / ROWS_PER_PARTITION))
+    partitions = []
+    for k in range(count):  # one after the other: the peak is one partition's group table
+        part = frame if count == 1 else frame.filter(pl.col("item_id").hash(_PARTITION_SEED) % count == k)
+        grouped = part.group_by(KEYS).agg(aggregates)
+        if filters:
+            grouped = grouped.filter(pl.all_horizontal(filters))
+        extra = [sort_by] if sort_by not in (*KEYS, "_order") else []
+        partitions.append(collect(grouped.select(*KEYS, "_order", *extra), run))
+    keys = pl.concat(partitions) if len(partitions) > 1 else partitions[0]
+    return keys.sort([sort_by, "_order"], descending=[descending, False], nulls_last=True).select(*KEYS, "_order")
 
 
 def _cells(run: Run, query: MatrixQuery, wanted: pl.DataFrame) -> pl.DataFrame:
