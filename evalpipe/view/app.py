@@ -3,6 +3,7 @@
 ```
 GET /                                   runs, newest first (kept current by polling /api/runs)
 GET /api/runs                           the runs list as JSON
+GET /runs/{job}/latest[/...]            the job's newest run (any page of it)
 GET /runs/{job}/{run}                   the matrix: items × (backend, parameter set), filters, sort, pages
 GET /runs/{job}/{run}/rows/{task}       one task's row: the prompt as sent, the answer, every score
 GET /runs/{job}/{run}/summary           the summary with its intervals (and /summary.json)
@@ -19,11 +20,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlencode
 
 import jinja2
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -63,6 +65,13 @@ def create_app(directory: str | Path) -> Starlette:
 
     def runs_json(request: Request) -> Response:
         return JSONResponse({"runs": [entry.as_json() for entry in list_runs(results)]})
+
+    def latest(request: Request) -> Response:
+        job = request.path_params["job"]
+        newest = next((e for e in list_runs(results) if e.job == job and e.latest), None)
+        if newest is None:
+            return failure(request, ConfigError(f"{job!r} has no runs under {results}"))
+        return RedirectResponse(f"/runs/{quote(job)}/{quote(newest.run_id)}{request.path_params['rest']}")
 
     def run_rows(request: Request) -> Response:
         try:
@@ -122,6 +131,7 @@ def create_app(directory: str | Path) -> Starlette:
 
     routes = [
         Route("/", runs), Route("/api/runs", runs_json),
+        Route("/runs/{job}/latest{rest:path}", latest),
         Route("/runs/{job}/{run_id}", run_rows),
         Route("/runs/{job}/{run_id}/rows/{task_index:int}", row),
         Route("/runs/{job}/{run_id}/summary", summary),
@@ -168,8 +178,6 @@ class _Links:
 
     def with_(self, **changes: str) -> str:
         """The current URL with `changes` (an empty value removes the parameter)."""
-        from urllib.parse import urlencode
-
         params = {**self._params, **changes}
         query = urlencode({k: v for k, v in params.items() if v})
         return f"{self._path}?{query}" if query else self._path

@@ -92,6 +92,13 @@ class MatrixPage:
     pages: int
     criteria: list[str] = field(default_factory=list)
 
+    @property
+    def conditions(self) -> list[str]:
+        """`backend_id=…` and `param_set=…` for each value a column has: the sides a comparison can choose."""
+        backends = dict.fromkeys(f"backend_id={backend}" for backend, _ in self.columns)
+        param_sets = dict.fromkeys(f"param_set={param_set}" for _, param_set in self.columns)
+        return [*backends, *param_sets]
+
 
 def _failing(query: MatrixQuery) -> pl.Expr:
     error = pl.col("status") == "error"

@@ -10,7 +10,7 @@ from tests.view.conftest import HOSTILE_ANSWER, Results
 
 
 def get(viewer: str, path: str, **params: str) -> httpx.Response:
-    return httpx.get(viewer + path, params=params, timeout=30)
+    return httpx.get(viewer + path, params=params, timeout=30, follow_redirects=True)
 
 
 def test_runs_json_lists_both_runs(viewer: str, results: Results) -> None:
@@ -45,6 +45,10 @@ def test_compare_two_runs_finds_the_regression_with_both_answers(viewer: str, re
 
 
 def test_compare_two_columns_of_one_run(viewer: str, results: Results) -> None:
+    rows = get(viewer, f"/runs/viewer-test/{results.first.name}").text
+    form = rows.split('id="compare-columns"')[1].split("</form>")[0]
+    assert "<option selected>backend_id=oa</option>" in form and "<option selected>backend_id=an</option>" in form
+    assert "<option >param_set=temperature=0.2</option>" in form
     page = get(viewer, "/compare", a=f"viewer-test/{results.first.name}", ca="backend_id=oa", cb="backend_id=an")
     assert page.status_code == 200, page.text
     assert "backend_id compared across (oa → an)" in page.text
@@ -56,6 +60,12 @@ def test_history_draws_a_trend_per_group_and_metric(viewer: str, results: Result
     page = get(viewer, "/jobs/viewer-test/history")
     assert page.status_code == 200
     assert page.text.count("<svg") == 4 * 7  # 4 groups × (total, 2 criteria, pass rate, error rate, cost, latency)
+
+
+def test_latest_names_the_newest_run_of_a_job(viewer: str, results: Results) -> None:
+    page = get(viewer, "/runs/viewer-test/latest/summary")
+    assert page.status_code == 200 and str(page.url).endswith(f"/runs/viewer-test/{results.second.name}/summary")
+    assert get(viewer, "/runs/nope/latest").status_code == 404
 
 
 def test_unknown_runs_are_not_found(viewer: str, results: Results) -> None:
