@@ -306,11 +306,12 @@ def _view(args: argparse.Namespace) -> int:
     # system at once, so a long-running viewer's footprint is that of the query at hand, not of its largest.
     os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
     try:
+        import uvicorn
+
         from evalpipe.view.app import create_app
     except ImportError as error:
         raise ConfigError(f"evalpipe view needs the 'view' extra ({error.name} is missing): "
                           "pip install 'evalpipe[view]'") from None
-    import uvicorn
 
     app = create_app(args.directory)  # ConfigError for a directory that does not exist, before listening
     if args.host not in ("127.0.0.1", "localhost", "::1"):
