@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -107,6 +108,13 @@ def _parser() -> argparse.ArgumentParser:
     fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing)")
     fake.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m evalpipe.testing")
     fake.set_defaults(handler=_fake_server)
+    view = commands.add_parser("view", help="browse runs in a local web app (read-only; Ctrl-C stops it)")
+    view.add_argument("directory", type=Path, nargs="?", default=Path("results"),
+                      help="the results directory with <job>/<run_id>/ folders (default: results)")
+    view.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
+                      "only)")
+    view.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    view.set_defaults(handler=_view)
     return parser
 
 
@@ -341,6 +349,28 @@ def _fake_server(args: argparse.Namespace) -> int:
     from evalpipe.testing.__main__ import main as fake_main
 
     return fake_main(args.rest)
+
+
+def _view(args: argparse.Namespace) -> int:
+    # Before polars loads: its allocator (jemalloc) then returns the memory of a finished query to the
+    # system at once, so a long-running viewer's footprint is that of the query at hand, not of its largest.
+    os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+    try:
+        import uvicorn
+
+        from evalpipe.view.app import create_app
+    except ImportError as error:
+        raise ConfigError(f"evalpipe view needs the 'view' extra ({error.name} is missing): "
+                          "pip install 'evalpipe[view]'") from None
+
+    app = create_app(args.directory)  # ConfigError for a directory that does not exist, before listening
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"warning: listening on {args.host}: anyone who can reach it can read every answer in "
+                  f"{args.directory}", highlight=False, markup=False, soft_wrap=True)
+    out.print(f"evalpipe view: http://{args.host}:{args.port}/ (Ctrl-C to stop)", highlight=False, markup=False,
+              soft_wrap=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
 
 
 def _warn_ignored_sweeps(loaded: LoadedJob) -> None:

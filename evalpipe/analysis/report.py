@@ -186,6 +186,11 @@ def _trends(history: History, current: str) -> list[Markup]:
     return charts
 
 
+def trend_charts(history: History, current: str | None = None) -> list[Markup]:
+    """The report's trend charts (per group and metric, every run with its interval), `current` shaded."""
+    return _trends(history, current or "")
+
+
 def _difference_rows(comparison: Comparison) -> list[list[str]]:
     return [[d.label, metric_label(d.metric), f"{d.pairs:,}", f"{d.difference.items:,}",
              f"{d.difference.repeats:.3g}" if d.difference.items else "—", _fixed(d.mean_a), _fixed(d.mean_b),

@@ -283,6 +283,12 @@ def _sections(comparison: Comparison) -> list[tuple[str, list[str], list[list[st
     ]
 
 
+def comparison_tables(comparison: Comparison) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(heading, columns, rows) of each people-facing comparison table: differences, pairing, the most
+    regressed and the most improved pairs (texts excerpted)."""
+    return _sections(comparison)
+
+
 def gate_message(comparison: Comparison) -> str | None:
     """The release gate's verdict, or None when no threshold was given."""
     if comparison.threshold is None:
