@@ -7,39 +7,24 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
 from evalpipe.cli import main
-
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+from tests.browser import headless_chromium
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.fail("chromium and chromedriver are not installed: run `make chromium` (Debian packages)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                     "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))  # a given driver: no download
-    try:
+    with headless_chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def open_report(browser: WebDriver, path: Path) -> list[dict[str, object]]:

@@ -3,7 +3,6 @@ the viewer serving it on a free loopback port, and a headless Chromium that logs
 
 from __future__ import annotations
 
-import shutil
 import socket
 import threading
 import time
@@ -14,8 +13,6 @@ from pathlib import Path
 import anyio
 import pytest
 import uvicorn
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
 from evalpipe.pipeline.load import prepare_job
@@ -23,11 +20,11 @@ from evalpipe.pipeline.runner import RunOptions, run_job
 from evalpipe.pipeline.spec import JobSpec
 from evalpipe.testing import FakeServer
 from evalpipe.view.app import create_app
+from tests.browser import headless_chromium
 
 # Markup in an answer must show as text, never run: a console error would fail the browser tests.
 HOSTILE_ANSWER = "<b>bold</b> answer</td></tr><script>console.error('injected')</script><img src=x onerror=alert(1)>"
 KEY_ENV = "EVALPIPE_TEST_VIEW_KEY"
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 def job_spec(fake_server: FakeServer, name: str, wrong: int = 0) -> JobSpec:
@@ -103,16 +100,5 @@ def viewer(results: Results) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[WebDriver]:
     """Headless Chromium logging the console and the network."""
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.fail("chromium and chromedriver are not installed: run `make chromium` (Debian packages)")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,1000",
-                     "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))  # a given driver: no download
-    try:
+    with headless_chromium(network_log=True) as driver:
         yield driver
-    finally:
-        driver.quit()
