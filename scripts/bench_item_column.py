@@ -26,7 +26,8 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
 from evalpipe import LLMBuilder
 from evalpipe.backends.registry import parse_backend
-from evalpipe.pipeline.execute import Backend, base_row, item_json
+from evalpipe.pipeline.backend import Backend
+from evalpipe.pipeline.execute import base_row, item_json
 from evalpipe.pipeline.limits import BackendLimiter
 from evalpipe.pipeline.rows import normalize_row, row_schema
 from evalpipe.pipeline.sinks import ParquetSink

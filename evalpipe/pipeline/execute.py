@@ -7,20 +7,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import structlog
 
 from evalpipe import errors
-from evalpipe.backends.base import Provider
-from evalpipe.backends.retry import RetryPolicy
+from evalpipe.pipeline.backend import Backend, ResponseCache
 from evalpipe.pipeline.chains import run_chain
-from evalpipe.pipeline.limits import Limiter, call_with_limits, prompt_tokens
+from evalpipe.pipeline.limits import call_with_limits, prompt_tokens
 from evalpipe.pipeline.model_calls import JobCalls, ScoringSpend, charging
-from evalpipe.pipeline.spec import BackendSpec
 from evalpipe.pipeline.task import Task, stable_hash
 from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
@@ -29,38 +27,6 @@ from evalpipe.scoring.modifiers import applies
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage, deep_merge
 
 log = structlog.get_logger("evalpipe.run")
-
-
-class ResponseCache(Protocol):
-    """Answers already paid for, keyed by the exact request; `put` returns once it is durable."""
-
-    async def get(self, key: str) -> dict[str, Any] | None: ...
-
-    async def put(self, key: str, payload: dict[str, Any]) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Backend:
-    """A configured backend of the job: its spec, provider, limits and retry policy."""
-
-    spec: BackendSpec
-    provider: Provider
-    limiter: Limiter
-    policy: RetryPolicy = field(default_factory=RetryPolicy)
-
-    def cost(self, usage: Usage) -> float:
-        return usage_cost(usage, self.spec)
-
-
-def usage_cost(usage: Usage, spec: BackendSpec) -> float:
-    """What `usage` costs at `spec`'s prices: cached input and cache writes at their own prices when set."""
-    cached, written = usage.cached_input_tokens, usage.cache_write_input_tokens
-    plain = max(usage.input_tokens - cached - written, 0)
-    cached_price = spec.price_input_per_1m if spec.price_cached_input_per_1m is None else spec.price_cached_input_per_1m
-    write_price = (spec.price_input_per_1m if spec.price_cache_write_input_per_1m is None
-                   else spec.price_cache_write_input_per_1m)
-    return (plain * spec.price_input_per_1m + cached * cached_price + written * write_price
-            + usage.output_tokens * spec.price_output_per_1m) / 1_000_000
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,16 +12,14 @@ import contextvars
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from evalpipe.errors import ConfigError
+from evalpipe.pipeline.backend import Backend, ResponseCache
 from evalpipe.pipeline.limits import call_with_limits, estimate_tokens, prompt_tokens
 from evalpipe.pipeline.task import stable_hash
 from evalpipe.scoring.calls import ANSWERING, resolve
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage
-
-if TYPE_CHECKING:
-    from evalpipe.pipeline.execute import Backend, ResponseCache
 
 T = TypeVar("T")
 

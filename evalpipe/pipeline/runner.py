@@ -35,8 +35,9 @@ from evalpipe.builder import LLMBuilder, check_api_key
 from evalpipe.errors import ConfigError, EvalpipeError
 from evalpipe.logs import run_log
 from evalpipe.pipeline.availability import Unavailable, job_backends, unavailable_message, unavailable_reason
+from evalpipe.pipeline.backend import Backend
 from evalpipe.pipeline.best_of import write_best_of
-from evalpipe.pipeline.execute import Backend, Criterion, execute_task, expected_output_tokens
+from evalpipe.pipeline.execute import Criterion, execute_task, expected_output_tokens
 from evalpipe.pipeline.expand import count_tasks, expand_job
 from evalpipe.pipeline.limits import BackendLimiter, GlobalLimiter
 from evalpipe.pipeline.load import JobFileError, LoadedJob, Problem
