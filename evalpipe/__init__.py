@@ -1,6 +1,12 @@
 """evalpipe: one client for many LLMs, and evaluation jobs that answer with numbers."""
 
+# ruff: noqa: E402 - the command's start-up guard runs before the slow imports
+
 from __future__ import annotations
+
+from evalpipe._command_start import guard_command_start
+
+guard_command_start()  # first: the imports below take a while, and a Ctrl-C there must not print a traceback
 
 import importlib
 from typing import TYPE_CHECKING, Any
