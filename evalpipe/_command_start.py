@@ -8,8 +8,10 @@ keeps its signal handlers.
 
 from __future__ import annotations
 
+# The C module under `signal`: `signal` itself imports enum, which alone takes tens of milliseconds of
+# the very window this guards.
+import _signal  # type: ignore[import-not-found, unused-ignore]
 import os
-import signal
 import sys
 from types import FrameType
 
@@ -29,9 +31,9 @@ def guard_command_start() -> None:
     """In the command only: SIGINT and SIGTERM exit 130 with one line until `main` installs its handler."""
     if not started_as_command():
         return
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in (_signal.SIGINT, _signal.SIGTERM):
         try:
-            if signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL):  # not when ignored (nohup)
-                signal.signal(signum, _quit)
+            if _signal.getsignal(signum) in (_signal.default_int_handler, _signal.SIG_DFL):  # not if ignored (nohup)
+                _signal.signal(signum, _quit)
         except ValueError:  # not the main thread
             return

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -24,10 +25,11 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from evalpipe import logs
+from evalpipe._command_start import started_as_command
 from evalpipe.backends.registry import LLMBackend, provider_class
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.expand import plan_job
-from evalpipe.pipeline.interrupts import Interrupts
+from evalpipe.pipeline.interrupts import SIGNALS, Interrupts
 from evalpipe.pipeline.load import LoadedJob, ignored_sweeps, load_job
 from evalpipe.pipeline.manifest import resume_command
 from evalpipe.pipeline.runlock import RunDirLockedError
@@ -53,6 +55,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     # From here to the exit one handler takes SIGINT and SIGTERM: before a run it raises KeyboardInterrupt
     # (caught below), during a run the runner stops, after it the final lines still print.
     interrupts = Interrupts().install()
+    try:
+        code = _main(argv, interrupts)
+    finally:
+        if started_as_command():
+            # Python resets every handler but "ignore" while it exits, and a signal then (its worker threads
+            # still take them) would end the process with -2 and no word.
+            for signum in SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+        else:
+            interrupts.uninstall()
+    if interrupts.count and code != EXIT_INTERRUPTED:  # one came after the last line was decided
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    return code
+
+
+def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
     args: argparse.Namespace | None = None
     try:
         args = _parser().parse_args(argv)
@@ -77,8 +96,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"interrupted: resume with  {resume_command(args.job, args.resume)}" if args is not None and resumable
              else "interrupted")
         return EXIT_INTERRUPTED
-    finally:
-        interrupts.uninstall()
 
 
 def _condition(text: str) -> str:

@@ -416,6 +416,9 @@ class JobRun:
                         state = "interrupted"
                     if state == "completed" and self.progress.done < self.progress.total:
                         state = "interrupted"
+                    elif state == "interrupted" and self.write_failure is None and \
+                            self.progress.done >= self.progress.total:
+                        state = "completed"  # the signal came after the last row: nothing is left to resume
                     outputs = sinks.paths if sinks is not None else {}
                     manifest = build_manifest(spec, store, run_dir=run_dir.path, state=state, started_at=started_at,
                                               finished_at=datetime.now(UTC), job_file=self.loaded.path,
