@@ -447,7 +447,7 @@ class JobRun:
         (their answers could not be kept), and the run ends as interrupted."""
         if self.write_failure is None:
             self.write_failure = error
-            log.error(error.message)  # no traceback: the file and the reason are all there is to say
+            log.info("write failed", error=error.message)  # the command says it on stderr, once
         self.stop_reason = "interrupted"
         if self._working is not None:
             self._working.cancel()
