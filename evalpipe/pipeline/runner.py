@@ -11,6 +11,10 @@ the calls in flight across all of them.
 A row counts as done once the writer has committed it to the run store; the sinks are written
 after the commit, and rebuilt from the store when a run resumes, so every task ends as exactly
 one row whatever moment the process dies at.
+
+One process at a time runs in a run directory (`runlock`). Signals are taken from before the run
+directory exists to the end (`interrupts`): the first stops dispatching, the second cancels the calls
+in flight. The first write that fails (a full disk) stops the run the same way, as interrupted.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from evalpipe.pipeline.manifest import (
 )
 from evalpipe.pipeline.model_calls import JobCalls
 from evalpipe.pipeline.projection import Projector
+from evalpipe.pipeline.response_cache import StoreCache
 from evalpipe.pipeline.rows import row_schema, spend_of
 from evalpipe.pipeline.rundir import RunDir, prepare_run_dir
 from evalpipe.pipeline.sinks import Sinks
@@ -209,64 +214,6 @@ def criteria_of(loaded: LoadedJob, calls: ModelCalls | None = None) -> list[Crit
     return criteria
 
 
-class _StoreCache:
-    """The response cache in the run store; a `put` is committed before it returns.
-
-    Puts that arrive while another is being written wait and go together in the next trip to a
-    worker thread: a trip costs more than the insert, and answers arrive in bursts."""
-
-    def __init__(self, store: RunStore, *, empty: bool, on_failure: Callable[[WriteFailed], None]) -> None:
-        self._store = store
-        self._on_failure = on_failure  # a put that cannot be written stops the run
-        # A new run's cache starts empty and a task's key is only ever looked up by that task, so a
-        # new run needs no lookups at all (each would cost a trip to a worker thread).
-        self._empty = empty
-        self._queued: list[tuple[str, dict[str, Any]]] = []
-        self._tickets = 0  # puts queued so far; a put's ticket is its number
-        self._committed = 0  # every put up to this ticket is committed
-        self._writing: anyio.Event | None = None  # set when the batch being written is committed
-        self._failure: BaseException | None = None
-
-    async def get(self, key: str) -> dict[str, Any] | None:
-        if self._empty:
-            return None
-        return await anyio.to_thread.run_sync(self._store.cached_response, key)
-
-    async def put(self, key: str, payload: dict[str, Any]) -> None:
-        # Shielded: an answer that was paid for is recorded even when the run is being cancelled.
-        with anyio.CancelScope(shield=True):
-            self._tickets += 1
-            ticket = self._tickets
-            self._queued.append((key, payload))
-            while self._committed < ticket:
-                if self._failure is not None:
-                    return  # the run is stopping (see below); the answer is lost, a resume pays for it again
-                if self._writing is not None:
-                    await self._writing.wait()
-                    continue
-                batch, self._queued, last = self._queued, [], self._tickets
-                written = self._writing = anyio.Event()
-                try:
-                    await anyio.to_thread.run_sync(self._write, batch)
-                    self._committed = last
-                except WriteFailed as error:
-                    # Not raised into the task: it would become an error row (and a traceback) per task
-                    # in flight; the run stops instead, and the task is cancelled with it.
-                    self._failure = error
-                    self._on_failure(error)
-                    return
-                except BaseException as error:
-                    self._failure = error
-                    raise
-                finally:
-                    self._writing = None
-                    written.set()
-
-    def _write(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        for key, payload in batch:
-            self._store.cache_response(key, payload)
-
-
 @dataclass(slots=True)
 class _Spend:
     """What the budget guard counts: what the run spent (its answers are in the response cache even
@@ -393,7 +340,7 @@ class JobRun:
                     skipped_backends=skipped, tasks_skipped=tasks_skipped))
                 self._say("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
                          already_done=self.progress.done, backends=sorted(backends))
-                cache = calls.cache = _StoreCache(store, empty=not run_dir.resumed, on_failure=self._write_failed)
+                cache = calls.cache = StoreCache(store, empty=not run_dir.resumed, on_failure=self._write_failed)
                 with anyio.CancelScope() as self._working:
                     if self.stop_reason is None:  # a signal during set-up: start nothing
                         await _open_all(backends)
@@ -469,7 +416,7 @@ class JobRun:
             log.info(event, **fields)
 
     async def _execute(self, backends: dict[str, Backend], criteria: Sequence[Criterion], store: RunStore,
-                       sinks: Sinks, finished: FinishedIds, run_id: str, cache: _StoreCache, concurrency: int) -> None:
+                       sinks: Sinks, finished: FinishedIds, run_id: str, cache: StoreCache, concurrency: int) -> None:
         # Room for a row from every call the job lets be in flight, so workers rarely wait to hand one over.
         send, receive = anyio.create_memory_object_stream[list[Row]](max_buffer_size=concurrency)
         async with anyio.create_task_group() as pipeline:
@@ -483,7 +430,7 @@ class JobRun:
                     dispatchers.start_soon(self._dispatch, backend, criteria, finished, run_id, cache, send, window)
 
     async def _dispatch(self, backend: Backend, criteria: Sequence[Criterion], finished: FinishedIds, run_id: str,
-                        cache: _StoreCache, send: MemoryObjectSendStream[list[Row]], window: int) -> None:
+                        cache: StoreCache, send: MemoryObjectSendStream[list[Row]], window: int) -> None:
         """Start the backend's unfinished tasks in expansion order, at most `window` at a time."""
         slots = anyio.Semaphore(window)  # acquired here, released by the worker: bounds tasks in memory
         budget = self.loaded.spec.budget
@@ -533,7 +480,7 @@ class JobRun:
                         max_cost_usd=budget.max_cost_usd, max_tokens=budget.max_tokens)
 
     async def _work(self, task: Task, backend: Backend, criteria: Sequence[Criterion], run_id: str,
-                    cache: _StoreCache, send: MemoryObjectSendStream[list[Row]], slots: anyio.Semaphore) -> None:
+                    cache: StoreCache, send: MemoryObjectSendStream[list[Row]], slots: anyio.Semaphore) -> None:
         async with send:
             try:
                 rows = await execute_task(task, backend, criteria, run_id=run_id, cache=cache,
