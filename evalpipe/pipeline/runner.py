@@ -341,6 +341,7 @@ class JobRun:
                 self._say("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
                          already_done=self.progress.done, backends=sorted(backends))
                 cache = calls.cache = StoreCache(store, empty=not run_dir.resumed, on_failure=self._write_failed)
+                await anyio.lowlevel.checkpoint()  # a signal that came during the set-up is seen here
                 with anyio.CancelScope() as self._working:
                     if self.stop_reason is None:  # a signal during set-up: start nothing
                         await _open_all(backends)

@@ -91,8 +91,13 @@ def test_a_second_resume_of_a_running_run_is_refused_naming_the_holder_and_pays_
         job.write_text(JOB.replace("URL", srv.url_for("openai")), encoding="utf-8")
         first = start(job, run_dir)
         wait_for_rows(first, run_dir, 2)
-        second = start(job, run_dir)
-        _, second_err = second.communicate(timeout=30)
+        # Paused while the second one starts (over a second on a busy machine): still running, not finished.
+        first.send_signal(signal.SIGSTOP)
+        try:
+            second = start(job, run_dir)
+            _, second_err = second.communicate(timeout=30)
+        finally:
+            first.send_signal(signal.SIGCONT)
         first_out, first_err = first.communicate(timeout=30)
         paid = srv.stats(KEY).succeeded
 
