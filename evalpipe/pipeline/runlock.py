@@ -9,6 +9,7 @@ for the message the second process prints; its content is informative only, the 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -51,16 +52,17 @@ class RunLock:
         self._fd = fd
         holder = {"pid": os.getpid(), "host": socket.gethostname(),
                   "started_at": datetime.now(UTC).isoformat(timespec="seconds")}
-        try:
+        with contextlib.suppress(OSError):  # a full disk: the lock holds, a second process's message is poorer
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(holder) + "\n").encode(), 0)
-        except OSError:
-            pass  # a full disk: the lock still holds, only the message of a second process is poorer
         return self
 
     def release(self) -> None:
         """Give the lock back (the file stays: removing it would race with a process opening it)."""
         if self._fd is not None:
+            # Emptied first: the next holder's first instant, before it writes who it is, must not name us.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
