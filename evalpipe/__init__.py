@@ -4,9 +4,9 @@
 
 from __future__ import annotations
 
-from evalpipe._command_start import guard_command_start
+from evalpipe import _command_start
 
-guard_command_start()  # first: the imports below take a while, and a Ctrl-C there must not print a traceback
+_command_start.guard_command_start()  # first: the imports below are slow; a Ctrl-C there prints no traceback
 
 import importlib
 from typing import TYPE_CHECKING, Any
