@@ -65,7 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 signal.signal(signum, signal.SIG_IGN)
         else:
             interrupts.uninstall()
-    if interrupts.count and code != EXIT_INTERRUPTED:  # one came after the last line was decided
+    if interrupts.count and code not in (EXIT_INTERRUPTED, EXIT_WRITE_FAILED):  # came after the last line was decided
         _say("interrupted")
         return EXIT_INTERRUPTED
     return code
