@@ -1,6 +1,12 @@
 """evalpipe: one client for many LLMs, and evaluation jobs that answer with numbers."""
 
+# ruff: noqa: E402 - the command's start-up guard runs before the slow imports
+
 from __future__ import annotations
+
+from evalpipe import _command_start
+
+_command_start.guard_command_start()  # first: the imports below are slow; a Ctrl-C there prints no traceback
 
 import importlib
 from typing import TYPE_CHECKING, Any

@@ -4,13 +4,16 @@ the pipeline.
 Exit codes: 0 done; 1 a gate failed (`compare --fail-on-regression`, `run --fail-on-error`); 2 a bad
 job file or option, or a backend that cannot run (its key unset, its model file absent) and is not
 `optional` (nothing was called); 3 nothing to run (every backend skipped, or the run has no row from
-a call); 4 the budget: the run stopped at it, or `plan` projects more than it allows; 130 interrupted."""
+a call); 4 the budget: the run stopped at it, or `plan` projects more than it allows; 5 the run directory is
+in use by another `evalpipe run` (nothing was called); 6 a write failed (disk full): the run stopped and
+can be resumed once there is room; 130 interrupted (SIGINT or SIGTERM, at any moment)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,12 +26,17 @@ from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, T
 from rich.table import Table
 
 from evalpipe import logs
+from evalpipe._command_start import started_as_command
 from evalpipe.backends.registry import LLMBackend, provider_class
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.expand import plan_job
+from evalpipe.pipeline.interrupts import SIGNALS, Interrupts
 from evalpipe.pipeline.load import LoadedJob, ignored_sweeps, load_job
+from evalpipe.pipeline.manifest import resume_command
+from evalpipe.pipeline.runlock import RunDirLockedError
 from evalpipe.pipeline.runner import RunOptions, RunOutcome, RunProgress, run_job
 from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.store import STORE_FILENAME, WriteFailed
 from evalpipe.redaction import header_value_problem
 
 EXIT_REGRESSION = 1  # `compare --fail-on-regression`: B is worse than A beyond the threshold
@@ -36,6 +44,8 @@ EXIT_FAILED_GATE = 1  # `run --fail-on-error`: the run's error rate is above the
 EXIT_BAD_INPUT = 2
 EXIT_NOTHING_RAN = 3
 EXIT_BUDGET = 4
+EXIT_RUN_DIR_BUSY = 5
+EXIT_WRITE_FAILED = 6
 EXIT_INTERRUPTED = 130
 out = Console()
 err = Console(stderr=True)
@@ -43,18 +53,49 @@ err = Console(stderr=True)
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `evalpipe` command."""
-    args = _parser().parse_args(argv)
-    logs.configure(args.log_format, args.verbose)
+    # From here to the exit one handler takes SIGINT and SIGTERM: before a run it raises KeyboardInterrupt
+    # (caught below), during a run the runner stops, after it the final lines still print.
+    interrupts = Interrupts().install()
     try:
+        code = _main(argv, interrupts)
+    finally:
+        if started_as_command():
+            # Python resets every handler but "ignore" while it exits, and a signal then (its worker threads
+            # still take them) would end the process with -2 and no word.
+            for signum in SIGNALS:
+                signal.signal(signum, signal.SIG_IGN)
+        else:
+            interrupts.uninstall()
+    if interrupts.count and code not in (EXIT_INTERRUPTED, EXIT_WRITE_FAILED):  # came after the last line was decided
+        _say("interrupted")
+        return EXIT_INTERRUPTED
+    return code
+
+
+def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
+    args: argparse.Namespace | None = None
+    try:
+        args = _parser().parse_args(argv)
+        logs.configure(args.log_format, args.verbose)
+        args.interrupts = interrupts
         code: int = args.handler(args)
         return code
+    except RunDirLockedError as error:
+        _say(f"error: {error.message}")
+        return EXIT_RUN_DIR_BUSY
+    except WriteFailed as error:  # before the run could record anything
+        _say(f"stopped: {error.message}")
+        return EXIT_WRITE_FAILED
     except ConfigError as error:
         # Escaped: messages quote the user's own text, and `[/x]` in it must print, not break the markup.
         # Soft-wrapped: a long line stays one line for grep and copy-paste, whatever the width.
         err.print(f"[red]error:[/red] {escape(error.message)}", highlight=False, markup=True, soft_wrap=True)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:  # before the runner took over the signals: nothing was started
-        err.print("interrupted", highlight=False, markup=False, soft_wrap=True)
+        resumable = args is not None and getattr(args, "resume", None) is not None and \
+            (args.resume / STORE_FILENAME).is_file()
+        _say(f"interrupted: resume with  {resume_command(args.job, args.resume)}" if args is not None and resumable
+             else "interrupted")
         return EXIT_INTERRUPTED
 
 
@@ -385,12 +426,19 @@ def _run(args: argparse.Namespace) -> int:
         return _plan(args, loaded)
     if _skipped(loaded):
         return EXIT_NOTHING_RAN
+    interrupts: Interrupts = args.interrupts
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
-                         retry_errors=args.retry_errors, force=args.force)
+                         retry_errors=args.retry_errors, force=args.force, interrupts=interrupts)
     with _progress_display() as on_row:
         outcome = anyio.run(run_job, loaded, options, on_row)
     _summary(outcome, loaded)
-    if outcome.state == "interrupted":
+    if outcome.write_failure is not None:
+        _say(f"stopped: {outcome.write_failure}; make room, then resume with  {outcome.resume_command}")
+        return EXIT_WRITE_FAILED
+    if interrupts.count and outcome.state == "completed":  # a signal after the last task: nothing to resume
+        _say(f"interrupted after the run completed: {outcome.run_dir}")
+        return EXIT_INTERRUPTED
+    if outcome.state == "interrupted" or interrupts.count:
         err.print(f"interrupted: resume with  {outcome.resume_command}", highlight=False, markup=False, soft_wrap=True)
         return EXIT_INTERRUPTED
     if outcome.state == "budget_exhausted":

@@ -7,6 +7,7 @@ the chain, so it sees what `--verbose` would show even when stderr only shows wa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -27,8 +28,13 @@ _run_logs: list[IO[str]] = []  # the log files of the runs going on in this proc
 def _to_run_logs(logger: Any, method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if _run_logs and logging.getLevelName(method.upper()) >= logging.INFO:
         line = redact(json.dumps(event, default=str, ensure_ascii=False)) + "\n"
-        for file in _run_logs:
-            file.write(line)
+        for file in list(_run_logs):
+            try:
+                file.write(line)
+            except OSError:
+                # A full disk: the run's own writes say so once; logging must not raise into the code
+                # that logs (each call would become a traceback), so this file stops being written.
+                _run_logs.remove(file)
     return event
 
 
@@ -48,13 +54,19 @@ def _redacted(logger: Any, method: str, rendered: Any) -> Any:
 
 def configure(log_format: str = "console", verbose: bool = False) -> None:
     """stderr shows warnings (everything with `verbose`), as text or JSON lines; run logs get info and up."""
+    # Tracebacks as plain text, never rich's with `show_locals`: structlog's console default prints every
+    # local variable of every frame, and those hold rows, prompts and configuration.
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if log_format == "json"
+        else structlog.dev.ConsoleRenderer(colors=False, exception_formatter=structlog.dev.plain_traceback)
     )
+    # JSON lines carry the traceback as text too (`dict_tracebacks` would add the locals).
+    exceptions: list[structlog.typing.Processor] = [structlog.processors.format_exc_info] if log_format == "json" \
+        else []
     stderr_level = logging.DEBUG if verbose else logging.WARNING
     structlog.configure(
         processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    _to_run_logs, _below(stderr_level), renderer, _redacted],
+                    _to_run_logs, _below(stderr_level), *exceptions, renderer, _redacted],
         wrapper_class=structlog.make_filtering_bound_logger(min(stderr_level, logging.INFO)),
         # `sys.stderr` looked up per logger, not bound now: a test harness or a daemon may replace it later.
         logger_factory=lambda *args: structlog.PrintLogger(sys.stderr),
@@ -73,9 +85,16 @@ def run_log(run_dir: Path) -> Iterator[Path | None]:
         yield None
         return
     path = run_dir / RUN_LOG_FILENAME
-    with path.open("a", encoding="utf-8", buffering=1) as file:  # line-buffered: readable during the run
-        _run_logs.append(file)
-        try:
-            yield path
-        finally:
+    try:
+        file = path.open("a", encoding="utf-8", buffering=1)  # line-buffered: readable during the run
+    except OSError:
+        yield None  # a full disk: the run goes on (and its own writes report the disk) without its log
+        return
+    _run_logs.append(file)
+    try:
+        yield path
+    finally:
+        if file in _run_logs:
             _run_logs.remove(file)
+        with contextlib.suppress(OSError):  # the last line could not be flushed: the run reports the full disk
+            file.close()

@@ -18,7 +18,7 @@ from typing import Literal
 
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.spec import JobSpec
-from evalpipe.pipeline.store import RunStore
+from evalpipe.pipeline.store import RunStore, disk_full
 
 MANIFEST_FILENAME = "manifest.json"
 MANIFEST_VERSION = 1
@@ -150,13 +150,25 @@ def write_manifest(run_dir: str | Path, manifest: Manifest) -> Path:
     """Write `manifest.json` atomically (a temporary file renamed over the old one); returns its path."""
     path = Path(run_dir) / MANIFEST_FILENAME
     temp = path.with_name(f".{MANIFEST_FILENAME}.tmp")
-    with temp.open("w", encoding="utf-8") as file:
-        json.dump(asdict(manifest), file, indent=2, ensure_ascii=False)
-        file.write("\n")
-        file.flush()
-        # The manifest is written twice per run, so an fsync costs nothing and survives a power cut too.
-        os.fsync(file.fileno())
-    os.replace(temp, path)
+    data = (json.dumps(asdict(manifest), indent=2, ensure_ascii=False) + "\n").encode()
+    try:
+        with temp.open("wb") as file:
+            file.write(data)
+            file.flush()
+            # The manifest is written twice per run, so an fsync costs nothing and survives a power cut too.
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except OSError as error:
+        temp.unlink(missing_ok=True)
+        if not disk_full(error) or not path.is_file():
+            raise
+        # A full disk has no room for a second copy, but the old manifest's own blocks hold the new one
+        # (the same size, give or take a timestamp): a run stopped by a full disk still says so.
+        with path.open("r+b") as file:
+            file.write(data)
+            file.truncate()
+            file.flush()
+            os.fsync(file.fileno())
     return path
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from evalpipe.errors import ConfigError
+from evalpipe.pipeline.runlock import LOCK_FILENAME, RunLock
 from evalpipe.pipeline.spec import JobSpec
 from evalpipe.pipeline.store import STORE_FILENAME, RunStore
 from evalpipe.pipeline.task import stable_hash
@@ -93,6 +94,12 @@ class RunDir:
     run_id: str
     resumed: bool
     fingerprint: dict[str, Any] = field(repr=False)
+    lock: RunLock | None = field(default=None, repr=False, compare=False)  # held until `release`
+
+    def release(self) -> None:
+        """Let another process use the run directory (the end of the process does it too)."""
+        if self.lock is not None:
+            self.lock.release()
 
     @property
     def job_hash(self) -> str:
@@ -113,29 +120,44 @@ def prepare_run_dir(
     force: bool = False,
     inputs: Mapping[str, str] | None = None,
     now: datetime | None = None,
+    lock: bool = True,
 ) -> RunDir:
     """The run directory to use, created if new.
 
     With `run_dir`: resume it when it holds a run store (refused if the job changed, unless `force`),
     else start a new run there (it must be empty). Otherwise a new `<root>/<job name>/<run_id>/`, with
-    `root` defaulting to the job's `output.dir`."""
+    `root` defaulting to the job's `output.dir`. With `lock`, the directory is locked for this process
+    (`RunDirLockedError`, naming the holder, when another one has it) until `RunDir.release`."""
     fingerprint = job_fingerprint(job, inputs=inputs)
-    if run_dir is not None:
-        path = Path(run_dir)
+    if run_dir is None:
+        run_id = new_run_id(now)
+        path = Path(root if root is not None else job.output.dir) / job.name / run_id
+        path.mkdir(parents=True, exist_ok=False)
+        return RunDir(path, run_id, resumed=False, fingerprint=fingerprint, lock=_locked(path, lock))
+    path = Path(run_dir)
+    if not (path / STORE_FILENAME).is_file() and path.exists() and (
+            not path.is_dir() or any(entry.name != LOCK_FILENAME for entry in path.iterdir())):
+        raise ConfigError(f"{path} exists and is not a run directory (no {STORE_FILENAME}); choose an empty "
+                          "or new directory")
+    path.mkdir(parents=True, exist_ok=True)
+    # Locked before deciding between a new run and a resume: a process that held it may just have
+    # created the store.
+    held = _locked(path, lock)
+    try:
         if (path / STORE_FILENAME).is_file():
-            return _resume(path, fingerprint, force)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise ConfigError(f"{path} exists and is not a run directory (no {STORE_FILENAME}); choose an empty "
-                              "or new directory")
-        path.mkdir(parents=True, exist_ok=True)
-        return RunDir(path, new_run_id(now), resumed=False, fingerprint=fingerprint)
-    run_id = new_run_id(now)
-    path = Path(root if root is not None else job.output.dir) / job.name / run_id
-    path.mkdir(parents=True, exist_ok=False)
-    return RunDir(path, run_id, resumed=False, fingerprint=fingerprint)
+            return _resume(path, fingerprint, force, held)
+        return RunDir(path, new_run_id(now), resumed=False, fingerprint=fingerprint, lock=held)
+    except BaseException:
+        if held is not None:
+            held.release()
+        raise
 
 
-def _resume(path: Path, fingerprint: dict[str, Any], force: bool) -> RunDir:
+def _locked(path: Path, lock: bool) -> RunLock | None:
+    return RunLock(path).acquire() if lock else None
+
+
+def _resume(path: Path, fingerprint: dict[str, Any], force: bool, lock: RunLock | None) -> RunDir:
     meta = RunStore.read_meta(path)
     run_id = meta.get("run_id") or path.name
     recorded_hash = meta.get("job_hash")
@@ -149,4 +171,4 @@ def _resume(path: Path, fingerprint: dict[str, Any], force: bool) -> RunDir:
             f"{path} was run with a different job; changed: {listed}. Start a new run, or resume with --force "
             "to keep the old rows beside the new ones"
         )
-    return RunDir(path, run_id, resumed=True, fingerprint=fingerprint)
+    return RunDir(path, run_id, resumed=True, fingerprint=fingerprint, lock=lock)

@@ -11,12 +11,16 @@ the calls in flight across all of them.
 A row counts as done once the writer has committed it to the run store; the sinks are written
 after the commit, and rebuilt from the store when a run resumes, so every task ends as exactly
 one row whatever moment the process dies at.
+
+One process at a time runs in a run directory (`runlock`). Signals are taken from before the run
+directory exists to the end (`interrupts`): the first stops dispatching, the second cancels the calls
+in flight. The first write that fails (a full disk) stops the run the same way, as interrupted.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +30,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -39,16 +44,25 @@ from evalpipe.pipeline.backend import Backend
 from evalpipe.pipeline.best_of import write_best_of
 from evalpipe.pipeline.execute import Criterion, execute_task, expected_output_tokens
 from evalpipe.pipeline.expand import count_tasks, expand_job
+from evalpipe.pipeline.interrupts import Interrupts
 from evalpipe.pipeline.limits import BackendLimiter, GlobalLimiter
 from evalpipe.pipeline.load import JobFileError, LoadedJob, Problem
-from evalpipe.pipeline.manifest import RunState, build_manifest, file_sha256, resume_command, write_manifest
+from evalpipe.pipeline.manifest import (
+    MANIFEST_FILENAME,
+    RunState,
+    build_manifest,
+    file_sha256,
+    resume_command,
+    write_manifest,
+)
 from evalpipe.pipeline.model_calls import JobCalls
 from evalpipe.pipeline.projection import Projector
+from evalpipe.pipeline.response_cache import StoreCache
 from evalpipe.pipeline.rows import row_schema, spend_of
-from evalpipe.pipeline.rundir import prepare_run_dir
+from evalpipe.pipeline.rundir import RunDir, prepare_run_dir
 from evalpipe.pipeline.sinks import Sinks
 from evalpipe.pipeline.spec import BackendSpec
-from evalpipe.pipeline.store import FinishedIds, RunStore
+from evalpipe.pipeline.store import FinishedIds, RunStore, WriteFailed
 from evalpipe.pipeline.task import Task
 from evalpipe.pipeline.templates import format_field
 from evalpipe.scoring.calls import ModelCalls
@@ -71,6 +85,9 @@ class RunOptions:
     force: bool = False  # resume even though the job changed
     period_s: float = 60.0  # the "minute" of rpm/tpm limits (tests shorten it)
     handle_signals: bool = True  # SIGINT/SIGTERM stop dispatching (main thread only)
+    # The process's signal handler when the caller installed one (the CLI, from its start); else the
+    # runner installs its own for the run's duration.
+    interrupts: Interrupts | None = None
     # Built providers to use for these backend ids instead of building them from the job (the
     # Python API's evaluator); the caller owns them: the runner does not close them.
     providers: Mapping[str, Provider] = field(default_factory=dict)
@@ -120,6 +137,7 @@ class RunOutcome:
     resume_command: str
     input_tokens: int = 0  # the run's answers and scorers, over all its sessions
     output_tokens: int = 0
+    write_failure: str | None = None  # the write that stopped the run ("disk full writing ..."), state interrupted
 
     @property
     def executed(self) -> int:
@@ -197,57 +215,6 @@ def criteria_of(loaded: LoadedJob, calls: ModelCalls | None = None) -> list[Crit
     return criteria
 
 
-class _StoreCache:
-    """The response cache in the run store; a `put` is committed before it returns.
-
-    Puts that arrive while another is being written wait and go together in the next trip to a
-    worker thread: a trip costs more than the insert, and answers arrive in bursts."""
-
-    def __init__(self, store: RunStore, *, empty: bool) -> None:
-        self._store = store
-        # A new run's cache starts empty and a task's key is only ever looked up by that task, so a
-        # new run needs no lookups at all (each would cost a trip to a worker thread).
-        self._empty = empty
-        self._queued: list[tuple[str, dict[str, Any]]] = []
-        self._tickets = 0  # puts queued so far; a put's ticket is its number
-        self._committed = 0  # every put up to this ticket is committed
-        self._writing: anyio.Event | None = None  # set when the batch being written is committed
-        self._failure: BaseException | None = None
-
-    async def get(self, key: str) -> dict[str, Any] | None:
-        if self._empty:
-            return None
-        return await anyio.to_thread.run_sync(self._store.cached_response, key)
-
-    async def put(self, key: str, payload: dict[str, Any]) -> None:
-        # Shielded: an answer that was paid for is recorded even when the run is being cancelled.
-        with anyio.CancelScope(shield=True):
-            self._tickets += 1
-            ticket = self._tickets
-            self._queued.append((key, payload))
-            while self._committed < ticket:
-                if self._failure is not None:
-                    raise RuntimeError("the response cache could not be written") from self._failure
-                if self._writing is not None:
-                    await self._writing.wait()
-                    continue
-                batch, self._queued, last = self._queued, [], self._tickets
-                written = self._writing = anyio.Event()
-                try:
-                    await anyio.to_thread.run_sync(self._write, batch)
-                    self._committed = last
-                except BaseException as error:
-                    self._failure = error
-                    raise
-                finally:
-                    self._writing = None
-                    written.set()
-
-    def _write(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        for key, payload in batch:
-            self._store.cache_response(key, payload)
-
-
 @dataclass(slots=True)
 class _Spend:
     """What the budget guard counts: what the run spent (its answers are in the response cache even
@@ -288,8 +255,28 @@ class JobRun:
         self._rows_written = 0  # in this session
         self._calls: JobCalls | None = None  # scorers' and chains' calls to the job's backends
         self._projector = Projector(loaded.spec)
+        self._signals = 0  # received by this run
+        self._working: anyio.CancelScope | None = None  # opening the backends and executing: a 2nd signal cancels it
+        self.write_failure: WriteFailed | None = None
 
     async def run(self) -> RunOutcome:
+        if not self.options.handle_signals:
+            return await self._run()
+        own = self.options.interrupts is None
+        interrupts = Interrupts().install(raise_before_run=False) if own else self.options.interrupts
+        assert interrupts is not None
+        # The handler runs between two bytecodes of the loop's own thread: it only schedules the reaction.
+        loop = asyncio.get_running_loop()
+        try:
+            with interrupts.listen(lambda signum: loop.call_soon_threadsafe(self._on_signal, signum)):
+                if interrupts.count and interrupts.signum is not None:  # one came before the run listened
+                    self._on_signal(interrupts.signum)
+                return await self._run()
+        finally:
+            if own:
+                interrupts.uninstall()
+
+    async def _run(self) -> RunOutcome:
         spec = self.loaded.spec
         concurrency = self.options.concurrency or spec.concurrency
         backends, skipped = open_backends(self.loaded, self.options.period_s, shared=GlobalLimiter(concurrency),
@@ -308,11 +295,30 @@ class JobRun:
         # file's content is added.
         dataset = self.loaded.dataset.path
         inputs = {"dataset_sha256": file_sha256(dataset)} if dataset is not None else None
-        run_dir = prepare_run_dir(spec, root=self.options.out_root, run_dir=self.options.run_dir,
-                                  force=self.options.force, inputs=inputs)
+        try:  # locks the run directory: another process running in it is refused here
+            run_dir = prepare_run_dir(spec, root=self.options.out_root, run_dir=self.options.run_dir,
+                                      force=self.options.force, inputs=inputs)
+        except BaseException:
+            await _close_all(backends, self.options.providers)
+            raise
+        try:
+            return await self._in(run_dir, backends, skipped, evaluated, tasks_skipped, criteria, schema, concurrency)
+        finally:
+            run_dir.release()  # after the last write: the next process may resume it
+
+    async def _in(self, run_dir: RunDir, backends: dict[str, Backend], skipped: dict[str, str], evaluated: set[str],
+                  tasks_skipped: int, criteria: list[Criterion], schema: pa.Schema, concurrency: int) -> RunOutcome:
+        """The run in its (locked) run directory."""
+        spec = self.loaded.spec
+        calls = self._calls
+        assert calls is not None
         with run_log(run_dir.path):  # the run directory's own structured log
             started_at = datetime.now(UTC)
-            store = RunStore.open(run_dir.path, run_dir.run_id, schema)
+            try:
+                store = RunStore.open(run_dir.path, run_dir.run_id, schema)
+            except BaseException:
+                await _close_all(backends, self.options.providers)
+                raise
             sinks: Sinks | None = None
             state: RunState = "interrupted"
             replaces_rows = False
@@ -335,63 +341,98 @@ class JobRun:
                     skipped_backends=skipped, tasks_skipped=tasks_skipped))
                 self._say("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
                          already_done=self.progress.done, backends=sorted(backends))
-                cache = calls.cache = _StoreCache(store, empty=not run_dir.resumed)
-                await _open_all(backends)
-                evaluated_backends = {backend_id: backends[backend_id] for backend_id in evaluated}
-                await self._execute(evaluated_backends, criteria, store, sinks, finished, run_dir.run_id, cache,
-                                    concurrency)
+                cache = calls.cache = StoreCache(store, empty=not run_dir.resumed, on_failure=self._write_failed)
+                await anyio.lowlevel.checkpoint()  # a signal that came during the set-up is seen here
+                with anyio.CancelScope() as self._working:
+                    if self.stop_reason is None:  # a signal during set-up: start nothing
+                        await _open_all(backends)
+                    evaluated_backends = {backend_id: backends[backend_id] for backend_id in evaluated}
+                    await self._execute(evaluated_backends, criteria, store, sinks, finished, run_dir.run_id, cache,
+                                        concurrency)
                 state = self.stop_reason or "completed"
+            except WriteFailed as error:  # while setting up (rebuilding the outputs, the first manifest)
+                self._write_failed(error)
             finally:
                 with anyio.CancelScope(shield=True):
                     if sinks is not None:
-                        if replaces_rows and self._rows_written:
-                            sinks.rebuild_from(store)  # one row per task again: the retried ones as they are now
-                        sinks.close()
+                        try:
+                            if replaces_rows and self._rows_written and self.write_failure is None:
+                                sinks.rebuild_from(store)  # one row per task again: the retried ones as they are now
+                            sinks.close()
+                        except WriteFailed as error:
+                            self._write_failed(error)
+                    if self.write_failure is not None:
+                        state = "interrupted"
                     if state == "completed" and self.progress.done < self.progress.total:
                         state = "interrupted"
+                    elif state == "interrupted" and self.write_failure is None and \
+                            self.progress.done >= self.progress.total:
+                        state = "completed"  # the signal came after the last row: nothing is left to resume
                     outputs = sinks.paths if sinks is not None else {}
                     manifest = build_manifest(spec, store, run_dir=run_dir.path, state=state, started_at=started_at,
                                               finished_at=datetime.now(UTC), job_file=self.loaded.path,
                                               tasks_total=self.progress.total + tasks_skipped, outputs=outputs,
                                               skipped_backends=skipped, tasks_skipped=tasks_skipped)
                     counts = manifest.counts
-                    write_manifest(run_dir.path, manifest)
+                    try:
+                        write_manifest(run_dir.path, manifest)
+                    except OSError as error:
+                        self._write_failed(WriteFailed(run_dir.path / MANIFEST_FILENAME, error))
                     store.close()
-                    if spec.best_of and criteria:  # for a stopped run too: the manifest says it is partial
-                        write_best_of(run_dir.path, store)
-                    for backend_id, backend in backends.items():
-                        if backend_id not in self.options.providers:
-                            await backend.provider.aclose()
+                    try:
+                        if spec.best_of and criteria and self.write_failure is None:  # a stopped run's too: partial
+                            write_best_of(run_dir.path, store)
+                    except OSError as error:
+                        self._write_failed(WriteFailed(run_dir.path, error))
+                    await _close_all(backends, self.options.providers)
             self._say("run finished", state=state, counts=counts, cost_usd=round(manifest.cost_usd, 6))
+        failure = None if self.write_failure is None else self.write_failure.message
         return RunOutcome(run_dir.path, run_dir.run_id, state, counts, self.progress.total + tasks_skipped,
                           manifest.cost_usd, outputs, skipped, resume_command(self.loaded.path, run_dir.path),
-                          manifest.input_tokens, manifest.output_tokens)
+                          manifest.input_tokens, manifest.output_tokens, failure)
+
+    def _write_failed(self, error: WriteFailed) -> None:
+        """The first failed write stops the run: nothing more is started, the calls in flight are cancelled
+        (their answers could not be kept), and the run ends as interrupted."""
+        if self.write_failure is None:
+            self.write_failure = error
+            log.info("write failed", error=error.message)  # the command says it on stderr, once
+        self.stop_reason = "interrupted"
+        if self._working is not None:
+            self._working.cancel()
+
+    def _on_signal(self, signum: int) -> None:
+        """SIGINT/SIGTERM: the first stops dispatching, the second cancels the calls in flight."""
+        self._signals += 1
+        if self._signals == 1:
+            self.stop_reason = "interrupted"
+            log.warning("stopping: no new tasks; calls in flight finish (signal again to cancel them)",
+                        signal=signum)
+        elif self._signals == 2:
+            log.warning("second signal: cancelling the calls in flight", signal=signum)
+            if self._working is not None:
+                self._working.cancel()  # answers already paid for are in the response cache: a resume reuses them
 
     def _say(self, event: str, **fields: Any) -> None:
         if not self.options.quiet:
             log.info(event, **fields)
 
     async def _execute(self, backends: dict[str, Backend], criteria: Sequence[Criterion], store: RunStore,
-                       sinks: Sinks, finished: FinishedIds, run_id: str, cache: _StoreCache, concurrency: int) -> None:
+                       sinks: Sinks, finished: FinishedIds, run_id: str, cache: StoreCache, concurrency: int) -> None:
         # Room for a row from every call the job lets be in flight, so workers rarely wait to hand one over.
         send, receive = anyio.create_memory_object_stream[list[Row]](max_buffer_size=concurrency)
-        async with anyio.create_task_group() as run:
-            if self.options.handle_signals:
-                run.start_soon(self._watch_signals, run.cancel_scope)
-            async with anyio.create_task_group() as pipeline:
-                pipeline.start_soon(self._write, receive, store, sinks)
-                # Closing `send` once every dispatcher is done lets the writer drain what is left and end.
-                async with send, anyio.create_task_group() as dispatchers:
-                    for backend in backends.values():
-                        # A window of tasks per backend, as many as can be in flight: enough to keep the
-                        # backend busy, and a backend that is held back fills only its own window.
-                        window = min(backend.spec.max_concurrency, concurrency)
-                        dispatchers.start_soon(self._dispatch, backend, criteria, finished, run_id, cache, send,
-                                               window)
-            run.cancel_scope.cancel()  # everything is written: stop watching for signals
+        async with anyio.create_task_group() as pipeline:
+            pipeline.start_soon(self._write, receive, store, sinks)
+            # Closing `send` once every dispatcher is done lets the writer drain what is left and end.
+            async with send, anyio.create_task_group() as dispatchers:
+                for backend in backends.values():
+                    # A window of tasks per backend, as many as can be in flight: enough to keep the
+                    # backend busy, and a backend that is held back fills only its own window.
+                    window = min(backend.spec.max_concurrency, concurrency)
+                    dispatchers.start_soon(self._dispatch, backend, criteria, finished, run_id, cache, send, window)
 
     async def _dispatch(self, backend: Backend, criteria: Sequence[Criterion], finished: FinishedIds, run_id: str,
-                        cache: _StoreCache, send: MemoryObjectSendStream[list[Row]], window: int) -> None:
+                        cache: StoreCache, send: MemoryObjectSendStream[list[Row]], window: int) -> None:
         """Start the backend's unfinished tasks in expansion order, at most `window` at a time."""
         slots = anyio.Semaphore(window)  # acquired here, released by the worker: bounds tasks in memory
         budget = self.loaded.spec.budget
@@ -441,7 +482,7 @@ class JobRun:
                         max_cost_usd=budget.max_cost_usd, max_tokens=budget.max_tokens)
 
     async def _work(self, task: Task, backend: Backend, criteria: Sequence[Criterion], run_id: str,
-                    cache: _StoreCache, send: MemoryObjectSendStream[list[Row]], slots: anyio.Semaphore) -> None:
+                    cache: StoreCache, send: MemoryObjectSendStream[list[Row]], slots: anyio.Semaphore) -> None:
         async with send:
             try:
                 rows = await execute_task(task, backend, criteria, run_id=run_id, cache=cache,
@@ -463,23 +504,16 @@ class JobRun:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 with anyio.CancelScope(shield=True):  # a batch is committed and written whole, or not at all
-                    rows = await anyio.to_thread.run_sync(_commit_and_write, store, sinks, batch)
+                    try:
+                        rows = await anyio.to_thread.run_sync(_commit_and_write, store, sinks, batch)
+                    except WriteFailed as error:
+                        self._write_failed(error)
+                        return
                 self._rows_written += len(rows)
                 for row in rows:
                     self.progress.add(row)
                 if self.on_row is not None:
                     self.on_row(self.progress)
-
-    async def _watch_signals(self, run: anyio.CancelScope) -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for signum in signals:
-                if self.stop_reason == "interrupted":
-                    log.warning("second signal: cancelling the calls in flight", signal=signum)
-                    run.cancel()  # answers already paid for are in the response cache: a resume reuses them
-                    return
-                self.stop_reason = "interrupted"
-                log.warning("stopping: no new tasks; calls in flight finish (signal again to cancel them)",
-                            signal=signum)
 
 
 async def _open_all(backends: Mapping[str, Backend]) -> None:
@@ -489,6 +523,13 @@ async def _open_all(backends: Mapping[str, Backend]) -> None:
             await backend.provider.aopen()
         except EvalpipeError as error:  # its calls will fail too, each as a classified error row
             log.warning("backend could not be opened", backend=backend_id, error=error.message)
+
+
+async def _close_all(backends: Mapping[str, Backend], theirs: Mapping[str, Provider]) -> None:
+    """Close the providers the runner built (not the caller's own)."""
+    for backend_id, backend in backends.items():
+        if backend_id not in theirs:
+            await backend.provider.aclose()
 
 
 def _commit_and_write(store: RunStore, sinks: Sinks, batch: Sequence[Row]) -> list[Row]:

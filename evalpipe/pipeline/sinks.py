@@ -15,7 +15,8 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
@@ -25,7 +26,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
 from evalpipe.pipeline.rows import Row, normalize_row, row_to_json
 from evalpipe.pipeline.spec import OutputFormat
-from evalpipe.pipeline.store import RunStore
+from evalpipe.pipeline.store import RunStore, WriteFailed
 
 PARQUET_DIRNAME = "parquet"
 CSV_FILENAME = "rows.csv"
@@ -222,8 +223,8 @@ class _TextLinesSink:
     def close(self) -> None:
         """Close the file."""
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            file.close()  # closed even when its last flush fails (a full disk): the error is raised
 
     def start_rebuild(self) -> Rebuild:
         """A temporary file that is renamed over the old one once it is complete."""
@@ -336,24 +337,45 @@ class Sinks:
         file; `normalized=True` says they already are (the run store's `record` returns them so)."""
         batch = cast(list[Row], list(rows)) if normalized else [normalize_row(row, self.schema) for row in rows]
         for sink in self.sinks.values():
-            sink.write(batch)
+            with _naming(sink):
+                sink.write(batch)
 
     def flush(self) -> None:
         """Make every row written so far readable on disk (closes the open Parquet part)."""
         for sink in self.sinks.values():
-            sink.flush()
+            with _naming(sink):
+                sink.flush()
 
     def rebuild_from(self, store: RunStore, batch_rows: int = 5_000) -> None:
         """Rewrite every sink from the store, in one pass over it: what a resumed run does before it writes."""
-        rebuilds = [sink.start_rebuild() for sink in self.sinks.values()]
-        rows = store.iter_rows()
-        while batch := list(itertools.islice(rows, batch_rows)):
+        try:
+            rebuilds = [sink.start_rebuild() for sink in self.sinks.values()]
+            rows = store.iter_rows()
+            while batch := list(itertools.islice(rows, batch_rows)):
+                for rebuild in rebuilds:
+                    rebuild.write(batch)
             for rebuild in rebuilds:
-                rebuild.write(batch)
-        for rebuild in rebuilds:
-            rebuild.finish()
+                rebuild.finish()
+        except OSError as error:
+            raise WriteFailed(Path(getattr(error, "filename", None) or store.path.parent), error) from error
 
     def close(self) -> None:
-        """Close every sink."""
+        """Close every sink; every one is closed even when one fails (the first failure is raised)."""
+        failure: WriteFailed | None = None
         for sink in self.sinks.values():
-            sink.close()
+            try:
+                with _naming(sink):
+                    sink.close()
+            except WriteFailed as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+
+
+@contextmanager
+def _naming(sink: Sink) -> Iterator[None]:
+    """An OSError of `sink` as a `WriteFailed` naming its file (a write() error carries no file name)."""
+    try:
+        yield
+    except OSError as error:
+        raise WriteFailed(sink.path, error) from error

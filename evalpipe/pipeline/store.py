@@ -8,6 +8,7 @@ cache lookups may come from several at once; one lock serializes them on the sin
 from __future__ import annotations
 
 import bisect
+import errno
 import json
 import sqlite3
 import threading
@@ -26,6 +27,40 @@ from evalpipe.errors import ConfigError
 from evalpipe.pipeline.rows import STATUSES, Row, normalize_row, row_from_json, row_to_json, spend_of
 
 STORE_FILENAME = "run.sqlite"
+
+
+class WriteFailed(Exception):
+    """A file of the run directory could not be written: the disk is full, or an I/O error."""
+
+    def __init__(self, path: Path, error: BaseException) -> None:
+        super().__init__(path, error)
+        self.path = path
+        self.error = error
+
+    @property
+    def disk_full(self) -> bool:
+        """Whether the file system ran out of space (or of quota)."""
+        return disk_full(self.error)
+
+    @property
+    def message(self) -> str:
+        """One line for people: what failed on which file."""
+        if self.disk_full:
+            return f"disk full writing {self.path}"
+        reason = self.error.strerror if isinstance(self.error, OSError) and self.error.strerror else self.error
+        return f"cannot write {self.path}: {reason}"
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def disk_full(error: BaseException) -> bool:
+    """Whether `error` says that there is no room left (OSError ENOSPC/EDQUOT, SQLite's SQLITE_FULL)."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if isinstance(error, sqlite3.Error) and getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+        return True
+    return "No space left on device" in str(error)  # pyarrow's IO errors carry only the text
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -123,7 +158,10 @@ class RunStore:
         """Open (or create) the store of `run_dir`; refuses a store that belongs to another run id."""
         path = Path(run_dir) / STORE_FILENAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        connection = _connect(path)
+        try:
+            connection = _connect(path)
+        except sqlite3.OperationalError as error:
+            raise WriteFailed(path, error) from error
         try:
             connection.executescript(_SCHEMA)
             row = connection.execute("SELECT value FROM meta WHERE key = 'run_id'").fetchone()
@@ -132,6 +170,9 @@ class RunStore:
                                        [("run_id", run_id), ("created_at", datetime.now(UTC).isoformat())])
             elif row[0] != run_id:
                 raise ConfigError(f"{path} belongs to run {row[0]!r}, not {run_id!r}")
+        except sqlite3.OperationalError as error:
+            connection.close()
+            raise WriteFailed(path, error) from error
         except BaseException:
             connection.close()
             raise
@@ -180,8 +221,11 @@ class RunStore:
                     parameters(),
                 )
                 self._connection.execute("COMMIT")
-            except BaseException:
-                self._connection.execute("ROLLBACK")
+            except BaseException as error:
+                if self._connection.in_transaction:  # a failed COMMIT on a full disk may have ended it
+                    self._connection.execute("ROLLBACK")
+                if isinstance(error, sqlite3.OperationalError):
+                    raise WriteFailed(self.path, error) from error
                 raise
         return normalized
 
@@ -265,10 +309,13 @@ class RunStore:
         """Store the answer to a request, durably (committed) before returning: a paid call is never lost."""
         text = json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":"))
         with self._lock:
-            self._connection.execute(
-                "INSERT OR REPLACE INTO response_cache (request_key, payload, created_at) VALUES (?, ?, ?)",
-                (request_key, text, datetime.now(UTC).isoformat()),
-            )
+            try:
+                self._connection.execute(
+                    "INSERT OR REPLACE INTO response_cache (request_key, payload, created_at) VALUES (?, ?, ?)",
+                    (request_key, text, datetime.now(UTC).isoformat()),
+                )
+            except sqlite3.OperationalError as error:
+                raise WriteFailed(self.path, error) from error
 
     # -- metadata ---------------------------------------------------------------------------------------
 
@@ -281,7 +328,10 @@ class RunStore:
     def set_meta(self, key: str, value: str) -> None:
         """Set a metadata value, committed at once."""
         with self._lock:
-            self._connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            try:
+                self._connection.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            except sqlite3.OperationalError as error:
+                raise WriteFailed(self.path, error) from error
 
     def meta(self) -> dict[str, str]:
         """All metadata."""

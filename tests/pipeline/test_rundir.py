@@ -29,9 +29,10 @@ def make_job(**changes: Any) -> JobSpec:
 
 
 def start(run: RunDir) -> None:
-    """What the runner does with a new run directory: open its store and record the job."""
+    """What the runner does with a new run directory: open its store, record the job, release the lock."""
     with RunStore.open(run.path, run.run_id, row_schema([])) as store:
         run.remember(store)
+    run.release()
 
 
 def test_run_id_sorts_by_time_and_is_unique() -> None:

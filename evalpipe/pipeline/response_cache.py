@@ -1,0 +1,71 @@
+"""The response cache of a run, kept in its run store: an answer paid for is committed before it is used."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import anyio
+
+from evalpipe.pipeline.store import RunStore, WriteFailed
+
+
+class StoreCache:
+    """The response cache in the run store; a `put` is committed before it returns.
+
+    Puts that arrive while another is being written wait and go together in the next trip to a
+    worker thread: a trip costs more than the insert, and answers arrive in bursts."""
+
+    def __init__(self, store: RunStore, *, empty: bool, on_failure: Callable[[WriteFailed], None]) -> None:
+        self._store = store
+        self._on_failure = on_failure  # a put that cannot be written stops the run
+        # A new run's cache starts empty and a task's key is only ever looked up by that task, so a
+        # new run needs no lookups at all (each would cost a trip to a worker thread).
+        self._empty = empty
+        self._queued: list[tuple[str, dict[str, Any]]] = []
+        self._tickets = 0  # puts queued so far; a put's ticket is its number
+        self._committed = 0  # every put up to this ticket is committed
+        self._writing: anyio.Event | None = None  # set when the batch being written is committed
+        self._failure: BaseException | None = None
+
+    async def get(self, key: str) -> dict[str, Any] | None:
+        if self._empty:
+            return None
+        return await anyio.to_thread.run_sync(self._store.cached_response, key)
+
+    async def put(self, key: str, payload: dict[str, Any]) -> None:
+        # Shielded: an answer that was paid for is recorded even when the run is being cancelled.
+        with anyio.CancelScope(shield=True):
+            self._tickets += 1
+            ticket = self._tickets
+            self._queued.append((key, payload))
+            while self._committed < ticket:
+                if self._failure is not None:
+                    return  # the run is stopping (see below); the answer is lost, a resume pays for it again
+                if self._writing is not None:
+                    await self._writing.wait()
+                    continue
+                batch, self._queued, last = self._queued, [], self._tickets
+                written = self._writing = anyio.Event()
+                try:
+                    await anyio.to_thread.run_sync(self._write, batch)
+                    self._committed = last
+                except WriteFailed as error:
+                    # Not raised into the task: it would become an error row (and a traceback) per task
+                    # in flight; the run stops instead, and the task is cancelled with it.
+                    self._failure = error
+                    self._on_failure(error)
+                    return
+                except BaseException as error:
+                    self._failure = error
+                    raise
+                finally:
+                    self._writing = None
+                    written.set()
+
+    def _write(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> None:
+        for key, payload in batch:
+            self._store.cache_response(key, payload)
+
+
+__all__ = ["StoreCache"]
