@@ -1,4 +1,4 @@
-"""The fake provider server: HTTP/1.1 over asyncio with h11, routing, faults, limits, counters."""
+"""The fake provider server: HTTP/1.1 over asyncio streams, routing, faults, limits, counters."""
 
 from __future__ import annotations
 
