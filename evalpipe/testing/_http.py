@@ -140,7 +140,8 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
     finally:
         if not writer.transport.is_closing():
             writer.close()
-        with contextlib.suppress(ConnectionError):
+        # A shutdown may cancel this wait too; the connection is being dropped either way.
+        with contextlib.suppress(ConnectionError, asyncio.CancelledError):
             await writer.wait_closed()
 
 
