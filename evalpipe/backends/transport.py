@@ -10,13 +10,14 @@ are aiohttp's exceptions and `classify.classify_transport` turns them into the e
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import ssl
 import urllib.request
 from contextlib import AbstractAsyncContextManager
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import aiohttp
 import httpx
@@ -28,7 +29,7 @@ class HttpPool:
     """One event loop's connections and what every request on them shares."""
 
     def __init__(self, base_url: str, timeout_s: float) -> None:
-        self.proxy = environment_proxy(base_url)
+        self.proxy, self.proxy_headers = environment_proxy(base_url)
         connector = aiohttp.TCPConnector(
             limit=0,  # as httpx's max_connections=None: the runner's limiters bound concurrency
             keepalive_timeout=KEEPALIVE_S,
@@ -54,7 +55,8 @@ class HttpPool:
             data = json_bytes(body)
             headers["content-type"] = "application/json"
         return self.session.request(
-            method, url, data=data, params=query, headers=headers, proxy=self.proxy, allow_redirects=False
+            method, url, data=data, params=query, headers=headers, proxy=self.proxy,
+            proxy_headers=self.proxy_headers, allow_redirects=False,
         )
 
     @property
@@ -85,16 +87,22 @@ def join_url(base_url: str, path: str) -> str:
     return (base_url if base_url.endswith("/") else base_url + "/") + path.lstrip("/")
 
 
-def environment_proxy(url: str) -> str | None:
-    """The proxy the environment names for `url` (`HTTPS_PROXY`, `NO_PROXY`, ...), as httpx honours it.
+def environment_proxy(url: str) -> tuple[str | None, dict[str, str] | None]:
+    """The proxy the environment names for `url` (`HTTPS_PROXY`, `NO_PROXY`, ...), as httpx honours
+    it, and the credentials in the proxy's URL (sent as its Proxy-Authorization, as httpx sends them).
 
     Looked up once per pool: aiohttp's own `trust_env` reads the environment and ~/.netrc on every call."""
     parts = urlsplit(url)
     proxies = urllib.request.getproxies()
     proxy = proxies.get(parts.scheme) or proxies.get("all")
     if not proxy or not parts.hostname or urllib.request.proxy_bypass(parts.hostname):
-        return None
-    return proxy
+        return None, None
+    found = urlsplit(proxy if "://" in proxy else "http://" + proxy)  # httpx's reading of `host:port`
+    if found.username is None:
+        return found.geturl(), None
+    credentials = f"{unquote(found.username)}:{unquote(found.password or '')}".encode()
+    auth = {"proxy-authorization": "Basic " + base64.b64encode(credentials).decode()}
+    return found._replace(netloc=found.netloc.rpartition("@")[2]).geturl(), auth
 
 
 @functools.cache

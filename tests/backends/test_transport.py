@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ import pytest
 
 from evalpipe import ChatMessage, LLMBuilder, Provider, errors
 from evalpipe.backends.classify import classify_transport
-from evalpipe.backends.transport import join_url
+from evalpipe.backends.transport import environment_proxy, join_url
 from evalpipe.testing import FakeServer
 
 
@@ -119,3 +120,16 @@ def test_one_pool_per_event_loop_and_none_kept_for_ended_loops() -> None:
         for _ in range(3):
             asyncio.run(call())
         assert len(llm._clients) == 1  # the pools of the two loops that ended were let go
+
+
+def test_proxy_credentials_and_bare_host_port_are_read_as_httpx_reads_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTPS_PROXY", "http://us%40er:p%3Ass@proxy.local:3128")
+    monkeypatch.setenv("HTTP_PROXY", "proxy.local:8080")
+    proxy, headers = environment_proxy("https://api.example.com/v1")
+    assert proxy == "http://proxy.local:3128"
+    assert headers == {"proxy-authorization": "Basic " + base64.b64encode(b"us@er:p:ss").decode()}
+    assert environment_proxy("http://api.example.com/v1") == ("http://proxy.local:8080", None)
+    monkeypatch.setenv("NO_PROXY", "api.example.com")
+    assert environment_proxy("https://api.example.com/v1") == (None, None)
