@@ -2,9 +2,9 @@
 bodies, and the misbehaviours faults need (a TCP reset, a connection left hanging).
 
 The protocol is written out here rather than driven through h11: h11 checks every event against its
-state machine and cost the server more than everything else it does for a call (about 240 µs of
-~350), which made the server, not the client under test, the ceiling of every benchmark. What a
-test client sends is small: a request line, headers, and a body of a declared length or chunked.
+state machine, and that was more than half of the server's CPU per call, which made the server, not
+the client under test, the ceiling of every benchmark (`scripts/bench_client.py --server-only`). What
+a test client sends is small: a request line, headers, and a body of a declared length or chunked.
 """
 
 from __future__ import annotations
