@@ -15,6 +15,7 @@ import functools
 import json
 import ssl
 import urllib.request
+import weakref
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -40,6 +41,10 @@ class HttpPool:
             # httpx's Timeout(t): connect (pool wait included) and every read within t; no total.
             timeout=aiohttp.ClientTimeout(total=None, connect=timeout_s, sock_connect=timeout_s, sock_read=timeout_s),
         )
+        # The finalizer holds the session, so aiohttp's objects outlive a pool collected in a reference
+        # cycle and are closed before their own finalizers could complain; `__del__` covers the
+        # interpreter's exit, when finalizers no longer run.
+        weakref.finalize(self, _let_go, self.session).atexit = False
 
     def request(
         self,
@@ -68,13 +73,17 @@ class HttpPool:
         await self.session.close()
 
     def __del__(self) -> None:
-        # Let go without `aclose` (its event loop ended first, or its provider was dropped): close what
-        # is still open and say nothing, as httpx did, where aiohttp would log "Unclosed client session"
-        # for every such pool. `_close` is the synchronous part of the connector's `close`.
-        connector = self.session.connector
-        if connector is not None and not connector.closed:
-            connector._close()
-        self.session.detach()
+        _let_go(self.session)
+
+
+def _let_go(session: aiohttp.ClientSession) -> None:
+    """Close what is still open of a pool let go without `aclose` (its event loop ended first, or its
+    provider was dropped), and say nothing, as httpx did: aiohttp would log "Unclosed client session"
+    and "Unclosed connector" for every such pool. `_close` is the synchronous part of `close`."""
+    connector = session.connector
+    if connector is not None and not connector.closed:
+        connector._close()
+    session.detach()
 
 
 def json_bytes(body: Any) -> bytes:

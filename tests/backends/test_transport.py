@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import subprocess
 import sys
 import textwrap
@@ -135,3 +136,21 @@ def test_proxy_credentials_and_bare_host_port_are_read_as_httpx_reads_them(monke
     assert environment_proxy("http://api.example.com/v1") == ("http://proxy.local:8080", None)
     monkeypatch.setenv("NO_PROXY", "api.example.com")
     assert environment_proxy("https://api.example.com/v1") == (None, None)
+
+
+def test_a_pool_let_go_in_a_reference_cycle_says_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    """A provider dropped inside a reference cycle (as a traceback makes one) without `aclose`: its pool
+    is collected with aiohttp's own objects, whose complaints must not reach the log."""
+    with FakeServer() as server:
+        for index in range(5):
+            llm = openai(server.url_for("openai"), f"sk-cycle-{index}")
+
+            async def call(provider: Provider = llm) -> None:
+                await provider.achat([ChatMessage.user("hi")])
+
+            asyncio.run(call())
+            cycle: list[object] = [llm]
+            cycle.append(cycle)
+            del llm, cycle, call
+            gc.collect()
+    assert "Unclosed" not in caplog.text
