@@ -16,6 +16,7 @@ import json
 import ssl
 import urllib.request
 import weakref
+from collections.abc import Mapping
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -51,14 +52,16 @@ class HttpPool:
         method: str,
         url: str,
         body: Any,
-        query: Any,
+        query: Mapping[str, str] | None,
         headers: dict[str, str],
     ) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
-        """Send a request; the response's context releases the connection (or drops it if unread)."""
+        """Send a request (`body` as JSON); the response's context releases the connection (or drops it
+        if the body was not read whole). A content type among `headers` wins, as with httpx."""
         data: bytes | None = None
         if body is not None:
             data = json_bytes(body)
-            headers["content-type"] = "application/json"
+            if not any(name.lower() == "content-type" for name in headers):
+                headers["content-type"] = "application/json"
         return self.session.request(
             method, url, data=data, params=query, headers=headers, proxy=self.proxy,
             proxy_headers=self.proxy_headers, allow_redirects=False,
