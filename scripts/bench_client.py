@@ -1,9 +1,11 @@
 """Client CPU time per call: evalpipe vs raw aiohttp and httpx loops vs the openai SDK vs LiteLLM.
 
     python scripts/bench_client.py [--requests 2000] [--concurrency 16] [--rounds 3] [--no-stream]
+                                   [--clients evalpipe,raw httpx,...] [--server-only]
 
-from the repository after `make install`; or `make bench`, which also installs LiteLLM (the `bench`
-extra; without it LiteLLM's row is skipped with a note). The fake provider server runs in a separate
+from the repository after `make install`; or `make bench`, which also installs LiteLLM, httpx-aiohttp
+and uvloop (the `bench` extra; without them those rows are skipped with a note, and the fake server
+runs on asyncio's own loop). The fake provider server runs in a separate
 process on loopback, so its CPU is not counted: the number is this process's `time.process_time()` per
 call. All clients send the same chat requests, `--concurrency` in flight (anyio task group and
 CapacityLimiter); after a warm-up they take turns in a rotated order for `--rounds` rounds and the median
