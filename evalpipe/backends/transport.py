@@ -10,7 +10,9 @@ are aiohttp's exceptions and `classify.classify_transport` turns them into the e
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import functools
 import json
 import ssl
@@ -45,7 +47,8 @@ class HttpPool:
         # The finalizer holds the session, so aiohttp's objects outlive a pool collected in a reference
         # cycle and are closed before their own finalizers could complain; `__del__` covers the
         # interpreter's exit, when finalizers no longer run.
-        weakref.finalize(self, _let_go, self.session).atexit = False
+        self.loop = asyncio.get_running_loop()
+        weakref.finalize(self, _let_go, self.session, self.loop).atexit = False
 
     def request(
         self,
@@ -76,17 +79,27 @@ class HttpPool:
         await self.session.close()
 
     def __del__(self) -> None:
-        _let_go(self.session)
+        _let_go(self.session, self.loop)
 
 
-def _let_go(session: aiohttp.ClientSession) -> None:
+def _let_go(session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop) -> None:
     """Close what is still open of a pool let go without `aclose` (its event loop ended first, or its
     provider was dropped), and say nothing, as httpx did: aiohttp would log "Unclosed client session"
-    and "Unclosed connector" for every such pool. `_close` is the synchronous part of `close`."""
+    and "Unclosed connector" for every such pool. `_close` is the synchronous part of `close`; it runs
+    on the pool's loop, which may be running in another thread (the blocking API's)."""
     connector = session.connector
-    if connector is not None and not connector.closed:
-        connector._close()
     session.detach()
+    if connector is None or connector.closed:
+        return
+    try:
+        current: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        current = None
+    if loop.is_closed() or loop is current:
+        connector._close()
+    else:
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing is left open
+            loop.call_soon_threadsafe(connector._close)
 
 
 def json_bytes(body: Any) -> bytes:

@@ -16,6 +16,7 @@ import pytest
 from evalpipe import ChatMessage, LLMBuilder, Provider, errors
 from evalpipe.backends.classify import classify_transport
 from evalpipe.backends.transport import environment_proxy, join_url
+from evalpipe.blocking import run_blocking
 from evalpipe.testing import FakeServer
 
 
@@ -153,4 +154,21 @@ def test_a_pool_let_go_in_a_reference_cycle_says_nothing(caplog: pytest.LogCaptu
             cycle.append(cycle)
             del llm, cycle, call
             gc.collect()
+    assert "Unclosed" not in caplog.text
+
+
+def test_a_blocking_providers_pool_dropped_elsewhere_is_closed_on_its_own_loop(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The blocking API's pools live on a loop in another thread: one let go from this thread is
+    closed there, not from here, and quietly."""
+    with FakeServer() as server:
+        llm = openai(server.url_for("openai"), "sk-dropped")
+        llm.chat([ChatMessage.user("hi")])
+        connector = next(iter(llm._clients.values())).session.connector
+        assert connector is not None and not connector.closed
+        del llm
+        gc.collect()
+        run_blocking(lambda: anyio.sleep(0.05))  # the close was queued on the pool's loop
+        assert connector.closed
     assert "Unclosed" not in caplog.text
