@@ -172,3 +172,18 @@ def test_a_blocking_providers_pool_dropped_elsewhere_is_closed_on_its_own_loop(
         run_blocking(lambda: anyio.sleep(0.05))  # the close was queued on the pool's loop
         assert connector.closed
     assert "Unclosed" not in caplog.text
+
+
+@pytest.mark.anyio
+async def test_a_callers_cancel_scope_and_the_calls_own_timeout_each_keep_their_meaning() -> None:
+    async with FakeServer() as server:
+        llm = openai(server.url_for("openai"), "sk-scopes", timeout=5)
+        with anyio.move_on_after(0.2) as outer:  # the caller gives up first: cancelled, not a timeout
+            await llm.achat([ChatMessage.user("wait [[fault:hang]]")])
+        assert outer.cancelled_caught
+        quick = openai(server.url_for("openai"), "sk-scopes", timeout=0.2)
+        with anyio.fail_after(5):  # the call's own timeout fires first, inside the caller's scope
+            with pytest.raises(errors.TimeoutError):
+                await quick.achat([ChatMessage.user("wait [[fault:hang]]")])
+        await llm.aclose()
+        await quick.aclose()
