@@ -14,17 +14,18 @@ import os
 import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
-import anyio
-import httpx
+import aiohttp
 from pydantic import SecretStr
 
 from evalpipe import errors
 from evalpipe.backends.classify import classify_status, classify_transport, parse_body
 from evalpipe.backends.framing import SSEDecoder, StreamDecoder
 from evalpipe.backends.retry import RetryPolicy
+from evalpipe.backends.transport import HttpPool, join_url
 from evalpipe.blocking import BlockingIterator, blocking, run_blocking
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage, deep_merge
 
@@ -164,10 +165,8 @@ class Provider:
     def __init__(self, config: ProviderConfig) -> None:
         self.config = config
         self.retry_policy = RetryPolicy(max_retries=config.max_retries)
-        # One connection pool per event loop: an httpx client cannot move between loops.
-        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
-            weakref.WeakKeyDictionary()
-        )
+        # One connection pool per event loop: connections cannot move between loops.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, HttpPool] = weakref.WeakKeyDictionary()
         if config.api_key is not None:
             errors.register_secret(config.api_key.get_secret_value())
         # Extra headers often carry credentials (a gateway key, a bearer token): keep them out of errors.
@@ -278,9 +277,9 @@ class Provider:
 
     async def aclose(self) -> None:
         """Close this event loop's connections."""
-        client = self._clients.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        pool = self._clients.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.aclose()
 
     async def __aenter__(self) -> Provider:
         return self
@@ -318,18 +317,24 @@ class Provider:
             return [ChatMessage.system(params.system), *messages]
         return list(messages)
 
-    def _client(self) -> httpx.AsyncClient:
+    def _client(self) -> HttpPool:
         loop = asyncio.get_running_loop()
-        client = self._clients.get(loop)
-        if client is None:
-            client = httpx.AsyncClient(
-                base_url=self.config.base_url,
-                headers={**self.auth_headers(), **self.config.headers},
-                timeout=httpx.Timeout(self.config.timeout_s),
-                limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
-            )
-            self._clients[loop] = client
-        return client
+        pool = self._clients.get(loop)
+        if pool is None or pool.closed:
+            # A pool holds its loop, so its entry would outlive the loop: forget those of ended loops.
+            for ended in [other for other in self._clients if other.is_closed()]:
+                del self._clients[ended]
+            pool = HttpPool(self.config.base_url, self.config.timeout_s)
+            self._clients[loop] = pool
+        return pool
+
+    def _open(self, request: HttpRequest) -> AbstractAsyncContextManager[aiohttp.ClientResponse]:
+        """Send `request`; its response is open inside the returned context."""
+        # Headers are put together per call, not kept in the pool: the local backend's key and URL
+        # change when its server restarts, and a merge of a few entries costs nothing next to a call.
+        headers = {**self.auth_headers(), **self.config.headers, **(request.headers or {})}
+        url = join_url(self.config.base_url, request.path)
+        return self._client().request(request.method, url, request.body, request.query, headers)
 
     async def _call(self, request: HttpRequest, parse: Any) -> ChatResponse:
         async def attempt() -> ChatResponse:
@@ -347,50 +352,43 @@ class Provider:
     async def _send_json(self, request: HttpRequest) -> Any:
         """Send once; the parsed JSON body of a 2xx answer, else the classified error."""
         try:
-            # fail_after bounds the whole attempt; httpx's timeout only bounds each read.
-            with anyio.fail_after(self.config.timeout_s):
-                client = self._client()
-                response = await client.send(
-                    client.build_request(
-                        request.method, request.path, json=request.body, params=request.query,
-                        headers=request.headers,
-                    )
-                )
+            # This bounds the whole attempt; the pool's timeout only bounds each read. asyncio's own
+            # timeout, not anyio's fail_after: the transport is asyncio's already, and it costs a third.
+            async with asyncio.timeout(self.config.timeout_s):
+                async with self._open(request) as response:
+                    status, headers, content = response.status, response.headers, await response.read()
         except TimeoutError as exc:
             raise errors.TimeoutError(f"no answer in {self.config.timeout_s}s", provider=self.name) from exc
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:
             raise classify_transport(self.name, exc) from None
-        if response.status_code >= 400:
-            raise self.classify_error(response.status_code, parse_body(response.content), response.headers)
+        if status >= 400:
+            raise self.classify_error(status, parse_body(content), headers)
         try:
-            return json.loads(response.content)
+            return json.loads(content)
         except ValueError:
             raise errors.ProtocolError(
-                f"answer is not JSON: {response.content[:80]!r}", provider=self.name,
-                status=response.status_code,
+                f"answer is not JSON: {content[:80]!r}", provider=self.name, status=status
             ) from None
 
     async def _stream_events(self, request: HttpRequest, state: StreamState) -> AsyncIterator[StreamChunk]:
         """One streamed attempt: decoded, classified, and checked for a proper end."""
         decoder = self.stream_decoder()
         try:
-            async with self._client().stream(
-                request.method, request.path, json=request.body, params=request.query, headers=request.headers
-            ) as response:
-                if response.status_code >= 400:
-                    content = await response.aread()
-                    raise self.classify_error(response.status_code, parse_body(content), response.headers)
+            async with self._open(request) as response:
+                if response.status >= 400:
+                    content = await response.read()
+                    raise self.classify_error(response.status, parse_body(content), response.headers)
                 async for event in self._events(response, decoder):
                     chunk = self.read_stream_event(event, state)
                     if chunk is not None:
                         yield chunk
-        except httpx.HTTPError as exc:
+        except (aiohttp.ClientError, OSError) as exc:  # a read timeout is both, and classified as one
             raise classify_transport(self.name, exc) from None
         if self.stream_needs_end_event and not state.done:
             raise errors.ConnectionError("stream ended before its end event", provider=self.name)
 
-    async def _events(self, response: httpx.Response, decoder: StreamDecoder) -> AsyncIterator[Any]:
-        async for data in response.aiter_bytes():
+    async def _events(self, response: aiohttp.ClientResponse, decoder: StreamDecoder) -> AsyncIterator[Any]:
+        async for data in response.content.iter_any():
             for event in self._decode(decoder, data):
                 yield event
         for event in self._decode(decoder, None):

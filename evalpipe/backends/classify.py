@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, cast
 
+import aiohttp
 import httpx
 
 from evalpipe import errors
@@ -170,9 +171,9 @@ def filtered_categories(result: dict[str, Any]) -> list[str]:
     return found
 
 
-def classify_transport(provider: str, exc: httpx.HTTPError) -> errors.ProviderError:
-    """The error for a failure below HTTP: timeouts, refused or broken connections."""
+def classify_transport(provider: str, exc: httpx.HTTPError | aiohttp.ClientError | OSError) -> errors.ProviderError:
+    """The error for a failure below HTTP (httpx's or aiohttp's): timeouts, refused or broken connections."""
     name = type(exc).__name__
-    if isinstance(exc, httpx.TimeoutException):
+    if isinstance(exc, httpx.TimeoutException | TimeoutError):
         return errors.TimeoutError(f"no answer in time ({name})", provider=provider)
     return errors.ConnectionError(f"connection failed ({name}: {exc})", provider=provider)

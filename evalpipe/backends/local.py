@@ -8,7 +8,6 @@ already running and manages nothing.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -100,9 +99,10 @@ class LocalProvider(OpenAIProvider):
     def _point_at(self, server: LlamaServer) -> None:
         url = f"{server.base_url}/v1/"
         if self.config.base_url != url:
-            # A restart normally keeps the port; if it could not, connections to the old one are useless.
+            # A restart normally keeps the port. If it could not, the pool keeps its idle connections
+            # to the old one apart (they are pooled by host and port) until they expire or it closes;
+            # URL and key are read per request.
             self.config = replace(self.config, base_url=url, api_key=SecretStr(server.api_key))
-            self._clients = weakref.WeakKeyDictionary()
 
     async def _send_json(self, request: HttpRequest) -> Any:
         server = await self.server()

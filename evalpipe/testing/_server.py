@@ -1,4 +1,4 @@
-"""The fake provider server: HTTP/1.1 over asyncio with h11, routing, faults, limits, counters."""
+"""The fake provider server: HTTP/1.1 over asyncio streams, routing, faults, limits, counters."""
 
 from __future__ import annotations
 
@@ -277,7 +277,7 @@ class FakeServer:
     ) -> None:
         plan = protocol.stream(call, answer)
         self._state.count_status(account, 200)
-        await exchange.start(200, plan.content_type, [], None)
+        exchange.start(200, plan.content_type, [], None)
         first = plan.head + plan.deltas[:1]
         if fault is None:
             events = plan.head + plan.deltas + plan.tail
@@ -292,15 +292,20 @@ class FakeServer:
         # A paid call is counted before its last event leaves, so a client holding the whole answer sees
         # it counted; it is taken back if the client is gone before that event could be written.
         paid_at = len(events) - 1 if fault is None else -1
+        # Without a delay the events leave together, as from a server that outpaces its client.
+        batches = [[event] for event in events] if delay_s > 0 else [events] if events else []
+        sent, paying = 0, False
         try:
-            for index, event in enumerate(events):
-                if index and delay_s > 0:
+            for batch in batches:
+                if sent:
                     await asyncio.sleep(delay_s)
-                if index == paid_at:
+                if sent <= paid_at < sent + len(batch):
                     self._state.count_success(account, answer.input_tokens, answer.output_tokens)
-                await exchange.data(event)
+                    paying = True
+                await exchange.data(*batch)
+                sent, paying = sent + len(batch), False
         except ConnectionError:
-            if index == paid_at:
+            if paying:
                 self._state.count_success(account, -answer.input_tokens, -answer.output_tokens, calls=-1)
             raise
         if fault is Fault.RESET_MIDSTREAM:
@@ -348,7 +353,7 @@ class FakeServer:
         else:  # a truncated body: the declared length is never reached
             body = protocol.reply(call, answer).body
             self._state.count_status(account, 200)
-            await exchange.start(200, "application/json", [], len(body))
+            exchange.start(200, "application/json", [], len(body))
             await exchange.data(body[: len(body) // 2])
             exchange.closed = True
 
