@@ -27,7 +27,7 @@ from evalpipe.errors import (
     TransientError,
     UnsupportedFeatureError,
 )
-from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Image, StreamChunk, Tool, ToolCall, Usage
 
 if TYPE_CHECKING:
     from evalpipe.chain import MultiPromptChain, PromptChain
@@ -58,6 +58,7 @@ __all__ = [
     "EvalResult",
     "EvalpipeError",
     "GenerationParams",
+    "Image",
     "LLMBackend",
     "LLMBuilder",
     "LLMEvaluator",
@@ -75,6 +76,8 @@ __all__ = [
     "ServerError",
     "StreamChunk",
     "TimeoutError",
+    "Tool",
+    "ToolCall",
     "TransientError",
     "UnsupportedFeatureError",
     "Usage",

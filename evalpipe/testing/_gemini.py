@@ -18,10 +18,11 @@ part; `[[cached:N]]` reports N prompt tokens as `cachedContentTokenCount` (they 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from evalpipe.testing._answers import count_tokens, markers, split_pieces, strip_markers
+from evalpipe.testing._answers import count_tokens, image_kind, markers, split_pieces, strip_markers
 from evalpipe.testing._wire import (
     Answer,
     Call,
@@ -74,7 +75,9 @@ _ERRORS: dict[ErrorKind, tuple[int, str, str]] = {
     ErrorKind.OVERLOADED: (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
 }
 
-_FINISH = {Finish.STOP: "STOP", Finish.LENGTH: "MAX_TOKENS"}
+# Gemini has no tool-call finish reason: a turn that calls functions simply stops.
+_FINISH = {Finish.STOP: "STOP", Finish.LENGTH: "MAX_TOKENS", Finish.TOOL_CALLS: "STOP"}
+_MODES = {"AUTO": "auto", "ANY": "required", "NONE": "none", "VALIDATED": "auto"}
 _METHODS = {
     "generateContent": Operation.CHAT,
     "streamGenerateContent": Operation.CHAT,
@@ -83,7 +86,6 @@ _METHODS = {
 }
 
 
-_FUNCTION_CALL: dict[str, Any] = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
 _HARM_CATEGORIES = ("HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_DANGEROUS_CONTENT",
                     "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_SEXUALLY_EXPLICIT")
 
@@ -106,7 +108,7 @@ class GeminiShape:
     thinking: str | None  # when the request's thinkingConfig asks for thoughts
     safety: str | None  # [[shape:content_filter]]: the candidate stops with SAFETY
     blocked: str | None  # [[shape:blocked_prompt]]: the prompt is blocked (SAFETY), no candidate
-    tool_call: bool  # [[shape:tool_call]]: a functionCall part
+    calls: tuple[dict[str, Any], ...]  # functionCall parts (tool markers, [[shape:tool_call]], offered tools)
     cached: int  # [[cached:N]]
     input_tokens: int
     output_tokens: int
@@ -121,8 +123,14 @@ class GeminiShape:
             cached = min(max(int(found.get("cached") or 0), 0), answer.input_tokens)
         except ValueError:
             raise RequestRejected(ErrorKind.BAD_REQUEST, "bad fake-server marker: cached") from None
-        return cls(safety or _FINISH[answer.finish], thinking, safety,
-                   "SAFETY" if shape == "blocked_prompt" else None, shape == "tool_call",
+        # Gemini sends arguments as an object: malformed ones end the turn with MALFORMED_FUNCTION_CALL.
+        malformed = any(not isinstance(planned.parsed(), dict) for planned in answer.tool_calls)
+        calls = () if malformed else tuple(
+            {"functionCall": {"id": planned.id, "name": planned.name, "args": planned.parsed()}}
+            for planned in answer.tool_calls)
+        finish = "MALFORMED_FUNCTION_CALL" if malformed else _FINISH[answer.finish]
+        return cls(safety or finish, thinking, safety,
+                   "SAFETY" if shape == "blocked_prompt" else None, calls,
                    cached, answer.input_tokens, 0 if safety else answer.output_tokens)
 
     def usage(self) -> dict[str, Any]:
@@ -139,6 +147,53 @@ class GeminiShape:
         if self.cached:
             usage["cachedContentTokenCount"] = self.cached
         return usage
+
+
+def _parse_contents(call: Call, contents: list[Any]) -> None:
+    """Texts, the last user text and its images, and the function responses the conversation ends with."""
+    for content in contents:
+        if not isinstance(content, dict):
+            continue
+        parts = [p for p in content.get("parts") or [] if isinstance(p, dict)]
+        text = text_of(parts)
+        call.texts.append(text)
+        if content.get("role", "user") != "user":
+            call.tool_results = []
+            continue
+        responses = [_field(p, "functionResponse", "function_response") for p in parts]
+        responses = [r for r in responses if isinstance(r, dict)]
+        for response in responses:
+            if not isinstance(response.get("name"), str):
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "* GenerateContentRequest.contents.parts."
+                                      "function_response.name: Name cannot be empty.")
+            result = response.get("response")
+            call.tool_results.append(json.dumps(result) if not isinstance(result, str) else result)
+        if not responses:
+            call.prompt, call.tool_results = text, []
+            inline = [_field(p, "inlineData", "inline_data") for p in parts]
+            call.images = [image_kind(str(_field(i, "mimeType", "mime_type") or ""), str(i.get("data") or ""))
+                           for i in inline if isinstance(i, dict)]
+            call.images += ["url" for p in parts if isinstance(_field(p, "fileData", "file_data"), dict)]
+
+
+def _parse_tools(call: Call, body: dict[str, Any]) -> None:
+    """Offered `functionDeclarations` and the `toolConfig.functionCallingConfig` mode, in OpenAI's words."""
+    for tool in body.get("tools") or []:
+        for declaration in _field(tool, "functionDeclarations", "function_declarations") or [] \
+                if isinstance(tool, dict) else []:
+            if not isinstance(declaration, dict) or not isinstance(declaration.get("name"), str):
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "* GenerateContentRequest.tools[0]."
+                                      "function_declarations[0].name: Name cannot be empty.")
+            schema = (declaration.get("parameters") or _field(declaration, "parametersJsonSchema",
+                                                                "parameters_json_schema") or {})
+            call.tools[declaration["name"]] = schema if isinstance(schema, dict) else {}
+    config = _field(body, "toolConfig", "tool_config") or {}
+    calling = _field(config, "functionCallingConfig", "function_calling_config") if isinstance(config, dict) else None
+    if isinstance(calling, dict):
+        call.tool_choice = _MODES.get(str(calling.get("mode") or "AUTO").upper(), "auto")
+        allowed = _field(calling, "allowedFunctionNames", "allowed_function_names")
+        if call.tool_choice == "required" and isinstance(allowed, list) and len(allowed) == 1:
+            call.tool_choice = str(allowed[0])
 
 
 def _field(data: dict[str, Any], camel: str, snake: str) -> Any:
@@ -197,13 +252,8 @@ class GeminiProtocol(Protocol):
         system = _field(body, "systemInstruction", "system_instruction")
         if isinstance(system, dict):
             call.texts.append(text_of(system.get("parts")))
-        for content in contents:
-            if not isinstance(content, dict):
-                continue
-            text = text_of(content.get("parts"))
-            call.texts.append(text)
-            if content.get("role", "user") == "user":
-                call.prompt = text
+        _parse_contents(call, contents)
+        _parse_tools(call, body)
         config = _field(body, "generationConfig", "generation_config") or {}
         thinking = _field(config, "thinkingConfig", "thinking_config")
         call.extras["thoughts"] = isinstance(thinking, dict) and bool(
@@ -259,7 +309,7 @@ class GeminiProtocol(Protocol):
             return json_reply(200, self._blocked(call, shape, new_id("")))
         parts = [{"text": shape.thinking, "thought": True}] if shape.thinking else []
         parts += [{"text": answer.text}] if shape.safety is None else []
-        parts += [_FUNCTION_CALL] if shape.tool_call else []
+        parts += list(shape.calls)
         return json_reply(200, self._chunk(call, shape, parts, True, new_id("")))
 
     def stream(self, call: Call, answer: Answer) -> StreamPlan:
@@ -269,7 +319,7 @@ class GeminiProtocol(Protocol):
         if shape.safety is None:
             pieces += [[{"text": piece}] for piece in answer.pieces]
         chunks = [self._chunk(call, shape, parts, False, response_id) for parts in pieces]
-        last = [_FUNCTION_CALL] if shape.tool_call else [{"text": ""}] if shape.safety is None else []
+        last = list(shape.calls) if shape.calls else [{"text": ""}] if shape.safety is None else []
         final = self._chunk(call, shape, last, True, response_id)
         if shape.blocked:
             chunks, final = [], self._blocked(call, shape, response_id)
