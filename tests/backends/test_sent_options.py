@@ -44,7 +44,7 @@ def test_an_option_is_sent_or_listed_as_ignored(backend: str, option: str) -> No
     if option == "json_schema" and not llm.supports_json_schema:
         pytest.skip(f"{backend} refuses a JSON schema outright")
     if option.startswith("tool"):
-        params = GenerationParams(tools=SAMPLES["tools"], **{option: SAMPLES[option]})  # type: ignore[arg-type]
+        params = GenerationParams(**{"tools": SAMPLES["tools"], option: SAMPLES[option]})  # type: ignore[arg-type]
         try:
             body(llm, params)
         except UnsupportedFeatureError:
