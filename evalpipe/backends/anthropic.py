@@ -98,9 +98,10 @@ def start_block(index: int, block: Mapping[str, Any], state: StreamState) -> Str
     if kind == "tool_use":
         # Not text, but said all the same (counted in `hidden_output`): a plain answer carries the whole
         # `input`, a stream an empty one followed by `input_json_delta` fragments.
+        # An input that is not an object (a server that could not parse the model's JSON) is kept as text.
         arguments = block.get("input")
-        state.tool_call(index, str(block.get("id") or ""), str(block.get("name") or ""),
-                        json.dumps(arguments) if arguments else "")
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments) if arguments else ""
+        state.tool_call(index, str(block.get("id") or ""), str(block.get("name") or ""), raw)
     return None
 
 
