@@ -166,8 +166,11 @@ def _parse_contents(call: Call, contents: list[Any]) -> None:
             if not isinstance(response.get("name"), str):
                 raise RequestRejected(ErrorKind.BAD_REQUEST, "* GenerateContentRequest.contents.parts."
                                       "function_response.name: Name cannot be empty.")
+            # The guide's convention: {"result": ...} or {"output": ...} (or {"error": ...}); else the whole object.
             result = response.get("response")
-            call.tool_results.append(json.dumps(result) if not isinstance(result, str) else result)
+            if isinstance(result, dict) and len(result) == 1 and next(iter(result)) in ("result", "output", "error"):
+                result = next(iter(result.values()))
+            call.tool_results.append(result if isinstance(result, str) else json.dumps(result))
         if not responses:
             call.prompt, call.tool_results = text, []
             inline = [_field(p, "inlineData", "inline_data") for p in parts]

@@ -74,7 +74,7 @@ def test_malformed_arguments_are_kept_raw_never_a_crash(fake_server: FakeServer,
 def test_gemini_reports_a_malformed_call_as_its_finish_reason(fake_server: FakeServer) -> None:
     llm = build(fake_server, "google", "gemini", "gemini-2.0-flash", WEATHER)
     for response in both(llm, [ChatMessage.user("weather? [[tool:get_weather:malformed]]")]):
-        assert (response.tool_calls, response.finish_reason) == ([], "MALFORMED_FUNCTION_CALL")
+        assert (response.tool_calls, response.finish_reason) == ([], "malformed_function_call")
 
 
 @pytest.mark.parametrize(("backend", "vendor", "model"), BACKENDS, ids=IDS)
