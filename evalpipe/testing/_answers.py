@@ -152,7 +152,8 @@ def planned_tool_calls(call: Call) -> list[PlannedToolCall]:
 def image_kind(media_type: str, data: str) -> str:
     """The MIME type of a base64 image part, or `RequestRejected` when the data is not base64."""
     try:
-        raw = base64.b64decode(data, validate=True)
+        # Standard or URL-safe alphabet: the google-genai SDK sends the latter, and Gemini takes both.
+        raw = base64.b64decode(data.replace("-", "+").replace("_", "/"), validate=True)
     except ValueError:
         raise RequestRejected(ErrorKind.BAD_REQUEST, "Invalid image: the data is not valid base64.") from None
     if media_type:
