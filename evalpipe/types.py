@@ -69,16 +69,18 @@ class ToolCall:
     name: str
     arguments: Any = None
     raw_arguments: str | None = None
+    # An opaque token the vendor wants back with the call in the next turn (Gemini's thoughtSignature).
+    signature: str | None = field(default=None, repr=False)
 
     @classmethod
-    def from_raw(cls, id: str, name: str, raw: str) -> ToolCall:
+    def from_raw(cls, id: str, name: str, raw: str, signature: str | None = None) -> ToolCall:
         """A call whose arguments arrived as a JSON string, parsed without ever raising."""
         if not raw.strip():
-            return cls(id, name, {})
+            return cls(id, name, {}, None, signature)
         try:
-            return cls(id, name, json.loads(raw))
+            return cls(id, name, json.loads(raw), None, signature)
         except ValueError:
-            return cls(id, name, None, raw)
+            return cls(id, name, None, raw, signature)
 
     @property
     def arguments_json(self) -> str:

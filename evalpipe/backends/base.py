@@ -72,6 +72,7 @@ class ToolCallDraft:
     id: str = ""
     name: str = ""
     arguments: list[str] = field(default_factory=list)
+    signature: str | None = None
 
 
 @dataclass(slots=True)
@@ -103,20 +104,22 @@ class StreamState:
         """Whether the stream has delivered any part of an answer yet."""
         return bool(self.text or self.reasoning or self.refusal or self.hidden_output)
 
-    def tool_call(self, index: int, id: str = "", name: str = "", arguments: str = "") -> None:
-        """Start or extend tool call `index`: an id or name fills in once, arguments are appended."""
+    def tool_call(self, index: int, id: str = "", name: str = "", arguments: str = "",
+                  signature: str | None = None) -> None:
+        """Start or extend tool call `index`: an id, name or signature fills in once, arguments are appended."""
         draft = self.tool_calls.get(index)
         if draft is None:
             draft = self.tool_calls[index] = ToolCallDraft()
             self.hidden_output += 1
         draft.id = draft.id or id
         draft.name = draft.name or name
+        draft.signature = draft.signature or signature
         if arguments:
             draft.arguments.append(arguments)
 
     def finished_tool_calls(self) -> list[ToolCall]:
         """The assembled tool calls in index order; a call without an id gets `call_<n>`."""
-        return [ToolCall.from_raw(draft.id or f"call_{n}", draft.name, "".join(draft.arguments))
+        return [ToolCall.from_raw(draft.id or f"call_{n}", draft.name, "".join(draft.arguments), draft.signature)
                 for n, (_, draft) in enumerate(sorted(self.tool_calls.items()))]
 
     def set_usage(self, usage: Usage) -> None:
@@ -358,14 +361,16 @@ class Provider:
             raise errors.UnsupportedFeatureError(self.name, "tool calling")
         if any(m.images for m in messages) and not self.supports_images:
             raise errors.UnsupportedFeatureError(self.name, "image input")
+        names = [tool.name for tool in params.tools or ()]
+        if len(set(names)) < len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise errors.ConfigError(f"tool names must be unique; offered more than once: {', '.join(twice)}")
         choice = params.tool_choice
-        if choice is not None and choice not in TOOL_CHOICE_MODES:
-            names = [tool.name for tool in params.tools or ()]
-            if choice not in names:
-                raise errors.ConfigError(
-                    f"tool_choice {choice!r} is neither one of {', '.join(TOOL_CHOICE_MODES)} "
-                    f"nor the name of an offered tool ({', '.join(names) or 'none offered'})"
-                )
+        if choice is not None and choice not in TOOL_CHOICE_MODES and choice not in names:
+            raise errors.ConfigError(
+                f"tool_choice {choice!r} is neither one of {', '.join(TOOL_CHOICE_MODES)} "
+                f"nor the name of an offered tool ({', '.join(names) or 'none offered'})"
+            )
 
     def _with_system(self, messages: Sequence[ChatMessage], params: GenerationParams) -> list[ChatMessage]:
         if params.json_schema is not None and not self.supports_json_schema:

@@ -237,8 +237,10 @@ class GeminiProvider(Provider):
             if isinstance(call := part.get("functionCall"), dict):
                 # Gemini sends each call whole, its arguments an object; a stream may spread calls over events.
                 args = call.get("args")
+                signature = part.get("thoughtSignature")  # thinking models want it back with the call
                 state.tool_call(len(state.tool_calls), str(call.get("id") or ""), str(call.get("name") or ""),
-                                json.dumps(args) if args is not None else "")
+                                json.dumps(args) if args is not None else "",
+                                signature if isinstance(signature, str) else None)
             elif isinstance(part.get("text"), str):
                 (thought if part.get("thought") is True else text).append(part["text"])
         if reason := finish_reason(candidate.get("finishReason")):

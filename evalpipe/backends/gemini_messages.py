@@ -58,9 +58,12 @@ def contents_json(messages: Sequence[ChatMessage], backend: str) -> list[dict[st
         parts: list[dict[str, Any]] = [{"text": message.content}] if message.content or not (
             message.images or message.tool_calls) else []
         parts += [image_part(image, backend) for image in message.images]
-        parts += [{"functionCall": {"id": call.id, "name": call.name,
-                                    "args": call.arguments if isinstance(call.arguments, dict) else {}}}
-                  for call in message.tool_calls]
+        for call in message.tool_calls:
+            called: dict[str, Any] = {"functionCall": {
+                "id": call.id, "name": call.name, "args": call.arguments if isinstance(call.arguments, dict) else {}}}
+            if call.signature:  # Gemini 3 refuses a function call of the current turn without it
+                called["thoughtSignature"] = call.signature
+            parts.append(called)
         contents.append({"role": "model" if message.role == "assistant" else "user", "parts": parts})
     return contents
 
