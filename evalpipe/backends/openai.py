@@ -105,7 +105,7 @@ class OpenAIProvider(Provider):
         usage = usage_of(body.get("usage"), reasoning_in_completion=self.completion_includes_reasoning)
         calls = StreamState()
         message = choice.get("message")
-        fold_tool_calls(message.get("tool_calls") if isinstance(message, dict) else None, calls)
+        fold_tool_calls(message.get("tool_calls") if isinstance(message, dict) else None, calls, whole=True)
         return ChatResponse(
             text=parts.text,
             finish_reason=finish_reason(choice.get("finish_reason"), parts),

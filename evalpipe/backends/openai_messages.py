@@ -64,15 +64,17 @@ def tool_fields(tools: Sequence[Tool] | None, choice: str | None, required: str 
     return fields
 
 
-def fold_tool_calls(tool_calls: Any, state: StreamState) -> None:
-    """Add a message's `tool_calls` (whole) or a delta's (fragments keyed by `index`) to `state`."""
+def fold_tool_calls(tool_calls: Any, state: StreamState, *, whole: bool = False) -> None:
+    """Add a message's `tool_calls` (`whole`: each call complete, in order) or a delta's (fragments
+    keyed by `index`) to `state`."""
     if not isinstance(tool_calls, list):
         return
     for position, entry in enumerate(tool_calls):
         if not isinstance(entry, dict):
             continue
-        index = entry.get("index", position)
-        index = index if isinstance(index, int) else position
+        index = position if whole else entry.get("index")
+        if not isinstance(index, int):
+            index = _index_without_one(entry.get("id"), state)
         function = entry.get("function")
         function = function if isinstance(function, dict) else {}
         arguments = function.get("arguments")
@@ -80,3 +82,14 @@ def fold_tool_calls(tool_calls: Any, state: StreamState) -> None:
             arguments = json.dumps(arguments)
         state.tool_call(index, str(entry.get("id") or ""), str(function.get("name") or ""),
                         arguments if isinstance(arguments, str) else "")
+
+
+def _index_without_one(call_id: Any, state: StreamState) -> int:
+    """Where a streamed fragment without `index` belongs (some compatible servers leave it out): a new
+    id opens a new call, a fragment without an id extends the latest one."""
+    if not state.tool_calls:
+        return 0
+    if call_id and all(draft.id != call_id for draft in state.tool_calls.values()):
+        return max(state.tool_calls) + 1
+    matching = [i for i, draft in state.tool_calls.items() if call_id and draft.id == call_id]
+    return matching[0] if matching else max(state.tool_calls)
