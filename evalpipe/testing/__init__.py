@@ -62,7 +62,7 @@ order. A conversation ending with tool results is answered `Result: <result> | <
 calls again. A tool result that answers no earlier call is refused with the vendor's 400. Images
 (OpenAI `image_url` parts, data URLs or plain URLs; Anthropic `image` blocks; Gemini `inlineData` /
 `fileData`; Ollama `images`) are checked (base64 must decode) and acknowledged in the echo:
-`Echo: <text> [image: image/png]`, `[image: url]` for a URL.
+`Echo: <text> [image: image/png]`, `[image: url]` for a URL. `tiny_png()` gives a valid image to send.
 
 Auth is checked the way each vendor does (Bearer; `x-api-key`; `x-goog-api-key` or `?key=`;
 Azure `api-key`). Any key is accepted except: none (the vendor's missing-key error), a key starting
@@ -120,7 +120,8 @@ delivered to the end). Over HTTP: `GET /_fake/stats[?key=K]` returns the same as
 
 from __future__ import annotations
 
+from evalpipe.testing._images import tiny_png
 from evalpipe.testing._server import VENDORS, FakeServer
 from evalpipe.testing._state import Fault, Stats
 
-__all__ = ["VENDORS", "FakeServer", "Fault", "Stats"]
+__all__ = ["VENDORS", "FakeServer", "Fault", "Stats", "tiny_png"]

@@ -4,8 +4,6 @@ before anything is sent."""
 from __future__ import annotations
 
 import base64
-import struct
-import zlib
 from itertools import count
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 
 from evalpipe import ChatMessage, Image, LLMBuilder, Provider, errors
 from evalpipe.backends.images import media_type_of
-from evalpipe.testing import FakeServer
+from evalpipe.testing import FakeServer, tiny_png
 
 _keys = count()
 BACKENDS = [
@@ -25,13 +23,6 @@ BACKENDS = [
 IDS = [b[0] for b in BACKENDS]
 
 
-def png() -> bytes:
-    """A real 1x1 PNG."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
-            + chunk(b"IEND", b""))
 
 
 def build(srv: FakeServer, backend: str, vendor: str, model: str) -> Provider:
@@ -43,10 +34,10 @@ def build(srv: FakeServer, backend: str, vendor: str, model: str) -> Provider:
 def test_an_image_from_a_path_or_bytes_reaches_the_vendor(fake_server: FakeServer, tmp_path: Path, backend: str,
                                                           vendor: str, model: str) -> None:
     path = tmp_path / "dot.png"
-    path.write_bytes(png())
+    path.write_bytes(tiny_png())
     llm = build(fake_server, backend, vendor, model)
     for message in (ChatMessage.user("what is this?", [str(path)]),
-                    ChatMessage.user("what is this?", [Image.from_bytes(png())])):
+                    ChatMessage.user("what is this?", [Image.from_bytes(tiny_png())])):
         assert llm.chat([message]).text == "Echo: what is this? [image: image/png]"
         assert llm.stream([message]).collect().text == "Echo: what is this? [image: image/png]"
 
@@ -70,7 +61,7 @@ def test_vendors_that_take_only_inline_images_refuse_urls_before_sending(fake_se
 
 
 def test_a_data_url_is_unpacked_for_inline_only_vendors(fake_server: FakeServer) -> None:
-    url = "data:image/png;base64," + base64.b64encode(png()).decode()
+    url = "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
     for backend, vendor in (("google", "gemini"), ("ollama", "ollama")):
         assert build(fake_server, backend, vendor, "m").chat([ChatMessage.user("x", [url])]).text.endswith(
             "[image: image/png]")
@@ -91,19 +82,19 @@ def test_a_missing_or_unknown_image_fails_before_sending(fake_server: FakeServer
 def test_text_only_backends_refuse_images_before_sending(fake_server: FakeServer, backend: str) -> None:
     llm = build(fake_server, backend, backend, "m")
     with pytest.raises(errors.UnsupportedFeatureError, match=f"{backend} does not support image input"):
-        llm.chat([ChatMessage.user("x", [Image.from_bytes(png())])])
+        llm.chat([ChatMessage.user("x", [Image.from_bytes(tiny_png())])])
 
 
 def test_the_bundled_local_model_refuses_images_and_tools_without_starting() -> None:
     llm = LLMBuilder().backend("local").build()
     with pytest.raises(errors.UnsupportedFeatureError, match="bundled base model.*image input"):
-        llm.chat([ChatMessage.user("x", [Image.from_bytes(png())])])
+        llm.chat([ChatMessage.user("x", [Image.from_bytes(tiny_png())])])
     with pytest.raises(errors.UnsupportedFeatureError, match="bundled base model.*tool calling"):
         LLMBuilder().backend("local").tool("get_time").build().chat([ChatMessage.user("x")])
 
 
 def test_media_types_come_from_the_bytes() -> None:
-    assert media_type_of(png()) == "image/png"
+    assert media_type_of(tiny_png()) == "image/png"
     assert media_type_of(b"\xff\xd8\xff\xe0rest") == "image/jpeg"
     assert media_type_of(b"GIF89a...") == "image/gif"
     assert media_type_of(b"RIFF\x00\x00\x00\x00WEBPVP8 ") == "image/webp"

@@ -4,9 +4,7 @@ images to the fake server, plain and streamed, and read its answers with their o
 from __future__ import annotations
 
 import base64
-import struct
 import uuid
-import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,20 +15,13 @@ import pytest
 from google import genai
 from google.genai import types
 
-from evalpipe.testing import FakeServer
+from evalpipe.testing import FakeServer, tiny_png
 
 WEATHER_SCHEMA = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
 CLAUDE = "claude-3-5-haiku-latest"
 PARALLEL = 'both [[tool:get_time:{"zone": "CET"}]] [[tool:get_weather:{"city": "Oslo"}]]'
 
 
-def png() -> bytes:
-    """A real 1x1 PNG."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00"))
-            + chunk(b"IEND", b""))
 
 
 def key() -> str:
@@ -77,7 +68,7 @@ def test_openai_sdk_rejects_a_tool_result_without_a_call(fake_server: FakeServer
 
 def test_openai_sdk_sends_an_image(fake_server: FakeServer) -> None:
     client = openai.OpenAI(base_url=fake_server.url_for("openai"), api_key=key(), max_retries=0)
-    url = "data:image/png;base64," + base64.b64encode(png()).decode()
+    url = "data:image/png;base64," + base64.b64encode(tiny_png()).decode()
     content: Any = [{"type": "text", "text": "what is it"}, {"type": "image_url", "image_url": {"url": url}}]
     response = client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": content}])
     assert response.choices[0].message.content == "Echo: what is it [image: image/png]"
@@ -116,7 +107,7 @@ def test_anthropic_sdk_tool_use_plain_streamed_and_results(fake_server: FakeServ
 def test_anthropic_sdk_sends_an_image(fake_server: FakeServer) -> None:
     client = anthropic.Anthropic(base_url=fake_server.url_for("anthropic"), api_key=key(), max_retries=0)
     image: Any = {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                              "data": base64.b64encode(png()).decode()}}
+                                              "data": base64.b64encode(tiny_png()).decode()}}
     message = client.messages.create(model=CLAUDE, max_tokens=100, messages=[
         {"role": "user", "content": [image, {"type": "text", "text": "what is it"}]}])
     assert [b.text for b in message.content if b.type == "text"] == ["Echo: what is it [image: image/png]"]
@@ -152,7 +143,8 @@ def test_ollama_sdk_tool_calls_and_results(ollama_sdk: ollama.Client) -> None:
 
 
 def test_ollama_sdk_sends_an_image(ollama_sdk: ollama.Client) -> None:
-    response = ollama_sdk.chat(model="llava", messages=[{"role": "user", "content": "what is it", "images": [png()]}])
+    message = {"role": "user", "content": "what is it", "images": [tiny_png()]}
+    response = ollama_sdk.chat(model="llava", messages=[message])
     assert response.message.content == "Echo: what is it [image: image/png]"
 
 
@@ -195,6 +187,6 @@ def test_gemini_sdk_function_calls_and_responses(fake_server: FakeServer) -> Non
 
 def test_gemini_sdk_sends_an_image(fake_server: FakeServer) -> None:
     sdk = gemini(fake_server)
-    contents = [types.Part.from_bytes(data=png(), mime_type="image/png"), "what is it"]
+    contents = [types.Part.from_bytes(data=tiny_png(), mime_type="image/png"), "what is it"]
     response = sdk.models.generate_content(model="gemini-2.5-flash", contents=contents)
     assert response.text == "Echo: what is it [image: image/png]"
