@@ -125,9 +125,12 @@ class GeminiShape:
             raise RequestRejected(ErrorKind.BAD_REQUEST, "bad fake-server marker: cached") from None
         # Gemini sends arguments as an object: malformed ones end the turn with MALFORMED_FUNCTION_CALL.
         malformed = any(not isinstance(planned.parsed(), dict) for planned in answer.tool_calls)
-        calls = () if malformed else tuple(
+        calls: tuple[dict[str, Any], ...] = () if malformed else tuple(
             {"functionCall": {"id": planned.id, "name": planned.name, "args": planned.parsed()}}
             for planned in answer.tool_calls)
+        if calls and (_signs_calls(call.model) or call.extras.get("thoughts")):
+            # The thought-signatures guide: a thinking model signs the first function call of a step.
+            calls = ({**calls[0], "thoughtSignature": _SIGNATURE}, *calls[1:])
         finish = "MALFORMED_FUNCTION_CALL" if malformed else _FINISH[answer.finish]
         return cls(safety or finish, thinking, safety,
                    "SAFETY" if shape == "blocked_prompt" else None, calls,
@@ -149,6 +152,14 @@ class GeminiShape:
         return usage
 
 
+_SIGNATURE = "CiQBjz1rX0Zha2VUaG91Z2h0U2lnbmF0dXJlT2ZUaGVDYWxs"
+
+
+def _signs_calls(model: str) -> bool:
+    """Gemini 3 models always think, sign their function calls and refuse a call sent back unsigned."""
+    return "gemini-3" in model
+
+
 def _parse_contents(call: Call, contents: list[Any]) -> None:
     """Texts, the last user text and its images, and the function responses the conversation ends with."""
     for content in contents:
@@ -158,6 +169,10 @@ def _parse_contents(call: Call, contents: list[Any]) -> None:
         text = text_of(parts)
         call.texts.append(text)
         if content.get("role", "user") != "user":
+            called = [p for p in parts if isinstance(_field(p, "functionCall", "function_call"), dict)]
+            if called and _signs_calls(call.model) and not _field(called[0], "thoughtSignature", "thought_signature"):
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "Function call is missing a thought_signature in "
+                                      "functionCall parts. This is required for tools to work correctly.")
             call.tool_results = []
             continue
         responses = [_field(p, "functionResponse", "function_response") for p in parts]

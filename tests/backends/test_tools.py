@@ -148,3 +148,15 @@ def test_tool_call_arguments_never_raise() -> None:
     assert ToolCall.from_raw("c", "f", '{"a": 1}').arguments == {"a": 1}
     broken = ToolCall.from_raw("c", "f", '{"a": ')
     assert (broken.arguments, broken.raw_arguments, broken.arguments_json) == (None, '{"a": ', '{"a": ')
+
+
+def test_gemini_3_gets_its_thought_signatures_back(fake_server: FakeServer) -> None:
+    llm = build(fake_server, "google", "gemini", "gemini-3-pro-preview", TIME)
+    question = ChatMessage.user("what time?")
+    (call,) = llm.chat([question]).tool_calls
+    assert call.signature  # opaque, kept apart from the arguments
+    answer = llm.chat([question, ChatMessage.assistant("", [call]), ChatMessage.tool_result(call.id, "12:00")])
+    assert answer.text == "Result: 12:00"
+    unsigned = ToolCall(call.id, call.name, call.arguments)
+    with pytest.raises(errors.BadRequestError, match="thought_signature"):
+        llm.chat([question, ChatMessage.assistant("", [unsigned]), ChatMessage.tool_result(call.id, "12:00")])
