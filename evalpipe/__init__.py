@@ -33,7 +33,7 @@ from evalpipe.errors import (
     TransientError,
     UnsupportedFeatureError,
 )
-from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Image, StreamChunk, Tool, ToolCall, Usage
 
 if TYPE_CHECKING:
     from evalpipe.chain import MultiPromptChain, PromptChain
@@ -64,6 +64,7 @@ __all__ = [
     "EvalResult",
     "EvalpipeError",
     "GenerationParams",
+    "Image",
     "LLMBackend",
     "LLMBuilder",
     "LLMEvaluator",
@@ -81,6 +82,8 @@ __all__ = [
     "ServerError",
     "StreamChunk",
     "TimeoutError",
+    "Tool",
+    "ToolCall",
     "TransientError",
     "UnsupportedFeatureError",
     "Usage",

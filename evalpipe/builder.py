@@ -11,7 +11,7 @@ from evalpipe.backends.base import Provider, ProviderConfig
 from evalpipe.backends.registry import LLMBackend, parse_backend, provider_class
 from evalpipe.errors import ConfigError
 from evalpipe.redaction import header_value_problem, register_secret
-from evalpipe.types import GenerationParams, check_header_values
+from evalpipe.types import GenerationParams, Tool, check_header_values
 
 GIVEN_KEY = "the api_key given to the builder"
 
@@ -47,6 +47,8 @@ class BuilderOptions(BaseModel):
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     reasoning_budget_tokens: int | None = Field(default=None, ge=1)
     extra_body: dict[str, Any] | None = None
+    tools: list[Any] | None = None  # Tool objects, made (and checked) by the builder's methods
+    tool_choice: str | None = Field(default=None, min_length=1)
     timeout: float = Field(default=60.0, gt=0)
     max_retries: int = Field(default=4, ge=0)
     headers: dict[str, str] = Field(default_factory=dict)
@@ -121,6 +123,21 @@ class LLMBuilder:
         """Fields deep-merged into every request body as they are: a vendor option evalpipe has no name for."""
         return self._set(extra_body={**self._values.get("extra_body", {}), **fields})
 
+    def tool(self, name: str, description: str = "", parameters: dict[str, Any] | None = None) -> LLMBuilder:
+        """Offer the model a tool: a name, what it does, a JSON Schema of its arguments."""
+        tool = Tool(name, description, parameters) if parameters is not None else Tool(name, description)
+        return self._set(tools=[*self._values.get("tools", []), tool])
+
+    def tools(self, tools: Sequence[Tool | dict[str, Any]]) -> LLMBuilder:
+        """Offer several tools: `Tool`s or dicts (`{name, description, parameters}`, OpenAI's or
+        Anthropic's spelling)."""
+        made = [tool if isinstance(tool, Tool) else Tool.from_dict(tool) for tool in tools]
+        return self._set(tools=[*self._values.get("tools", []), *made])
+
+    def tool_choice(self, choice: str) -> LLMBuilder:
+        """Whether the model must call a tool: "auto", "none", "required", or the name of one tool."""
+        return self._set(tool_choice=choice)
+
     def timeout(self, seconds: float) -> LLMBuilder:
         """Seconds one attempt may take (for streams: the longest silence between chunks)."""
         return self._set(timeout=seconds)
@@ -170,6 +187,7 @@ class LLMBuilder:
             system=options.system, json_schema=options.json_schema,
             reasoning_effort=options.reasoning_effort, reasoning_budget_tokens=options.reasoning_budget_tokens,
             extra_body=options.extra_body,
+            tools=tuple(options.tools) if options.tools else None, tool_choice=options.tool_choice,
         )
         config = ProviderConfig(
             backend=options.backend.value,

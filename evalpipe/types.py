@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+import os
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal
 
 from evalpipe.errors import ConfigError
 from evalpipe.redaction import header_value_problem, register_secret
 
-Role = Literal["system", "user", "assistant"]
+Role = Literal["system", "user", "assistant", "tool"]
+ToolChoice = str  # "auto", "none", "required", or the name of one tool the model must call
+TOOL_CHOICE_MODES = ("auto", "none", "required")
 
 
 def check_header_values(headers: Mapping[str, str], where: str) -> None:
@@ -24,11 +29,112 @@ def check_header_values(headers: Mapping[str, str], where: str) -> None:
 
 
 @dataclass(frozen=True, slots=True)
+class Image:
+    """An image part of a message: a file path, a URL, or the bytes themselves.
+
+    A path is read (and its MIME type detected) only when a request is built, by the backend
+    layer; `media_type` may be left empty for paths and bytes."""
+
+    path: str | None = None
+    url: str | None = None
+    data: bytes | None = field(default=None, repr=False)
+    media_type: str = ""
+
+    def __post_init__(self) -> None:
+        if sum(x is not None for x in (self.path, self.url, self.data)) != 1:
+            raise ConfigError("an Image needs exactly one of path, url or data")
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> Image:
+        """An image read from a file when the request is built."""
+        return cls(path=os.fspath(path))
+
+    @classmethod
+    def from_url(cls, url: str) -> Image:
+        """An image the vendor fetches itself (where it can)."""
+        return cls(url=url)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, media_type: str = "") -> Image:
+        """An image given as bytes; an empty `media_type` is detected from the bytes."""
+        return cls(data=bytes(data), media_type=media_type)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A call of a tool by the model: `arguments` is the parsed JSON, `raw_arguments` the string the
+    vendor sent when it was not valid JSON (then `arguments` is None)."""
+
+    id: str
+    name: str
+    arguments: Any = None
+    raw_arguments: str | None = None
+    # An opaque token the vendor wants back with the call in the next turn (Gemini's thoughtSignature).
+    signature: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_raw(cls, id: str, name: str, raw: str, signature: str | None = None) -> ToolCall:
+        """A call whose arguments arrived as a JSON string, parsed without ever raising."""
+        if not raw.strip():
+            return cls(id, name, {}, None, signature)
+        try:
+            return cls(id, name, json.loads(raw), None, signature)
+        except ValueError:
+            return cls(id, name, None, raw, signature)
+
+    @property
+    def arguments_json(self) -> str:
+        """The arguments as a JSON string, as the model sent them when they were not valid JSON."""
+        if self.raw_arguments is not None:
+            return self.raw_arguments
+        return json.dumps(self.arguments if self.arguments is not None else {})
+
+
+@dataclass(frozen=True, slots=True)
+class Tool:
+    """A function the model may call: its name, what it does, and a JSON Schema of its arguments."""
+
+    name: str
+    description: str = ""
+    parameters: dict[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+    def __post_init__(self) -> None:
+        if not TOOL_NAME.fullmatch(self.name):
+            raise ConfigError(f"tool name {self.name!r} must be 1-64 letters, digits, '_' or '-' "
+                              "(the vendors' common rule)")
+        if not isinstance(self.parameters, dict):
+            raise ConfigError(f"tool {self.name!r}: parameters must be a JSON Schema object")
+
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> Tool:
+        """A tool from `{name, description, parameters}` (OpenAI's `{"type": "function", "function":
+        {...}}` and Anthropic's `input_schema` spellings too)."""
+        function = spec.get("function")
+        spec = function if isinstance(function, Mapping) else spec
+        name = spec.get("name")
+        if not isinstance(name, str):
+            raise ConfigError(f"a tool needs a 'name' string, got {dict(spec)!r}")
+        parameters = spec.get("parameters", spec.get("input_schema", {"type": "object", "properties": {}}))
+        return cls(name, str(spec.get("description") or ""), parameters)
+
+
+# The rule every vendor accepts (OpenAI: ^[a-zA-Z0-9_-]{1,64}$; Anthropic and Gemini are close).
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One message of a conversation."""
+    """One message of a conversation.
+
+    `content` is always the text; images, the tool calls of an assistant turn and the id of the
+    call a tool message answers are parts beside it."""
 
     role: Role
     content: str
+    images: tuple[Image, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None  # a tool message: the tool's name (Gemini and Ollama need it)
 
     @classmethod
     def system(cls, content: str) -> ChatMessage:
@@ -36,14 +142,28 @@ class ChatMessage:
         return cls("system", content)
 
     @classmethod
-    def user(cls, content: str) -> ChatMessage:
-        """A user message."""
-        return cls("user", content)
+    def user(cls, content: str, images: Sequence[Image | str] = ()) -> ChatMessage:
+        """A user message, with images (an `Image`, or a path or http(s) URL as a string)."""
+        return cls("user", content, tuple(as_image(image) for image in images))
 
     @classmethod
-    def assistant(cls, content: str) -> ChatMessage:
-        """An assistant message (a previous answer)."""
-        return cls("assistant", content)
+    def assistant(cls, content: str, tool_calls: Sequence[ToolCall] = ()) -> ChatMessage:
+        """An assistant message (a previous answer), with the tool calls it made."""
+        return cls("assistant", content, tool_calls=tuple(tool_calls))
+
+    @classmethod
+    def tool_result(cls, call_id: str, content: str, name: str | None = None) -> ChatMessage:
+        """The result of tool call `call_id`, sent back to the model."""
+        return cls("tool", content, tool_call_id=call_id, name=name)
+
+
+def as_image(image: Image | str) -> Image:
+    """An `Image` from an `Image`, an http(s) or data URL, or a file path."""
+    if isinstance(image, Image):
+        return image
+    if image.startswith(("http://", "https://", "data:")):
+        return Image.from_url(image)
+    return Image.from_path(image)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +178,8 @@ class GenerationParams:
     stop: tuple[str, ...] | None = None
     system: str | None = None
     json_schema: dict[str, Any] | None = None
+    tools: tuple[Tool, ...] | None = None
+    tool_choice: ToolChoice | None = None
     # How hard a reasoning model thinks: an effort level and/or a token budget for its reasoning.
     reasoning_effort: Literal["low", "medium", "high"] | None = None
     reasoning_budget_tokens: int | None = None
@@ -68,6 +190,8 @@ class GenerationParams:
     def __post_init__(self) -> None:
         if self.headers:
             check_header_values(self.headers, "in the generation parameters")
+        if self.tool_choice is not None and not (isinstance(self.tool_choice, str) and self.tool_choice):
+            raise ConfigError(f"tool_choice must be one of {', '.join(TOOL_CHOICE_MODES)} or a tool's name")
 
     def merged(self, override: GenerationParams | None) -> GenerationParams:
         """These params with every non-None field of `override` taking precedence."""
@@ -123,6 +247,8 @@ class ChatResponse:
     # The vendor's safety detail (content-filter results, safety ratings, block reason), as it sent it.
     safety: dict[str, Any] | None = None
     raw: Any = field(default=None, repr=False)
+    # The tools the model called, in order (finish reason "tool_calls").
+    tool_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ DOCUMENTED = {
     # the client
     "LLMBuilder", "LLMBackend", "Provider", "ChatStream",
     # values
-    "ChatMessage", "ChatResponse", "GenerationParams", "StreamChunk", "Usage",
+    "ChatMessage", "ChatResponse", "GenerationParams", "StreamChunk", "Usage", "Image", "Tool", "ToolCall",
     # the error tree
     "EvalpipeError", "ConfigError", "UnsupportedFeatureError", "ProviderError", "AuthenticationError",
     "PermissionDeniedError", "NotFoundError", "BadRequestError", "ContextLengthError", "QuotaExceededError",

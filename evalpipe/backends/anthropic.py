@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from evalpipe import errors
+from evalpipe.backends.anthropic_messages import messages_json, tool_fields
 from evalpipe.backends.base import HttpRequest, Provider, StreamState
 from evalpipe.backends.classify import classify_status, classify_stream_error, error_detail
 from evalpipe.backends.framing import SSEEvent
@@ -95,9 +96,12 @@ def start_block(index: int, block: Mapping[str, Any], state: StreamState) -> Str
     if kind == ANSWER_TOOL and block.get("input"):
         return _add(state, text=json.dumps(block["input"]))
     if kind == "tool_use":
-        # Not text, but said all the same: the finish reason tells of it, and a failure after it
-        # cannot be retried as if nothing had been said.
-        state.hidden_output += 1
+        # Not text, but said all the same (counted in `hidden_output`): a plain answer carries the whole
+        # `input`, a stream an empty one followed by `input_json_delta` fragments.
+        # An input that is not an object (a server that could not parse the model's JSON) is kept as text.
+        arguments = block.get("input")
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments) if arguments else ""
+        state.tool_call(index, str(block.get("id") or ""), str(block.get("name") or ""), raw)
     return None
 
 
@@ -110,6 +114,8 @@ def delta_block(index: int, delta: Mapping[str, Any], state: StreamState) -> Str
         return _add(state, reasoning=str(delta.get("thinking") or ""))
     if kind == "input_json_delta" and state.blocks.get(index) == ANSWER_TOOL:
         return _add(state, text=str(delta.get("partial_json") or ""))
+    if kind == "input_json_delta" and state.blocks.get(index) == "tool_use":
+        state.tool_call(index, arguments=str(delta.get("partial_json") or ""))
     # signature_delta only lets thinking be sent back later; other tools' input is not text.
     return None
 
@@ -139,7 +145,7 @@ class AnthropicProvider(Provider):
 
     Where each part of an answer lands: `text` blocks → `text`; `thinking` blocks → `reasoning`;
     `redacted_thinking` blocks → a `[redacted thinking]` marker in `reasoning`; other `tool_use`
-    blocks → nothing (finish reason `tool_calls`); `stop_reason: refusal` → finish reason
+    blocks → `tool_calls` (finish reason `tool_calls`); `stop_reason: refusal` → finish reason
     `refusal` and the text said so far in `refusal`. Usage: `input_tokens` is Anthropic's
     `input_tokens` + `cache_read_input_tokens` + `cache_creation_input_tokens`, the last two also
     in `cached_input_tokens` and `cache_write_input_tokens`; Anthropic does not count thinking
@@ -162,6 +168,8 @@ class AnthropicProvider(Provider):
     supports_embeddings = False  # Anthropic has no embeddings endpoint (it points users to Voyage AI)
     ignored_options = frozenset({"seed"})
     api_version: ClassVar[str] = "2023-06-01"
+    supports_tools = True
+    supports_images = True
     # The API requires max_tokens; this default fits every current model's output limit.
     default_max_tokens: ClassVar[int] = 1024
 
@@ -204,7 +212,7 @@ class AnthropicProvider(Provider):
         fields: dict[str, Any] = {
             "model": self.config.model,
             "max_tokens": max_tokens,
-            "messages": [{"role": m.role, "content": m.content} for m in messages if m.role != "system"],
+            "messages": messages_json(messages),
             "system": system or None,
             "temperature": params.temperature,
             "top_p": params.top_p,
@@ -214,6 +222,10 @@ class AnthropicProvider(Provider):
             "output_config": {"effort": params.reasoning_effort} if params.reasoning_effort else None,
             "stream": True if stream else None,
         }
+        fields.update(tool_fields(params.tools, params.tool_choice))
+        if params.json_schema is not None and params.tools:
+            raise errors.ConfigError(f"{self.name}: json_schema (a forced answer tool) cannot be combined "
+                                     "with tools")
         if params.json_schema is not None:
             # Messages has no response_format: a forced tool call is Anthropic's documented way
             # to get JSON that follows a schema.

@@ -24,10 +24,20 @@ from pydantic import SecretStr
 from evalpipe import errors
 from evalpipe.backends.classify import classify_status, classify_transport, parse_body
 from evalpipe.backends.framing import SSEDecoder, StreamDecoder
+from evalpipe.backends.images import load_images
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.backends.transport import HttpPool, join_url
 from evalpipe.blocking import BlockingIterator, blocking, run_blocking
-from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage, deep_merge
+from evalpipe.types import (
+    TOOL_CHOICE_MODES,
+    ChatMessage,
+    ChatResponse,
+    GenerationParams,
+    StreamChunk,
+    ToolCall,
+    Usage,
+    deep_merge,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +67,16 @@ class HttpRequest:
 
 
 @dataclass(slots=True)
+class ToolCallDraft:
+    """A tool call as it arrives: id and name first, the arguments in fragments."""
+
+    id: str = ""
+    name: str = ""
+    arguments: list[str] = field(default_factory=list)
+    signature: str | None = None
+
+
+@dataclass(slots=True)
 class StreamState:
     """What a stream has delivered so far; protocols fill it from events."""
 
@@ -76,12 +96,32 @@ class StreamState:
     # Output that is no text chunk but was delivered all the same (encrypted reasoning, tool calls):
     # once there is some, a failure can no longer be retried as if nothing had been said.
     hidden_output: int = 0
+    # Tool calls by the vendor's index (OpenAI's `tool_calls[].index`, Anthropic's block index).
+    tool_calls: dict[int, ToolCallDraft] = field(default_factory=dict)
     done: bool = False  # the protocol's end-of-stream event was seen
 
     @property
     def delivered(self) -> bool:
         """Whether the stream has delivered any part of an answer yet."""
         return bool(self.text or self.reasoning or self.refusal or self.hidden_output)
+
+    def tool_call(self, index: int, id: str = "", name: str = "", arguments: str = "",
+                  signature: str | None = None) -> None:
+        """Start or extend tool call `index`: an id, name or signature fills in once, arguments are appended."""
+        draft = self.tool_calls.get(index)
+        if draft is None:
+            draft = self.tool_calls[index] = ToolCallDraft()
+            self.hidden_output += 1
+        draft.id = draft.id or id
+        draft.name = draft.name or name
+        draft.signature = draft.signature or signature
+        if arguments:
+            draft.arguments.append(arguments)
+
+    def finished_tool_calls(self) -> list[ToolCall]:
+        """The assembled tool calls in index order; a call without an id gets `call_<n>`."""
+        return [ToolCall.from_raw(draft.id or f"call_{n}", draft.name, "".join(draft.arguments), draft.signature)
+                for n, (_, draft) in enumerate(sorted(self.tool_calls.items()))]
 
     def set_usage(self, usage: Usage) -> None:
         self.input_tokens, self.output_tokens = usage.input_tokens, usage.output_tokens
@@ -102,6 +142,7 @@ class StreamState:
             attempts=attempts,
             refusal="".join(self.refusal) or None,
             safety=self.safety or None,
+            tool_calls=self.finished_tool_calls(),
         )
 
 
@@ -136,6 +177,9 @@ class Provider:
     requires_api_key: ClassVar[bool] = True
     supports_embeddings: ClassVar[bool] = True
     supports_json_schema: ClassVar[bool] = True
+    # Tool calling and image input; a protocol that maps them says so (refused before sending otherwise).
+    supports_tools: ClassVar[bool] = False
+    supports_images: ClassVar[bool] = False
     ignored_options: ClassVar[frozenset[str]] = frozenset()  # documented: sent nowhere by this protocol
     # How a plan counts a prompt without the backend's tokenizer (pipeline/projection.py): a word of
     # letters is a token per `letters_per_token` letters, a number a token per `digits_per_token` digits,
@@ -309,9 +353,29 @@ class Provider:
 
     # ---- I/O ------------------------------------------------------------------------------------
 
+    def check_parts(self, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
+        """Refuse tools or images this backend (or model) cannot take, before anything is sent."""
+        uses_tools = bool(params.tools) or any(m.tool_calls or m.role == "tool" for m in messages)
+        if uses_tools and not self.supports_tools:
+            raise errors.UnsupportedFeatureError(self.name, "tool calling")
+        if any(m.images for m in messages) and not self.supports_images:
+            raise errors.UnsupportedFeatureError(self.name, "image input")
+        names = [tool.name for tool in params.tools or ()]
+        if len(set(names)) < len(names):
+            twice = sorted({name for name in names if names.count(name) > 1})
+            raise errors.ConfigError(f"tool names must be unique; offered more than once: {', '.join(twice)}")
+        choice = params.tool_choice
+        if choice is not None and choice not in TOOL_CHOICE_MODES and choice not in names:
+            raise errors.ConfigError(
+                f"tool_choice {choice!r} is neither one of {', '.join(TOOL_CHOICE_MODES)} "
+                f"nor the name of an offered tool ({', '.join(names) or 'none offered'})"
+            )
+
     def _with_system(self, messages: Sequence[ChatMessage], params: GenerationParams) -> list[ChatMessage]:
         if params.json_schema is not None and not self.supports_json_schema:
             raise errors.UnsupportedFeatureError(self.name, "structured output (json_schema)")
+        self.check_parts(messages, params)
+        messages = load_images(messages)
         has_system = any(m.role == "system" for m in messages)
         if params.system and not has_system:
             return [ChatMessage.system(params.system), *messages]

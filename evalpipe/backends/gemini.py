@@ -6,6 +6,7 @@ Wire details follow the Gemini API reference (ai.google.dev/api): `GenerateConte
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, ClassVar
@@ -14,6 +15,7 @@ from evalpipe import errors
 from evalpipe.backends.base import HttpRequest, Provider, StreamState
 from evalpipe.backends.classify import classify_status, classify_stream_error, error_detail
 from evalpipe.backends.framing import SSEEvent
+from evalpipe.backends.gemini_messages import contents_json, tool_fields
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk
 
 _API_VERSION = re.compile(r"v\d+(?:alpha|beta)?\d*")
@@ -114,7 +116,8 @@ class GeminiProvider(Provider):
     """Google's Gemini API (AI Studio keys); the key travels in `x-goog-api-key`, never in the URL.
 
     Where each part of an answer lands: text parts → `text`; parts with `thought: true` →
-    `reasoning`; `functionCall` parts → nothing (finish reason `tool_calls`); `finishReason`
+    `reasoning`; `functionCall` parts → `tool_calls` (finish reason `tool_calls`; a call without an
+    `id` gets `call_<n>`); `finishReason`
     SAFETY, RECITATION, BLOCKLIST, PROHIBITED_CONTENT, SPII → `content_filter` with the candidate's
     `safetyRatings` (and finish reason, message, citations) in `safety`; a blocked prompt
     (`promptFeedback.blockReason`, no candidate) → `content_filter` with the feedback in `safety`.
@@ -139,6 +142,8 @@ class GeminiProvider(Provider):
     # A Gemini stream has no end event: the last event carries `finishReason`, then the connection
     # closes. `read_stream_event` marks that event as the end, so a cut stream is a ConnectionError.
     stream_needs_end_event = True
+    supports_tools = True
+    supports_images = True
 
     def auth_headers(self) -> dict[str, str]:
         # `?key=` would work too, but URLs end up in proxy and httpx logs; headers do not.
@@ -188,10 +193,8 @@ class GeminiProvider(Provider):
         self, messages: Sequence[ChatMessage], params: GenerationParams, *, stream: bool
     ) -> HttpRequest:
         body: dict[str, Any] = {
-            "contents": [
-                {"role": "model" if m.role == "assistant" else "user", "parts": [{"text": m.content}]}
-                for m in messages if m.role != "system"
-            ],
+            "contents": contents_json(messages, self.name),
+            **tool_fields(params.tools, params.tool_choice, response_schema),
         }
         if system := [{"text": m.content} for m in messages if m.role == "system"]:
             body["systemInstruction"] = {"parts": system}
@@ -231,8 +234,13 @@ class GeminiProvider(Provider):
         for part in parts if isinstance(parts, list) else []:
             if not isinstance(part, dict):
                 continue
-            if "functionCall" in part:  # a tool call is not text; the finish reason tells of it
-                state.hidden_output += 1
+            if isinstance(call := part.get("functionCall"), dict):
+                # Gemini sends each call whole, its arguments an object; a stream may spread calls over events.
+                args = call.get("args")
+                signature = part.get("thoughtSignature")  # thinking models want it back with the call
+                state.tool_call(len(state.tool_calls), str(call.get("id") or ""), str(call.get("name") or ""),
+                                json.dumps(args) if args is not None else "",
+                                signature if isinstance(signature, str) else None)
             elif isinstance(part.get("text"), str):
                 (thought if part.get("thought") is True else text).append(part["text"])
         if reason := finish_reason(candidate.get("finishReason")):

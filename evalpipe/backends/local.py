@@ -128,6 +128,15 @@ class LocalProvider(OpenAIProvider):
     ) -> HttpRequest:
         return super().chat_request(messages, replace(params, stop=self.chat_stops(params)), stream=stream)
 
+    def check_parts(self, messages: Sequence[ChatMessage], params: GenerationParams) -> None:
+        # The bundled Gemma 3 270M is a text-only base model: it has no vision tower and never learned
+        # a tool-call format. A model of the caller's own (a GGUF path, a running server) may have both.
+        if self.base_model_stops and any(m.images for m in messages):
+            raise errors.UnsupportedFeatureError(f"{self.name} (bundled base model)", "image input")
+        if self.base_model_stops and (params.tools or any(m.tool_calls or m.role == "tool" for m in messages)):
+            raise errors.UnsupportedFeatureError(f"{self.name} (bundled base model)", "tool calling")
+        super().check_parts(messages, params)
+
     def chat_stops(self, params: GenerationParams) -> tuple[str, ...] | None:
         """Stop sequences for a chat turn: the caller's, plus what the bundled base model needs."""
         if not self.base_model_stops:

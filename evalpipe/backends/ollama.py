@@ -5,6 +5,7 @@ Wire details follow the Ollama API reference (docs/api.md in the ollama reposito
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +13,8 @@ from evalpipe import errors
 from evalpipe.backends.base import HttpRequest, Provider, StreamState
 from evalpipe.backends.classify import classify_status, classify_stream_error, error_detail
 from evalpipe.backends.framing import NDJSONDecoder
+from evalpipe.backends.images import inline_data
+from evalpipe.backends.openai_messages import tool_json
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
 
 # Ollama reports why it stopped in `done_reason`: "stop" and "length" match evalpipe's names already;
@@ -38,12 +41,39 @@ def _with_tool_calls(reason: str | None, called: bool) -> str | None:
 
 # Builder options read here: `num_ctx` (the context window: Ollama's default is small and it silently
 # drops the start of longer prompts), `keep_alive`, `raw` (see `complete_request`), `embedding_model`.
+def message_json(message: ChatMessage, backend: str) -> dict[str, Any]:
+    """A message as `/api/chat` takes it: images as bare base64 in `images`, tool calls with object
+    arguments, a tool result as role `tool` with `tool_name` (the chat API reference)."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.images:
+        out["images"] = [inline_data(image, backend)[1] for image in message.images]
+    if message.tool_calls:
+        out["tool_calls"] = [{"function": {"name": call.name, "arguments": call.arguments
+                                           if isinstance(call.arguments, dict) else {}}}
+                             for call in message.tool_calls]
+    if message.role == "tool" and message.name:
+        out["tool_name"] = message.name
+    return out
+
+
+def fold_tool_calls(tool_calls: Any, state: StreamState) -> None:
+    """Add `message.tool_calls` (each whole, arguments an object) to `state`, after those it has."""
+    for entry in tool_calls if isinstance(tool_calls, list) else []:
+        function = entry.get("function") if isinstance(entry, dict) else None
+        if not isinstance(function, dict):
+            continue
+        arguments = function.get("arguments")
+        raw = arguments if isinstance(arguments, str) else json.dumps(arguments if arguments is not None else {})
+        state.tool_call(len(state.tool_calls), str(entry.get("id") or ""), str(function.get("name") or ""), raw)
+
+
 class OllamaProvider(Provider):
     """A local or remote Ollama server: no API key, NDJSON streams, sampling under `options`.
 
     Where each part of an answer lands: `message.content` (`response` on `/api/generate`) →
-    `text`; `message.thinking` (`thinking`) → `reasoning`; `message.tool_calls` → nothing (finish
-    reason `tool_calls`: Ollama itself says "stop"). Usage: `prompt_eval_count` → `input_tokens`,
+    `text`; `message.thinking` (`thinking`) → `reasoning`; `message.tool_calls` → `tool_calls` (ids
+    `call_<n>`, since Ollama sends none; finish reason `tool_calls`: Ollama itself says "stop").
+    Usage: `prompt_eval_count` → `input_tokens`,
     `eval_count` (thinking included) → `output_tokens`; Ollama has no prompt cache to report and
     does not count thinking apart, so the other kinds stay 0. Ollama has no refusal or safety field.
 
@@ -60,6 +90,8 @@ class OllamaProvider(Provider):
     stream_decoder = NDJSONDecoder
     stream_needs_end_event = True  # the last line carries `"done": true`; without it the stream was cut
     ignored_options = frozenset({"reasoning_budget_tokens"})
+    supports_tools = True
+    supports_images = True
 
     def auth_headers(self) -> dict[str, str]:
         # A plain Ollama server has no auth; a reverse proxy in front of it may expect a Bearer token.
@@ -99,7 +131,12 @@ class OllamaProvider(Provider):
         self, messages: Sequence[ChatMessage], params: GenerationParams, *, stream: bool
     ) -> HttpRequest:
         body = self._common(params, stream=stream)
-        body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        body["messages"] = [message_json(m, self.name) for m in messages]
+        # Ollama has no tool_choice: "none" is not offering the tools, "auto" is what it always does.
+        if params.tool_choice not in (None, "auto", "none"):
+            raise errors.UnsupportedFeatureError(self.name, f"tool_choice {params.tool_choice!r} (it has none)")
+        if params.tools and params.tool_choice != "none":
+            body["tools"] = [tool_json(tool) for tool in params.tools]
         return HttpRequest("api/chat", body)
 
     def complete_request(self, prompt: str, params: GenerationParams, *, stream: bool = False) -> HttpRequest:
@@ -124,7 +161,9 @@ class OllamaProvider(Provider):
             if not isinstance(message, dict):
                 raise errors.ProtocolError("answer has no message", provider=self.name)
             text, thinking = message.get("content"), message.get("thinking")
-            called = bool(message.get("tool_calls"))
+            calls = StreamState()
+            fold_tool_calls(message.get("tool_calls"), calls)
+            called = bool(calls.tool_calls)
         else:
             if "response" not in body:
                 raise errors.ProtocolError("answer has no response", provider=self.name)
@@ -135,6 +174,7 @@ class OllamaProvider(Provider):
             model=body.get("model") or self.config.model,
             usage=Usage(_as_int(body.get("prompt_eval_count")), _as_int(body.get("eval_count"))),
             reasoning=thinking if isinstance(thinking, str) and thinking else None,
+            tool_calls=calls.finished_tool_calls() if text_field == "message" else [],
         )
 
     def parse_chat(self, body: Any) -> ChatResponse:
@@ -154,8 +194,7 @@ class OllamaProvider(Provider):
         message = message if isinstance(message, dict) else {}
         text = message.get("content") or event.get("response") or ""
         thinking = message.get("thinking") or event.get("thinking") or ""
-        if message.get("tool_calls"):  # not text, but delivered: the finish reason tells of it
-            state.hidden_output += 1
+        fold_tool_calls(message.get("tool_calls"), state)  # whole calls, possibly over several lines
         if event.get("done") is True:
             state.done = True
             state.finish_reason = _with_tool_calls(finish_reason(event), state.hidden_output > 0)

@@ -10,6 +10,7 @@ from evalpipe.backends.base import HttpRequest, Provider, StreamState
 from evalpipe.backends.classify import classify_stream_error
 from evalpipe.backends.framing import SSEEvent
 from evalpipe.backends.openai_convert import Parts, choice_parts, prompt_safety, usage_of
+from evalpipe.backends.openai_messages import fold_tool_calls, message_json, tool_fields
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
 
 
@@ -44,6 +45,9 @@ class OpenAIProvider(Provider):
     # False where `completion_tokens` leaves out the reasoning tokens billed on top of it (xAI).
     completion_includes_reasoning: ClassVar[bool] = True
     stream_usage: ClassVar[bool] = True  # ask for the final usage chunk (`stream_options.include_usage`)
+    supports_tools = True
+    supports_images = True
+    required_tool_choice: ClassVar[str] = "required"  # the vendor's word for "must call a tool"
 
     def auth_headers(self) -> dict[str, str]:
         key = self.config.api_key
@@ -77,8 +81,9 @@ class OpenAIProvider(Provider):
     ) -> HttpRequest:
         body: dict[str, Any] = {
             "model": self.config.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [message_json(m) for m in messages],
             **self.sampling(params),
+            **tool_fields(params.tools, params.tool_choice, self.required_tool_choice),
         }
         if params.json_schema is not None:
             body["response_format"] = self.response_format(params.json_schema)
@@ -98,6 +103,9 @@ class OpenAIProvider(Provider):
         parts = choice_parts(choice, "message")
         safety = {**prompt_safety(body), **parts.safety}
         usage = usage_of(body.get("usage"), reasoning_in_completion=self.completion_includes_reasoning)
+        calls = StreamState()
+        message = choice.get("message")
+        fold_tool_calls(message.get("tool_calls") if isinstance(message, dict) else None, calls, whole=True)
         return ChatResponse(
             text=parts.text,
             finish_reason=finish_reason(choice.get("finish_reason"), parts),
@@ -106,6 +114,7 @@ class OpenAIProvider(Provider):
             reasoning=parts.reasoning or None,
             refusal=parts.refusal or None,
             safety=safety or None,
+            tool_calls=calls.finished_tool_calls(),
         )
 
     def read_stream_event(self, event: SSEEvent, state: StreamState) -> StreamChunk | None:
@@ -131,7 +140,9 @@ class OpenAIProvider(Provider):
         parts = choice_parts(choice, "delta")
         state.safety.update(parts.safety)
         state.finish_reason = choice.get("finish_reason") or state.finish_reason
-        state.hidden_output += parts.hidden_reasoning + parts.tool_calls
+        state.hidden_output += parts.hidden_reasoning
+        delta = choice.get("delta")
+        fold_tool_calls(delta.get("tool_calls") if isinstance(delta, dict) else None, state)
         if parts.refusal:
             state.refusal.append(parts.refusal)
         if not (parts.text or parts.reasoning):

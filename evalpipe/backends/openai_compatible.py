@@ -27,6 +27,7 @@ class DeepSeekProvider(OpenAIProvider):
     seed_field = None
     reasoning_effort_field = None
     supports_embeddings = False  # DeepSeek offers no embeddings endpoint
+    supports_images = False  # deepseek-chat and deepseek-reasoner take text only
 
     def response_format(self, schema: dict[str, Any]) -> dict[str, Any]:
         # DeepSeek knows only JSON mode, not schemas: the answer is valid JSON but the schema is
@@ -84,6 +85,8 @@ class MistralProvider(OpenAIProvider):
     ignored_options = frozenset({"top_k", "reasoning_budget_tokens"})
     max_tokens_field = "max_tokens"
     seed_field = "random_seed"
+    # Mistral's tool_choice: "auto" | "none" | "any" | "required"; "any" is the long-documented one.
+    required_tool_choice = "any"
 
 
 class OpenRouterProvider(OpenAIProvider):

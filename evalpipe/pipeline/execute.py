@@ -46,11 +46,24 @@ def request_key(task: Task, backend: Backend) -> str:
     """The cache key: the task's identity plus everything the provider will send."""
     config = backend.provider.config
     params = config.params.merged(call_params(task, backend))
-    # fields() + getattr, not asdict(): asdict deep-copies, and this runs once per task.
+    # fields() + getattr, not asdict(): asdict deep-copies, and this runs once per task. Options added
+    # after caches existed count only when set, and message parts only when present, so that the
+    # keys of existing caches stay what they were.
+    values = ((f.name, getattr(params, f.name)) for f in fields(params))
     return stable_hash({"task": task.task_id, "backend": config.backend, "model": config.model,
                         "base_url": config.base_url, "mode": task.mode,
-                        "messages": [(m.role, m.content) for m in task.messages],
-                        "params": {f.name: getattr(params, f.name) for f in fields(params)}}, 32)
+                        "messages": [message_key(m) for m in task.messages],
+                        "params": {k: v for k, v in values if v is not None or k not in _LATER_OPTIONS}}, 32)
+
+
+_LATER_OPTIONS = frozenset({"tools", "tool_choice"})
+
+
+def message_key(message: ChatMessage) -> tuple[Any, ...]:
+    """What of a message keys the cache: role and text, plus its images and tool parts when it has any."""
+    if not (message.images or message.tool_calls or message.tool_call_id):
+        return (message.role, message.content)
+    return (message.role, message.content, repr(message.images), repr(message.tool_calls), message.tool_call_id)
 
 
 def call_params(task: Task, backend: Backend) -> GenerationParams:

@@ -50,6 +50,21 @@ below add the other shapes: `[[shape:tool_call]]` a tool call (all three), `[[sh
 `[[cached:N]]` cache reads (Anthropic, Gemini), `[[shape:content_filter]]` a filtered candidate and
 `[[shape:blocked_prompt]]` a blocked prompt (Gemini).
 
+Tools and images, on every protocol but Phind (each in its vendor's shape: OpenAI `tools` /
+`tool_calls` / role `tool`; Anthropic `tool_use` / `tool_result` blocks; Gemini `functionDeclarations`
+/ `functionCall` / `functionResponse`; Ollama `tools` / `tool_calls` with object arguments / role
+`tool`). With tools offered the fake calls the first tool (or the one `tool_choice` names) with a
+small valid instance of its schema; `tool_choice` "none" turns that off. Markers script calls:
+`[[tool:NAME]]` (an instance of NAME's schema), `[[tool:NAME:{"city": "Oslo"}]]` (those arguments;
+no `]` inside), `[[tool:NAME:malformed]]` (arguments that are not JSON: Gemini ends the turn with
+MALFORMED_FUNCTION_CALL, Ollama leaves the call in the text); several markers are parallel calls, in
+order. Gemini signs the first call of a turn (`thoughtSignature`) when thinking is on, and Gemini 3
+models refuse a call sent back without it. A conversation ending with tool results is answered `Result: <result> | <result>` and never
+calls again. A tool result that answers no earlier call is refused with the vendor's 400. Images
+(OpenAI `image_url` parts, data URLs or plain URLs; Anthropic `image` blocks; Gemini `inlineData` /
+`fileData`; Ollama `images`) are checked (base64 must decode) and acknowledged in the echo:
+`Echo: <text> [image: image/png]`, `[image: url]` for a URL. `tiny_png()` gives a valid image to send.
+
 Auth is checked the way each vendor does (Bearer; `x-api-key`; `x-goog-api-key` or `?key=`;
 Azure `api-key`). Any key is accepted except: none (the vendor's missing-key error), a key starting
 with `invalid` (401, Gemini 400 API_KEY_INVALID) and one starting with `forbidden` (403). Like the
@@ -106,7 +121,8 @@ delivered to the end). Over HTTP: `GET /_fake/stats[?key=K]` returns the same as
 
 from __future__ import annotations
 
+from evalpipe.testing._images import tiny_png
 from evalpipe.testing._server import VENDORS, FakeServer
 from evalpipe.testing._state import Fault, Stats
 
-__all__ = ["VENDORS", "FakeServer", "Fault", "Stats"]
+__all__ = ["VENDORS", "FakeServer", "Fault", "Stats", "tiny_png"]

@@ -9,6 +9,13 @@
 - When JSON is requested the answer is a small JSON instance valid for the schema, or
   `{"echo": "<last user message>"}` in plain JSON mode.
 - Embeddings are L2-normalised hashed bags of words, so texts sharing words are close.
+- Tools: `[[tool:NAME]]` calls tool NAME with a small instance of its schema, `[[tool:NAME:{json}]]`
+  with those arguments (the JSON cannot contain `]`), `[[tool:NAME:malformed]]` with arguments that
+  are not valid JSON; several markers are parallel calls. With tools offered, no marker and
+  `tool_choice` other than "none", the fake calls the chosen (else the first) tool with an instance
+  of its schema. A conversation that ends with tool results is answered `Result: <results>` and
+  never calls a tool again, so that a tool loop ends.
+- Images in the last user turn are acknowledged in the echo: ` [image: image/png]` each.
 - `[[shape:NAME]]` asks for one of a vendor's answer shapes (see `SHAPES`); protocols that have no
   such shape answer normally. A refusal's text is `REFUSAL`; a reasoning model's reasoning is
   `thinking_for(call)`.
@@ -16,13 +23,14 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import math
 import re
 from typing import Any
 
-from evalpipe.testing._wire import Answer, Call, Finish, Operation
+from evalpipe.testing._wire import Answer, Call, ErrorKind, Finish, Operation, PlannedToolCall, RequestRejected
 
 MARKER = re.compile(r"\[\[(?P<name>[a-z_]+)(?::(?P<arg>[^\]]*))?\]\]")
 DEFAULT_DIMENSIONS = 64
@@ -90,9 +98,13 @@ def answer_for(call: Call) -> Answer:
         text = json.dumps(instance_for(call.json_schema))
     elif call.json_mode:
         text = json.dumps({"echo": strip_markers(call.prompt)})
+    elif call.tool_results:
+        text = "Result: " + " | ".join(call.tool_results)
     else:
         text = f"Echo: {strip_markers(call.prompt)}".strip()
-    finish = Finish.STOP
+        text += "".join(f" [image: {kind}]" for kind in call.images)
+    tool_calls = planned_tool_calls(call)
+    finish = Finish.TOOL_CALLS if tool_calls else Finish.STOP
     words = text.split()
     if call.max_tokens is not None and len(words) > call.max_tokens:
         text, finish = " ".join(words[: max(call.max_tokens, 0)]), Finish.LENGTH
@@ -101,8 +113,64 @@ def answer_for(call: Call) -> Answer:
         pieces=split_pieces(text),
         finish=finish,
         input_tokens=input_tokens,
-        output_tokens=count_tokens(text),
+        output_tokens=count_tokens(text, *(planned.arguments for planned in tool_calls)),
+        tool_calls=tool_calls,
     )
+
+
+# The fixed call of `[[shape:tool_call]]`, kept for the tests written before the tool markers.
+WEATHER_CALL = PlannedToolCall("get_weather", '{"city": "Paris"}', "01FakeToolCall")
+MALFORMED_ARGUMENTS = '{"city": "Par'
+
+
+def planned_tool_calls(call: Call) -> list[PlannedToolCall]:
+    """The tool calls the fake makes for a call (see the module docstring), with stable ids."""
+    if call.operation is not Operation.CHAT or call.tool_results:
+        return []
+    planned: list[PlannedToolCall] = []
+    for found in MARKER.finditer(call.prompt):
+        if found.group("name") != "tool":
+            continue
+        name, _, arguments = (found.group("arg") or "").partition(":")
+        if not name:
+            raise RequestRejected(ErrorKind.BAD_REQUEST, "bad fake-server marker: tool needs a name")
+        if arguments == "malformed":
+            arguments = MALFORMED_ARGUMENTS
+        elif not arguments:
+            arguments = json.dumps(instance_for(call.tools.get(name) or {"type": "object"}))
+        planned.append(PlannedToolCall(name, arguments, f"{len(planned)}_{name}"))
+    if planned:
+        return planned
+    if shape_of(call) == "tool_call":
+        return [WEATHER_CALL]
+    if not call.tools or call.tool_choice == "none":
+        return []
+    name = call.tool_choice if call.tool_choice in call.tools else next(iter(call.tools))
+    return [PlannedToolCall(name, json.dumps(instance_for(call.tools[name])), f"0_{name}")]
+
+
+def image_kind(media_type: str, data: str) -> str:
+    """The MIME type of a base64 image part, or `RequestRejected` when the data is not base64."""
+    try:
+        # Standard or URL-safe alphabet: the google-genai SDK sends the latter, and Gemini takes both.
+        raw = base64.b64decode(data.replace("-", "+").replace("_", "/"), validate=True)
+    except ValueError:
+        raise RequestRejected(ErrorKind.BAD_REQUEST, "Invalid image: the data is not valid base64.") from None
+    if media_type:
+        return media_type
+    signatures = {b"\x89PNG": "image/png", b"\xff\xd8\xff": "image/jpeg", b"GIF8": "image/gif"}
+    sniffed = next((kind for head, kind in signatures.items() if raw.startswith(head)), None)
+    return sniffed or ("image/webp" if raw[8:12] == b"WEBP" else "image")
+
+
+def data_url_kind(url: str) -> str:
+    """The MIME type of an `image_url` (checked when it is a data URL), or "url"."""
+    if not url.startswith("data:"):
+        return "url"
+    head, sep, payload = url.partition(",")
+    if not sep or not head.endswith(";base64"):
+        raise RequestRejected(ErrorKind.BAD_REQUEST, "Invalid image URL: expected data:<type>;base64,<data>.")
+    return image_kind(head[len("data:"):-len(";base64")], payload)
 
 
 def embed_text(text: str, dimensions: int) -> list[float]:

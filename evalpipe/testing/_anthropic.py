@@ -13,12 +13,11 @@ of `overloaded_error`.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
-from evalpipe.testing._answers import count_tokens, markers, split_pieces, strip_markers
+from evalpipe.testing._answers import count_tokens, image_kind, markers, split_pieces, strip_markers
 from evalpipe.testing._wire import (
     Answer,
     Call,
@@ -26,6 +25,7 @@ from evalpipe.testing._wire import (
     Finish,
     HttpRequest,
     Operation,
+    PlannedToolCall,
     Protocol,
     RateLimitState,
     Reply,
@@ -72,7 +72,7 @@ _ERRORS: dict[ErrorKind, tuple[int, str, str]] = {
 
 _STOP_REASONS = {Finish.STOP: "end_turn", Finish.LENGTH: "max_tokens"}
 _SIGNATURE = "EqQBCkgIARABGAIiQFakeSignatureOfTheThinkingBlock=="
-_TOOL_CALL = {"id": "toolu_01FakeToolCall", "name": "get_weather", "input": {"city": "Paris"}}
+_TOOL_CHOICES = {"auto": "auto", "any": "required", "none": "none"}
 
 
 def _marker_int(found: dict[str, str], name: str) -> int:
@@ -96,6 +96,64 @@ def _check_thinking(body: dict[str, Any], thinking: dict[str, Any]) -> None:
                                                      "enabled.")
 
 
+def _parse_messages(call: Call, messages: list[Any]) -> None:
+    """Texts, the last user text and its images, and the tool results the conversation ends with.
+
+    As the API does: a `tool_result` must answer a `tool_use` of an earlier assistant turn."""
+    called: set[str] = set()
+    for message in messages:
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            role = message.get("role") if isinstance(message, dict) else None
+            raise RequestRejected(
+                ErrorKind.BAD_REQUEST,
+                f'messages: Unexpected role "{role}". The Messages API accepts a top-level `system` '
+                f'parameter, not "system" as an input message role.',
+            )
+        content = message.get("content")
+        blocks = [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+        call.texts.append(text_of(content))
+        if message["role"] == "assistant":
+            called.update(str(b.get("id")) for b in blocks if b.get("type") == "tool_use")
+            call.tool_results = []
+            continue
+        results = [b for b in blocks if b.get("type") == "tool_result"]
+        for result in results:
+            if result.get("tool_use_id") not in called:
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "messages: unexpected `tool_use_id` found in "
+                                      "`tool_result` blocks. Each `tool_result` block must have a corresponding "
+                                      "`tool_use` block in the previous message.")
+            call.tool_results.append(text_of(result.get("content")))
+        if not results:
+            call.prompt, call.tool_results = text_of(content), []
+            call.images = [_image_kind(b) for b in blocks if b.get("type") == "image"]
+
+
+def _image_kind(block: dict[str, Any]) -> str:
+    source = block.get("source")
+    if not isinstance(source, dict) or source.get("type") not in ("base64", "url"):
+        raise RequestRejected(ErrorKind.BAD_REQUEST, "messages: image.source: expected a base64 or url source")
+    if source["type"] == "url":
+        return "url"
+    if source.get("media_type") not in ("image/jpeg", "image/png", "image/gif", "image/webp"):
+        raise RequestRejected(ErrorKind.BAD_REQUEST, "messages: image.source.media_type: Input should be "
+                              "'image/jpeg', 'image/png', 'image/gif' or 'image/webp'")
+    return image_kind(str(source["media_type"]), str(source.get("data") or ""))
+
+
+def _parse_tools(call: Call, body: dict[str, Any]) -> None:
+    """The offered tools (`{name, description, input_schema}`) and `tool_choice`, in OpenAI's words."""
+    for tool in body.get("tools") or []:
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise RequestRejected(ErrorKind.BAD_REQUEST, "tools.0.name: Field required")
+        if not isinstance(tool.get("input_schema"), dict):
+            raise RequestRejected(ErrorKind.BAD_REQUEST, "tools.0.custom.input_schema: Field required")
+        call.tools[tool["name"]] = tool["input_schema"]
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict):
+        call.tool_choice = str(choice.get("name")) if choice.get("type") == "tool" else \
+            _TOOL_CHOICES.get(str(choice.get("type")))
+
+
 @dataclass(frozen=True)
 class AnswerShape:
     """The parts of one Anthropic answer beyond its text, chosen by the request and its markers."""
@@ -103,7 +161,7 @@ class AnswerShape:
     text: str
     thinking: str | None  # present when the request enabled extended thinking
     redacted: bool  # [[shape:redacted_thinking]]
-    tool_call: bool  # [[shape:tool_call]]
+    tool_calls: tuple[PlannedToolCall, ...]  # tool markers, [[shape:tool_call]], or offered tools
     stop_reason: str  # [[shape:refusal]] makes it "refusal"
     cache_read: int  # [[cached:N]]
     cache_write: int  # [[cache_write:N]]
@@ -115,9 +173,13 @@ class AnswerShape:
         found = markers(call.prompt)
         shape = found.get("shape")
         thinking = f"Thinking: {strip_markers(call.prompt)}".strip() if call.extras.get("thinking") else None
-        stop = {"tool_call": "tool_use", "refusal": "refusal"}.get(shape or "", _STOP_REASONS[answer.finish])
+        stop = "tool_use" if answer.tool_calls else _STOP_REASONS.get(answer.finish, "end_turn")
+        stop = "refusal" if shape == "refusal" else stop
         error = "invalid_request_error" if shape == "invalid_request" else "overloaded_error"
-        return cls(answer.text, thinking, shape == "redacted_thinking", shape == "tool_call", stop,
+        # A forced tool call (tool_choice any or tool) comes without any text before it.
+        forced = answer.tool_calls and call.tool_choice not in (None, "auto", "none")
+        return cls("" if forced else answer.text, thinking, shape == "redacted_thinking",
+                   tuple(answer.tool_calls), stop,
                    _marker_int(found, "cached"), _marker_int(found, "cache_write"), answer.input_tokens, error)
 
     def blocks(self) -> list[dict[str, Any]]:
@@ -127,9 +189,10 @@ class AnswerShape:
             blocks.append({"type": "thinking", "thinking": self.thinking, "signature": _SIGNATURE})
         if self.redacted:
             blocks.append({"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlx"})
-        blocks.append({"type": "text", "text": self.text})
-        if self.tool_call:
-            blocks.append({"type": "tool_use", **_TOOL_CALL})
+        if self.text or not self.tool_calls:
+            blocks.append({"type": "text", "text": self.text})
+        blocks += [{"type": "tool_use", "id": "toolu_" + planned.id, "name": planned.name,
+                    "input": planned.parsed()} for planned in self.tool_calls]
         return blocks
 
     def stream_blocks(self) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -141,11 +204,13 @@ class AnswerShape:
                              [*deltas, {"type": "signature_delta", "signature": _SIGNATURE}]))
         if self.redacted:
             streamed.append((self.blocks()[1 if self.thinking is not None else 0], []))
-        streamed.append(({"type": "text", "text": ""},
-                         [{"type": "text_delta", "text": p} for p in split_pieces(self.text)]))
-        if self.tool_call:
-            arguments = json.dumps(_TOOL_CALL["input"])
-            streamed.append(({"type": "tool_use", **_TOOL_CALL, "input": {}},
+        if self.text or not self.tool_calls:
+            streamed.append(({"type": "text", "text": ""},
+                             [{"type": "text_delta", "text": p} for p in split_pieces(self.text)]))
+        for planned in self.tool_calls:
+            # The input arrives as fragments of JSON text; a malformed one stays malformed.
+            arguments = planned.arguments
+            streamed.append(({"type": "tool_use", "id": "toolu_" + planned.id, "name": planned.name, "input": {}},
                              [{"type": "input_json_delta", "partial_json": arguments[:9]},
                               {"type": "input_json_delta", "partial_json": arguments[9:]}]))
         return streamed
@@ -203,17 +268,8 @@ class AnthropicProtocol(Protocol):
         system = text_of(body.get("system"))
         if system:
             call.texts.append(system)
-        for message in messages:
-            if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-                role = message.get("role") if isinstance(message, dict) else None
-                raise RequestRejected(
-                    ErrorKind.BAD_REQUEST,
-                    f'messages: Unexpected role "{role}". The Messages API accepts a top-level `system` '
-                    f'parameter, not "system" as an input message role.',
-                )
-            call.texts.append(text_of(message.get("content")))
-            if message["role"] == "user":
-                call.prompt = text_of(message.get("content"))
+        _parse_messages(call, messages)
+        _parse_tools(call, body)
         thinking = body.get("thinking")
         call.extras["thinking"] = isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
         if isinstance(thinking, dict) and thinking.get("type") == "enabled":

@@ -18,10 +18,11 @@ part; `[[cached:N]]` reports N prompt tokens as `cachedContentTokenCount` (they 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from evalpipe.testing._answers import count_tokens, markers, split_pieces, strip_markers
+from evalpipe.testing._answers import count_tokens, image_kind, markers, split_pieces, strip_markers
 from evalpipe.testing._wire import (
     Answer,
     Call,
@@ -74,7 +75,9 @@ _ERRORS: dict[ErrorKind, tuple[int, str, str]] = {
     ErrorKind.OVERLOADED: (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
 }
 
-_FINISH = {Finish.STOP: "STOP", Finish.LENGTH: "MAX_TOKENS"}
+# Gemini has no tool-call finish reason: a turn that calls functions simply stops.
+_FINISH = {Finish.STOP: "STOP", Finish.LENGTH: "MAX_TOKENS", Finish.TOOL_CALLS: "STOP"}
+_MODES = {"AUTO": "auto", "ANY": "required", "NONE": "none", "VALIDATED": "auto"}
 _METHODS = {
     "generateContent": Operation.CHAT,
     "streamGenerateContent": Operation.CHAT,
@@ -83,7 +86,6 @@ _METHODS = {
 }
 
 
-_FUNCTION_CALL: dict[str, Any] = {"functionCall": {"name": "get_weather", "args": {"city": "Paris"}}}
 _HARM_CATEGORIES = ("HARM_CATEGORY_HATE_SPEECH", "HARM_CATEGORY_DANGEROUS_CONTENT",
                     "HARM_CATEGORY_HARASSMENT", "HARM_CATEGORY_SEXUALLY_EXPLICIT")
 
@@ -106,7 +108,7 @@ class GeminiShape:
     thinking: str | None  # when the request's thinkingConfig asks for thoughts
     safety: str | None  # [[shape:content_filter]]: the candidate stops with SAFETY
     blocked: str | None  # [[shape:blocked_prompt]]: the prompt is blocked (SAFETY), no candidate
-    tool_call: bool  # [[shape:tool_call]]: a functionCall part
+    calls: tuple[dict[str, Any], ...]  # functionCall parts (tool markers, [[shape:tool_call]], offered tools)
     cached: int  # [[cached:N]]
     input_tokens: int
     output_tokens: int
@@ -121,8 +123,17 @@ class GeminiShape:
             cached = min(max(int(found.get("cached") or 0), 0), answer.input_tokens)
         except ValueError:
             raise RequestRejected(ErrorKind.BAD_REQUEST, "bad fake-server marker: cached") from None
-        return cls(safety or _FINISH[answer.finish], thinking, safety,
-                   "SAFETY" if shape == "blocked_prompt" else None, shape == "tool_call",
+        # Gemini sends arguments as an object: malformed ones end the turn with MALFORMED_FUNCTION_CALL.
+        malformed = any(not isinstance(planned.parsed(), dict) for planned in answer.tool_calls)
+        calls: tuple[dict[str, Any], ...] = () if malformed else tuple(
+            {"functionCall": {"id": planned.id, "name": planned.name, "args": planned.parsed()}}
+            for planned in answer.tool_calls)
+        if calls and (_signs_calls(call.model) or call.extras.get("thoughts")):
+            # The thought-signatures guide: a thinking model signs the first function call of a step.
+            calls = ({**calls[0], "thoughtSignature": _SIGNATURE}, *calls[1:])
+        finish = "MALFORMED_FUNCTION_CALL" if malformed else _FINISH[answer.finish]
+        return cls(safety or finish, thinking, safety,
+                   "SAFETY" if shape == "blocked_prompt" else None, calls,
                    cached, answer.input_tokens, 0 if safety else answer.output_tokens)
 
     def usage(self) -> dict[str, Any]:
@@ -139,6 +150,68 @@ class GeminiShape:
         if self.cached:
             usage["cachedContentTokenCount"] = self.cached
         return usage
+
+
+_SIGNATURE = "CiQBjz1rX0Zha2VUaG91Z2h0U2lnbmF0dXJlT2ZUaGVDYWxs"
+
+
+def _signs_calls(model: str) -> bool:
+    """Gemini 3 models always think, sign their function calls and refuse a call sent back unsigned."""
+    return "gemini-3" in model
+
+
+def _parse_contents(call: Call, contents: list[Any]) -> None:
+    """Texts, the last user text and its images, and the function responses the conversation ends with."""
+    for content in contents:
+        if not isinstance(content, dict):
+            continue
+        parts = [p for p in content.get("parts") or [] if isinstance(p, dict)]
+        text = text_of(parts)
+        call.texts.append(text)
+        if content.get("role", "user") != "user":
+            called = [p for p in parts if isinstance(_field(p, "functionCall", "function_call"), dict)]
+            if called and _signs_calls(call.model) and not _field(called[0], "thoughtSignature", "thought_signature"):
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "Function call is missing a thought_signature in "
+                                      "functionCall parts. This is required for tools to work correctly.")
+            call.tool_results = []
+            continue
+        responses = [_field(p, "functionResponse", "function_response") for p in parts]
+        responses = [r for r in responses if isinstance(r, dict)]
+        for response in responses:
+            if not isinstance(response.get("name"), str):
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "* GenerateContentRequest.contents.parts."
+                                      "function_response.name: Name cannot be empty.")
+            # The guide's convention: {"result": ...} or {"output": ...} (or {"error": ...}); else the whole object.
+            result = response.get("response")
+            if isinstance(result, dict) and len(result) == 1 and next(iter(result)) in ("result", "output", "error"):
+                result = next(iter(result.values()))
+            call.tool_results.append(result if isinstance(result, str) else json.dumps(result))
+        if not responses:
+            call.prompt, call.tool_results = text, []
+            inline = [_field(p, "inlineData", "inline_data") for p in parts]
+            call.images = [image_kind(str(_field(i, "mimeType", "mime_type") or ""), str(i.get("data") or ""))
+                           for i in inline if isinstance(i, dict)]
+            call.images += ["url" for p in parts if isinstance(_field(p, "fileData", "file_data"), dict)]
+
+
+def _parse_tools(call: Call, body: dict[str, Any]) -> None:
+    """Offered `functionDeclarations` and the `toolConfig.functionCallingConfig` mode, in OpenAI's words."""
+    for tool in body.get("tools") or []:
+        for declaration in _field(tool, "functionDeclarations", "function_declarations") or [] \
+                if isinstance(tool, dict) else []:
+            if not isinstance(declaration, dict) or not isinstance(declaration.get("name"), str):
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "* GenerateContentRequest.tools[0]."
+                                      "function_declarations[0].name: Name cannot be empty.")
+            schema = (declaration.get("parameters") or _field(declaration, "parametersJsonSchema",
+                                                                "parameters_json_schema") or {})
+            call.tools[declaration["name"]] = schema if isinstance(schema, dict) else {}
+    config = _field(body, "toolConfig", "tool_config") or {}
+    calling = _field(config, "functionCallingConfig", "function_calling_config") if isinstance(config, dict) else None
+    if isinstance(calling, dict):
+        call.tool_choice = _MODES.get(str(calling.get("mode") or "AUTO").upper(), "auto")
+        allowed = _field(calling, "allowedFunctionNames", "allowed_function_names")
+        if call.tool_choice == "required" and isinstance(allowed, list) and len(allowed) == 1:
+            call.tool_choice = str(allowed[0])
 
 
 def _field(data: dict[str, Any], camel: str, snake: str) -> Any:
@@ -197,13 +270,8 @@ class GeminiProtocol(Protocol):
         system = _field(body, "systemInstruction", "system_instruction")
         if isinstance(system, dict):
             call.texts.append(text_of(system.get("parts")))
-        for content in contents:
-            if not isinstance(content, dict):
-                continue
-            text = text_of(content.get("parts"))
-            call.texts.append(text)
-            if content.get("role", "user") == "user":
-                call.prompt = text
+        _parse_contents(call, contents)
+        _parse_tools(call, body)
         config = _field(body, "generationConfig", "generation_config") or {}
         thinking = _field(config, "thinkingConfig", "thinking_config")
         call.extras["thoughts"] = isinstance(thinking, dict) and bool(
@@ -259,7 +327,7 @@ class GeminiProtocol(Protocol):
             return json_reply(200, self._blocked(call, shape, new_id("")))
         parts = [{"text": shape.thinking, "thought": True}] if shape.thinking else []
         parts += [{"text": answer.text}] if shape.safety is None else []
-        parts += [_FUNCTION_CALL] if shape.tool_call else []
+        parts += list(shape.calls)
         return json_reply(200, self._chunk(call, shape, parts, True, new_id("")))
 
     def stream(self, call: Call, answer: Answer) -> StreamPlan:
@@ -269,7 +337,7 @@ class GeminiProtocol(Protocol):
         if shape.safety is None:
             pieces += [[{"text": piece}] for piece in answer.pieces]
         chunks = [self._chunk(call, shape, parts, False, response_id) for parts in pieces]
-        last = [_FUNCTION_CALL] if shape.tool_call else [{"text": ""}] if shape.safety is None else []
+        last = list(shape.calls) if shape.calls else [{"text": ""}] if shape.safety is None else []
         final = self._chunk(call, shape, last, True, response_id)
         if shape.blocked:
             chunks, final = [], self._blocked(call, shape, response_id)

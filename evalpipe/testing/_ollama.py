@@ -14,11 +14,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from evalpipe.testing._answers import count_tokens, markers, split_pieces, strip_markers
+from evalpipe.testing._answers import count_tokens, image_kind, split_pieces, strip_markers
 from evalpipe.testing._wire import (
     Answer,
     Call,
     ErrorKind,
+    Finish,
     HttpRequest,
     Operation,
     Protocol,
@@ -49,12 +50,42 @@ _ERRORS: dict[ErrorKind, tuple[int, str]] = {
 _LOAD_NS, _PROMPT_NS, _EVAL_NS = 1_000_000, 200_000, 10_000_000
 
 
-_TOOL_CALL = {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}
+def _tool_calls(answer: Answer) -> list[dict[str, Any]]:
+    """`message.tool_calls`: arguments as objects; Ollama parses calls itself, so one whose arguments
+    are not JSON is not a call (see `_text`)."""
+    return [{"function": {"index": index, "name": planned.name, "arguments": planned.parsed()}}
+            for index, planned in enumerate(answer.tool_calls) if isinstance(planned.parsed(), dict)]
+
+
+def _text(answer: Answer) -> str:
+    """The answer text; a call Ollama could not parse stays in the text, as the model wrote it."""
+    broken = [planned for planned in answer.tool_calls if not isinstance(planned.parsed(), dict)]
+    return answer.text + "".join(f' {{"name": "{p.name}", "arguments": {p.arguments}' for p in broken)
 
 
 def _thinking(call: Call) -> str:
     """What a model asked to think (`think: true` or a level) thinks: "Thinking: <prompt>"."""
     return f"Thinking: {strip_markers(call.prompt)}".strip() if call.extras.get("think") else ""
+
+
+def _parse_messages(call: Call, messages: list[Any]) -> None:
+    """Texts, the last user text and its images (base64 in `images`), and trailing tool results."""
+    for message in messages:
+        if not isinstance(message, dict):
+            continue
+        content = text_of(message.get("content"))
+        call.texts.append(content)
+        role = message.get("role")
+        if role == "user":
+            call.prompt, call.tool_results = content, []
+            images = message.get("images") or []
+            if not isinstance(images, list):
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "images must be an array of base64 strings")
+            call.images = [image_kind("", str(image)) for image in images]
+        elif role == "tool":
+            call.tool_results.append(content)
+        else:
+            call.tool_results = []
 
 
 class OllamaProtocol(Protocol):
@@ -102,11 +133,13 @@ class OllamaProtocol(Protocol):
             messages = body.get("messages") or []
             if not isinstance(messages, list):
                 raise RequestRejected(ErrorKind.BAD_REQUEST, "messages must be an array")
-            for message in messages:
-                content = text_of(message.get("content")) if isinstance(message, dict) else ""
-                call.texts.append(content)
-                if isinstance(message, dict) and message.get("role") == "user":
-                    call.prompt = content
+            _parse_messages(call, messages)
+            for tool in body.get("tools") or []:
+                function = tool.get("function") if isinstance(tool, dict) else None
+                if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                    raise RequestRejected(ErrorKind.BAD_REQUEST, "invalid tool: function.name is required")
+                parameters = function.get("parameters")
+                call.tools[function["name"]] = parameters if isinstance(parameters, dict) else {}
         elif operation is Operation.COMPLETE:
             call.prompt = str(body.get("prompt") or "")
             call.texts = [str(body.get("system") or ""), call.prompt]
@@ -120,7 +153,7 @@ class OllamaProtocol(Protocol):
         return call
 
     def _line(self, call: Call, text: str, done: bool, thinking: str = "",
-              tool_calls: bool = False) -> dict[str, Any]:
+              tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         line: dict[str, Any] = {"model": call.model, "created_at": created}
         if call.operation is Operation.CHAT:
@@ -128,7 +161,7 @@ class OllamaProtocol(Protocol):
             if thinking:
                 line["message"]["thinking"] = thinking
             if tool_calls:
-                line["message"]["tool_calls"] = [_TOOL_CALL]
+                line["message"]["tool_calls"] = tool_calls
         else:
             line["response"] = text
             if thinking:
@@ -137,12 +170,13 @@ class OllamaProtocol(Protocol):
         return line
 
     def _final(self, call: Call, answer: Answer, text: str, thinking: str = "",
-               tool_calls: bool = False) -> dict[str, Any]:
+               tool_calls: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         line = self._line(call, text, True, thinking, tool_calls)
         output = answer.output_tokens + count_tokens(_thinking(call))  # eval_count includes thinking
         prompt_ns, eval_ns = _PROMPT_NS * max(answer.input_tokens, 1), _EVAL_NS * output
         line.update(
-            done_reason=answer.finish.value,
+            # Ollama ends a turn that called tools with "stop".
+            done_reason="stop" if answer.finish is Finish.TOOL_CALLS else answer.finish.value,
             total_duration=_LOAD_NS + prompt_ns + eval_ns,
             load_duration=_LOAD_NS,
             prompt_eval_count=answer.input_tokens,
@@ -154,8 +188,8 @@ class OllamaProtocol(Protocol):
 
     def reply(self, call: Call, answer: Answer) -> Reply:
         if call.operation is not Operation.EMBED:
-            tool_calls = markers(call.prompt).get("shape") == "tool_call"
-            return json_reply(200, self._final(call, answer, answer.text, _thinking(call), tool_calls))
+            text = _text(answer) if call.operation is Operation.CHAT else answer.text
+            return json_reply(200, self._final(call, answer, text, _thinking(call), _tool_calls(answer)))
         if call.extras.get("legacy"):
             return json_reply(200, {"embedding": answer.embeddings[0] if answer.embeddings else []})
         prompt_ns = _PROMPT_NS * max(answer.input_tokens, 1)
@@ -172,9 +206,10 @@ class OllamaProtocol(Protocol):
 
     def stream(self, call: Call, answer: Answer) -> StreamPlan:
         lines = [self._line(call, "", False, piece) for piece in split_pieces(_thinking(call))]
-        lines += [self._line(call, piece, False) for piece in answer.pieces]
-        if markers(call.prompt).get("shape") == "tool_call":
-            lines.append(self._line(call, "", False, tool_calls=True))
+        text = _text(answer) if call.operation is Operation.CHAT else answer.text
+        lines += [self._line(call, piece, False) for piece in split_pieces(text)]
+        if calls := _tool_calls(answer):
+            lines.append(self._line(call, "", False, tool_calls=calls))
         deltas = [dumps(line) + b"\n" for line in lines]
         tail = [dumps(self._final(call, answer, "")) + b"\n"]
         error = dumps({"error": "an error was encountered while running the model: unexpected EOF"}) + b"\n"

@@ -10,7 +10,14 @@ import base64
 import struct
 from typing import Any, ClassVar
 
-from evalpipe.testing._answers import count_tokens, markers, shape_of, split_pieces, thinking_for
+from evalpipe.testing._answers import (
+    count_tokens,
+    data_url_kind,
+    markers,
+    shape_of,
+    split_pieces,
+    thinking_for,
+)
 from evalpipe.testing._wire import (
     Answer,
     Call,
@@ -98,7 +105,6 @@ _ERRORS: dict[ErrorKind, tuple[int, str, str | None, str]] = {
         "Please modify your prompt and retry.",
     ),
 }
-TOOL_CALL = {"name": "get_weather", "arguments": '{"city": "Paris"}'}
 
 
 class OpenAIProtocol(Protocol):
@@ -160,12 +166,8 @@ class OpenAIProtocol(Protocol):
             messages = body.get("messages")
             if not isinstance(messages, list) or not messages:
                 raise RequestRejected(ErrorKind.BAD_REQUEST, "'messages' must be a non-empty array.")
-            for message in messages:
-                if not isinstance(message, dict) or "role" not in message:
-                    raise RequestRejected(ErrorKind.BAD_REQUEST, "Each message needs a 'role'.")
-                call.texts.append(text_of(message.get("content")))
-                if message["role"] == "user":
-                    call.prompt = text_of(message.get("content"))
+            self.parse_messages(call, messages)
+            self.parse_tools(call, body)
             self.parse_response_format(call, body.get("response_format"))
             call.extras["cached"] = _cached_marker(call.prompt)
             if shape_of(call) == "content_filter_error":
@@ -179,6 +181,50 @@ class OpenAIProtocol(Protocol):
             call.dimensions = optional_int(body.get("dimensions"), "dimensions")
             call.extras["base64"] = body.get("encoding_format") == "base64"
         return call
+
+    @staticmethod
+    def parse_messages(call: Call, messages: list[Any]) -> None:
+        """Texts, the last user turn (and its images) and the tool results the conversation ends with.
+
+        As the API does, a `tool` message must answer a call of an earlier assistant message."""
+        called: set[str] = set()
+        for message in messages:
+            if not isinstance(message, dict) or "role" not in message:
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "Each message needs a 'role'.")
+            content = message.get("content")
+            call.texts.append(text_of(content))
+            role = message["role"]
+            if role == "user":
+                call.prompt, call.tool_results = text_of(content), []
+                parts = content if isinstance(content, list) else []
+                call.images = [data_url_kind(_image_url(part)) for part in parts
+                               if isinstance(part, dict) and part.get("type") == "image_url"]
+            elif role == "assistant":
+                call.tool_results = []
+                for entry in message.get("tool_calls") or []:
+                    called.add(str(entry.get("id")) if isinstance(entry, dict) else "")
+            elif role == "tool":
+                if message.get("tool_call_id") not in called:
+                    raise RequestRejected(ErrorKind.BAD_REQUEST, "Invalid parameter: messages with role 'tool' "
+                                          "must be a response to a preceeding message with 'tool_calls'.")
+                call.tool_results.append(text_of(content))
+
+    @staticmethod
+    def parse_tools(call: Call, body: dict[str, Any]) -> None:
+        """The offered tools (`{"type": "function", "function": {name, parameters}}`) and `tool_choice`."""
+        for tool in body.get("tools") or []:
+            function = tool.get("function") if isinstance(tool, dict) else None
+            if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+                raise RequestRejected(ErrorKind.BAD_REQUEST, "Missing required parameter: 'tools[0].function'.")
+            parameters = function.get("parameters")
+            call.tools[function["name"]] = parameters if isinstance(parameters, dict) else {}
+        choice = body.get("tool_choice")
+        if isinstance(choice, dict):
+            choice = (choice.get("function") or {}).get("name")
+        call.tool_choice = {"any": "required"}.get(str(choice), choice) if choice is not None else None
+        if call.tool_choice is not None and not call.tools:
+            raise RequestRejected(ErrorKind.BAD_REQUEST, "Invalid value for 'tool_choice': 'tool_choice' is "
+                                  "only allowed when 'tools' are specified.")
 
     def check_params(self, model: str, body: dict[str, Any]) -> None:
         """Reject parameters this vendor or model refuses."""
@@ -237,7 +283,7 @@ class OpenAIProtocol(Protocol):
 
     def finish_reason(self, call: Call, answer: Answer) -> str:
         shape = shape_of(call)
-        if shape == "tool_call":
+        if answer.tool_calls:
             return Finish.TOOL_CALLS.value
         if shape == "content_filter":
             return Finish.CONTENT_FILTER.value
@@ -257,9 +303,11 @@ class OpenAIProtocol(Protocol):
         shape = shape_of(call)
         if shape == "refusal":
             message.update(content=None, refusal=answer.text)
-        elif shape == "tool_call":
-            call_id = "call_" + new_id("")[:12]
-            message.update(content=None, tool_calls=[{"id": call_id, "type": "function", "function": TOOL_CALL}])
+        elif answer.tool_calls:
+            message.update(content=None, tool_calls=[
+                {"id": "call_" + planned.id, "type": "function",
+                 "function": {"name": planned.name, "arguments": planned.arguments}}
+                for planned in answer.tool_calls])
         elif shape == "content_filter":
             message["content"] = None
         thinking = self.thinking(call)
@@ -276,12 +324,15 @@ class OpenAIProtocol(Protocol):
         shape = shape_of(call)
         if shape == "refusal":
             return deltas + [{"refusal": piece} for piece in answer.pieces]
-        if shape == "tool_call":
-            head = {"index": 0, "id": "call_" + new_id("")[:12], "type": "function",
-                    "function": {"name": TOOL_CALL["name"], "arguments": ""}}
-            pieces = split_pieces(TOOL_CALL["arguments"])
-            arguments = [{"index": 0, "function": {"arguments": piece}} for piece in pieces]
-            return deltas + [{"tool_calls": [part]} for part in [head, *arguments]]
+        if answer.tool_calls:
+            # Each call opens with its id and name, then its arguments come in fragments keyed by index.
+            for index, planned in enumerate(answer.tool_calls):
+                head = {"index": index, "id": "call_" + planned.id, "type": "function",
+                        "function": {"name": planned.name, "arguments": ""}}
+                pieces = split_pieces(planned.arguments)
+                arguments = [{"index": index, "function": {"arguments": piece}} for piece in pieces]
+                deltas += [{"tool_calls": [part]} for part in [head, *arguments]]
+            return deltas
         if shape == "content_filter":
             return deltas + [{"content": piece} for piece in answer.pieces[:1]]
         return deltas + [{"content": piece} for piece in answer.pieces]
@@ -409,6 +460,15 @@ class OpenAIProtocol(Protocol):
 
     def ratelimit_headers(self, state: RateLimitState) -> list[tuple[str, str]]:
         return state.headers(lambda kind, field: f"x-ratelimit-{field}-{kind}", go_duration)
+
+
+def _image_url(part: dict[str, Any]) -> str:
+    """The URL of an `image_url` part: `{"url": ...}` (OpenAI) or a bare string (Mistral)."""
+    value = part.get("image_url")
+    url = value.get("url") if isinstance(value, dict) else value
+    if not isinstance(url, str) or not url:
+        raise RequestRejected(ErrorKind.BAD_REQUEST, "Invalid image_url: expected an object with a 'url'.")
+    return url
 
 
 def _cached_marker(prompt: str) -> int:

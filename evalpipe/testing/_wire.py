@@ -107,7 +107,29 @@ class Call:
     inputs: list[str] = field(default_factory=list)  # texts to embed
     dimensions: int | None = None
     identity: str = ""  # the request minus its stream flag: identical retries share it
+    tools: dict[str, dict[str, Any]] = field(default_factory=dict)  # offered tools: name -> parameters schema
+    tool_choice: str | None = None  # "auto", "none", "required" or a tool's name, in OpenAI's words
+    tool_results: list[str] = field(default_factory=list)  # results the conversation ends with
+    images: list[str] = field(default_factory=list)  # each image of the last user turn: its MIME type or "url"
     extras: dict[str, Any] = field(default_factory=dict)  # protocol-specific details
+
+
+@dataclass(frozen=True)
+class PlannedToolCall:
+    """A tool call the fake makes: the tool's name and its arguments as the JSON text to send
+    (not valid JSON when a `[[tool:NAME:malformed]]` marker asked for that); protocols put their
+    own prefix before `id` (`call_`, `toolu_`)."""
+
+    name: str
+    arguments: str
+    id: str = ""
+
+    def parsed(self) -> Any:
+        """The arguments as an object, for vendors that send objects (malformed ones as a string)."""
+        try:
+            return json.loads(self.arguments)
+        except ValueError:
+            return self.arguments
 
 
 @dataclass
@@ -120,6 +142,7 @@ class Answer:
     input_tokens: int = 0
     output_tokens: int = 0
     embeddings: list[list[float]] = field(default_factory=list)
+    tool_calls: list[PlannedToolCall] = field(default_factory=list)
 
 
 @dataclass

@@ -188,3 +188,29 @@ def test_mixed_shapes_do_not_depend_on_chunk_boundaries(cuts: list[int], newline
     response = state.to_response(0.0, None, 1)
     assert (response.text, response.reasoning) == ("Answer ünïcode", "Ä \u2028 step more")
     assert state.done and response.usage == Usage(3, 4)
+
+
+def test_tool_calls_are_parsed_from_the_documented_example() -> None:
+    response = parse("openai", "openai_tool_calls.json")
+    assert [(c.id, c.name, c.arguments) for c in response.tool_calls] == [
+        ("call_abc123", "get_current_weather", {"location": "Boston, MA"})]
+
+
+def test_streamed_tool_call_fragments_assemble_with_or_without_index() -> None:
+    def head(index: int | None, call_id: str, name: str) -> dict[str, object]:
+        entry: dict[str, object] = {"id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
+        return entry if index is None else {"index": index, **entry}
+
+    def piece(index: int | None, text: str) -> dict[str, object]:
+        return {"function": {"arguments": text}} if index is None else {"index": index, "function": {"arguments": text}}
+
+    for index in (0, None):  # some compatible servers leave `index` out: a new id is a new call
+        second = None if index is None else 1
+        folded = fold("openai", [chunk({"tool_calls": [head(index, "call_a", "f")]}),
+                                 chunk({"tool_calls": [piece(index, '{"x": ')]}),
+                                 chunk({"tool_calls": [piece(index, "1}")]}),
+                                 chunk({"tool_calls": [head(second, "call_b", "g")]}),
+                                 chunk({"tool_calls": [piece(second, '{"y": 2')]}),
+                                 chunk({}, "tool_calls")])
+        assert [(c.id, c.name, c.arguments, c.raw_arguments) for c in folded.tool_calls] == [
+            ("call_a", "f", {"x": 1}, None), ("call_b", "g", None, '{"y": 2')]
