@@ -60,8 +60,8 @@ no `]` inside), `[[tool:NAME:malformed]]` (arguments that are not JSON: Gemini e
 MALFORMED_FUNCTION_CALL, Ollama leaves the call in the text); several markers are parallel calls, in
 order. Gemini signs the first call of a turn (`thoughtSignature`) when thinking is on, and Gemini 3
 models refuse a call sent back without it. A conversation ending with tool results is answered
-`Result: <result> | <result>` and never calls again. A tool result that answers no earlier call is refused with the vendor's 400. Images
-(OpenAI `image_url` parts, data URLs or plain URLs; Anthropic `image` blocks; Gemini `inlineData` /
+`Result: <result> | <result>` and never calls again. A tool result that answers no earlier call is
+refused with the vendor's 400. Images (OpenAI `image_url` parts, data URLs or plain URLs; Anthropic `image` blocks; Gemini `inlineData` /
 `fileData`; Ollama `images`) are checked (base64 must decode) and acknowledged in the echo:
 `Echo: <text> [image: image/png]`, `[image: url]` for a URL. `tiny_png()` gives a valid image to send.
 
