@@ -61,9 +61,10 @@ MALFORMED_FUNCTION_CALL, Ollama leaves the call in the text); several markers ar
 order. Gemini signs the first call of a turn (`thoughtSignature`) when thinking is on, and Gemini 3
 models refuse a call sent back without it. A conversation ending with tool results is answered
 `Result: <result> | <result>` and never calls again. A tool result that answers no earlier call is
-refused with the vendor's 400. Images (OpenAI `image_url` parts, data URLs or plain URLs; Anthropic `image` blocks; Gemini `inlineData` /
-`fileData`; Ollama `images`) are checked (base64 must decode) and acknowledged in the echo:
-`Echo: <text> [image: image/png]`, `[image: url]` for a URL. `tiny_png()` gives a valid image to send.
+refused with the vendor's 400. Images (OpenAI `image_url` parts, data URLs or plain URLs; Anthropic
+`image` blocks; Gemini `inlineData` / `fileData`; Ollama `images`) are checked (base64 must decode)
+and acknowledged in the echo: `Echo: <text> [image: image/png]`, `[image: url]` for a URL.
+`tiny_png()` gives a valid image to send.
 
 Auth is checked the way each vendor does (Bearer; `x-api-key`; `x-goog-api-key` or `?key=`;
 Azure `api-key`). Any key is accepted except: none (the vendor's missing-key error), a key starting
