@@ -5,8 +5,6 @@ SIGTERM stops it with exit code 130 and a resume line that works."""
 from __future__ import annotations
 
 import csv
-import json
-import os
 import signal
 import sqlite3
 import subprocess
@@ -22,44 +20,24 @@ from evalpipe.pipeline.manifest import read_manifest
 from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
 from evalpipe.pipeline.store import STORE_FILENAME
 from evalpipe.testing import FakeServer, Stats
+from tests.pipeline.killing import child_env, child_job, start_run, write_items
 
 TASKS = 300
 CONCURRENCY = 8
 KEY = "sk-crash-test"
 KILL_AT = (0.05, 0.20, 0.45, 0.70, 0.90)  # fractions of the tasks committed to the store
 
-JOB = """\
-name: crash-test
-dataset:
-  path: items.jsonl
-prompt:
-  user: "{{ question }}"
-backends:
-  - id: fake
-    backend: openai
-    model: gpt-4o-mini
-    base_url: URL
-    api_key_env: EVALPIPE_TEST_CRASH_KEY
-    max_concurrency: 8
-concurrency: 8
-scorers:
-  - type: contains
-    values: ["Echo"]
-"""
+JOB = child_job("crash-test", 8, 'scorers:\n  - type: contains\n    values: ["Echo"]\n')
 
 
 @pytest.fixture
 def job(tmp_path: Path) -> Path:
-    with (tmp_path / "items.jsonl").open("w", encoding="utf-8") as file:
-        for i in range(TASKS):
-            file.write(json.dumps({"id": f"q{i:04d}", "question": f"question number {i}"}) + "\n")
+    write_items(tmp_path, TASKS)
     return tmp_path / "job.yaml"
 
 
 def start(job: Path, run_dir: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "EVALPIPE_TEST_CRASH_KEY": KEY}
-    return subprocess.Popen([sys.executable, "-m", "evalpipe.cli", "run", str(job), "--resume", str(run_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return start_run(job, run_dir, KEY)
 
 
 def store_state(run_dir: Path) -> tuple[int, int, int]:
@@ -171,9 +149,8 @@ def test_sigterm_exits_130_with_a_resume_line_that_completes_the_run(job: Path, 
         resume = next(line for line in err.splitlines() if line.startswith("interrupted: resume with  "))
         command = resume.split("  ", 1)[1].split()
         assert command[:2] == ["evalpipe", "run"] and Path(command[-1]) == run_dir
-        env = {**os.environ, "EVALPIPE_TEST_CRASH_KEY": KEY}
         done = subprocess.run([sys.executable, "-m", "evalpipe.cli", *command[1:]], capture_output=True, text=True,
-                              env=env, timeout=60)
+                              env=child_env(KEY), timeout=60)
         assert done.returncode == 0, done.stderr
         assert srv.stats(KEY).succeeded == TASKS
     assert_one_row_per_task(run_dir)

@@ -5,10 +5,8 @@ with one row per task. Needs root to mount a small tmpfs (skipped otherwise)."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,29 +16,14 @@ import pytest
 from evalpipe.pipeline.manifest import read_manifest
 from evalpipe.pipeline.sinks import CSV_FILENAME
 from evalpipe.testing import FakeServer
+from tests.pipeline.killing import child_env, child_job, run_command, write_items
 
 TASKS = 120
 KEY = "sk-disk-full-test"
 EXIT_WRITE_FAILED = 6
 FILLER = "lorem ipsum dolor sit amet " * 80  # ~2 kB a prompt, echoed back: rows fill 256 kB within the run
 
-JOB = """\
-name: disk-full-test
-dataset:
-  path: items.jsonl
-prompt:
-  user: "{{ question }}"
-backends:
-  - id: fake
-    backend: openai
-    model: gpt-4o-mini
-    base_url: URL
-    api_key_env: EVALPIPE_TEST_DISK_KEY
-concurrency: 8
-scorers:
-  - type: contains
-    values: ["Echo"]
-"""
+JOB = child_job("disk-full-test", 8, 'scorers:\n  - type: contains\n    values: ["Echo"]\n')
 
 
 @pytest.fixture
@@ -61,15 +44,11 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 
 
 def run(job: Path, run_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "EVALPIPE_TEST_DISK_KEY": KEY}
-    return subprocess.run([sys.executable, "-m", "evalpipe.cli", "run", str(job), "--resume", str(run_dir)],
-                          capture_output=True, text=True, env=env, timeout=60)
+    return subprocess.run(run_command(job, run_dir), capture_output=True, text=True, env=child_env(KEY), timeout=60)
 
 
 def test_a_full_disk_stops_the_run_with_one_line_and_the_resume_completes(tmp_path: Path, small_disk: Path) -> None:
-    with (tmp_path / "items.jsonl").open("w", encoding="utf-8") as file:
-        for i in range(TASKS):
-            file.write(json.dumps({"id": f"q{i:03d}", "question": f"question {i}: {FILLER}"}) + "\n")
+    write_items(tmp_path, TASKS, "question {i}: " + FILLER)
     job = tmp_path / "job.yaml"
     run_dir = small_disk / "run"
     with FakeServer() as srv:

@@ -4,12 +4,9 @@ directory exists, and a final table and manifest that agree with the run store."
 from __future__ import annotations
 
 import csv
-import json
-import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,32 +19,17 @@ from evalpipe.pipeline.runlock import LOCK_FILENAME
 from evalpipe.pipeline.sinks import CSV_FILENAME
 from evalpipe.pipeline.store import STORE_FILENAME
 from evalpipe.testing import FakeServer
+from tests.pipeline.killing import child_job, start_run, write_items
 
 TASKS = 40
 KEY = "sk-signal-test"
 
-JOB = """\
-name: signal-test
-dataset:
-  path: items.jsonl
-prompt:
-  user: "{{ question }}"
-backends:
-  - id: fake
-    backend: openai
-    model: gpt-4o-mini
-    base_url: URL
-    api_key_env: EVALPIPE_TEST_SIGNAL_KEY
-    max_concurrency: 4
-concurrency: 4
-"""
+JOB = child_job("signal-test", 4)
 
 
 @pytest.fixture
 def job(tmp_path: Path) -> Path:
-    with (tmp_path / "items.jsonl").open("w", encoding="utf-8") as file:
-        for i in range(TASKS):
-            file.write(json.dumps({"id": f"q{i:03d}", "question": f"question number {i}"}) + "\n")
+    write_items(tmp_path, TASKS)
     return tmp_path / "job.yaml"
 
 
@@ -59,9 +41,7 @@ def server(job: Path) -> FakeServer:
 
 
 def start(job: Path, run_dir: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "EVALPIPE_TEST_SIGNAL_KEY": KEY}
-    return subprocess.Popen([sys.executable, "-m", "evalpipe.cli", "run", str(job), "--resume", str(run_dir)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return start_run(job, run_dir, KEY)
 
 
 def rows_in_store(run_dir: Path) -> int:
