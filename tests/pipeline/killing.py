@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+
+from evalpipe.pipeline.store import STORE_FILENAME
 
 
 def run_until_killed(script: str, *args: str, stop: Callable[[str], bool]) -> list[str]:
@@ -76,3 +79,17 @@ def start_run(job: Path, run_dir: Path, key: str) -> subprocess.Popen[str]:
     """`evalpipe run JOB --resume RUN_DIR` started in a child process, its output piped."""
     return subprocess.Popen(run_command(job, run_dir), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=child_env(key))
+
+
+def rows_in_store(run_dir: Path) -> int:
+    """Rows a child's run has committed to its run store so far (0 before the store exists)."""
+    path = run_dir / STORE_FILENAME
+    if not path.exists():
+        return 0
+    connection = sqlite3.connect(path, timeout=10)
+    try:
+        return int(connection.execute("SELECT COUNT(*) FROM rows").fetchone()[0])
+    except sqlite3.OperationalError:  # the tables are being created
+        return 0
+    finally:
+        connection.close()

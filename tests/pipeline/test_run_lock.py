@@ -7,7 +7,6 @@ import csv
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -18,9 +17,8 @@ import pytest
 from evalpipe.pipeline.manifest import read_manifest
 from evalpipe.pipeline.runlock import LOCK_FILENAME, RunDirLockedError, RunLock
 from evalpipe.pipeline.sinks import CSV_FILENAME
-from evalpipe.pipeline.store import STORE_FILENAME
 from evalpipe.testing import FakeServer
-from tests.pipeline.killing import child_job, start_run, write_items
+from tests.pipeline.killing import child_job, rows_in_store, start_run, write_items
 
 TASKS = 40
 KEY = "sk-lock-test"
@@ -37,18 +35,6 @@ def job(tmp_path: Path) -> Path:
 
 def start(job: Path, run_dir: Path) -> subprocess.Popen[str]:
     return start_run(job, run_dir, KEY)
-
-
-def rows_in_store(run_dir: Path) -> int:
-    if not (run_dir / STORE_FILENAME).exists():
-        return 0
-    connection = sqlite3.connect(run_dir / STORE_FILENAME, timeout=10)
-    try:
-        return int(connection.execute("SELECT COUNT(*) FROM rows").fetchone()[0])
-    except sqlite3.OperationalError:  # the tables are being created
-        return 0
-    finally:
-        connection.close()
 
 
 def wait_for_rows(process: subprocess.Popen[str], run_dir: Path, rows: int, timeout_s: float = 20) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import signal
-import sqlite3
 import subprocess
 import time
 from collections import Counter
@@ -17,9 +16,8 @@ import pytest
 from evalpipe.pipeline.manifest import MANIFEST_FILENAME, read_manifest
 from evalpipe.pipeline.runlock import LOCK_FILENAME
 from evalpipe.pipeline.sinks import CSV_FILENAME
-from evalpipe.pipeline.store import STORE_FILENAME
 from evalpipe.testing import FakeServer
-from tests.pipeline.killing import child_job, start_run, write_items
+from tests.pipeline.killing import child_job, rows_in_store, start_run, write_items
 
 TASKS = 40
 KEY = "sk-signal-test"
@@ -42,18 +40,6 @@ def server(job: Path) -> FakeServer:
 
 def start(job: Path, run_dir: Path) -> subprocess.Popen[str]:
     return start_run(job, run_dir, KEY)
-
-
-def rows_in_store(run_dir: Path) -> int:
-    if not (run_dir / STORE_FILENAME).exists():
-        return 0
-    connection = sqlite3.connect(run_dir / STORE_FILENAME, timeout=10)
-    try:
-        return int(connection.execute("SELECT COUNT(*) FROM rows").fetchone()[0])
-    except sqlite3.OperationalError:  # the tables are being created
-        return 0
-    finally:
-        connection.close()
 
 
 def wait_until(process: subprocess.Popen[str], ready: Callable[[], bool], timeout_s: float = 20) -> None:
