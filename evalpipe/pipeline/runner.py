@@ -106,11 +106,19 @@ class RunProgress:
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    scored: int = 0  # rows with a pass/fail verdict
+    passed: int = 0
+    last_error_type: str | None = None
     started: float = field(default_factory=time.monotonic)
 
     def add(self, row: Mapping[str, Any]) -> None:
         self.done += 1
         self.errors += row.get("status") == "error"
+        if row.get("status") == "error":
+            self.last_error_type = row.get("error_type") or self.last_error_type
+        if row.get("passed") is not None:
+            self.scored += 1
+            self.passed += bool(row.get("passed"))
         if row.get("status") == "ok" and not row.get("cached"):
             self.calls += 1
             input_tokens, output_tokens, cost = spend_of(row)
@@ -258,6 +266,7 @@ class JobRun:
         self._signals = 0  # received by this run
         self._working: anyio.CancelScope | None = None  # opening the backends and executing: a 2nd signal cancels it
         self.write_failure: WriteFailed | None = None
+        self._shared: GlobalLimiter | None = None  # the job-wide cap: it counts the calls in flight
 
     async def run(self) -> RunOutcome:
         if not self.options.handle_signals:
@@ -279,7 +288,8 @@ class JobRun:
     async def _run(self) -> RunOutcome:
         spec = self.loaded.spec
         concurrency = self.options.concurrency or spec.concurrency
-        backends, skipped = open_backends(self.loaded, self.options.period_s, shared=GlobalLimiter(concurrency),
+        self._shared = GlobalLimiter(concurrency)
+        backends, skipped = open_backends(self.loaded, self.options.period_s, shared=self._shared,
                                           providers=self.options.providers)
         for backend_id, reason in skipped.items():
             log.warning("backend skipped", backend=backend_id, reason=reason)
@@ -406,8 +416,9 @@ class JobRun:
         self._signals += 1
         if self._signals == 1:
             self.stop_reason = "interrupted"
-            log.warning("stopping: no new tasks; calls in flight finish (signal again to cancel them)",
-                        signal=signum)
+            in_flight = self._shared.in_flight if self._shared is not None else 0
+            log.warning(f"stopping: no new tasks; waiting for {in_flight} call{'s' * (in_flight != 1)} in flight "
+                        "(signal again to cancel them)", signal=signum)
         elif self._signals == 2:
             log.warning("second signal: cancelling the calls in flight", signal=signum)
             if self._working is not None:

@@ -1,4 +1,5 @@
-"""The runs under a results directory (`DIR/<job>/<run_id>/`), read from their manifests.
+"""The runs under a results directory (`DIR/<job>/<run_id>/`), read from their manifests: the viewer's
+runs list, `evalpipe runs`, and `JOB_DIR/latest` wherever a command takes a run directory.
 
 Listing is cheap enough to repeat every few seconds: one small JSON file per run. A run in progress
 has written its manifest ("running") at the start and rewrites it only at the end, and its Parquet part
@@ -21,6 +22,7 @@ from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
 from evalpipe.pipeline.store import STORE_FILENAME
 
 _RUN_MARKERS = (MANIFEST_FILENAME, PARQUET_DIRNAME, CSV_FILENAME, STORE_FILENAME)
+LATEST = "latest"  # `results/<job>/latest`: the newest run of the job
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +54,7 @@ def check_results_dir(directory: Path) -> Path:
     """`directory` if it is a directory; ConfigError saying what to pass otherwise."""
     if not directory.is_dir():
         what = "is not a directory" if directory.exists() else "does not exist"
-        raise ConfigError(f"{directory} {what}; pass the results directory that holds <job>/<run_id>/ folders "
-                          "(evalpipe view DIR)")
+        raise ConfigError(f"{directory} {what}; pass the results directory that holds <job>/<run_id>/ folders")
     return directory
 
 
@@ -89,6 +90,20 @@ def list_runs(directory: Path) -> list[RunEntry]:
         marked.append(RunEntry(entry.job, entry.run_id, entry.state, entry.started_at, entry.rows, entry.errors,
                                entry.cost_usd, latest))
     return marked
+
+
+def resolve_latest(path: Path) -> Path:
+    """`path` itself, or for `JOB_DIR/latest` (when no such directory exists) the newest run of JOB_DIR;
+    RunDirError when JOB_DIR holds no run."""
+    if path.name != LATEST or path.exists():
+        return path
+    job_dir = path.parent
+    runs = [_entry(job_dir.name, run) for run in _children(job_dir) if _looks_like_run(run)]
+    if not runs:
+        where = "does not exist" if not job_dir.is_dir() else "holds no run"
+        raise RunDirError(f"{path}: {job_dir} {where}, so it has no latest run (evalpipe runs lists them)")
+    newest = max(runs, key=lambda e: (e.started_at or "", e.run_id))
+    return job_dir / newest.run_id
 
 
 def _children(directory: Path) -> list[Path]:
