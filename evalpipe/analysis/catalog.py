@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -37,6 +37,13 @@ class RunEntry:
     errors: int | None
     cost_usd: float | None
     latest: bool = False  # the newest run of its job
+    # The start to the microsecond where the manifest has it: two runs started within a second still order.
+    started_exactly: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def order(self) -> tuple[str, str, str]:
+        """Sorts runs by start (oldest first)."""
+        return self.started_exactly or self.started_at or "", self.job, self.run_id
 
     @property
     def live(self) -> bool:
@@ -81,14 +88,12 @@ def list_runs(directory: Path) -> list[RunEntry]:
     entries: list[RunEntry] = []
     for job_dir in _children(directory):
         entries += [_entry(job_dir.name, path) for path in _children(job_dir) if _looks_like_run(path)]
-    entries.sort(key=lambda e: (e.started_at or "", e.job, e.run_id), reverse=True)
+    entries.sort(key=lambda e: e.order, reverse=True)
     seen: set[str] = set()
     marked = []
     for entry in entries:
-        latest = entry.job not in seen
+        marked.append(replace(entry, latest=entry.job not in seen))
         seen.add(entry.job)
-        marked.append(RunEntry(entry.job, entry.run_id, entry.state, entry.started_at, entry.rows, entry.errors,
-                               entry.cost_usd, latest))
     return marked
 
 
@@ -102,7 +107,7 @@ def resolve_latest(path: Path) -> Path:
     if not runs:
         where = "does not exist" if not job_dir.is_dir() else "holds no run"
         raise RunDirError(f"{path}: {job_dir} {where}, so it has no latest run (evalpipe runs lists them)")
-    newest = max(runs, key=lambda e: (e.started_at or "", e.run_id))
+    newest = max(runs, key=lambda e: e.order)
     return job_dir / newest.run_id
 
 
@@ -126,8 +131,9 @@ def _entry(job: str, path: Path) -> RunEntry:
     counts, cost = manifest.counts, manifest.cost_usd
     if manifest.state == "running":
         counts, cost = _store_counts(path) or (counts, cost)
-    return RunEntry(job, path.name, manifest.state, _iso(manifest.created_at or manifest.started_at)
-                    or _started_from_id(path.name), sum(counts.values()), counts.get("error", 0), cost)
+    started = manifest.created_at or manifest.started_at
+    return RunEntry(job, path.name, manifest.state, _iso(started) or _started_from_id(path.name),
+                    sum(counts.values()), counts.get("error", 0), cost, started_exactly=_iso(started, "microseconds"))
 
 
 def _store_counts(path: Path) -> tuple[dict[str, int], float] | None:
@@ -151,11 +157,11 @@ def _store_counts(path: Path) -> tuple[dict[str, int], float] | None:
         connection.close()
 
 
-def _iso(text: str | None) -> str | None:
+def _iso(text: str | None, timespec: str = "seconds") -> str | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text).astimezone(UTC).isoformat(timespec="seconds")
+        return datetime.fromisoformat(text).astimezone(UTC).isoformat(timespec=timespec)
     except ValueError:
         return None
 
