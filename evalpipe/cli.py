@@ -78,7 +78,7 @@ def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
     args: argparse.Namespace | None = None
     try:
         _load_dotenv()
-        args = _parser().parse_args(argv)
+        args = _parse(argv)
         logs.configure(args.log_format, args.verbose)
         args.interrupts = interrupts
         code: int = args.handler(args)
@@ -153,9 +153,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_start_commands(commands)
     commands.add_parser("backends", help="the backends and which keys are set").set_defaults(handler=_backends)
     commands.add_parser("schema", help="the JSON Schema of job files").set_defaults(handler=_schema)
-    fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing)")
-    fake.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m evalpipe.testing")
-    fake.set_defaults(handler=_fake_server)
+    # Its options are python -m evalpipe.testing's, passed on as they are (`_parse`); -h prints them.
+    fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing; "
+                               "fake-server -h lists its options)", add_help=False)
+    fake.set_defaults(handler=_fake_server, rest=[])
     view = commands.add_parser("view", help="browse runs in a local web app (read-only; Ctrl-C stops it)")
     view.add_argument("directory", type=Path, nargs="?", default=Path("results"),
                       help="the results directory with <job>/<run_id>/ folders (default: results)")
@@ -164,6 +165,17 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     view.set_defaults(handler=_view)
     return parser
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line; what follows `fake-server` goes to the fake server's own parser (an argparse
+    REMAINDER would refuse an option like `--port` there)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "fake-server":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.rest = [*getattr(args, "rest", []), *extra] if args.command == "fake-server" else getattr(args, "rest", None)
+    return args
 
 
 def _rate(text: str) -> float:

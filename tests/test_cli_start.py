@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -153,3 +155,18 @@ def test_plan_keeps_long_model_names_whole(server: FakeServer, tmp_path: Path,  
     model = "a-provider/some-very-long-model-name-with-a-date-2025-06-01-preview"
     code, out, _ = cli(capsys, "plan", write_job(tmp_path, server, GOOD_JOB.replace("gpt-4o-mini", model)))
     assert code == 0 and model in out
+
+
+def test_fake_server_takes_its_options_after_the_subcommand(tmp_path: Path) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "evalpipe.cli", "fake-server", "--port", str(port)],
+                               cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=20)
