@@ -16,14 +16,12 @@ import json
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn
 from rich.table import Table
 
 from evalpipe import __version__, logs
@@ -36,9 +34,10 @@ from evalpipe.pipeline.interrupts import SIGNALS, Interrupts
 from evalpipe.pipeline.load import LoadedJob, ignored_sweeps, load_job
 from evalpipe.pipeline.manifest import resume_command
 from evalpipe.pipeline.runlock import RunDirLockedError
-from evalpipe.pipeline.runner import RunOptions, RunOutcome, RunProgress, run_job
+from evalpipe.pipeline.runner import RunOptions, RunOutcome, run_job
 from evalpipe.pipeline.spec import JobSpec
 from evalpipe.pipeline.store import STORE_FILENAME, WriteFailed
+from evalpipe.progress import ProgressDisplay, count
 from evalpipe.redaction import header_value_problem
 
 EXIT_REGRESSION = 1  # `compare --fail-on-regression`: B is worse than A beyond the threshold
@@ -354,9 +353,9 @@ def _validate(args: argparse.Namespace) -> int:
     if _skipped(loaded):
         return EXIT_NOTHING_RAN
     runnable = len(spec.backends) - sum(b.id in loaded.skipped for b in spec.backends)
-    out.print(f"{args.job}: valid — {_count(len(loaded.dataset), 'item')}, {runnable} of "
-              f"{_count(len(spec.backends), 'backend')} can run here, "
-              f"{_count(len(spec.parameters.expanded()), 'parameter set')}, {_count(spec.repeats, 'repeat')}",
+    out.print(f"{args.job}: valid — {count(len(loaded.dataset), 'item')}, {runnable} of "
+              f"{count(len(spec.backends), 'backend')} can run here, "
+              f"{count(len(spec.parameters.expanded()), 'parameter set')}, {count(spec.repeats, 'repeat')}",
               highlight=False, markup=False, soft_wrap=True)
     return 0
 
@@ -366,8 +365,8 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
     if _skipped(loaded):
         return EXIT_NOTHING_RAN
     plan = plan_job(loaded)
-    table = Table(title=escape(f"{args.job}: {_count(plan.tasks, 'task')} ({_count(plan.items, 'item')} × "
-                               f"{_count(plan.param_sets, 'parameter set')} × {_count(plan.repeats, 'repeat')} "
+    table = Table(title=escape(f"{args.job}: {count(plan.tasks, 'task')} ({count(plan.items, 'item')} × "
+                               f"{count(plan.param_sets, 'parameter set')} × {count(plan.repeats, 'repeat')} "
                                "per backend)"))
     for column in ("backend", "model", "calls", "input tokens", "output tokens", "cost (USD)"):
         # Names are never folded: a model name cut in two cannot be copied into a job file.
@@ -380,7 +379,7 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
                   f"{plan.cost_usd:.4f}")
     _table_console().print(table)
     if plan.tasks_skipped:
-        _say(f"{_count(plan.tasks_skipped, 'task')} of skipped backends {'is' if plan.tasks_skipped == 1 else 'are'} "
+        _say(f"{count(plan.tasks_skipped, 'task')} of skipped backends {'is' if plan.tasks_skipped == 1 else 'are'} "
              "not counted above")
     over = plan.over_budget()
     for line in over:
@@ -459,7 +458,7 @@ def _run(args: argparse.Namespace) -> int:
     interrupts: Interrupts = args.interrupts
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
                          retry_errors=args.retry_errors, force=args.force, interrupts=interrupts)
-    with _progress_display() as on_row:
+    with ProgressDisplay(err) as on_row:
         outcome = anyio.run(run_job, loaded, options, on_row)
     _summary(outcome, loaded)
     if outcome.write_failure is not None:
@@ -489,48 +488,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _progress_display:  # noqa: N801 - used as a context manager like a function
-    """A rich progress bar on a terminal; a plain line every few seconds otherwise (logs, CI)."""
-
-    def __init__(self) -> None:
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
-                             console=err)
-        self._task = self._bar.add_task("running", total=None, stats="")
-        self._last_line = 0.0
-
-    def __enter__(self) -> Callable[[RunProgress], None]:
-        if err.is_terminal:
-            self._bar.start()
-        return self.update
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._bar.stop()
-
-    def update(self, progress: RunProgress) -> None:
-        stats = progress_text(progress, time.monotonic())
-        if err.is_terminal:
-            self._bar.update(self._task, total=progress.total, completed=progress.done, stats=stats)
-        elif time.monotonic() - self._last_line >= 5 or progress.done == progress.total:
-            self._last_line = time.monotonic()
-            err.print(stats, highlight=False, markup=False, soft_wrap=True)
-
-
-def progress_text(progress: RunProgress, now: float) -> str:
-    """`12/40 done · ETA 0:00:31 · 9/12 passed (75%) · 1 error (last: RateLimitError) · 2.0 calls/s · ...`."""
-    elapsed = max(now - progress.started, 1e-9)
-    parts = [f"{progress.done:,}/{progress.total:,} done"]
-    if 0 < progress.done < progress.total:
-        remaining = (progress.total - progress.done) * elapsed / progress.done
-        parts.append(f"ETA {int(remaining) // 3600}:{int(remaining) % 3600 // 60:02d}:{int(remaining) % 60:02d}")
-    if progress.scored:
-        parts.append(f"{progress.passed:,}/{progress.scored:,} passed ({progress.passed / progress.scored:.0%})")
-    errors = _count(progress.errors, "error")
-    parts.append(f"{errors} (last: {progress.last_error_type})" if progress.last_error_type else errors)
-    parts.append(f"{progress.calls / elapsed:.1f} calls/s · {progress.input_tokens + progress.output_tokens:,} "
-                 f"tokens · ${progress.cost_usd:.4f}")
-    return " · ".join(parts)
-
-
 def _summary(outcome: RunOutcome, loaded: LoadedJob) -> None:
     for backend_id, reason in outcome.skipped_backends.items():
         if backend_id not in loaded.skipped:  # already said before the run started
@@ -546,11 +503,6 @@ def _summary(outcome: RunOutcome, loaded: LoadedJob) -> None:
     if outcome.counts.get("ok", 0):
         out.print(f"next: evalpipe summary {outcome.run_dir}  (or: evalpipe report {outcome.run_dir} -o report.html)",
                   highlight=False, markup=False, soft_wrap=True)
-
-def _count(number: int, noun: str) -> str:
-    """`1 backend`, `2 backends`."""
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
-
 
 def _load_dotenv() -> None:
     """Variables from `.env` in the working directory (python-dotenv's format); one already set wins.
@@ -636,7 +588,7 @@ def _runs(args: argparse.Namespace) -> int:
     if not entries:
         _say(f"no runs under {args.directory}")
         return 0
-    table = Table(title=escape(f"runs under {args.directory}: {_count(len(entries), 'run')}"))
+    table = Table(title=escape(f"runs under {args.directory}: {count(len(entries), 'run')}"))
     for column in ("run directory", "state", "started", "rows", "errors", "cost (USD)"):
         table.add_column(column, no_wrap=column == "run directory",
                          justify="left" if column in ("run directory", "state", "started") else "right")

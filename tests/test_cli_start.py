@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from evalpipe import __version__
-from evalpipe.cli import progress_text
 from evalpipe.pipeline.runner import RunProgress
+from evalpipe.progress import progress_text
 from evalpipe.testing import FakeServer
 from tests.test_cli import (
     GOOD_JOB,
