@@ -31,8 +31,8 @@ prompt:
   user: |-
     Q: What is the capital of France?
     A: Paris
-    Q: What is 2 + 3?
-    A: 5
+    Q: What is the capital of Germany?
+    A: Berlin
     Q: {{ question }}
     A:
 
@@ -64,7 +64,7 @@ output:
 STARTER_DATASET = """\
 {"id": "capital-italy", "question": "What is the capital of Italy?", "expected": "Rome"}
 {"id": "capital-japan", "question": "What is the capital of Japan?", "expected": "Tokyo"}
-{"id": "add-two-four", "question": "What is 2 + 4?", "expected": "6"}
+{"id": "capital-spain", "question": "What is the capital of Spain?", "expected": "Madrid"}
 """
 
 

@@ -65,3 +65,16 @@ def test_ctrl_c_on_the_local_backend_stops_within_seconds(tmp_path: Path) -> Non
     assert any(line.startswith("interrupted: resume with") for line in lines), lines
     finals = [line for line in lines if " done · " in line]
     assert finals and " 0 errors " in finals[-1], lines  # the calls in flight answered; none timed out
+
+
+def test_the_init_job_runs_on_the_local_model_as_written(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    steps = (["init", "start"], ["run", "start/job.yaml"], ["summary", "results/starter/latest", "--format", "csv"])
+    for args in steps:
+        done = subprocess.run([sys.executable, "-m", "evalpipe.cli", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, (args, done.stdout, done.stderr)
+    header, row = done.stdout.splitlines()[:2]
+    summary = dict(zip(header.split(","), row.split(","), strict=True))
+    assert summary["rows"] == "3" and summary["errors"] == "0"
+    assert float(summary["pass_rate"]) == 1.0, summary  # the starter's questions are ones the bundled model gets right
