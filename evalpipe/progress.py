@@ -48,8 +48,9 @@ def progress_text(progress: RunProgress, now: float) -> str:
     """`12/40 done · ETA 0:00:31 · 9/12 passed (75%) · 1 error (last: RateLimitError) · 2.0 calls/s · ...`."""
     elapsed = max(now - progress.started, 1e-9)
     parts = [f"{progress.done:,}/{progress.total:,} done"]
-    if 0 < progress.done < progress.total:
-        remaining = (progress.total - progress.done) * elapsed / progress.done
+    done_here = progress.done - progress.already_done
+    if done_here > 0 and progress.done < progress.total:
+        remaining = (progress.total - progress.done) * elapsed / done_here
         parts.append(f"ETA {int(remaining) // 3600}:{int(remaining) % 3600 // 60:02d}:{int(remaining) % 60:02d}")
     if progress.scored:
         parts.append(f"{progress.passed:,}/{progress.scored:,} passed ({progress.passed / progress.scored:.0%})")

@@ -148,6 +148,8 @@ def test_the_progress_line_shows_eta_pass_rate_and_the_last_error(server: FakeSe
 def test_the_progress_line_labels_its_estimate() -> None:
     progress = RunProgress(total=40, done=10, errors=0, started=100.0, scored=10, passed=7)
     assert progress_text(progress, now=110.0).startswith("10/40 done · ETA 0:00:30 · 7/10 passed (70%) · 0 errors")
+    resumed = RunProgress(total=40, done=30, already_done=20, started=100.0)  # 10 in this session's 10 s
+    assert "ETA 0:00:10" in progress_text(resumed, now=110.0)
 
 
 def test_plan_keeps_long_model_names_whole(server: FakeServer, tmp_path: Path,  # noqa: F811

@@ -101,6 +101,7 @@ class RunProgress:
 
     total: int = 0
     done: int = 0
+    already_done: int = 0  # finished by an earlier session of the run (resume): not this session's pace
     errors: int = 0
     calls: int = 0  # answers paid for in this process (not from the cache)
     input_tokens: int = 0
@@ -341,7 +342,8 @@ class JobRun:
                 # Retried error rows replace rows the rebuild above already wrote to the sinks.
                 replaces_rows = self.options.retry_errors and store.counts()["error"] > 0
                 total = count_tasks(self.loaded, backend_ids=set(backends))
-                self.progress = RunProgress(total=total, done=min(len(finished), total))
+                self.progress = RunProgress(total=total, done=min(len(finished), total),
+                                            already_done=min(len(finished), total))
                 # The budget covers the whole run: what earlier sessions of it spent counts too.
                 spent = store.totals()
                 self._spend = _Spend(cost_usd=spent.cost_usd, tokens=spent.input_tokens + spent.output_tokens)
