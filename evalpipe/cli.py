@@ -11,32 +11,33 @@ can be resumed once there is room; 130 interrupted (SIGINT or SIGTERM, at any mo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from evalpipe import logs
+from evalpipe import __version__, logs
 from evalpipe._command_start import started_as_command
 from evalpipe.backends.registry import LLMBackend, provider_class
 from evalpipe.errors import ConfigError
+from evalpipe.pipeline.dataset import Dataset
 from evalpipe.pipeline.expand import plan_job
 from evalpipe.pipeline.interrupts import SIGNALS, Interrupts
 from evalpipe.pipeline.load import LoadedJob, ignored_sweeps, load_job
 from evalpipe.pipeline.manifest import resume_command
 from evalpipe.pipeline.runlock import RunDirLockedError
-from evalpipe.pipeline.runner import RunOptions, RunOutcome, RunProgress, run_job
+from evalpipe.pipeline.runner import RunOptions, RunOutcome, run_job
 from evalpipe.pipeline.spec import JobSpec
 from evalpipe.pipeline.store import STORE_FILENAME, WriteFailed
+from evalpipe.progress import ProgressDisplay, count
 from evalpipe.redaction import header_value_problem
 
 EXIT_REGRESSION = 1  # `compare --fail-on-regression`: B is worse than A beyond the threshold
@@ -75,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
     args: argparse.Namespace | None = None
     try:
-        args = _parser().parse_args(argv)
+        _load_dotenv()
+        args = _parse(argv)
         logs.configure(args.log_format, args.verbose)
         args.interrupts = interrupts
         code: int = args.handler(args)
@@ -123,16 +125,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-format", choices=["console", "json"], default="console",
                         help="log lines for people (default) or one JSON object per line for machines")
     parser.add_argument("-v", "--verbose", action="store_true", help="also log each retry")
+    parser.add_argument("--version", action="version", version=f"evalpipe {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("run", help="run a job file")
     run.add_argument("job", type=Path)
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run; finished tasks are skipped")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run (results/<job>/latest: the "
+                     "job's newest); finished tasks are skipped")
     run.add_argument("--retry-errors", action="store_true", help="when resuming, run error rows again")
     run.add_argument("--concurrency", type=_positive_int, help="override the job's global concurrency")
     run.add_argument("--out", type=Path, help="results root (default: the job's output.dir)")
     run.add_argument("--force", action="store_true", help="resume even though the job file changed")
     run.add_argument("--dry-run", action="store_true", help="validate and plan, call nothing")
+    run.add_argument("--limit", type=_positive_int, metavar="N", help="run the first N items only (a smoke run)")
     run.add_argument("--fail-on-error", type=_rate, metavar="RATE",
                      help=f"exit {EXIT_FAILED_GATE} when more than RATE (0-1) of the run's rows from a call are errors")
     run.set_defaults(handler=_run)
@@ -144,11 +149,13 @@ def _parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
 
     _add_analysis_commands(commands)
+    _add_start_commands(commands)
     commands.add_parser("backends", help="the backends and which keys are set").set_defaults(handler=_backends)
     commands.add_parser("schema", help="the JSON Schema of job files").set_defaults(handler=_schema)
-    fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing)")
-    fake.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m evalpipe.testing")
-    fake.set_defaults(handler=_fake_server)
+    # Its options are python -m evalpipe.testing's, passed on as they are (`_parse`); -h prints them.
+    fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing; "
+                               "fake-server -h lists its options)", add_help=False)
+    fake.set_defaults(handler=_fake_server, rest=[])
     view = commands.add_parser("view", help="browse runs in a local web app (read-only; Ctrl-C stops it)")
     view.add_argument("directory", type=Path, nargs="?", default=Path("results"),
                       help="the results directory with <job>/<run_id>/ folders (default: results)")
@@ -157,6 +164,17 @@ def _parser() -> argparse.ArgumentParser:
     view.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     view.set_defaults(handler=_view)
     return parser
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line; what follows `fake-server` goes to the fake server's own parser (an argparse
+    REMAINDER would refuse an option like `--port` there)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "fake-server":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.rest = [*getattr(args, "rest", []), *extra] if args.command == "fake-server" else getattr(args, "rest", None)
+    return args
 
 
 def _rate(text: str) -> float:
@@ -244,7 +262,7 @@ def _summary_command(args: argparse.Namespace) -> int:
     from evalpipe.analysis.summary import summarize
     from evalpipe.analysis.tables import summary_renderable, summary_text
 
-    summary = summarize(open_run(args.run_dir))
+    summary = summarize(open_run(_resolved(args.run_dir)))
     if args.format == "table":
         _table_console().print(summary_renderable(summary))
     else:
@@ -260,11 +278,11 @@ def _compare_command(args: argparse.Namespace) -> int:
     from evalpipe.analysis.runs import open_run
     from evalpipe.analysis.tables import comparison_renderable, comparison_text, gate_message
 
-    run_a = open_run(args.run_a)
+    run_a = open_run(_resolved(args.run_a))
     if args.run_b is None and not (args.a and args.b):
         raise ConfigError("compare with one run compares two selections of its rows: give both --a and --b, "
                           "e.g. --a backend_id=gpt-4.1 --b backend_id=gpt-4.1-mini")
-    run_b = run_a if args.run_b is None else open_run(args.run_b)
+    run_b = run_a if args.run_b is None else open_run(_resolved(args.run_b))
     side_a = Side(run_a, tuple(parse_condition(text) for text in args.a), "--a")
     side_b = Side(run_b, tuple(parse_condition(text) for text in args.b), "--b")
     comparison = compare_sides(side_a, side_b, pair_on=args.pair_on, gate_metric=metric_column(args.metric),
@@ -286,12 +304,12 @@ def _report_command(args: argparse.Namespace) -> int:
     from evalpipe.analysis.runs import open_run
     from evalpipe.analysis.summary import summarize
 
-    run = open_run(args.run_dir)
+    run = open_run(_resolved(args.run_dir))
     comparison = None
     if args.compare is not None:
-        comparison = compare_runs(run, open_run(args.compare), pair_on=args.pair_on,
+        comparison = compare_runs(run, open_run(_resolved(args.compare)), pair_on=args.pair_on,
                                   gate_metric=metric_column(args.metric), threshold=args.fail_on_regression)
-    history = build_history(args.history) if args.history is not None else None
+    history = build_history(_job_dir(args.history)) if args.history is not None else None
     path = write_report(run, summarize(run), args.output, comparison, history=history)
     out.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
     return 0
@@ -301,7 +319,7 @@ def _history_command(args: argparse.Namespace) -> int:
     from evalpipe.analysis.history import build_history
     from evalpipe.analysis.tables import history_renderable, history_text
 
-    history = build_history(args.job_dir)
+    history = build_history(_job_dir(args.job_dir))
     if args.format == "table":
         _table_console().print(history_renderable(history))
     else:
@@ -331,11 +349,13 @@ def _validate(args: argparse.Namespace) -> int:
     loaded = load_job(args.job)
     spec = loaded.spec
     _warn_ignored_sweeps(loaded)
+    _warn_concurrency_cap(loaded, None)
     if _skipped(loaded):
         return EXIT_NOTHING_RAN
     runnable = len(spec.backends) - sum(b.id in loaded.skipped for b in spec.backends)
-    out.print(f"{args.job}: valid — {len(loaded.dataset)} items, {runnable} of {len(spec.backends)} backends "
-              f"can run here, {len(spec.parameters.expanded())} parameter sets, {spec.repeats} repeats",
+    out.print(f"{args.job}: valid — {count(len(loaded.dataset), 'item')}, {runnable} of "
+              f"{count(len(spec.backends), 'backend')} can run here, "
+              f"{count(len(spec.parameters.expanded()), 'parameter set')}, {count(spec.repeats, 'repeat')}",
               highlight=False, markup=False, soft_wrap=True)
     return 0
 
@@ -345,18 +365,22 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
     if _skipped(loaded):
         return EXIT_NOTHING_RAN
     plan = plan_job(loaded)
-    table = Table(title=escape(f"{args.job}: {plan.tasks} tasks ({plan.items} items × {plan.param_sets} "
-                               f"parameter sets × {plan.repeats} repeats per backend)"))
+    table = Table(title=escape(f"{args.job}: {count(plan.tasks, 'task')} ({count(plan.items, 'item')} × "
+                               f"{count(plan.param_sets, 'parameter set')} × {count(plan.repeats, 'repeat')} "
+                               "per backend)"))
     for column in ("backend", "model", "calls", "input tokens", "output tokens", "cost (USD)"):
-        table.add_column(column, justify="left" if column in ("backend", "model") else "right")
+        # Names are never folded: a model name cut in two cannot be copied into a job file.
+        table.add_column(column, justify="left" if column in ("backend", "model") else "right",
+                         no_wrap=column in ("backend", "model"))
     for b in plan.backends:
         table.add_row(b.backend_id, escape(b.model), f"{b.calls:,}", f"≈{b.input_tokens:,}", f"≤{b.output_tokens:,}",
                       f"{b.cost_usd:.4f}")
     table.add_row("total", "", f"{plan.calls:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
                   f"{plan.cost_usd:.4f}")
-    out.print(table)
+    _table_console().print(table)
     if plan.tasks_skipped:
-        _say(f"{plan.tasks_skipped} tasks of skipped backends are not counted above")
+        _say(f"{count(plan.tasks_skipped, 'task')} of skipped backends {'is' if plan.tasks_skipped == 1 else 'are'} "
+             "not counted above")
     over = plan.over_budget()
     for line in over:
         _say(f"over budget: {line}; the run stops starting tasks before its spend could cross the budget, so it "
@@ -368,7 +392,7 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
 def _backends(args: argparse.Namespace) -> int:
     table = Table(title="backends")
     for column in ("backend", "default model", "key variable", "key"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column != "key")
     for backend in LLMBackend:
         cls = provider_class(backend)
         variables = " or ".join(v for v in (cls.api_key_env, *cls.api_key_env_aliases) if v)
@@ -377,7 +401,7 @@ def _backends(args: argparse.Namespace) -> int:
         if found and (problem := header_value_problem(found[1])):  # refused by build(): say so here too
             state = f"unusable: {found[0]} {problem}"
         table.add_row(backend.value, cls.default_model or "(required)", variables, state)  # never the key itself
-    out.print(table)
+    _table_console().print(table)
     return 0
 
 
@@ -422,6 +446,11 @@ def _warn_ignored_sweeps(loaded: LoadedJob) -> None:
 def _run(args: argparse.Namespace) -> int:
     loaded = load_job(args.job)  # every mistake in the job file stops here, before any call
     _warn_ignored_sweeps(loaded)
+    _warn_concurrency_cap(loaded, args.concurrency)
+    if args.limit is not None:
+        loaded = _limited(loaded, args.limit)
+    if args.resume is not None:
+        args.resume = _resolved(args.resume)
     if args.dry_run:
         return _plan(args, loaded)
     if _skipped(loaded):
@@ -429,7 +458,7 @@ def _run(args: argparse.Namespace) -> int:
     interrupts: Interrupts = args.interrupts
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
                          retry_errors=args.retry_errors, force=args.force, interrupts=interrupts)
-    with _progress_display() as on_row:
+    with ProgressDisplay(err) as on_row:
         outcome = anyio.run(run_job, loaded, options, on_row)
     _summary(outcome, loaded)
     if outcome.write_failure is not None:
@@ -459,34 +488,6 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-class _progress_display:  # noqa: N801 - used as a context manager like a function
-    """A rich progress bar on a terminal; a plain line every few seconds otherwise (logs, CI)."""
-
-    def __init__(self) -> None:
-        self._bar = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
-                             TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=err)
-        self._task = self._bar.add_task("running", total=None, stats="")
-        self._last_line = 0.0
-
-    def __enter__(self) -> Callable[[RunProgress], None]:
-        if err.is_terminal:
-            self._bar.start()
-        return self.update
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._bar.stop()
-
-    def update(self, progress: RunProgress) -> None:
-        elapsed = max(time.monotonic() - progress.started, 1e-9)
-        stats = (f"{progress.errors} errors · {progress.calls / elapsed:.1f} calls/s · "
-                 f"{progress.input_tokens + progress.output_tokens:,} tokens · ${progress.cost_usd:.4f}")
-        if err.is_terminal:
-            self._bar.update(self._task, total=progress.total, completed=progress.done, stats=stats)
-        elif time.monotonic() - self._last_line >= 5 or progress.done == progress.total:
-            self._last_line = time.monotonic()
-            err.print(f"{progress.done}/{progress.total} done · {stats}", highlight=False, markup=False, soft_wrap=True)
-
-
 def _summary(outcome: RunOutcome, loaded: LoadedJob) -> None:
     for backend_id, reason in outcome.skipped_backends.items():
         if backend_id not in loaded.skipped:  # already said before the run started
@@ -502,6 +503,103 @@ def _summary(outcome: RunOutcome, loaded: LoadedJob) -> None:
     if outcome.counts.get("ok", 0):
         out.print(f"next: evalpipe summary {outcome.run_dir}  (or: evalpipe report {outcome.run_dir} -o report.html)",
                   highlight=False, markup=False, soft_wrap=True)
+
+def _load_dotenv() -> None:
+    """Variables from `.env` in the working directory (python-dotenv's format); one already set wins.
+
+    Values are never printed: `evalpipe backends` names the variable a key came from, not the key."""
+    path = Path.cwd() / ".env"
+    if path.is_file():
+        from dotenv import load_dotenv
+
+        load_dotenv(path, override=False)
+
+
+def _resolved(run_dir: Path) -> Path:
+    """`run_dir`, with `JOB_DIR/latest` standing for the job's newest run."""
+    from evalpipe.analysis.catalog import LATEST, resolve_latest
+
+    return resolve_latest(run_dir) if run_dir.name == LATEST else run_dir
+
+
+def _job_dir(path: Path) -> Path:
+    """A job's results directory; `JOB_DIR/latest` (no such directory) stands for JOB_DIR itself."""
+    from evalpipe.analysis.catalog import LATEST
+
+    return path.parent if path.name == LATEST and not path.exists() else path
+
+
+def _limited(loaded: LoadedJob, limit: int) -> LoadedJob:
+    """`loaded` with only its first `limit` items (the job's own `dataset.limit` if smaller)."""
+    dataset = loaded.spec.dataset
+    limited = dataset.model_copy(update={"limit": min(limit, dataset.limit or limit)})
+    return dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"dataset": limited}),
+                               dataset=Dataset(limited, loaded.base_dir))
+
+
+def _warn_concurrency_cap(loaded: LoadedJob, override: int | None) -> None:
+    """Say when the concurrency asked for (job file or --concurrency) is more than the backends allow in flight.
+
+    Each backend's `max_concurrency` (default 8) protects that vendor's rate limits, so a job-wide value does
+    not raise it: the user raises it per backend, knowing their limits. What must not happen is a silent cap."""
+    spec = loaded.spec
+    if override is None and "concurrency" not in spec.model_fields_set:
+        return  # the default job-wide cap is not a request
+    asked = override or spec.concurrency
+    runnable = [b for b in spec.backends if b.id not in loaded.skipped]
+    ceiling = sum(b.max_concurrency for b in runnable)
+    if not runnable or asked <= ceiling:
+        return
+    limits = ", ".join(f"{b.id}: {b.max_concurrency}" + ("" if "max_concurrency" in b.model_fields_set
+                                                         else " (the default)") for b in runnable)
+    source = "--concurrency" if override else "concurrency"
+    _say(f"warning: {source} {asked} is more than the backends allow in flight together ({ceiling}; "
+         f"max_concurrency {limits}): at most {ceiling} calls run at once; set max_concurrency on a backend to "
+         "raise its share")
+
+
+def _add_start_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    init = commands.add_parser("init", help="write a small job and dataset to start from (runs on the local "
+                               "backend as written)")
+    init.add_argument("directory", type=Path, nargs="?", default=Path(),
+                      help="where to write job.yaml and items.jsonl (default: here)")
+    init.set_defaults(handler=_init)
+    runs = commands.add_parser("runs", help="the runs under a results directory, newest first")
+    runs.add_argument("directory", type=Path, nargs="?", default=Path("results"),
+                      help="the results directory with <job>/<run_id>/ folders (default: results)")
+    runs.set_defaults(handler=_runs)
+
+
+def _init(args: argparse.Namespace) -> int:
+    from evalpipe.starter import write_starter
+
+    paths = write_starter(args.directory)
+    for path in paths:
+        out.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
+    out.print(f"next: evalpipe validate {paths[0]}  then  evalpipe run {paths[0]} --limit 1", highlight=False,
+              markup=False, soft_wrap=True)
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from evalpipe.analysis.catalog import LATEST, check_results_dir, list_runs
+
+    entries = list_runs(check_results_dir(args.directory))
+    if not entries:
+        _say(f"no runs under {args.directory}")
+        return 0
+    table = Table(title=escape(f"runs under {args.directory}: {count(len(entries), 'run')}"))
+    for column in ("run directory", "state", "started", "rows", "errors", "cost (USD)"):
+        table.add_column(column, no_wrap=column == "run directory",
+                         justify="left" if column in ("run directory", "state", "started") else "right")
+    for entry in entries:
+        path = args.directory / entry.job / entry.run_id
+        table.add_row(escape(f"{path}" + (f"  ({LATEST})" if entry.latest else "")), entry.state,
+                      entry.started_at or "", "" if entry.rows is None else f"{entry.rows:,}",
+                      "" if entry.errors is None else f"{entry.errors:,}",
+                      "" if entry.cost_usd is None else f"{entry.cost_usd:.4f}")
+    _table_console().print(table)
+    return 0
 
 
 if __name__ == "__main__":

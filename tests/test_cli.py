@@ -136,7 +136,7 @@ def test_validate_says_what_the_job_holds(server: FakeServer, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = cli(capsys, "validate", write_job(tmp_path, server))
     assert code == 0
-    assert "valid — 2 items, 1 of 1 backends can run here, 2 parameter sets, 1 repeats" in out
+    assert "valid — 2 items, 1 of 1 backend can run here, 2 parameter sets, 1 repeat" in out
     assert no_calls(server)
 
 
@@ -148,7 +148,7 @@ def test_plan_and_dry_run_count_calls_and_cost_without_calling(
     code, out, _ = cli(capsys, *command, write_job(tmp_path, server), "--out", out_dir) if "run" in command \
         else cli(capsys, *command, write_job(tmp_path, server))
     assert code == 0
-    assert "4 tasks (2 items × 2 parameter sets × 1 repeats per backend)" in words(out)
+    assert "4 tasks (2 items × 2 parameter sets × 1 repeat per backend)" in words(out)
     fake_row = next(line for line in out.splitlines() if "fake" in line)
     assert "gpt-4o-mini" in fake_row and " 4 " in fake_row
     assert no_calls(server)

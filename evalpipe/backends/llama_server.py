@@ -331,6 +331,9 @@ def _spawn(command: list[str], log: BinaryIO, env: dict[str, str]) -> subprocess
     return subprocess.Popen(
         command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
         preexec_fn=_PREEXEC, close_fds=True,
+        # Its own session: a Ctrl-C in the terminal goes to the terminal's foreground process group, and
+        # the server must keep answering the calls in flight while evalpipe stops; evalpipe stops it.
+        start_new_session=True,
     )
 
 

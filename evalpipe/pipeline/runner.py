@@ -101,16 +101,25 @@ class RunProgress:
 
     total: int = 0
     done: int = 0
+    already_done: int = 0  # finished by an earlier session of the run (resume): not this session's pace
     errors: int = 0
     calls: int = 0  # answers paid for in this process (not from the cache)
     input_tokens: int = 0
     output_tokens: int = 0
     cost_usd: float = 0.0
+    scored: int = 0  # rows with a pass/fail verdict
+    passed: int = 0
+    last_error_type: str | None = None
     started: float = field(default_factory=time.monotonic)
 
     def add(self, row: Mapping[str, Any]) -> None:
         self.done += 1
         self.errors += row.get("status") == "error"
+        if row.get("status") == "error":
+            self.last_error_type = row.get("error_type") or self.last_error_type
+        if row.get("passed") is not None:
+            self.scored += 1
+            self.passed += bool(row.get("passed"))
         if row.get("status") == "ok" and not row.get("cached"):
             self.calls += 1
             input_tokens, output_tokens, cost = spend_of(row)
@@ -258,6 +267,7 @@ class JobRun:
         self._signals = 0  # received by this run
         self._working: anyio.CancelScope | None = None  # opening the backends and executing: a 2nd signal cancels it
         self.write_failure: WriteFailed | None = None
+        self._shared: GlobalLimiter | None = None  # the job-wide cap: it counts the calls in flight
 
     async def run(self) -> RunOutcome:
         if not self.options.handle_signals:
@@ -279,7 +289,8 @@ class JobRun:
     async def _run(self) -> RunOutcome:
         spec = self.loaded.spec
         concurrency = self.options.concurrency or spec.concurrency
-        backends, skipped = open_backends(self.loaded, self.options.period_s, shared=GlobalLimiter(concurrency),
+        self._shared = GlobalLimiter(concurrency)
+        backends, skipped = open_backends(self.loaded, self.options.period_s, shared=self._shared,
                                           providers=self.options.providers)
         for backend_id, reason in skipped.items():
             log.warning("backend skipped", backend=backend_id, reason=reason)
@@ -331,7 +342,8 @@ class JobRun:
                 # Retried error rows replace rows the rebuild above already wrote to the sinks.
                 replaces_rows = self.options.retry_errors and store.counts()["error"] > 0
                 total = count_tasks(self.loaded, backend_ids=set(backends))
-                self.progress = RunProgress(total=total, done=min(len(finished), total))
+                self.progress = RunProgress(total=total, done=min(len(finished), total),
+                                            already_done=min(len(finished), total))
                 # The budget covers the whole run: what earlier sessions of it spent counts too.
                 spent = store.totals()
                 self._spend = _Spend(cost_usd=spent.cost_usd, tokens=spent.input_tokens + spent.output_tokens)
@@ -406,8 +418,9 @@ class JobRun:
         self._signals += 1
         if self._signals == 1:
             self.stop_reason = "interrupted"
-            log.warning("stopping: no new tasks; calls in flight finish (signal again to cancel them)",
-                        signal=signum)
+            in_flight = self._shared.in_flight if self._shared is not None else 0
+            log.warning(f"stopping: no new tasks; waiting for {in_flight} call{'s' * (in_flight != 1)} in flight "
+                        "(signal again to cancel them)", signal=signum)
         elif self._signals == 2:
             log.warning("second signal: cancelling the calls in flight", signal=signum)
             if self._working is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from evalpipe.analysis.catalog import run_path
 from evalpipe.analysis.compare import Comparison, NotablePair, compare_sides, metric_column
 from evalpipe.analysis.history import History, build_history
 from evalpipe.analysis.pairing import PairOn, Side, parse_condition
@@ -22,7 +23,6 @@ from evalpipe.analysis.tables import (
     summary_columns,
     summary_text,
 )
-from evalpipe.view.catalog import run_path
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,10 +30,10 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
+from evalpipe.analysis.catalog import check_results_dir, job_path, list_runs, run_path
 from evalpipe.analysis.runs import Run, open_run
 from evalpipe.errors import ConfigError
 from evalpipe.view import analyses
-from evalpipe.view.catalog import check_results_dir, job_path, list_runs, run_path
 from evalpipe.view.matrix import MatrixQuery, matrix_page, row_detail
 
 _HERE = Path(__file__).parent

@@ -11,10 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from evalpipe.analysis.catalog import list_runs, run_path
 from evalpipe.analysis.runs import RunDirError
 from evalpipe.cli import main
 from evalpipe.pipeline.manifest import read_manifest, write_manifest
-from evalpipe.view.catalog import list_runs, run_path
 from tests.view.conftest import Results
 
 

@@ -1,4 +1,5 @@
-"""The runs under a results directory (`DIR/<job>/<run_id>/`), read from their manifests.
+"""The runs under a results directory (`DIR/<job>/<run_id>/`), read from their manifests: the viewer's
+runs list, `evalpipe runs`, and `JOB_DIR/latest` wherever a command takes a run directory.
 
 Listing is cheap enough to repeat every few seconds: one small JSON file per run. A run in progress
 has written its manifest ("running") at the start and rewrites it only at the end, and its Parquet part
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
 from evalpipe.pipeline.store import STORE_FILENAME
 
 _RUN_MARKERS = (MANIFEST_FILENAME, PARQUET_DIRNAME, CSV_FILENAME, STORE_FILENAME)
+LATEST = "latest"  # `results/<job>/latest`: the newest run of the job
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,13 @@ class RunEntry:
     errors: int | None
     cost_usd: float | None
     latest: bool = False  # the newest run of its job
+    # The start to the microsecond where the manifest has it: two runs started within a second still order.
+    started_exactly: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def order(self) -> tuple[str, str, str]:
+        """Sorts runs by start (oldest first)."""
+        return self.started_exactly or self.started_at or "", self.job, self.run_id
 
     @property
     def live(self) -> bool:
@@ -52,8 +61,7 @@ def check_results_dir(directory: Path) -> Path:
     """`directory` if it is a directory; ConfigError saying what to pass otherwise."""
     if not directory.is_dir():
         what = "is not a directory" if directory.exists() else "does not exist"
-        raise ConfigError(f"{directory} {what}; pass the results directory that holds <job>/<run_id>/ folders "
-                          "(evalpipe view DIR)")
+        raise ConfigError(f"{directory} {what}; pass the results directory that holds <job>/<run_id>/ folders")
     return directory
 
 
@@ -80,15 +88,27 @@ def list_runs(directory: Path) -> list[RunEntry]:
     entries: list[RunEntry] = []
     for job_dir in _children(directory):
         entries += [_entry(job_dir.name, path) for path in _children(job_dir) if _looks_like_run(path)]
-    entries.sort(key=lambda e: (e.started_at or "", e.job, e.run_id), reverse=True)
+    entries.sort(key=lambda e: e.order, reverse=True)
     seen: set[str] = set()
     marked = []
     for entry in entries:
-        latest = entry.job not in seen
+        marked.append(replace(entry, latest=entry.job not in seen))
         seen.add(entry.job)
-        marked.append(RunEntry(entry.job, entry.run_id, entry.state, entry.started_at, entry.rows, entry.errors,
-                               entry.cost_usd, latest))
     return marked
+
+
+def resolve_latest(path: Path) -> Path:
+    """`path` itself, or for `JOB_DIR/latest` (when no such directory exists) the newest run of JOB_DIR;
+    RunDirError when JOB_DIR holds no run."""
+    if path.name != LATEST or path.exists():
+        return path
+    job_dir = path.parent
+    runs = [_entry(job_dir.name, run) for run in _children(job_dir) if _looks_like_run(run)]
+    if not runs:
+        where = "does not exist" if not job_dir.is_dir() else "holds no run"
+        raise RunDirError(f"{path}: {job_dir} {where}, so it has no latest run (evalpipe runs lists them)")
+    newest = max(runs, key=lambda e: e.order)
+    return job_dir / newest.run_id
 
 
 def _children(directory: Path) -> list[Path]:
@@ -111,8 +131,9 @@ def _entry(job: str, path: Path) -> RunEntry:
     counts, cost = manifest.counts, manifest.cost_usd
     if manifest.state == "running":
         counts, cost = _store_counts(path) or (counts, cost)
-    return RunEntry(job, path.name, manifest.state, _iso(manifest.created_at or manifest.started_at)
-                    or _started_from_id(path.name), sum(counts.values()), counts.get("error", 0), cost)
+    started = manifest.created_at or manifest.started_at
+    return RunEntry(job, path.name, manifest.state, _iso(started) or _started_from_id(path.name),
+                    sum(counts.values()), counts.get("error", 0), cost, started_exactly=_iso(started, "microseconds"))
 
 
 def _store_counts(path: Path) -> tuple[dict[str, int], float] | None:
@@ -136,11 +157,11 @@ def _store_counts(path: Path) -> tuple[dict[str, int], float] | None:
         connection.close()
 
 
-def _iso(text: str | None) -> str | None:
+def _iso(text: str | None, timespec: str = "seconds") -> str | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text).astimezone(UTC).isoformat(timespec="seconds")
+        return datetime.fromisoformat(text).astimezone(UTC).isoformat(timespec=timespec)
     except ValueError:
         return None
 
