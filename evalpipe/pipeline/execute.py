@@ -18,13 +18,20 @@ from evalpipe import errors
 from evalpipe.pipeline.backend import Backend, ResponseCache
 from evalpipe.pipeline.chains import run_chain
 from evalpipe.pipeline.limits import call_with_limits, prompt_tokens
-from evalpipe.pipeline.model_calls import JobCalls, ScoringSpend, charging
+from evalpipe.pipeline.model_calls import (
+    JobCalls,
+    ScoringSpend,
+    charging,
+    message_key,
+    tool_calls_from_payload,
+    tool_calls_payload,
+)
 from evalpipe.pipeline.task import Task, stable_hash
 from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
 from evalpipe.scoring.fields import row_columns
 from evalpipe.scoring.modifiers import applies
-from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage, deep_merge
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, ToolCall, Usage, deep_merge
 
 log = structlog.get_logger("evalpipe.run")
 
@@ -57,13 +64,6 @@ def request_key(task: Task, backend: Backend) -> str:
 
 
 _LATER_OPTIONS = frozenset({"tools", "tool_choice"})
-
-
-def message_key(message: ChatMessage) -> tuple[Any, ...]:
-    """What of a message keys the cache: role and text, plus its images and tool parts when it has any."""
-    if not (message.images or message.tool_calls or message.tool_call_id):
-        return (message.role, message.content)
-    return (message.role, message.content, repr(message.images), repr(message.tool_calls), message.tool_call_id)
 
 
 def call_params(task: Task, backend: Backend) -> GenerationParams:
@@ -137,7 +137,8 @@ def payload_from_response(response: ChatResponse) -> dict[str, Any]:
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             **{kind: getattr(usage, kind) for kind in _USAGE_KINDS},
             "latency_s": response.latency_s, "ttft_s": response.ttft_s, "reasoning": response.reasoning,
-            "refusal": response.refusal, "safety": response.safety, "attempts": response.attempts}
+            "refusal": response.refusal, "safety": response.safety, "attempts": response.attempts,
+            "tool_calls": tool_calls_payload(response.tool_calls)}
 
 
 def response_from_payload(payload: Mapping[str, Any]) -> ChatResponse:
@@ -148,6 +149,7 @@ def response_from_payload(payload: Mapping[str, Any]) -> ChatResponse:
         text=payload["text"], finish_reason=payload["finish_reason"], model=payload["model"], usage=usage,
         latency_s=payload["latency_s"], ttft_s=payload["ttft_s"], reasoning=payload["reasoning"],
         attempts=payload["attempts"], refusal=payload.get("refusal"), safety=payload.get("safety"),
+        tool_calls=tool_calls_from_payload(payload.get("tool_calls")),
     )
 
 
@@ -268,6 +270,7 @@ async def execute(
         row.update(
             status="ok", response=response.text, reasoning=response.reasoning, finish_reason=response.finish_reason,
             refusal=response.refusal, safety=None if response.safety is None else json.dumps(response.safety),
+            tool_calls=tool_calls_json(response.tool_calls),
             model=response.model or row["model"], input_tokens=response.usage.input_tokens,
             output_tokens=response.usage.output_tokens,
             **{kind: getattr(response.usage, kind) for kind in _USAGE_KINDS}, cost_usd=cost,
@@ -279,6 +282,14 @@ async def execute(
                    cost_usd=chain_spend.cost_usd)
     row.update(started_at=started_at, finished_at=datetime.now(UTC))
     return row
+
+
+def tool_calls_json(calls: Sequence[ToolCall]) -> str | None:
+    """The row's `tool_calls` column: `[{id, name, arguments, raw_arguments}]` as JSON, None without calls."""
+    if not calls:
+        return None
+    return json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments, "raw_arguments": c.raw_arguments}
+                       for c in calls], ensure_ascii=False, separators=(",", ":"))
 
 
 def base_row(task: Task, backend: Backend, run_id: str) -> dict[str, Any]:
