@@ -31,6 +31,7 @@ from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
 from evalpipe.scoring.fields import row_columns
 from evalpipe.scoring.modifiers import applies
+from evalpipe.scoring.tools import offering
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, ToolCall, Usage, deep_merge
 
 log = structlog.get_logger("evalpipe.run")
@@ -157,7 +158,8 @@ async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Cr
                        cost_usd: float | None = None) -> dict[str, Any]:
     """Score columns for the row: each criterion's score and explanation, the weighted total, passed,
     and what the scorers' own model calls spent. `cost_usd` (the answer's) is there for field criteria."""
-    with charging(task.task_id) as spend, answering(task.backend_id), row_columns(cost_usd=cost_usd):
+    with (charging(task.task_id) as spend, answering(task.backend_id), row_columns(cost_usd=cost_usd),
+          offering(task.param_set.params.tools or ())):
         columns = await _scores(task, response, criteria)
     columns.update(scoring_input_tokens=spend.input_tokens, scoring_output_tokens=spend.output_tokens,
                    scoring_cost_usd=spend.cost_usd)

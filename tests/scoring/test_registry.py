@@ -23,6 +23,8 @@ VALID: dict[str, dict[str, Any]] = {
     "numeric": {"expected": "{{ answer }}", "abs_tol": 0.5},
     "rouge_l": {"expected": ["x", "y"]},
     "token_f1": {"expected": "x"},
+    "tool_call": {"expected": "{{ expected_calls }}", "match": "subset"},
+    "tool_call_valid": {},
     "contains": {"values": ["x"]},
     "exact_match": {"expected": "x"},
     "json_schema": {"schema": {"type": "object"}},
