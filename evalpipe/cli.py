@@ -146,7 +146,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_analysis_commands(commands)
     commands.add_parser("backends", help="the backends and which keys are set").set_defaults(handler=_backends)
     commands.add_parser("schema", help="the JSON Schema of job files").set_defaults(handler=_schema)
-    fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing)")
+    # No options of its own (prefix "+" matches none): `--port 8000` and `-h` go to the server's own parser.
+    fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing)",
+                               prefix_chars="+", add_help=False)
     fake.add_argument("rest", nargs=argparse.REMAINDER, help="options of python -m evalpipe.testing")
     fake.set_defaults(handler=_fake_server)
     view = commands.add_parser("view", help="browse runs in a local web app (read-only; Ctrl-C stops it)")

@@ -5,7 +5,8 @@ JSON or YAML, one tool or a list, relative to the job file), or as `module:funct
 comes from the function's signature (annotations, defaults) and docstring (first paragraph, and an
 `Args:` section for the parameters). Every schema must be a valid JSON Schema of an object, and every
 name one the vendors accept. Images are item templates: each renders to a path (relative to the
-dataset file), or an http(s) / data URL; every item's images must exist before any call.
+dataset file), an http(s) / data URL, or nothing (no image for that item); every item's images must
+exist before any call.
 """
 
 from __future__ import annotations
@@ -186,11 +187,15 @@ class ImageTemplates:
 
     def render(self, item: Mapping[str, Any]) -> tuple[Image, ...]:
         """The item's images; raises jinja2's `TemplateError` when a template fails on it."""
-        return tuple(self.render_one(index, item) for index in range(len(self.compiled)))
+        images = (self.render_one(index, item) for index in range(len(self.compiled)))
+        return tuple(image for image in images if image is not None)
 
-    def render_one(self, index: int, item: Mapping[str, Any]) -> Image:
-        """The item's image from template `index`: a URL, or a path resolved against the dataset's folder."""
+    def render_one(self, index: int, item: Mapping[str, Any]) -> Image | None:
+        """The item's image from template `index`: a URL, or a path resolved against the dataset's folder;
+        None when it renders empty (`{{ image | default('') }}`: items without an image)."""
         text = self.compiled[index].render(item).strip()
+        if not text:
+            return None
         if text.startswith(_URL):
             return Image.from_url(text)
         path = Path(text)
@@ -253,7 +258,7 @@ def _image_problems(dataset: Dataset, templates: ImageTemplates,
                 except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
                     yield item.id, where, f"({location}) the image template fails: {exc}"
                     continue
-                if image.path is None:
+                if image is None or image.path is None:
                     continue
                 path = Path(image.path)
                 if not path.is_file():
