@@ -32,7 +32,7 @@ from evalpipe.scoring.calls import answering
 from evalpipe.scoring.fields import row_columns
 from evalpipe.scoring.modifiers import applies
 from evalpipe.scoring.tools import offering
-from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, ToolCall, Usage, deep_merge
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Image, ToolCall, Usage, deep_merge
 
 log = structlog.get_logger("evalpipe.run")
 
@@ -318,12 +318,30 @@ def messages_json(task: Task, backend: Backend) -> str:
     is the backend's business and not known here."""
     if task.mode == "completion":
         return json.dumps(task.prompt_text, ensure_ascii=False)
-    messages = [{"role": m.role, "content": m.content} for m in task.messages]
+    messages = [message_json(m) for m in task.messages]
     # As the provider does it (`Provider.achat`): its system prompt goes first when the messages have none.
     system = task.param_set.params.system or backend.provider.config.params.system
     if system and not any(m.role == "system" for m in task.messages):
         messages.insert(0, {"role": "system", "content": system})
     return json.dumps(messages, ensure_ascii=False, separators=(",", ":"))
+
+
+def message_json(message: ChatMessage) -> dict[str, Any]:
+    """A message for the row's `messages` column: role and content, plus where its images came from."""
+    shown: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.images:
+        shown["images"] = [image_source(image) for image in message.images]
+    return shown
+
+
+def image_source(image: Image) -> str:
+    """An image as the row records it: its path or URL (a data URL by its type and size), or its size in bytes."""
+    if image.path is not None:
+        return image.path
+    if image.url is not None:
+        head, _, data = image.url.partition(",")
+        return f"{head},<{len(data)} characters>" if image.url.startswith("data:") else image.url
+    return f"<{len(image.data or b'')} bytes>"
 
 
 ROW_OPTIONS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "reasoning_effort", "reasoning_budget_tokens")

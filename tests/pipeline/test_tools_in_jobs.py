@@ -94,6 +94,8 @@ async def test_items_carry_images_relative_to_the_dataset(fake_server: FakeServe
 
     assert row["status"] == "ok", row["error_message"]
     assert row["response"] == "Echo: What is this? [image: image/png]"
+    (message,) = json.loads(row["messages"])
+    assert message["images"] == [str(tmp_path / "pictures" / "dot.png")]
 
 
 def problems(path: Path) -> str:
@@ -158,3 +160,18 @@ def test_a_function_tool_takes_its_schema_from_signature_and_docstring(tmp_path:
     monkeypatch.syspath_prepend(str(tmp_path))
     loaded = load_job(job)
     assert [t.name for t in loaded.tools] == ["define"]
+
+
+async def test_a_parameter_sets_tool_choice_overrides_the_jobs(fake_server: FakeServer, tmp_path: Path) -> None:
+    # The fake calls the first tool unless tool_choice names another.
+    others = [{"name": name, "parameters": {"type": "object"}} for name in ("lookup", "calculate")]
+    parameters = {"sets": [{"name": "job_choice"}, {"name": "off", "tool_choice": "none"},
+                           {"name": "forced", "tool_choice": "calculate"}]}
+    job = load_job(write_job(tmp_path, fake_server, [{"id": "a", "q": "Anything"}], tools=[WEATHER, *others],
+                             tool_choice="lookup", parameters=parameters))
+    outcome = await run_job(job, RunOptions(out_root=tmp_path / "out", handle_signals=False))
+    rows = {row["param_set"]: row for row in store_rows(outcome.run_dir)}
+
+    assert [c["name"] for c in json.loads(rows["job_choice"]["tool_calls"])] == ["lookup"]
+    assert rows["off"]["tool_calls"] is None and rows["off"]["response"] == "Echo: Anything"
+    assert [c["name"] for c in json.loads(rows["forced"]["tool_calls"])] == ["calculate"]
