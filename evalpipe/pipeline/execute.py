@@ -27,6 +27,7 @@ from evalpipe.pipeline.model_calls import (
     tool_calls_payload,
 )
 from evalpipe.pipeline.task import Task, stable_hash
+from evalpipe.pipeline.tool_loop import run_tool_loop
 from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
 from evalpipe.scoring.fields import row_columns
@@ -253,8 +254,13 @@ async def execute(
     started_at = datetime.now(UTC)
     row = base_row(task, backend, run_id)
     chain_spend = ScoringSpend()  # what a chain's steps paid, kept when a later step fails
+    trajectory: list[Any] | None = None
     try:
-        response, cached, cost = await generate(task, backend, cache, timeout_s, calls, chain_spend)
+        if task.tool_loop is not None and task.chain is None:
+            response, cached, cost, trajectory = await run_tool_loop(
+                task, task.tool_loop, lambda step: generate(step, backend, cache, timeout_s))
+        else:
+            response, cached, cost = await generate(task, backend, cache, timeout_s, calls, chain_spend)
     except errors.ProviderError as error:
         row.update(status="error", error_type=error.kind, error_message=error.message, attempts=error.attempts)
         if error.safety is not None:  # a request the vendor's content filter refused: keep its verdict
@@ -273,6 +279,7 @@ async def execute(
             status="ok", response=response.text, reasoning=response.reasoning, finish_reason=response.finish_reason,
             refusal=response.refusal, safety=None if response.safety is None else json.dumps(response.safety),
             tool_calls=tool_calls_json(response.tool_calls),
+            trajectory=None if trajectory is None else json.dumps(trajectory, ensure_ascii=False, default=str),
             model=response.model or row["model"], input_tokens=response.usage.input_tokens,
             output_tokens=response.usage.output_tokens,
             **{kind: getattr(response.usage, kind) for kind in _USAGE_KINDS}, cost_usd=cost,

@@ -15,6 +15,7 @@ from evalpipe.pipeline.load import LoadedJob, model_for
 from evalpipe.pipeline.projection import DEFAULT_OUTPUT_TOKENS, CallProjection, Projector, TokenCounter
 from evalpipe.pipeline.spec import BackendSpec, ParamSetSpec
 from evalpipe.pipeline.task import ParamSet, Task, task_id
+from evalpipe.pipeline.tool_loop import ToolLoop
 from evalpipe.pipeline.tools import image_templates, with_images
 from evalpipe.types import GenerationParams, Tool
 
@@ -68,6 +69,8 @@ def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None)
     mode = loaded.spec.prompt.mode
     dialogue = loaded.spec.prompt.dialogue_mode if loaded.spec.prompt.dialogue is not None else None
     images = image_templates(loaded.spec, loaded.dataset, loaded.base_dir)
+    steps = loaded.spec.max_steps
+    loop = ToolLoop(loaded.tool_functions, steps) if steps > 1 and loaded.tool_functions else None
     for item in loaded.dataset:
         messages = loaded.templates.render(item.data)
         if images is not None:
@@ -79,7 +82,7 @@ def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None)
                                        param_set=param_set, repeat=repeat, template=template)
                     index = item.position * per_item + backend_index * per_backend + set_index * repeats + repeat
                     yield Task(identity, index, item.id, item.data, backend.id, param_set, repeat, messages, mode,
-                               dialogue=dialogue, chain=loaded.chain)
+                               dialogue=dialogue, chain=loaded.chain, tool_loop=loop)
 
 
 def count_tasks(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import os
 import re
 import types
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -91,6 +91,7 @@ class LoadedJob:
     # Optional backends and judges that cannot run here, with the reason (checked by `load_job`).
     skipped: dict[str, str] = field(default_factory=dict)
     tools: tuple[Tool, ...] = ()  # offered in every chat call of the job
+    tool_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)  # the module:function ones
 
 
 def model_for(backend: BackendSpec) -> str:
@@ -243,11 +244,11 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
             locator.add(where, message, locator.template_line(where, line_in_template))
     dataset = Dataset(spec.dataset, base_dir)
     _check_dataset(dataset, templates, {**scorer_fields, **chain_fields}, locator)
-    tools = load_tools(spec, base_dir, locator.add)
+    tools, tool_functions = load_tools(spec, base_dir, locator.add)
     check_images(spec, dataset, base_dir, locator.add)
     if locator.problems or templates is None:
         raise locator.error()
-    return LoadedJob(spec, path, digest, base_dir, dataset, templates, chain, skipped, tools)
+    return LoadedJob(spec, path, digest, base_dir, dataset, templates, chain, skipped, tools, tool_functions)
 
 
 def _check_availability(spec: JobSpec, environ: Mapping[str, str], locator: _Locator) -> dict[str, str]:

@@ -296,6 +296,8 @@ class JobSpec(Strict):
     # Tools offered to the model in every chat call: definitions, files, or `module:function` names.
     tools: list[ToolSpec | str] = Field(default_factory=list)
     tool_choice: str | None = Field(default=None, min_length=1)  # a parameter set's own takes precedence
+    # Above 1: the runner runs the `module:function` tools the model calls and asks again, up to this many calls.
+    max_steps: int = Field(default=1, ge=1, le=50)
     best_of: bool = True  # write best_of.parquet: each item's best answer across backends and parameter sets
     concurrency: int = Field(default=32, ge=1)
     task_timeout_s: float = Field(default=300.0, gt=0)

@@ -43,13 +43,21 @@ _JSON_TYPES: Mapping[Any, str] = {str: "string", int: "integer", float: "number"
                                   list: "array", tuple: "array", dict: "object"}
 
 
-def load_tools(spec: JobSpec, base_dir: Path, report: Report) -> tuple[Tool, ...]:
-    """The job's tools in order; each problem (unreadable file, bad schema or name, a repeated name) reported."""
+def load_tools(spec: JobSpec, base_dir: Path,
+               report: Report) -> tuple[tuple[Tool, ...], dict[str, Callable[..., Any]]]:
+    """The job's tools in order, and the Python functions of its `module:function` ones by tool name;
+    each problem (unreadable file, bad schema or name, a repeated name) reported."""
     tools: list[Tool] = []
+    functions: dict[str, Callable[..., Any]] = {}
     for index, entry in enumerate(spec.tools):
         where: FieldPath = ("tools", index)
         try:
-            loaded = _tools_of(entry, base_dir)
+            if isinstance(entry, str):
+                function = _imported(entry)
+                loaded = [tool_from_function(function)]
+                functions[loaded[0].name] = function
+            else:
+                loaded = _tools_of(entry, base_dir)
         except ConfigError as exc:
             report(where, exc.message)
             continue
@@ -71,12 +79,12 @@ def load_tools(spec: JobSpec, base_dir: Path, report: Report) -> tuple[Tool, ...
             report(where, f"{choice!r} is not one of {', '.join(TOOL_CHOICE_MODES)} or a tool's name{offered}")
     if spec.tools and (spec.prompt.mode == "completion" or spec.prompt.chain is not None):
         report(("tools",), "tools are offered in chat calls only; this job's prompt is a completion or a chain")
-    return tuple(tools)
+    if spec.max_steps > 1 and not functions:
+        report(("max_steps",), "more than one step needs a tool the runner can call: give one as module:function")
+    return tuple(tools), functions
 
 
-def _tools_of(entry: ToolSpec | str, base_dir: Path) -> list[Tool]:
-    if isinstance(entry, str):
-        return [tool_from_function(_imported(entry))]
+def _tools_of(entry: ToolSpec, base_dir: Path) -> list[Tool]:
     if entry.file is None:
         return [Tool(str(entry.name), entry.description,
                      entry.parameters if entry.parameters is not None else {"type": "object", "properties": {}})]

@@ -175,3 +175,52 @@ async def test_a_parameter_sets_tool_choice_overrides_the_jobs(fake_server: Fake
     assert [c["name"] for c in json.loads(rows["job_choice"]["tool_calls"])] == ["lookup"]
     assert rows["off"]["tool_calls"] is None and rows["off"]["response"] == "Echo: Anything"
     assert [c["name"] for c in json.loads(rows["forced"]["tool_calls"])] == ["calculate"]
+
+
+ARITHMETIC = '''
+calls = []
+
+
+def add(a: int, b: int) -> int:
+    """Add two numbers."""
+    calls.append((a, b))
+    return a + b
+
+
+def divide(a: float, b: float) -> float:
+    """Divide a by b."""
+    return a / b
+'''
+
+
+async def test_max_steps_runs_the_jobs_python_tools_and_asks_again(
+    fake_server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api_key: str,
+) -> None:
+    (tmp_path / "arithmetic_tools.py").write_text(ARITHMETIC, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    items = [{"id": "sum", "q": 'Add them [[tool:add:{"a": 2, "b": 3}]]'},
+             {"id": "zero", "q": 'Divide [[tool:divide:{"a": 1, "b": 0}]]'},
+             {"id": "foreign", "q": 'Weather [[tool:get_weather:{"city": "Oslo"}]]'}]
+    tools = ["arithmetic_tools:add", "arithmetic_tools:divide", WEATHER]
+    job = load_job(write_job(tmp_path, fake_server, items, tools=tools, max_steps=4))
+    outcome = await run_job(job, RunOptions(out_root=tmp_path / "out", handle_signals=False))
+    rows = {row["item_id"]: row for row in store_rows(outcome.run_dir)}
+
+    import arithmetic_tools  # type: ignore[import-not-found]
+    assert arithmetic_tools.calls == [(2, 3)]  # run once, by the runner
+    total = rows["sum"]
+    assert total["response"] == "Result: 5" and total["finish_reason"] == "stop"
+    steps = json.loads(total["trajectory"])
+    assert [s["tool_calls"][0]["name"] if s["tool_calls"] else None for s in steps] == ["add", None]
+    assert steps[0]["tool_results"] == [{"id": steps[0]["tool_calls"][0]["id"], "name": "add", "content": "5"}]
+    assert total["input_tokens"] == sum(s["input_tokens"] for s in steps) > steps[0]["input_tokens"]
+    assert [c["name"] for c in json.loads(total["tool_calls"])] == ["add"]  # every call of the loop, for scorers
+    assert rows["zero"]["response"] == "Result: error: ZeroDivisionError: division by zero"
+    # A tool the job has no function for ends the loop: its call is the answer.
+    assert len(json.loads(rows["foreign"]["trajectory"])) == 1 and rows["foreign"]["finish_reason"] == "tool_calls"
+    assert fake_server.stats(api_key).succeeded == 5
+
+
+def test_more_than_one_step_needs_a_python_tool(tmp_path: Path) -> None:
+    message = problems(write_job(tmp_path, None, [{"id": "a", "q": "x"}], max_steps=3))
+    assert "max_steps: more than one step needs a tool the runner can call" in message
