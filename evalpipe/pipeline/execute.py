@@ -253,12 +253,12 @@ async def execute(
     """The row for `task`; never raises for a failure of the call (cancellation still propagates)."""
     started_at = datetime.now(UTC)
     row = base_row(task, backend, run_id)
-    chain_spend = ScoringSpend()  # what a chain's steps paid, kept when a later step fails
+    chain_spend = ScoringSpend()  # what a chain's (or tool loop's) steps paid, kept when a later step fails
     trajectory: list[Any] | None = None
     try:
         if task.tool_loop is not None and task.chain is None:
             response, cached, cost, trajectory = await run_tool_loop(
-                task, task.tool_loop, lambda step: generate(step, backend, cache, timeout_s))
+                task, task.tool_loop, lambda step: generate(step, backend, cache, timeout_s), chain_spend)
         else:
             response, cached, cost = await generate(task, backend, cache, timeout_s, calls, chain_spend)
     except errors.ProviderError as error:
@@ -286,7 +286,7 @@ async def execute(
             latency_s=response.latency_s, ttft_s=response.ttft_s, attempts=response.attempts, cached=cached,
         )
         row.update(await score_answer(task, response, criteria, cost))
-    if row["status"] == "error" and task.chain is not None:
+    if row["status"] == "error" and (task.chain is not None or task.tool_loop is not None):
         row.update(input_tokens=chain_spend.input_tokens, output_tokens=chain_spend.output_tokens,
                    cost_usd=chain_spend.cost_usd)
     row.update(started_at=started_at, finished_at=datetime.now(UTC))

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from evalpipe.pipeline.model_calls import ScoringSpend
 from evalpipe.types import ChatMessage, ChatResponse, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -41,8 +42,12 @@ class ToolLoop:
 StepCall = Callable[["Task"], Awaitable[tuple[ChatResponse, bool, float]]]
 
 
-async def run_tool_loop(task: Task, loop: ToolLoop, call: StepCall) -> tuple[ChatResponse, bool, float, list[Any]]:
-    """(final answer, every step cached, total cost, trajectory) of `task` under `loop`; `call` makes one step."""
+async def run_tool_loop(task: Task, loop: ToolLoop, call: StepCall,
+                        spend: ScoringSpend | None = None) -> tuple[ChatResponse, bool, float, list[Any]]:
+    """(final answer, every step cached, total cost, trajectory) of `task` under `loop`; `call` makes one step.
+
+    `spend` is charged each step as it ends, so a later step's failure still leaves what was paid."""
+    spend = spend if spend is not None else ScoringSpend()
     messages = task.messages
     steps: list[dict[str, Any]] = []
     made: list[ToolCall] = []
@@ -54,6 +59,9 @@ async def run_tool_loop(task: Task, loop: ToolLoop, call: StepCall) -> tuple[Cha
         usage = _added(usage, response.usage)
         cost, latency, attempts = cost + step_cost, latency + response.latency_s, attempts + response.attempts
         all_cached = all_cached and cached
+        spend.input_tokens += response.usage.input_tokens
+        spend.output_tokens += response.usage.output_tokens
+        spend.cost_usd += step_cost
         made.extend(response.tool_calls)
         step: dict[str, Any] = {"text": response.text, "tool_calls": [_call_json(c) for c in response.tool_calls],
                                 "input_tokens": response.usage.input_tokens,

@@ -10,6 +10,11 @@ from an item template rendering JSON (`expected: "{{ expected_calls | tojson }}"
 `{{ expected_calls }}` works too), from a literal list, or from `tool` (+ `arguments`) for one call.
 No calls expected and none made scores 1.
 
+`trajectory` compares the names of the tools called, in the order called (over every step of a
+tool loop), with an expected list: `order: exact` (the same sequence), `in_order` (the expected
+tools appear in that order, other calls between them allowed) or `any_order` (the same tools as a
+multiset). 1 or 0, explained.
+
 `tool_call_valid` scores the share of calls whose arguments validate against the schema of the tool
 that was offered under that name (the job's tools, or its own `tools` option); a call of a tool not
 offered, or with arguments that are not JSON, is invalid. An answer with no calls has no score.
@@ -146,6 +151,37 @@ class ToolCallValid:
         calls = len(response.tool_calls)
         return Score((calls - len(problems)) / calls, clipped("; ".join(problems)) or None,
                      metadata={"calls": calls, "invalid": len(problems)})
+
+
+class Trajectory:
+    """1 when the tools called, by name and in call order, are the expected sequence (see `order`)."""
+
+    def __init__(self, expected: str | Sequence[str], *, order: Literal["exact", "in_order", "any_order"] = "exact",
+                 name: str = "trajectory") -> None:
+        if order not in ("exact", "in_order", "any_order"):
+            raise ValueError(f"order must be exact, in_order or any_order, got {order!r}")
+        self.expected = ItemTemplate(expected) if isinstance(expected, str) else list(expected)
+        self.order, self.name = order, name
+
+    async def __call__(
+        self, item: Mapping[str, Any], messages: Sequence[ChatMessage], response: ChatResponse
+    ) -> Score:
+        try:
+            expected = _parsed(self.expected.render(item)) if isinstance(self.expected, ItemTemplate) else self.expected
+        except (TemplateError, ValueError) as exc:
+            return Score.missing(f"expected tools: {exc}")
+        if not isinstance(expected, list) or not all(isinstance(n, str) for n in expected):
+            return Score.missing(f"expected tools must be a list of names, got {clipped(repr(expected), 120)}")
+        called = [call.name for call in response.tool_calls]
+        if self.order == "exact":
+            ok = called == expected
+        elif self.order == "any_order":
+            ok = sorted(called) == sorted(expected)
+        else:
+            remaining = iter(called)
+            ok = all(name in remaining for name in expected)  # `in` advances the iterator: a subsequence test
+        return Score(1.0 if ok else 0.0, f"called {' → '.join(called) or 'no tools'}; expected "
+                                         f"{' → '.join(expected) or 'none'} ({self.order.replace('_', ' ')})")
 
 
 def _parsed(text: str) -> Any:

@@ -251,7 +251,7 @@ def test_scorer_problems(project: Path) -> None:
         "jobs/job.yaml:16: scorers[1]: unknown scorer 'containz'; expected one of: bleu, choice, contains, "
         "edit_similarity, exact_match, field, is_refusal, json_schema, json_valid, length, llm_judge, "
         "normalized_match, numeric, regex, rouge_l, self_explain, semantic_relevance, token_f1, tone, tool_call, "
-        "tool_call_valid, toxicity, toxicity_judge, or module:function (did you mean 'contains'?)",
+        "tool_call_valid, toxicity, toxicity_judge, trajectory, or module:function (did you mean 'contains'?)",
         "jobs/job.yaml:17: scorers[2]: scorer 'contains': Contains.__init__() got an unexpected keyword argument "
         "'valuez'; its options are: values, mode, case_sensitive, word",
         "jobs/job.yaml:20: scorers[3]: scorer 'regex': missing ), unterminated subpattern at position 0",

@@ -45,8 +45,8 @@ def write_job(folder: Path, srv: FakeServer | None, items: list[dict[str, Any]],
     return path
 
 
-def store_rows(run_dir: Path) -> list[dict[str, Any]]:
-    with RunStore.open(run_dir, RunStore.read_meta(run_dir)["run_id"], row_schema([])) as store:
+def store_rows(run_dir: Path, criteria: list[str] | None = None) -> list[dict[str, Any]]:
+    with RunStore.open(run_dir, RunStore.read_meta(run_dir)["run_id"], row_schema(criteria or [])) as store:
         return sorted(store.iter_rows(), key=lambda row: row["task_index"])
 
 
@@ -202,9 +202,10 @@ async def test_max_steps_runs_the_jobs_python_tools_and_asks_again(
              {"id": "zero", "q": 'Divide [[tool:divide:{"a": 1, "b": 0}]]'},
              {"id": "foreign", "q": 'Weather [[tool:get_weather:{"city": "Oslo"}]]'}]
     tools = ["arithmetic_tools:add", "arithmetic_tools:divide", WEATHER]
-    job = load_job(write_job(tmp_path, fake_server, items, tools=tools, max_steps=4))
+    scorers = [{"type": "trajectory", "expected": ["add"]}]
+    job = load_job(write_job(tmp_path, fake_server, items, tools=tools, max_steps=4, scorers=scorers))
     outcome = await run_job(job, RunOptions(out_root=tmp_path / "out", handle_signals=False))
-    rows = {row["item_id"]: row for row in store_rows(outcome.run_dir)}
+    rows = {row["item_id"]: row for row in store_rows(outcome.run_dir, ["trajectory"])}
 
     import arithmetic_tools  # type: ignore[import-not-found]
     assert arithmetic_tools.calls == [(2, 3)]  # run once, by the runner
@@ -215,6 +216,7 @@ async def test_max_steps_runs_the_jobs_python_tools_and_asks_again(
     assert steps[0]["tool_results"] == [{"id": steps[0]["tool_calls"][0]["id"], "name": "add", "content": "5"}]
     assert total["input_tokens"] == sum(s["input_tokens"] for s in steps) > steps[0]["input_tokens"]
     assert [c["name"] for c in json.loads(total["tool_calls"])] == ["add"]  # every call of the loop, for scorers
+    assert [rows[item]["score_trajectory"] for item in ("sum", "zero", "foreign")] == [1.0, 0.0, 0.0]
     assert rows["zero"]["response"] == "Result: error: ZeroDivisionError: division by zero"
     # A tool the job has no function for ends the loop: its call is the answer.
     assert len(json.loads(rows["foreign"]["trajectory"])) == 1 and rows["foreign"]["finish_reason"] == "tool_calls"

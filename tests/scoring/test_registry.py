@@ -25,6 +25,7 @@ VALID: dict[str, dict[str, Any]] = {
     "token_f1": {"expected": "x"},
     "tool_call": {"expected": "{{ expected_calls }}", "match": "subset"},
     "tool_call_valid": {},
+    "trajectory": {"expected": ["search", "fetch"], "order": "in_order"},
     "contains": {"values": ["x"]},
     "exact_match": {"expected": "x"},
     "json_schema": {"schema": {"type": "object"}},

@@ -91,3 +91,18 @@ async def test_tool_call_valid_checks_each_call_against_the_offered_tools_schema
     own = {"tools": [{"name": "get_weather", "parameters": WEATHER.parameters}]}
     assert (await scored(own, answer(("get_weather", {"city": "Oslo"})), kind="tool_call_valid"))[0] == 1.0
     assert (await scored(own, ChatResponse(text="hi"), kind="tool_call_valid"))[0] is None
+
+
+async def test_trajectory_compares_the_called_tools_in_order_or_as_a_set() -> None:
+    made = answer(("search", {}), ("fetch", {}), ("search", {}), ("summarize", {}))
+    expected = ["search", "fetch", "search", "summarize"]
+    assert (await scored({"expected": expected}, made, kind="trajectory"))[0] == 1.0
+    assert (await scored({"expected": expected[::-1]}, made, kind="trajectory"))[0] == 0.0
+    assert (await scored({"expected": expected[::-1], "order": "any_order"}, made, kind="trajectory"))[0] == 1.0
+    value, explanation, _ = await scored({"expected": "{{ tools }}", "order": "in_order"}, made,
+                                         {"tools": ["search", "summarize"]}, kind="trajectory")
+    assert value == 1.0 and explanation == ("called search → fetch → search → summarize; expected search → "
+                                            "summarize (in order)")
+    assert (await scored({"expected": ["summarize", "fetch"], "order": "in_order"}, made, kind="trajectory"))[0] == 0
+    assert (await scored({"expected": ["search", "search", "search"], "order": "any_order"}, made,
+                         kind="trajectory"))[0] == 0.0
