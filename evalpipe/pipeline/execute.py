@@ -18,13 +18,22 @@ from evalpipe import errors
 from evalpipe.pipeline.backend import Backend, ResponseCache
 from evalpipe.pipeline.chains import run_chain
 from evalpipe.pipeline.limits import call_with_limits, prompt_tokens
-from evalpipe.pipeline.model_calls import JobCalls, ScoringSpend, charging
+from evalpipe.pipeline.model_calls import (
+    JobCalls,
+    ScoringSpend,
+    charging,
+    message_key,
+    tool_calls_from_payload,
+    tool_calls_payload,
+)
 from evalpipe.pipeline.task import Task, stable_hash
+from evalpipe.pipeline.tool_loop import run_tool_loop
 from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
 from evalpipe.scoring.fields import row_columns
 from evalpipe.scoring.modifiers import applies
-from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage, deep_merge
+from evalpipe.scoring.tools import offering
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Image, ToolCall, Usage, deep_merge
 
 log = structlog.get_logger("evalpipe.run")
 
@@ -57,13 +66,6 @@ def request_key(task: Task, backend: Backend) -> str:
 
 
 _LATER_OPTIONS = frozenset({"tools", "tool_choice"})
-
-
-def message_key(message: ChatMessage) -> tuple[Any, ...]:
-    """What of a message keys the cache: role and text, plus its images and tool parts when it has any."""
-    if not (message.images or message.tool_calls or message.tool_call_id):
-        return (message.role, message.content)
-    return (message.role, message.content, repr(message.images), repr(message.tool_calls), message.tool_call_id)
 
 
 def call_params(task: Task, backend: Backend) -> GenerationParams:
@@ -137,7 +139,8 @@ def payload_from_response(response: ChatResponse) -> dict[str, Any]:
             "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
             **{kind: getattr(usage, kind) for kind in _USAGE_KINDS},
             "latency_s": response.latency_s, "ttft_s": response.ttft_s, "reasoning": response.reasoning,
-            "refusal": response.refusal, "safety": response.safety, "attempts": response.attempts}
+            "refusal": response.refusal, "safety": response.safety, "attempts": response.attempts,
+            "tool_calls": tool_calls_payload(response.tool_calls)}
 
 
 def response_from_payload(payload: Mapping[str, Any]) -> ChatResponse:
@@ -148,6 +151,7 @@ def response_from_payload(payload: Mapping[str, Any]) -> ChatResponse:
         text=payload["text"], finish_reason=payload["finish_reason"], model=payload["model"], usage=usage,
         latency_s=payload["latency_s"], ttft_s=payload["ttft_s"], reasoning=payload["reasoning"],
         attempts=payload["attempts"], refusal=payload.get("refusal"), safety=payload.get("safety"),
+        tool_calls=tool_calls_from_payload(payload.get("tool_calls")),
     )
 
 
@@ -155,7 +159,8 @@ async def score_answer(task: Task, response: ChatResponse, criteria: Sequence[Cr
                        cost_usd: float | None = None) -> dict[str, Any]:
     """Score columns for the row: each criterion's score and explanation, the weighted total, passed,
     and what the scorers' own model calls spent. `cost_usd` (the answer's) is there for field criteria."""
-    with charging(task.task_id) as spend, answering(task.backend_id), row_columns(cost_usd=cost_usd):
+    with (charging(task.task_id) as spend, answering(task.backend_id), row_columns(cost_usd=cost_usd),
+          offering(task.param_set.params.tools or ())):
         columns = await _scores(task, response, criteria)
     columns.update(scoring_input_tokens=spend.input_tokens, scoring_output_tokens=spend.output_tokens,
                    scoring_cost_usd=spend.cost_usd)
@@ -248,9 +253,14 @@ async def execute(
     """The row for `task`; never raises for a failure of the call (cancellation still propagates)."""
     started_at = datetime.now(UTC)
     row = base_row(task, backend, run_id)
-    chain_spend = ScoringSpend()  # what a chain's steps paid, kept when a later step fails
+    chain_spend = ScoringSpend()  # what a chain's (or tool loop's) steps paid, kept when a later step fails
+    trajectory: list[Any] | None = None
     try:
-        response, cached, cost = await generate(task, backend, cache, timeout_s, calls, chain_spend)
+        if task.tool_loop is not None and task.chain is None:
+            response, cached, cost, trajectory = await run_tool_loop(
+                task, task.tool_loop, lambda step: generate(step, backend, cache, timeout_s), chain_spend)
+        else:
+            response, cached, cost = await generate(task, backend, cache, timeout_s, calls, chain_spend)
     except errors.ProviderError as error:
         row.update(status="error", error_type=error.kind, error_message=error.message, attempts=error.attempts)
         if error.safety is not None:  # a request the vendor's content filter refused: keep its verdict
@@ -268,17 +278,27 @@ async def execute(
         row.update(
             status="ok", response=response.text, reasoning=response.reasoning, finish_reason=response.finish_reason,
             refusal=response.refusal, safety=None if response.safety is None else json.dumps(response.safety),
+            tool_calls=tool_calls_json(response.tool_calls),
+            trajectory=None if trajectory is None else json.dumps(trajectory, ensure_ascii=False, default=str),
             model=response.model or row["model"], input_tokens=response.usage.input_tokens,
             output_tokens=response.usage.output_tokens,
             **{kind: getattr(response.usage, kind) for kind in _USAGE_KINDS}, cost_usd=cost,
             latency_s=response.latency_s, ttft_s=response.ttft_s, attempts=response.attempts, cached=cached,
         )
         row.update(await score_answer(task, response, criteria, cost))
-    if row["status"] == "error" and task.chain is not None:
+    if row["status"] == "error" and (task.chain is not None or task.tool_loop is not None):
         row.update(input_tokens=chain_spend.input_tokens, output_tokens=chain_spend.output_tokens,
                    cost_usd=chain_spend.cost_usd)
     row.update(started_at=started_at, finished_at=datetime.now(UTC))
     return row
+
+
+def tool_calls_json(calls: Sequence[ToolCall]) -> str | None:
+    """The row's `tool_calls` column: `[{id, name, arguments, raw_arguments}]` as JSON, None without calls."""
+    if not calls:
+        return None
+    return json.dumps([{"id": c.id, "name": c.name, "arguments": c.arguments, "raw_arguments": c.raw_arguments}
+                       for c in calls], ensure_ascii=False, separators=(",", ":"))
 
 
 def base_row(task: Task, backend: Backend, run_id: str) -> dict[str, Any]:
@@ -305,12 +325,30 @@ def messages_json(task: Task, backend: Backend) -> str:
     is the backend's business and not known here."""
     if task.mode == "completion":
         return json.dumps(task.prompt_text, ensure_ascii=False)
-    messages = [{"role": m.role, "content": m.content} for m in task.messages]
+    messages = [message_json(m) for m in task.messages]
     # As the provider does it (`Provider.achat`): its system prompt goes first when the messages have none.
     system = task.param_set.params.system or backend.provider.config.params.system
     if system and not any(m.role == "system" for m in task.messages):
         messages.insert(0, {"role": "system", "content": system})
     return json.dumps(messages, ensure_ascii=False, separators=(",", ":"))
+
+
+def message_json(message: ChatMessage) -> dict[str, Any]:
+    """A message for the row's `messages` column: role and content, plus where its images came from."""
+    shown: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.images:
+        shown["images"] = [image_source(image) for image in message.images]
+    return shown
+
+
+def image_source(image: Image) -> str:
+    """An image as the row records it: its path or URL (a data URL by its type and size), or its size in bytes."""
+    if image.path is not None:
+        return image.path
+    if image.url is not None:
+        head, _, data = image.url.partition(",")
+        return f"{head},<{len(data)} characters>" if image.url.startswith("data:") else image.url
+    return f"<{len(image.data or b'')} bytes>"
 
 
 ROW_OPTIONS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "reasoning_effort", "reasoning_budget_tokens")

@@ -8,21 +8,23 @@ Nothing is materialised: the dataset streams, and each item's prompt is rendered
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from evalpipe.pipeline.load import LoadedJob, model_for
 from evalpipe.pipeline.projection import DEFAULT_OUTPUT_TOKENS, CallProjection, Projector, TokenCounter
 from evalpipe.pipeline.spec import BackendSpec, ParamSetSpec
 from evalpipe.pipeline.task import ParamSet, Task, task_id
-from evalpipe.types import GenerationParams
+from evalpipe.pipeline.tool_loop import ToolLoop
+from evalpipe.pipeline.tools import image_templates, with_images
+from evalpipe.types import GenerationParams, Tool
 
 # The plan renders the prompts of the first items only and scales their projection to the whole dataset.
 PLAN_SAMPLE_ITEMS = 1000
 
 
-def param_set_from_spec(spec: ParamSetSpec) -> ParamSet:
-    """The runtime `ParamSet` for one parameter set of a job file."""
+def param_set_from_spec(spec: ParamSetSpec, tools: Sequence[Tool] = (), tool_choice: str | None = None) -> ParamSet:
+    """The runtime `ParamSet` for one parameter set of a job file, offering `tools`."""
     params = GenerationParams(
         temperature=spec.temperature,
         top_p=spec.top_p,
@@ -34,13 +36,17 @@ def param_set_from_spec(spec: ParamSetSpec) -> ParamSet:
         reasoning_budget_tokens=spec.reasoning_budget_tokens,
         extra_body=spec.extra_body,
         headers=spec.headers,
+        tools=tuple(tools) or None,
+        tool_choice=(spec.tool_choice or tool_choice) if tools else None,
     )
     return ParamSet(spec.name, params)
 
 
 def param_sets(loaded: LoadedJob) -> list[ParamSet]:
-    """Every parameter set of the job in expansion order: the explicit `sets`, then the `grid`'s."""
-    return [param_set_from_spec(spec) for spec in loaded.spec.parameters.expanded()]
+    """Every parameter set of the job in expansion order: the explicit `sets`, then the `grid`'s; each
+    offers the job's tools, with its own `tool_choice` or the job's."""
+    return [param_set_from_spec(spec, loaded.tools, loaded.spec.tool_choice)
+            for spec in loaded.spec.parameters.expanded()]
 
 
 def _selected(loaded: LoadedJob, backend_ids: Collection[str] | None) -> list[tuple[int, BackendSpec]]:
@@ -62,8 +68,13 @@ def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None)
     template = loaded.spec.prompt.model_dump(mode="json")
     mode = loaded.spec.prompt.mode
     dialogue = loaded.spec.prompt.dialogue_mode if loaded.spec.prompt.dialogue is not None else None
+    images = image_templates(loaded.spec, loaded.dataset, loaded.base_dir)
+    steps = loaded.spec.max_steps
+    loop = ToolLoop(loaded.tool_functions, steps) if steps > 1 and loaded.tool_functions else None
     for item in loaded.dataset:
         messages = loaded.templates.render(item.data)
+        if images is not None:
+            messages = with_images(messages, images.render(item.data))
         for backend_index, backend, model in backends:
             for set_index, param_set in enumerate(sets):
                 for repeat in range(repeats):
@@ -71,7 +82,7 @@ def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None)
                                        param_set=param_set, repeat=repeat, template=template)
                     index = item.position * per_item + backend_index * per_backend + set_index * repeats + repeat
                     yield Task(identity, index, item.id, item.data, backend.id, param_set, repeat, messages, mode,
-                               dialogue=dialogue, chain=loaded.chain)
+                               dialogue=dialogue, chain=loaded.chain, tool_loop=loop)
 
 
 def count_tasks(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None) -> int:

@@ -17,7 +17,7 @@ import os
 import re
 import types
 from array import array
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin
@@ -43,9 +43,10 @@ from evalpipe.pipeline.templates import (
     option_templates,
     referenced_fields,
 )
+from evalpipe.pipeline.tools import check_images, load_tools
 from evalpipe.scoring.calls import ANSWERING
 from evalpipe.scoring.registry import BUILT_IN, build_scorer
-from evalpipe.types import ChatMessage, ChatResponse, GenerationParams
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Tool
 
 # Templates are rendered in full for the first items only. A missing field is checked on every item;
 # an expression that fails on some value (`{{ n + 1 }}` with a string n) is caught only in this sample.
@@ -89,6 +90,8 @@ class LoadedJob:
     chain: MultiPromptChain | None = None  # a job whose unit is a prompt chain
     # Optional backends and judges that cannot run here, with the reason (checked by `load_job`).
     skipped: dict[str, str] = field(default_factory=dict)
+    tools: tuple[Tool, ...] = ()  # offered in every chat call of the job
+    tool_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)  # the module:function ones
 
 
 def model_for(backend: BackendSpec) -> str:
@@ -241,9 +244,11 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
             locator.add(where, message, locator.template_line(where, line_in_template))
     dataset = Dataset(spec.dataset, base_dir)
     _check_dataset(dataset, templates, {**scorer_fields, **chain_fields}, locator)
+    tools, tool_functions = load_tools(spec, base_dir, locator.add)
+    check_images(spec, dataset, base_dir, locator.add)
     if locator.problems or templates is None:
         raise locator.error()
-    return LoadedJob(spec, path, digest, base_dir, dataset, templates, chain, skipped)
+    return LoadedJob(spec, path, digest, base_dir, dataset, templates, chain, skipped, tools, tool_functions)
 
 
 def _check_availability(spec: JobSpec, environ: Mapping[str, str], locator: _Locator) -> dict[str, str]:

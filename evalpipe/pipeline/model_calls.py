@@ -19,7 +19,7 @@ from evalpipe.pipeline.backend import Backend, ResponseCache
 from evalpipe.pipeline.limits import call_with_limits, estimate_tokens, prompt_tokens
 from evalpipe.pipeline.task import stable_hash
 from evalpipe.scoring.calls import ANSWERING, resolve
-from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage
+from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, ToolCall, Usage
 
 T = TypeVar("T")
 
@@ -70,7 +70,7 @@ class JobCalls:
         self, backend_id: str, messages: Sequence[ChatMessage], params: GenerationParams | None = None
     ) -> ChatResponse:
         backend = self._backend(backend_id)
-        request = {"chat": [(m.role, m.content) for m in messages], "params": _sent(backend, params)}
+        request = {"chat": [message_key(m) for m in messages], "params": _sent(backend, params)}
         estimate = prompt_tokens(messages) + _expected_output(backend, params)
         payload = await self._call(backend, request, lambda: backend.provider.achat(messages, params), estimate,
                                    _chat_payload)
@@ -131,6 +131,25 @@ class JobCalls:
         return payload
 
 
+def message_key(message: ChatMessage) -> tuple[Any, ...]:
+    """What of a message keys the cache: role and text, plus its images and tool parts when it has any."""
+    if not (message.images or message.tool_calls or message.tool_call_id):
+        return (message.role, message.content)
+    return (message.role, message.content, repr(message.images), repr(message.tool_calls), message.tool_call_id)
+
+
+def tool_calls_payload(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    """A response's tool calls as cacheable JSON values."""
+    return [{"id": c.id, "name": c.name, "arguments": c.arguments, "raw_arguments": c.raw_arguments,
+             "signature": c.signature} for c in calls]
+
+
+def tool_calls_from_payload(payload: Sequence[Mapping[str, Any]] | None) -> list[ToolCall]:
+    """The tool calls `tool_calls_payload` stored (none for payloads cached before calls were kept)."""
+    return [ToolCall(c["id"], c["name"], c.get("arguments"), c.get("raw_arguments"), c.get("signature"))
+            for c in payload or ()]
+
+
 def _sent(backend: Backend, params: GenerationParams | None) -> dict[str, Any]:
     """The parameters a call will send, for its cache key."""
     merged = backend.provider.config.params.merged(params)
@@ -145,10 +164,11 @@ def _expected_output(backend: Backend, params: GenerationParams | None) -> int:
 def _chat_response(payload: Mapping[str, Any]) -> ChatResponse:
     return ChatResponse(text=payload["text"], finish_reason=payload["finish_reason"], model=payload["model"],
                         usage=Usage(payload["input_tokens"], payload["output_tokens"]),
-                        latency_s=payload.get("latency_s", 0.0))
+                        latency_s=payload.get("latency_s", 0.0),
+                        tool_calls=tool_calls_from_payload(payload.get("tool_calls")))
 
 
 def _chat_payload(response: ChatResponse) -> dict[str, Any]:
     return {"text": response.text, "finish_reason": response.finish_reason, "model": response.model,
             "input_tokens": response.usage.input_tokens, "output_tokens": response.usage.output_tokens,
-            "latency_s": response.latency_s}
+            "latency_s": response.latency_s, "tool_calls": tool_calls_payload(response.tool_calls)}

@@ -47,6 +47,8 @@ _LEADING: tuple[tuple[str, Any], ...] = (
     ("response", pa.string()),
     ("reasoning", pa.string()),
     ("refusal", pa.string()),
+    ("tool_calls", pa.string()),  # the tools the model called, as JSON [{id, name, arguments, raw_arguments}]
+    ("trajectory", pa.string()),  # a multi-step tool loop's steps as JSON: each call's text, calls, results, usage
     ("safety", pa.string()),  # the vendor's safety detail as JSON
     ("finish_reason", pa.string()),
     ("input_tokens", pa.int64()),

@@ -86,6 +86,8 @@ class PromptSpec(Strict):
     dialogue_mode: Literal["fixed", "rollout"] = "fixed"
     chain: list[ChainStepSpec] | None = Field(default=None, min_length=1)
     mode: Literal["chat", "completion"] = "chat"
+    # Item templates of image paths (relative to the dataset file) or URLs, attached to the last user message.
+    images: list[str] | None = None
 
     @model_validator(mode="after")
     def _one_form(self) -> PromptSpec:
@@ -140,6 +142,7 @@ class SamplingSpec(Strict):
     reasoning_budget_tokens: int | None = Field(default=None, ge=1)
     extra_body: dict[str, Any] | None = None  # deep-merged into the request body
     headers: dict[str, HeaderValue] | None = None
+    tool_choice: str | None = Field(default=None, min_length=1)  # auto, none, required, or a tool's name
 
 
 class ParamSetSpec(SamplingSpec):
@@ -223,6 +226,24 @@ def _with_defaults(defaults: dict[str, Any], own: dict[str, Any]) -> dict[str, A
     return merged
 
 
+class ToolSpec(Strict):
+    """A tool the model may call: `{name, description, parameters}` (a JSON Schema) or `{file: path}`
+    (a .json/.yaml file holding one such tool or a list of them, relative to the job file)."""
+
+    name: str | None = None
+    description: str = ""
+    parameters: dict[str, Any] | None = None
+    file: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ToolSpec:
+        if (self.name is None) == (self.file is None):
+            raise ValueError("give a tool's `name` (with `description` and `parameters`), or a `file`")
+        if self.file is not None and (self.description or self.parameters is not None):
+            raise ValueError("a tool `file` holds the whole definition; give no other keys beside it")
+        return self
+
+
 class ScorerSpec(Strict):
     """A criterion: a built-in (`numeric`, `choice`, `contains`, `field`, ...) or `module:function`.
 
@@ -272,6 +293,11 @@ class JobSpec(Strict):
     repeats: int = Field(default=1, ge=1)
     judges: list[BackendSpec] = Field(default_factory=list)  # called by scorers only, never evaluated
     scorers: list[ScorerSpec] = Field(default_factory=list)
+    # Tools offered to the model in every chat call: definitions, files, or `module:function` names.
+    tools: list[ToolSpec | str] = Field(default_factory=list)
+    tool_choice: str | None = Field(default=None, min_length=1)  # a parameter set's own takes precedence
+    # Above 1: the runner runs the `module:function` tools the model calls and asks again, up to this many calls.
+    max_steps: int = Field(default=1, ge=1, le=50)
     best_of: bool = True  # write best_of.parquet: each item's best answer across backends and parameter sets
     concurrency: int = Field(default=32, ge=1)
     task_timeout_s: float = Field(default=300.0, gt=0)

@@ -12,6 +12,7 @@ from evalpipe.types import ChatMessage, GenerationParams
 
 if TYPE_CHECKING:
     from evalpipe.chain import MultiPromptChain
+    from evalpipe.pipeline.tool_loop import ToolLoop
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,7 @@ class Task:
     # A dialogue task holds a whole transcript in `messages` and makes one call and row per user turn.
     dialogue: Literal["fixed", "rollout"] | None = None
     chain: MultiPromptChain | None = None  # the job's prompt chain, when a chain is what is evaluated
+    tool_loop: ToolLoop | None = None  # the job's Python tools, when the runner runs the calls and asks again
 
     @property
     def prompt_text(self) -> str:

@@ -31,6 +31,7 @@ from evalpipe.scoring.semantic import SemanticRelevance
 from evalpipe.scoring.similarity import Bleu, EditSimilarity, RougeL
 from evalpipe.scoring.structured import JsonSchema, JsonValid
 from evalpipe.scoring.text import Contains, ExactMatch, Regex
+from evalpipe.scoring.tools import ToolCallMatch, ToolCallValid, Trajectory
 from evalpipe.scoring.toxicity import Toxicity
 
 # Scorers that call models: built with the job's `ModelCalls` as their first argument, and the
@@ -58,7 +59,10 @@ BUILT_IN: dict[str, Callable[..., Scorer]] = {
     "regex": Regex,
     "rouge_l": RougeL,
     "token_f1": TokenF1,
+    "tool_call": ToolCallMatch,
+    "tool_call_valid": ToolCallValid,
     "toxicity": Toxicity,
+    "trajectory": Trajectory,
     **CALLS_MODELS,
 }
 _GIVEN_BY_THE_JOB = frozenset({"calls", "base_dir"})  # passed by build_scorer, never options of a job file

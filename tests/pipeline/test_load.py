@@ -15,9 +15,10 @@ from evalpipe.pipeline.load import JobFileError, LoadedJob, load_job, prepare_jo
 from evalpipe.pipeline.spec import JobSpec
 
 SHIPPED_JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.yaml"))
-# Every cloud vendor's key, as a machine that runs the shipped jobs has them.
+# Every cloud vendor's key, as a machine that runs the shipped jobs has them (the fake server's for tools.yaml).
 VENDOR_KEYS = {variable: "sk-load-test" for variable in (
-    "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY")}
+    "OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "MISTRAL_API_KEY", "GROQ_API_KEY",
+    "EVALPIPE_FAKE_KEY")}
 
 GOOD_JOB = """\
 name: demo
@@ -249,8 +250,8 @@ def test_scorer_problems(project: Path) -> None:
     assert problems(text) == [
         "jobs/job.yaml:16: scorers[1]: unknown scorer 'containz'; expected one of: bleu, choice, contains, "
         "edit_similarity, exact_match, field, is_refusal, json_schema, json_valid, length, llm_judge, "
-        "normalized_match, numeric, regex, rouge_l, self_explain, semantic_relevance, token_f1, tone, toxicity, "
-        "toxicity_judge, or module:function (did you mean 'contains'?)",
+        "normalized_match, numeric, regex, rouge_l, self_explain, semantic_relevance, token_f1, tone, tool_call, "
+        "tool_call_valid, toxicity, toxicity_judge, trajectory, or module:function (did you mean 'contains'?)",
         "jobs/job.yaml:17: scorers[2]: scorer 'contains': Contains.__init__() got an unexpected keyword argument "
         "'valuez'; its options are: values, mode, case_sensitive, word",
         "jobs/job.yaml:20: scorers[3]: scorer 'regex': missing ), unterminated subpattern at position 0",

@@ -13,7 +13,8 @@ from evalpipe.pipeline.rows import COLUMNS, criteria_of, normalize_row, row_from
 EXPECTED_LEADING = [
     "run_id", "task_id", "task_index", "item_id", "backend_id", "provider", "model", "param_set",
     "temperature", "top_p", "top_k", "max_tokens", "seed", "repeat", "turn", "reasoning_effort",
-    "reasoning_budget_tokens", "item", "prompt", "messages", "response", "reasoning", "refusal", "safety",
+    "reasoning_budget_tokens", "item", "prompt", "messages", "response", "reasoning", "refusal", "tool_calls",
+    "trajectory", "safety",
     "finish_reason", "input_tokens", "output_tokens", "reasoning_tokens", "cached_input_tokens",
     "cache_write_input_tokens", "cost_usd", "scoring_input_tokens",
     "scoring_output_tokens", "scoring_cost_usd", "latency_s", "ttft_s",
