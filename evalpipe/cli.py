@@ -13,20 +13,27 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from evalpipe import __version__, logs
 from evalpipe._command_start import started_as_command
 from evalpipe.backends.registry import LLMBackend, provider_class
+from evalpipe.cli_analysis import (
+    add_analysis_commands,
+    err,
+    out,
+    positive_int,
+    resolved_run_dir,
+    say,
+    table_console,
+)
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.dataset import Dataset
 from evalpipe.pipeline.expand import plan_job
@@ -40,7 +47,6 @@ from evalpipe.pipeline.store import STORE_FILENAME, WriteFailed
 from evalpipe.progress import ProgressDisplay, count
 from evalpipe.redaction import header_value_problem
 
-EXIT_REGRESSION = 1  # `compare --fail-on-regression`: B is worse than A beyond the threshold
 EXIT_FAILED_GATE = 1  # `run --fail-on-error`: the run's error rate is above the rate given
 EXIT_BAD_INPUT = 2
 EXIT_NOTHING_RAN = 3
@@ -48,8 +54,6 @@ EXIT_BUDGET = 4
 EXIT_RUN_DIR_BUSY = 5
 EXIT_WRITE_FAILED = 6
 EXIT_INTERRUPTED = 130
-out = Console()
-err = Console(stderr=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             interrupts.uninstall()
     if interrupts.count and code not in (EXIT_INTERRUPTED, EXIT_WRITE_FAILED):  # came after the last line was decided
-        _say("interrupted")
+        say("interrupted")
         return EXIT_INTERRUPTED
     return code
 
@@ -83,10 +87,10 @@ def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
         code: int = args.handler(args)
         return code
     except RunDirLockedError as error:
-        _say(f"error: {error.message}")
+        say(f"error: {error.message}")
         return EXIT_RUN_DIR_BUSY
     except WriteFailed as error:  # before the run could record anything
-        _say(f"stopped: {error.message}")
+        say(f"stopped: {error.message}")
         return EXIT_WRITE_FAILED
     except ConfigError as error:
         # Escaped: messages quote the user's own text, and `[/x]` in it must print, not break the markup.
@@ -96,28 +100,9 @@ def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
     except KeyboardInterrupt:  # before the runner took over the signals: nothing was started
         resumable = args is not None and getattr(args, "resume", None) is not None and \
             (args.resume / STORE_FILENAME).is_file()
-        _say(f"interrupted: resume with  {resume_command(args.job, args.resume)}" if args is not None and resumable
+        say(f"interrupted: resume with  {resume_command(args.job, args.resume)}" if args is not None and resumable
              else "interrupted")
         return EXIT_INTERRUPTED
-
-
-def _condition(text: str) -> str:
-    """`COLUMN=VALUE` as given (checked against the run's columns once it is open)."""
-    column, equals, _ = text.partition("=")
-    if not equals or not column.strip():
-        raise argparse.ArgumentTypeError(f"expected COLUMN=VALUE (like backend_id=gpt-4.1 or param_set=calm), "
-                                         f"got {text!r}")
-    return text
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
-    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -133,11 +118,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run (results/<job>/latest: the "
                      "job's newest); finished tasks are skipped")
     run.add_argument("--retry-errors", action="store_true", help="when resuming, run error rows again")
-    run.add_argument("--concurrency", type=_positive_int, help="override the job's global concurrency")
+    run.add_argument("--concurrency", type=positive_int, help="override the job's global concurrency")
     run.add_argument("--out", type=Path, help="results root (default: the job's output.dir)")
     run.add_argument("--force", action="store_true", help="resume even though the job file changed")
     run.add_argument("--dry-run", action="store_true", help="validate and plan, call nothing")
-    run.add_argument("--limit", type=_positive_int, metavar="N", help="run the first N items only (a smoke run)")
+    run.add_argument("--limit", type=positive_int, metavar="N", help="run the first N items only (a smoke run)")
     run.add_argument("--fail-on-error", type=_rate, metavar="RATE",
                      help=f"exit {EXIT_FAILED_GATE} when more than RATE (0-1) of the run's rows from a call are errors")
     run.set_defaults(handler=_run)
@@ -148,7 +133,7 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("job", type=Path)
         command.set_defaults(handler=handler)
 
-    _add_analysis_commands(commands)
+    add_analysis_commands(commands)
     _add_start_commands(commands)
     commands.add_parser("backends", help="the backends and which keys are set").set_defaults(handler=_backends)
     commands.add_parser("schema", help="the JSON Schema of job files").set_defaults(handler=_schema)
@@ -156,13 +141,6 @@ def _parser() -> argparse.ArgumentParser:
     fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing; "
                                "fake-server -h lists its options)", add_help=False)
     fake.set_defaults(handler=_fake_server, rest=[])
-    view = commands.add_parser("view", help="browse runs in a local web app (read-only; Ctrl-C stops it)")
-    view.add_argument("directory", type=Path, nargs="?", default=Path("results"),
-                      help="the results directory with <job>/<run_id>/ folders (default: results)")
-    view.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine "
-                      "only)")
-    view.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
-    view.set_defaults(handler=_view)
     return parser
 
 
@@ -187,160 +165,12 @@ def _rate(text: str) -> float:
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 0, got {text!r}")
-    return value
-
-
-def _add_analysis_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    formats = ["table", "csv", "json", "markdown"]
-    summary = commands.add_parser("summary", help="per backend and parameter set: scores with 95%% CIs, errors, "
-                                  "latency, tokens, cost")
-    summary.add_argument("run_dir", type=Path)
-    summary.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
-    summary.set_defaults(handler=_summary_command)
-
-    compare = commands.add_parser(
-        "compare", help="is B better than A? paired differences with 95%% CIs that resample items",
-        description="Compare two runs (RUN_A RUN_B), or two selections of one run's rows (RUN --a COLUMN=VALUE "
-                    "--b COLUMN=VALUE). Pairs share the item, repeat and turn, and every backend_id and param_set "
-                    "that --a/--b do not choose; intervals of B − A resample items, not pairs.")
-    compare.add_argument("run_a", type=Path, help="the baseline run directory (or the one run --a and --b choose from)")
-    compare.add_argument("run_b", type=Path, nargs="?", help="the run directory compared with it (default: RUN_A)")
-    compare.add_argument("--a", dest="a", action="append", type=_condition, default=[], metavar="COLUMN=VALUE",
-                         help="keep A's rows whose COLUMN equals VALUE (backend_id=, param_set=, model=, ...); "
-                              "repeat to AND conditions")
-    compare.add_argument("--b", dest="b", action="append", type=_condition, default=[], metavar="COLUMN=VALUE",
-                         help="the same for B's rows")
-    compare.add_argument("--pair-on", choices=["task", "item"], default="task",
-                         help="pair rows on item, repeat and turn (task, default) or on item only, averaging each "
-                              "side per item first")
-    compare.add_argument("--fail-on-regression", type=_non_negative_float, metavar="THRESHOLD",
-                         help=f"exit {EXIT_REGRESSION} when the 95%% CI of B − A on --metric lies entirely below "
-                              "−THRESHOLD for any backend or parameter set compared")
-    compare.add_argument("--metric", default="score_total",
-                         help="the metric of the gate and of the most regressed and improved pairs "
-                              "(default: score_total)")
-    compare.add_argument("--top", type=_positive_int, default=5,
-                         help="most regressed and most improved pairs shown per group (default: 5)")
-    compare.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
-    compare.set_defaults(handler=_compare_command)
-
-    report = commands.add_parser("report", help="a self-contained HTML report of a run (and its comparison)")
-    report.add_argument("run_dir", type=Path)
-    report.add_argument("--compare", type=Path, metavar="RUN_B", help="also compare RUN_B against RUN_DIR")
-    report.add_argument("--pair-on", choices=["task", "item"], default="task")
-    report.add_argument("--fail-on-regression", type=_non_negative_float, metavar="THRESHOLD",
-                        help="mark the gate in the report (the exit code stays 0)")
-    report.add_argument("--metric", default="score_total")
-    report.add_argument("--history", type=Path, metavar="JOB_DIR",
-                        help="add trend charts over the runs in JOB_DIR (results/<job>/)")
-    report.add_argument("-o", "--output", type=Path, default=Path("report.html"))
-    report.set_defaults(handler=_report_command)
-
-    history = commands.add_parser("history", help="every run of a job in start order: each metric with its 95%% "
-                                  "CI per run, and where it changed significantly from the run before")
-    history.add_argument("job_dir", type=Path, help="the job's results directory (results/<job>/)")
-    history.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
-    history.set_defaults(handler=_history_command)
-
-
-def _table_console() -> Console:
-    """The terminal's console; for a pipe or a file, one wide enough that a table keeps its natural width
-    (rich assumes 80 columns there, which would fold every number of a wide table)."""
-    return out if out.is_terminal else Console(width=250)
-
-
-# The analysis commands import polars-based modules on use: `evalpipe run` should not pay for them.
-def _summary_command(args: argparse.Namespace) -> int:
-    from evalpipe.analysis.runs import open_run
-    from evalpipe.analysis.summary import summarize
-    from evalpipe.analysis.tables import summary_renderable, summary_text
-
-    summary = summarize(open_run(_resolved(args.run_dir)))
-    if args.format == "table":
-        _table_console().print(summary_renderable(summary))
-    else:
-        if summary.partial and args.format == "csv":  # CSV has no room for the label
-            err.print("partial: " + "; ".join(summary.warnings), highlight=False, markup=False, soft_wrap=True)
-        sys.stdout.write(summary_text(summary, args.format))
-    return 0
-
-
-def _compare_command(args: argparse.Namespace) -> int:
-    from evalpipe.analysis.compare import compare_sides, metric_column
-    from evalpipe.analysis.pairing import Side, parse_condition
-    from evalpipe.analysis.runs import open_run
-    from evalpipe.analysis.tables import comparison_renderable, comparison_text, gate_message
-
-    run_a = open_run(_resolved(args.run_a))
-    if args.run_b is None and not (args.a and args.b):
-        raise ConfigError("compare with one run compares two selections of its rows: give both --a and --b, "
-                          "e.g. --a backend_id=gpt-4.1 --b backend_id=gpt-4.1-mini")
-    run_b = run_a if args.run_b is None else open_run(_resolved(args.run_b))
-    side_a = Side(run_a, tuple(parse_condition(text) for text in args.a), "--a")
-    side_b = Side(run_b, tuple(parse_condition(text) for text in args.b), "--b")
-    comparison = compare_sides(side_a, side_b, pair_on=args.pair_on, gate_metric=metric_column(args.metric),
-                               threshold=args.fail_on_regression, top=args.top)
-    if args.format == "table":
-        _table_console().print(comparison_renderable(comparison))
-    else:
-        sys.stdout.write(comparison_text(comparison, args.format))
-        message = gate_message(comparison)
-        if message and args.format == "csv":
-            err.print(message, highlight=False, markup=False, soft_wrap=True)
-    return EXIT_REGRESSION if comparison.gate_failed else 0
-
-
-def _report_command(args: argparse.Namespace) -> int:
-    from evalpipe.analysis.compare import compare_runs, metric_column
-    from evalpipe.analysis.history import build_history
-    from evalpipe.analysis.report import write_report
-    from evalpipe.analysis.runs import open_run
-    from evalpipe.analysis.summary import summarize
-
-    run = open_run(_resolved(args.run_dir))
-    comparison = None
-    if args.compare is not None:
-        comparison = compare_runs(run, open_run(_resolved(args.compare)), pair_on=args.pair_on,
-                                  gate_metric=metric_column(args.metric), threshold=args.fail_on_regression)
-    history = build_history(_job_dir(args.history)) if args.history is not None else None
-    path = write_report(run, summarize(run), args.output, comparison, history=history)
-    out.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
-    return 0
-
-
-def _history_command(args: argparse.Namespace) -> int:
-    from evalpipe.analysis.history import build_history
-    from evalpipe.analysis.tables import history_renderable, history_text
-
-    history = build_history(_job_dir(args.job_dir))
-    if args.format == "table":
-        _table_console().print(history_renderable(history))
-    else:
-        if args.format == "csv":  # CSV has no room for the labels
-            for run in history.runs:
-                if run.label:
-                    err.print(f"{run.name}: {run.label}", highlight=False, markup=False, soft_wrap=True)
-        sys.stdout.write(history_text(history, args.format))
-    return 0
-
-
-def _say(text: str) -> None:
-    err.print(text, highlight=False, markup=False, soft_wrap=True)
-
-
 def _skipped(loaded: LoadedJob) -> bool:
     """Print a line per optional backend that cannot run here; True when no evaluated backend is left."""
     for backend_id, reason in loaded.skipped.items():
-        _say(f"skipped backend {backend_id} (optional): {reason}")
+        say(f"skipped backend {backend_id} (optional): {reason}")
     if all(b.id in loaded.skipped for b in loaded.spec.backends):
-        _say("nothing to run: every backend of the job is skipped")
+        say("nothing to run: every backend of the job is skipped")
         return True
     return False
 
@@ -377,13 +207,13 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
                       f"{b.cost_usd:.4f}")
     table.add_row("total", "", f"{plan.calls:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
                   f"{plan.cost_usd:.4f}")
-    _table_console().print(table)
+    table_console().print(table)
     if plan.tasks_skipped:
-        _say(f"{count(plan.tasks_skipped, 'task')} of skipped backends {'is' if plan.tasks_skipped == 1 else 'are'} "
+        say(f"{count(plan.tasks_skipped, 'task')} of skipped backends {'is' if plan.tasks_skipped == 1 else 'are'} "
              "not counted above")
     over = plan.over_budget()
     for line in over:
-        _say(f"over budget: {line}; the run stops starting tasks before its spend could cross the budget, so it "
+        say(f"over budget: {line}; the run stops starting tasks before its spend could cross the budget, so it "
              "may not finish (raise the budget, or lower max_tokens, items or repeats)")
     # Non-zero, so that a script running `plan` before `run` stops before a run that cannot finish.
     return EXIT_BUDGET if over else 0
@@ -401,7 +231,7 @@ def _backends(args: argparse.Namespace) -> int:
         if found and (problem := header_value_problem(found[1])):  # refused by build(): say so here too
             state = f"unusable: {found[0]} {problem}"
         table.add_row(backend.value, cls.default_model or "(required)", variables, state)  # never the key itself
-    _table_console().print(table)
+    table_console().print(table)
     return 0
 
 
@@ -416,31 +246,9 @@ def _fake_server(args: argparse.Namespace) -> int:
     return fake_main(args.rest)
 
 
-def _view(args: argparse.Namespace) -> int:
-    # Before polars loads: its allocator (jemalloc) then returns the memory of a finished query to the
-    # system at once, so a long-running viewer's footprint is that of the query at hand, not of its largest.
-    os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
-    try:
-        import uvicorn
-
-        from evalpipe.view.app import create_app
-    except ImportError as error:
-        raise ConfigError(f"evalpipe view needs the 'view' extra ({error.name} is missing): "
-                          "pip install 'evalpipe[view]'") from None
-
-    app = create_app(args.directory)  # ConfigError for a directory that does not exist, before listening
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"warning: listening on {args.host}: anyone who can reach it can read every answer in "
-                  f"{args.directory}", highlight=False, markup=False, soft_wrap=True)
-    out.print(f"evalpipe view: http://{args.host}:{args.port}/ (Ctrl-C to stop)", highlight=False, markup=False,
-              soft_wrap=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
-    return 0
-
-
 def _warn_ignored_sweeps(loaded: LoadedJob) -> None:
     for warning in ignored_sweeps(loaded.spec):
-        _say(f"warning: {warning}")
+        say(f"warning: {warning}")
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -450,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         loaded = _limited(loaded, args.limit)
     if args.resume is not None:
-        args.resume = _resolved(args.resume)
+        args.resume = resolved_run_dir(args.resume)
     if args.dry_run:
         return _plan(args, loaded)
     if _skipped(loaded):
@@ -462,10 +270,10 @@ def _run(args: argparse.Namespace) -> int:
         outcome = anyio.run(run_job, loaded, options, on_row)
     _summary(outcome, loaded)
     if outcome.write_failure is not None:
-        _say(f"stopped: {outcome.write_failure}; make room, then resume with  {outcome.resume_command}")
+        say(f"stopped: {outcome.write_failure}; make room, then resume with  {outcome.resume_command}")
         return EXIT_WRITE_FAILED
     if interrupts.count and outcome.state == "completed":  # a signal after the last task: nothing to resume
-        _say(f"interrupted after the run completed: {outcome.run_dir}")
+        say(f"interrupted after the run completed: {outcome.run_dir}")
         return EXIT_INTERRUPTED
     if outcome.state == "interrupted" or interrupts.count:
         err.print(f"interrupted: resume with  {outcome.resume_command}", highlight=False, markup=False, soft_wrap=True)
@@ -474,15 +282,15 @@ def _run(args: argparse.Namespace) -> int:
         budget = loaded.spec.budget
         limits = ", ".join(f"{name} {value:g}" for name, value in (("max_cost_usd", budget.max_cost_usd),
                                                                   ("max_tokens", budget.max_tokens)) if value)
-        _say(f"stopped at the budget ({limits}): {outcome.executed} of {outcome.total_tasks} tasks ran, "
+        say(f"stopped at the budget ({limits}): {outcome.executed} of {outcome.total_tasks} tasks ran, "
              f"${outcome.cost_usd:.4f} and {outcome.input_tokens + outcome.output_tokens:,} tokens spent; raise it "
              f"and resume with  {outcome.resume_command}")
         return EXIT_BUDGET
     if outcome.executed == 0:
-        _say("nothing ran: the run has no row from a call")
+        say("nothing ran: the run has no row from a call")
         return EXIT_NOTHING_RAN
     if args.fail_on_error is not None and outcome.error_rate > args.fail_on_error:
-        _say(f"error rate {outcome.error_rate:.1%} ({outcome.counts.get('error', 0)} of {outcome.executed} rows) "
+        say(f"error rate {outcome.error_rate:.1%} ({outcome.counts.get('error', 0)} of {outcome.executed} rows) "
              f"is above --fail-on-error {args.fail_on_error:g}")
         return EXIT_FAILED_GATE
     return 0
@@ -491,7 +299,7 @@ def _run(args: argparse.Namespace) -> int:
 def _summary(outcome: RunOutcome, loaded: LoadedJob) -> None:
     for backend_id, reason in outcome.skipped_backends.items():
         if backend_id not in loaded.skipped:  # already said before the run started
-            _say(f"skipped backend {backend_id} (optional): {reason}")
+            say(f"skipped backend {backend_id} (optional): {reason}")
     table = Table(title=f"run {outcome.run_id}: {outcome.state}")
     for column in ("tasks", "ok", "errors", "skipped", "cost (USD)"):
         table.add_column(column, justify="right")
@@ -513,20 +321,6 @@ def _load_dotenv() -> None:
         from dotenv import load_dotenv
 
         load_dotenv(path, override=False)
-
-
-def _resolved(run_dir: Path) -> Path:
-    """`run_dir`, with `JOB_DIR/latest` standing for the job's newest run."""
-    from evalpipe.analysis.catalog import LATEST, resolve_latest
-
-    return resolve_latest(run_dir) if run_dir.name == LATEST else run_dir
-
-
-def _job_dir(path: Path) -> Path:
-    """A job's results directory; `JOB_DIR/latest` (no such directory) stands for JOB_DIR itself."""
-    from evalpipe.analysis.catalog import LATEST
-
-    return path.parent if path.name == LATEST and not path.exists() else path
 
 
 def _limited(loaded: LoadedJob, limit: int) -> LoadedJob:
@@ -553,7 +347,7 @@ def _warn_concurrency_cap(loaded: LoadedJob, override: int | None) -> None:
     limits = ", ".join(f"{b.id}: {b.max_concurrency}" + ("" if "max_concurrency" in b.model_fields_set
                                                          else " (the default)") for b in runnable)
     source = "--concurrency" if override else "concurrency"
-    _say(f"warning: {source} {asked} is more than the backends allow in flight together ({ceiling}; "
+    say(f"warning: {source} {asked} is more than the backends allow in flight together ({ceiling}; "
          f"max_concurrency {limits}): at most {ceiling} calls run at once; set max_concurrency on a backend to "
          "raise its share")
 
@@ -564,10 +358,6 @@ def _add_start_commands(commands: argparse._SubParsersAction[argparse.ArgumentPa
     init.add_argument("directory", type=Path, nargs="?", default=Path(),
                       help="where to write job.yaml and items.jsonl (default: here)")
     init.set_defaults(handler=_init)
-    runs = commands.add_parser("runs", help="the runs under a results directory, newest first")
-    runs.add_argument("directory", type=Path, nargs="?", default=Path("results"),
-                      help="the results directory with <job>/<run_id>/ folders (default: results)")
-    runs.set_defaults(handler=_runs)
 
 
 def _init(args: argparse.Namespace) -> int:
@@ -578,27 +368,6 @@ def _init(args: argparse.Namespace) -> int:
         out.print(f"wrote {path}", highlight=False, markup=False, soft_wrap=True)
     out.print(f"next: evalpipe validate {paths[0]}  then  evalpipe run {paths[0]} --limit 1", highlight=False,
               markup=False, soft_wrap=True)
-    return 0
-
-
-def _runs(args: argparse.Namespace) -> int:
-    from evalpipe.analysis.catalog import LATEST, check_results_dir, list_runs
-
-    entries = list_runs(check_results_dir(args.directory))
-    if not entries:
-        _say(f"no runs under {args.directory}")
-        return 0
-    table = Table(title=escape(f"runs under {args.directory}: {count(len(entries), 'run')}"))
-    for column in ("run directory", "state", "started", "rows", "errors", "cost (USD)"):
-        table.add_column(column, no_wrap=column == "run directory",
-                         justify="left" if column in ("run directory", "state", "started") else "right")
-    for entry in entries:
-        path = args.directory / entry.job / entry.run_id
-        table.add_row(escape(f"{path}" + (f"  ({LATEST})" if entry.latest else "")), entry.state,
-                      entry.started_at or "", "" if entry.rows is None else f"{entry.rows:,}",
-                      "" if entry.errors is None else f"{entry.errors:,}",
-                      "" if entry.cost_usd is None else f"{entry.cost_usd:.4f}")
-    _table_console().print(table)
     return 0
 
 

@@ -19,7 +19,8 @@ import pytest
 from evalpipe.analysis.compare import compare_runs
 from evalpipe.analysis.runs import RunDirError, open_run
 from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
-from evalpipe.cli import EXIT_BAD_INPUT, EXIT_REGRESSION, main
+from evalpipe.cli import EXIT_BAD_INPUT, main
+from evalpipe.cli_analysis import EXIT_REGRESSION
 from evalpipe.pipeline.execute import Criterion
 from evalpipe.pipeline.load import prepare_job
 from evalpipe.pipeline.runner import RunOptions, run_job
