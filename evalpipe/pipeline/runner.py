@@ -434,7 +434,9 @@ class JobRun:
     async def _dispatch(self, backend: Backend, criteria: Sequence[Criterion], finished: FinishedIds, run_id: str,
                         cache: StoreCache, send: MemoryObjectSendStream[list[Row]], window: int) -> None:
         """Start the backend's unfinished tasks in expansion order, at most `window` at a time."""
-        slots = anyio.Semaphore(window)  # acquired here, released by the worker: bounds tasks in memory
+        # Acquired here, released by the worker: bounds tasks in memory. A free place is taken without a
+        # yield to the event loop; the dispatcher still waits (and yields) whenever the window is full.
+        slots = anyio.Semaphore(window, fast_acquire=True)
         budget = self.loaded.spec.budget
         budgeted = budget.max_cost_usd is not None or budget.max_tokens is not None
         skipped = 0
