@@ -196,7 +196,7 @@ class BackendLimiter:
         self.name = name
         self._concurrency = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
         self._shared = shared
-        self._admission = anyio.Lock(fast_acquire=True)  # uncontended: no yield
+        self._admission = anyio.Lock()
         self._requests: AsyncLimiter | None = None
         if rpm:
             slack = min(0.5, rpm * TIMER_SLACK_S / period_s)  # in requests
@@ -255,7 +255,11 @@ class BackendLimiter:
         own = await _take(self._concurrency) if self._concurrency is not None else None
         shared: object | None = None
         try:
-            async with self._admission:
+            try:  # the free lock taken without its cancellation checkpoint: a call always yields soon after
+                self._admission.acquire_nowait()
+            except anyio.WouldBlock:
+                await self._admission.acquire()
+            try:
                 await self._wait_out_pause()
                 if self._shared is not None:
                     shared = await _take(self._shared.capacity)
@@ -264,6 +268,8 @@ class BackendLimiter:
                 if self._requests is not None:
                     await _charge(self._requests, 1 / self._factor, 1.0)
                 await self._wait_out_pause()  # a 429 may have arrived while we waited
+            finally:
+                self._admission.release()
             yield BackendPermit(self, estimated_tokens, anyio.current_time())
         finally:
             if shared is not None and self._shared is not None:

@@ -13,8 +13,8 @@ import pytest
 from evalpipe.pipeline.dataset import Dataset
 from evalpipe.pipeline.expand import DEFAULT_OUTPUT_TOKENS, count_tasks, expand_job, param_sets, plan_job
 from evalpipe.pipeline.load import LoadedJob, load_job, model_for
-from evalpipe.pipeline.task import task_id
 from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.task import task_id
 from evalpipe.pipeline.templates import PromptTemplates, TemplateRenderError
 from evalpipe.types import ChatMessage, GenerationParams
 
