@@ -12,9 +12,9 @@ CPU is not counted. Datasets are generated into a temporary directory. Four meas
 2. Overhead: CPU per task and tasks per second of the whole pipeline (generate, two cheap scorers,
    Parquet + CSV, run store), streamed and not, against the floor: a raw aiohttp loop (one pooled
    session, POST, parse) at the same concurrency (16, and 100 as in benchmark 1), streamed and not;
-   with a raw httpx loop, evalpipe's client alone and LiteLLM's `acompletion` (generation only) for
-   reference. Rounds take turns in a rotated order and the median round is shown, so machine noise
-   hits all alike: compare the ratios, which are steadier than the absolute figures.
+   with evalpipe's client alone and LiteLLM's `acompletion` (generation only) for reference. Rounds
+   take turns in a rotated order and the median round is shown, so machine noise hits all alike:
+   compare the ratios, which are steadier than the absolute figures.
 3. Memory: peak RSS (`ru_maxrss`) of `evalpipe run` in a subprocess at each size, against a
    zero-latency server, with its RSS sampled at a quarter, half and three quarters of the run.
 4. Rate-limit precision: a server enforcing R requests per window and a backend configured with
@@ -41,7 +41,6 @@ from typing import Any
 
 import aiohttp
 import anyio
-import httpx
 import pyarrow.dataset as pads  # type: ignore[import-untyped, unused-ignore]
 import structlog
 
@@ -153,24 +152,6 @@ async def gathered(tasks: int, concurrency: int, one: Callable[[int], Awaitable[
     async with anyio.create_task_group() as group:
         for index in range(tasks):
             group.start_soon(limited, index)
-
-
-def raw_httpx(base: str, concurrency: int) -> tuple[Callable[[int], Awaitable[None]], Callable[[], Awaitable[None]]]:
-    """The minimum any client must do: one pooled AsyncClient (evalpipe's pool limits), POST, parse."""
-    http = httpx.AsyncClient(base_url=base + "/", headers={"Authorization": f"Bearer {API_KEY}"},
-                             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
-
-    async def one(index: int) -> None:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": prompt(index)}]}
-        response = await http.post("chat/completions", json=body)
-        response.raise_for_status()
-        if not json.loads(response.content)["choices"][0]["message"]["content"].startswith("Echo: "):
-            raise RuntimeError("not the fake's answer")
-
-    async def run(tasks: int) -> None:
-        await gathered(tasks, concurrency, one)
-
-    return run, http.aclose
 
 
 def raw_aiohttp(base: str, concurrency: int, stream: bool = False,
@@ -328,7 +309,6 @@ async def bench_overhead(args: argparse.Namespace, work: Path, concurrency: int)
         contenders: list[Contender] = []
         for name, make in (("raw aiohttp", lambda: raw_aiohttp(server.openai, concurrency)),
                            ("raw aiohttp, streamed", lambda: raw_aiohttp(server.openai, concurrency, stream=True)),
-                           ("raw httpx", lambda: raw_httpx(server.openai, concurrency)),
                            ("evalpipe client only", lambda: evalpipe_client(server.openai, concurrency))):
             run, close = make()
             contenders.append(Contender(name, run))
