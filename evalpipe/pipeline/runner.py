@@ -436,7 +436,7 @@ class JobRun:
         """Start the backend's unfinished tasks in expansion order, at most `window` at a time."""
         # Acquired here, released by the worker: bounds tasks in memory. A free place is taken without a
         # yield to the event loop; the dispatcher still waits (and yields) whenever the window is full.
-        slots = anyio.Semaphore(window, fast_acquire=True)
+        slots = anyio.Semaphore(window)
         budget = self.loaded.spec.budget
         budgeted = budget.max_cost_usd is not None or budget.max_tokens is not None
         skipped = 0
