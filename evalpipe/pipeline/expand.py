@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from evalpipe.pipeline.load import LoadedJob, model_for
 from evalpipe.pipeline.projection import DEFAULT_OUTPUT_TOKENS, CallProjection, Projector, TokenCounter
 from evalpipe.pipeline.spec import BackendSpec, ParamSetSpec
-from evalpipe.pipeline.task import ParamSet, Task, task_id
+from evalpipe.pipeline.task import ParamSet, Task, TaskIds
 from evalpipe.pipeline.tool_loop import ToolLoop
 from evalpipe.pipeline.tools import image_templates, with_images
 from evalpipe.types import GenerationParams, Tool
@@ -65,7 +65,7 @@ def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None)
     backends = [(i, b, model_for(b)) for i, b in _selected(loaded, backend_ids)]
     per_backend = len(sets) * repeats
     per_item = len(loaded.spec.backends) * per_backend
-    template = loaded.spec.prompt.model_dump(mode="json")
+    ids = TaskIds(loaded.spec.prompt.model_dump(mode="json"))
     mode = loaded.spec.prompt.mode
     dialogue = loaded.spec.prompt.dialogue_mode if loaded.spec.prompt.dialogue is not None else None
     images = image_templates(loaded.spec, loaded.dataset, loaded.base_dir)
@@ -75,11 +75,12 @@ def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None)
         messages = loaded.templates.render(item.data)
         if images is not None:
             messages = with_images(messages, images.render(item.data))
+        item_json = ids.item_json(item.data)
         for backend_index, backend, model in backends:
             for set_index, param_set in enumerate(sets):
                 for repeat in range(repeats):
-                    identity = task_id(item=item.data, backend_id=backend.id, model=model,
-                                       param_set=param_set, repeat=repeat, template=template)
+                    identity = ids.task_id(item_json, backend_id=backend.id, model=model, param_set=param_set,
+                                           repeat=repeat)
                     index = item.position * per_item + backend_index * per_backend + set_index * repeats + repeat
                     yield Task(identity, index, item.id, item.data, backend.id, param_set, repeat, messages, mode,
                                dialogue=dialogue, chain=loaded.chain, tool_loop=loop)

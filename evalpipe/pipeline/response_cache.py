@@ -64,8 +64,7 @@ class StoreCache:
                     written.set()
 
     def _write(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> None:
-        for key, payload in batch:
-            self._store.cache_response(key, payload)
+        self._store.cache_responses(batch)  # one transaction: one commit for the whole batch
 
 
 __all__ = ["StoreCache"]

@@ -447,7 +447,10 @@ class JobRun:
     async def _dispatch(self, backend: Backend, criteria: Sequence[Criterion], finished: FinishedIds, run_id: str,
                         cache: StoreCache, send: MemoryObjectSendStream[list[Row]], window: int) -> None:
         """Start the backend's unfinished tasks in expansion order, at most `window` at a time."""
-        slots = anyio.Semaphore(window)  # acquired here, released by the worker: bounds tasks in memory
+        # Acquired here, released by the worker: bounds tasks in memory. Not `fast_acquire`: the yield on
+        # each acquire spreads the starts out; without it, calls to a 100 ms server bunch into waves
+        # (measured 1.40x the ideal wall time instead of 1.18x, for 20% less CPU).
+        slots = anyio.Semaphore(window)
         budget = self.loaded.spec.budget
         budgeted = budget.max_cost_usd is not None or budget.max_tokens is not None
         skipped = 0

@@ -317,6 +317,28 @@ class RunStore:
             except sqlite3.OperationalError as error:
                 raise WriteFailed(self.path, error) from error
 
+    def cache_responses(self, items: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """Store several answers in one transaction, committed before returning (see `cache_response`).
+
+        One commit for a burst of answers instead of one each: a commit costs far more than its insert."""
+        stamp = datetime.now(UTC).isoformat()
+        values = [(key, json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":")), stamp)
+                  for key, payload in items]
+        with self._lock:
+            try:
+                self._connection.execute("BEGIN IMMEDIATE")
+                try:
+                    self._connection.executemany(
+                        "INSERT OR REPLACE INTO response_cache (request_key, payload, created_at) VALUES (?, ?, ?)",
+                        values)
+                    self._connection.execute("COMMIT")
+                except BaseException:
+                    if self._connection.in_transaction:  # a failed COMMIT on a full disk may have ended it
+                        self._connection.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as error:
+                raise WriteFailed(self.path, error) from error
+
     # -- metadata ---------------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:

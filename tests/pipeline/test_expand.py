@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 
 from evalpipe.pipeline.dataset import Dataset
-from evalpipe.pipeline.expand import DEFAULT_OUTPUT_TOKENS, count_tasks, expand_job, plan_job
-from evalpipe.pipeline.load import LoadedJob, load_job
+from evalpipe.pipeline.expand import DEFAULT_OUTPUT_TOKENS, count_tasks, expand_job, param_sets, plan_job
+from evalpipe.pipeline.load import LoadedJob, load_job, model_for
 from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.task import task_id
 from evalpipe.pipeline.templates import PromptTemplates, TemplateRenderError
 from evalpipe.types import ChatMessage, GenerationParams
 
@@ -237,3 +238,21 @@ def test_parameter_defaults_fill_what_sets_and_grid_points_leave_unset() -> None
     })
     assert [(p.name, p.temperature, p.max_tokens, p.stop) for p in spec.expanded()] == [
         ("calm", 0.1, 99, ["\n"]), ("temperature=0.5", 0.5, 8, ["\n"]), ("temperature=1.0", 1.0, 8, ["\n"])]
+
+
+def test_expanded_ids_equal_the_task_id_definition(tmp_path: Path) -> None:
+    """The expansion builds ids from cached JSON parts; they must be the ids `task_id` defines, or a
+    resume would run every task again and miss every cached answer."""
+    items = [{"id": "u", "question": "Ünïcode ☃ \"quoted\"", "z": {"b": [1, 2.5, None], "a": True}},
+             {"question": "no id", "nested": {"y": {"x": "deep"}}}]
+    loaded = job(tmp_path, {"parameters": {"sets": [
+        {"name": "calm", "temperature": 0.0, "max_tokens": 10, "stop": ["\n"], "extra_body": {"k": {"b": 1, "a": 2}}},
+        {"name": "plain"}]}}, items=items)
+    template = loaded.spec.prompt.model_dump(mode="json")
+    sets = {s.name: s for s in param_sets(loaded)}
+    tasks = list(expand_job(loaded))
+    assert len(tasks) == 2 * 2 * 2 * 2
+    for task in tasks:
+        model = "gpt-4o-mini" if task.backend_id == "cloud" else model_for(loaded.spec.backends[1])
+        assert task.task_id == task_id(item=task.item, backend_id=task.backend_id, model=model,
+                                       param_set=sets[task.param_set.name], repeat=task.repeat, template=template)

@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from evalpipe.errors import ConfigError
+from evalpipe.pipeline.response_cache import StoreCache
 from evalpipe.pipeline.rows import row_schema
 from evalpipe.pipeline.store import STORE_FILENAME, RunStore
 from tests.pipeline.killing import run_until_killed
@@ -95,6 +97,41 @@ def test_response_cache_round_trips_and_persists(tmp_path: Path) -> None:
     with RunStore.open(tmp_path, "run-1", SCHEMA) as again:
         assert again.cached_response("k1") == payload
         assert again.cached_response("k2") is None
+
+
+def count_commits(store: RunStore) -> list[str]:
+    """The transactions `store` commits from now on, one entry each: an explicit COMMIT, or a write
+    outside any transaction (which SQLite commits on its own)."""
+    commits: list[str] = []
+    state = {"open": False}
+
+    def trace(sql: str) -> None:
+        if sql.startswith("BEGIN"):
+            state["open"] = True
+        elif sql == "COMMIT":
+            state["open"] = False
+            commits.append(sql)
+        elif sql.startswith("INSERT") and not state["open"]:
+            commits.append(sql)
+
+    store._connection.set_trace_callback(trace)
+    return commits
+
+
+def test_a_batch_of_answers_is_committed_in_one_transaction(tmp_path: Path) -> None:
+    """A burst of answers goes in one commit, and every one of them is durable when the call returns."""
+    answers = [(f"k{i}", {"text": f"answer {i}", "input_tokens": i}) for i in range(50)]
+    with RunStore.open(tmp_path, "run-1", SCHEMA) as store:
+        commits = count_commits(store)
+        store.cache_responses(answers)
+        assert len(commits) == 1
+        # Visible to another connection at once: committed, not merely buffered.
+        other = sqlite3.connect(tmp_path / STORE_FILENAME)
+        try:
+            assert other.execute("SELECT COUNT(*) FROM response_cache").fetchone()[0] == 50
+        finally:
+            other.close()
+        assert store.cached_response("k49") == {"text": "answer 49", "input_tokens": 49}
 
 
 def test_meta_and_run_id_guard(tmp_path: Path) -> None:
@@ -198,3 +235,17 @@ def test_finished_answers_like_the_set_of_finished_ids(store: RunStore) -> None:
         assert all(f"t{i}" in compact for i in range(300) if f"t{i}" in exact)
         assert not any(f"t{i}" in compact for i in range(300) if f"t{i}" not in exact)
         assert "t1000" not in compact and "t1-000" not in compact
+
+
+@pytest.mark.anyio
+async def test_answers_arriving_together_share_one_commit(tmp_path: Path) -> None:
+    """Puts that queue behind one being written go in one transaction: one commit, not one each."""
+    with RunStore.open(tmp_path, "run-1", SCHEMA) as store:
+        commits = count_commits(store)
+        cache = StoreCache(store, empty=True, on_failure=lambda error: None)
+        async with anyio.create_task_group() as group:
+            for i in range(30):
+                group.start_soon(cache.put, f"k{i}", {"text": f"answer {i}"})
+        # The first put goes alone; the 29 queued behind it while it was written go together.
+        assert len(commits) == 2
+        assert all(store.cached_response(f"k{i}") == {"text": f"answer {i}"} for i in range(30))
