@@ -51,6 +51,9 @@ from evalpipe.types import ChatMessage, ChatResponse, GenerationParams
 # an expression that fails on some value (`{{ n + 1 }}` with a string n) is caught only in this sample.
 RENDER_CHECK_ITEMS = 100
 MAX_DUPLICATES_REPORTED = 5
+# Values that YAML aliases may add to a job file beyond what it writes out: plenty for `<<: *defaults`
+# blocks, far too few for an alias bomb.
+MAX_ALIAS_EXPANSION = 10_000
 _IDENTIFIER_PATTERN = next(filter(None, (getattr(m, "pattern", None) for m in JobSpec.model_fields["name"].metadata)))
 
 
@@ -96,22 +99,75 @@ def model_for(backend: BackendSpec) -> str:
     return backend.model or provider_class(backend.backend).default_model
 
 
+class _AliasError(Exception):
+    """Aliases that would make a small file a huge or endless tree: what is wrong, and the alias's line."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
 class _LineLoader(yaml.SafeLoader):
-    """`yaml.safe_load` that also keeps the line of every mapping key and sequence item."""
+    """`yaml.safe_load` that also keeps the line of every mapping key and sequence item, and refuses
+    aliases that refer to themselves or expand past `MAX_ALIAS_EXPANSION` values."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.key_lines: dict[FieldPath, int] = {}
         self.value_marks: dict[FieldPath, tuple[int, str | None]] = {}  # a scalar's first line and style
         self.duplicate_keys: list[tuple[FieldPath, int, int]] = []
+        self.aliases: list[tuple[str, int, yaml.Node]] = []  # (anchor, line, the node it refers to)
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            node = super().compose_node(parent, index)
+            if node is not None:
+                self.aliases.append((str(event.anchor), event.start_mark.line + 1, node))
+            return node
+        return super().compose_node(parent, index)
 
     def load_with_lines(self) -> Any:
         """The document's data, recording lines on the way; None for an empty document."""
         node = self.get_single_node()
         if node is None:
             return None
+        if self.aliases:
+            self._check_aliases(node)
         self._record(node, (), frozenset())
         return self.construct_document(node)
+
+    def _check_aliases(self, root: yaml.Node) -> None:
+        """Raise `_AliasError` for a recursive alias, or aliases adding more than `MAX_ALIAS_EXPANSION`
+        values to what the file writes out (a "billion laughs" would exhaust memory at run time)."""
+        sizes: dict[int, int] = {}  # node id -> values in its tree once aliases are expanded
+        open_nodes: set[int] = set()  # the nodes on the current path: meeting one again is a cycle
+        stack: list[tuple[yaml.Node, bool]] = [(root, False)]  # iterative: a deep file must not overflow
+        while stack:
+            node, finished = stack.pop()
+            children = _children(node)
+            if finished:
+                sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+                open_nodes.discard(id(node))
+                continue
+            if id(node) in sizes:
+                continue
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            for child in children:
+                if id(child) in open_nodes:
+                    anchor, line = next((a, line) for a, line, target in self.aliases if target is child)
+                    raise _AliasError(f"the alias *{anchor} refers to a value that contains it (a recursive "
+                                      "alias); write the value out instead", line)
+                if id(child) not in sizes:
+                    stack.append((child, False))
+        added = sizes[id(root)] - len(sizes)
+        if added > MAX_ALIAS_EXPANSION:
+            anchor, line, target = max(self.aliases, key=lambda alias: sizes[id(alias[2])])
+            raise _AliasError(f"aliases expand to {added:,} more values than the file writes out (at most "
+                              f"{MAX_ALIAS_EXPANSION:,}); the largest is *{anchor} ({sizes[id(target)]:,} values): "
+                              "use fewer or smaller aliases", line)
 
     def _record(self, node: yaml.Node, path: FieldPath, ancestors: frozenset[int]) -> None:
         # Aliases can make a small file a huge (or endless) tree: lines beyond these are not worth a hang.
@@ -135,6 +191,14 @@ class _LineLoader(yaml.SafeLoader):
                 seen[key] = line
                 self.key_lines[(*path, key)] = line
                 self._record(value_node, (*path, key), ancestors)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 @dataclass(slots=True)
@@ -192,6 +256,10 @@ def load_job(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None 
         raise JobFileError([Problem(locator.file, mark.line + 1 if mark else None, "", message)]) from None
     except yaml.YAMLError as exc:
         raise JobFileError([Problem(locator.file, None, "", f"YAML error: {exc}")]) from None
+    except _AliasError as exc:
+        raise JobFileError([Problem(locator.file, exc.line, "", exc.message)]) from None
+    except RecursionError:
+        raise JobFileError([Problem(locator.file, None, "", "the YAML is nested too deeply to read")]) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
