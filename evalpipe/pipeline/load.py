@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 import yaml
-from jinja2 import TemplateSyntaxError
+from jinja2 import Template
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -39,9 +39,12 @@ from evalpipe.pipeline.templates import (
     PromptTemplateError,
     PromptTemplates,
     TemplateRenderError,
+    compile_problem,
     format_field,
     option_templates,
     referenced_fields,
+    render_problem,
+    template_environment,
 )
 from evalpipe.scoring.calls import ANSWERING
 from evalpipe.scoring.registry import BUILT_IN, build_scorer
@@ -299,7 +302,7 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
         if not model_for(backend):
             locator.add(("backends", index, "model"), f"{backend.backend.value} has no default model; set `model`")
     skipped = _check_availability(spec, environ, locator) if environ is not None else {}
-    scorer_fields = _check_scorers(spec, locator, base_dir)
+    scorer_fields, scorer_templates = _check_scorers(spec, locator, base_dir)
     chain, chain_fields = _check_chain(spec, locator)
     templates: PromptTemplates | None = None
     try:
@@ -308,7 +311,7 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
         for where, line_in_template, message in exc.problems:
             locator.add(where, message, locator.template_line(where, line_in_template))
     dataset = Dataset(spec.dataset, base_dir)
-    _check_dataset(dataset, templates, {**scorer_fields, **chain_fields}, locator)
+    _check_dataset(dataset, templates, scorer_templates, {**scorer_fields, **chain_fields}, locator)
     if locator.problems or templates is None:
         raise locator.error()
     return LoadedJob(spec, path, digest, base_dir, dataset, templates, chain, skipped)
@@ -365,9 +368,13 @@ class _DeclaredBackends:
         raise RuntimeError("a scorer called a model while the job was being checked")
 
 
-def _check_scorers(spec: JobSpec, locator: _Locator, base_dir: Path) -> dict[FieldPath, frozenset[str]]:
-    """Build each scorer once to check it; return the item fields its option templates read."""
+def _check_scorers(spec: JobSpec, locator: _Locator, base_dir: Path
+                   ) -> tuple[dict[FieldPath, frozenset[str]], dict[FieldPath, Template]]:
+    """Build each scorer once to check it; return the item fields its option templates read, and
+    those templates compiled (rendered against the first items by `_check_dataset`)."""
     fields: dict[FieldPath, frozenset[str]] = {}
+    compiled: dict[FieldPath, Template] = {}
+    environment = template_environment()
     for index, scorer in enumerate(spec.scorers):
         options = dict(scorer.model_extra or {})
         try:
@@ -385,19 +392,28 @@ def _check_scorers(spec: JobSpec, locator: _Locator, base_dir: Path) -> dict[Fie
         # otherwise score every answer against an empty string.
         for where, text in option_templates(options, ("scorers", index)):
             try:
-                fields[where] = frozenset(referenced_fields(text))
-            except TemplateSyntaxError as exc:
-                locator.add(where, f"template syntax error: {exc.message}")
-    return fields
+                fields[where] = frozenset(referenced_fields(text, environment))
+                compiled[where] = environment.from_string(text)
+            except Exception as exc:  # a template that does not compile: said below, else raised again
+                problem = compile_problem(exc)
+                if problem is None:
+                    raise
+                locator.add(where, problem[1], locator.template_line(where, problem[0]))
+    return fields, compiled
 
 
 def _check_dataset(
     dataset: Dataset,
     templates: PromptTemplates | None,
+    scorer_templates: Mapping[FieldPath, Template],
     scorer_fields: Mapping[FieldPath, frozenset[str]],
     locator: _Locator,
 ) -> None:
-    """One streaming pass: parse every item, check template fields, remember 8-byte id digests."""
+    """One streaming pass: parse every item, check template fields, remember 8-byte id digests.
+
+    The prompt's and the scorers' templates are rendered for the first `RENDER_CHECK_ITEMS` items, in
+    the bounded sandbox: a template that fails there would fail after the calls were paid. A template
+    that failed once is not rendered again (it may have spent the sandbox's whole time limit)."""
     source_field: FieldPath = ("dataset", "path") if dataset.path is not None else ("dataset", "items")
     checks = {**(templates.fields_by_template if templates else {}), **scorer_fields}
     needed = frozenset[str]().union(*checks.values())
@@ -414,14 +430,10 @@ def _check_dataset(
                         continue
                     first, count = missing.get((path, name), (item, 0))
                     missing[(path, name)] = (first, count + 1)
-            elif templates is not None and item.position < RENDER_CHECK_ITEMS:
-                try:
-                    templates.render(item.data)
-                except TemplateRenderError as exc:
-                    if exc.field not in render_failed:
-                        render_failed.add(exc.field)
-                        why = exc.message.partition(": ")[2]
-                        locator.add(exc.field, f"fails for item {item.id!r} ({dataset.location(item)}): {why}")
+            elif item.position < RENDER_CHECK_ITEMS and not render_failed:
+                for where, why in _render_failures(templates, scorer_templates, item.data):
+                    render_failed.add(where)
+                    locator.add(where, f"fails for item {item.id!r} ({dataset.location(item)}): {why}")
     except DatasetError as exc:
         if exc.line is None:
             locator.add(source_field, f"{exc.problem} ({exc.source})")
@@ -438,6 +450,26 @@ def _check_dataset(
                    f"that item has: {', '.join(sorted(map(str, item.data))) or 'no fields'}{hint}")
         locator.add(where, message)
     _report_duplicates(dataset, digests, locator)
+
+
+def _render_failures(templates: PromptTemplates | None, scorer_templates: Mapping[FieldPath, Template],
+                     data: Mapping[str, Any]) -> list[tuple[FieldPath, str]]:
+    """Each template that fails to render for one item, with why."""
+    failures: list[tuple[FieldPath, str]] = []
+    if templates is not None:
+        try:
+            templates.render(data)
+        except TemplateRenderError as exc:
+            failures.append((exc.field, exc.message.partition(": ")[2]))
+    for where, template in scorer_templates.items():
+        try:
+            template.render(data)
+        except Exception as exc:  # a template's failure is reported; anything else is a bug, raised again
+            problem = render_problem(exc)
+            if problem is None:
+                raise
+            failures.append((where, problem[0]))
+    return failures
 
 
 def _report_duplicates(dataset: Dataset, digests: array[int], locator: _Locator) -> None:
