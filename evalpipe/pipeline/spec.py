@@ -280,6 +280,14 @@ class BudgetSpec(Strict):
     max_tokens: int | None = Field(default=None, gt=0, le=INT64_MAX)
 
 
+class ConfirmSpec(Strict):
+    """Past these, `plan` and `run` ask for `--yes` before going on: a typo in `repeats` or a grid
+    must not start millions of paid calls unnoticed."""
+
+    tasks: int = Field(default=100_000, ge=1, le=INT64_MAX)
+    cost_usd: float = Field(default=10.0, gt=0, le=1e9)  # the plan's projected cost
+
+
 class JobSpec(Strict):
     """A whole job file."""
 
@@ -297,6 +305,7 @@ class JobSpec(Strict):
     task_timeout_s: float = Field(default=300.0, gt=0, le=MAX_TIMEOUT_S)
     output: OutputSpec = Field(default_factory=OutputSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    confirm_above: ConfirmSpec = Field(default_factory=ConfirmSpec)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> JobSpec:
