@@ -57,6 +57,7 @@ MAX_DUPLICATES_REPORTED = 5
 # Values that YAML aliases may add to a job file beyond what it writes out: plenty for `<<: *defaults`
 # blocks, far too few for an alias bomb.
 MAX_ALIAS_EXPANSION = 10_000
+MAX_YAML_DEPTH = 100  # levels of nesting; a job file needs a handful, inline items a few more
 _IDENTIFIER_PATTERN = next(filter(None, (getattr(m, "pattern", None) for m in JobSpec.model_fields["name"].metadata)))
 
 
@@ -102,8 +103,8 @@ def model_for(backend: BackendSpec) -> str:
     return backend.model or provider_class(backend.backend).default_model
 
 
-class _AliasError(Exception):
-    """Aliases that would make a small file a huge or endless tree: what is wrong, and the alias's line."""
+class _StructureError(Exception):
+    """YAML too deep, or aliases that would make a small file a huge or endless tree: what, and the line."""
 
     def __init__(self, message: str, line: int) -> None:
         super().__init__(message)
@@ -121,8 +122,20 @@ class _LineLoader(yaml.SafeLoader):
         self.value_marks: dict[FieldPath, tuple[int, str | None]] = {}  # a scalar's first line and style
         self.duplicate_keys: list[tuple[FieldPath, int, int]] = []
         self.aliases: list[tuple[str, int, yaml.Node]] = []  # (anchor, line, the node it refers to)
+        self.depth = 0
 
     def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # The composer recurses once per level: refuse a deep file before Python's recursion limit does.
+        if self.depth >= MAX_YAML_DEPTH:
+            line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+            raise _StructureError(f"the YAML nests more than {MAX_YAML_DEPTH} levels deep", line)
+        self.depth += 1
+        try:
+            return self._compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def _compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()  # type: ignore[no-untyped-call]
             node = super().compose_node(parent, index)
@@ -142,7 +155,7 @@ class _LineLoader(yaml.SafeLoader):
         return self.construct_document(node)
 
     def _check_aliases(self, root: yaml.Node) -> None:
-        """Raise `_AliasError` for a recursive alias, or aliases adding more than `MAX_ALIAS_EXPANSION`
+        """Raise `_StructureError` for a recursive alias, or aliases adding more than `MAX_ALIAS_EXPANSION`
         values to what the file writes out (a "billion laughs" would exhaust memory at run time)."""
         sizes: dict[int, int] = {}  # node id -> values in its tree once aliases are expanded
         open_nodes: set[int] = set()  # the nodes on the current path: meeting one again is a cycle
@@ -161,14 +174,14 @@ class _LineLoader(yaml.SafeLoader):
             for child in children:
                 if id(child) in open_nodes:
                     anchor, line = next((a, line) for a, line, target in self.aliases if target is child)
-                    raise _AliasError(f"the alias *{anchor} refers to a value that contains it (a recursive "
+                    raise _StructureError(f"the alias *{anchor} refers to a value that contains it (a recursive "
                                       "alias); write the value out instead", line)
                 if id(child) not in sizes:
                     stack.append((child, False))
         added = sizes[id(root)] - len(sizes)
         if added > MAX_ALIAS_EXPANSION:
             anchor, line, target = max(self.aliases, key=lambda alias: sizes[id(alias[2])])
-            raise _AliasError(f"aliases expand to {added:,} more values than the file writes out (at most "
+            raise _StructureError(f"aliases expand to {added:,} more values than the file writes out (at most "
                               f"{MAX_ALIAS_EXPANSION:,}); the largest is *{anchor} ({sizes[id(target)]:,} values): "
                               "use fewer or smaller aliases", line)
 
@@ -259,7 +272,7 @@ def load_job(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None 
         raise JobFileError([Problem(locator.file, mark.line + 1 if mark else None, "", message)]) from None
     except yaml.YAMLError as exc:
         raise JobFileError([Problem(locator.file, None, "", f"YAML error: {exc}")]) from None
-    except _AliasError as exc:
+    except _StructureError as exc:
         raise JobFileError([Problem(locator.file, exc.line, "", exc.message)]) from None
     except RecursionError:
         raise JobFileError([Problem(locator.file, None, "", "the YAML is nested too deeply to read")]) from None
