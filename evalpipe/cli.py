@@ -38,8 +38,8 @@ EXIT_BAD_INPUT = 2
 EXIT_NOTHING_RAN = 3
 EXIT_BUDGET = 4
 EXIT_INTERRUPTED = 130
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)  # `job.yaml:100:` is a location, not the :100: emoji
 
 
 def main(argv: Sequence[str] | None = None) -> int:
