@@ -74,6 +74,7 @@ class Case:
     job: str
     mutation: str
     text: str
+    kind: str = ""  # number, template, yaml
 
 
 def shipped_job(path: Path, server: FakeServer) -> dict[str, Any]:
@@ -170,7 +171,7 @@ def cases(server: FakeServer) -> st.SearchStrategy[Case]:
             depth = draw(st.integers(math.ceil(math.log(20_000, width)), 9), label="depth")
             text, what = with_yaml(data, draw(st.sampled_from(["bomb", "recursive", "deep"]), label="yaml"),
                                    draw(st.sampled_from(["options", "items"]), label="where"), width, depth)
-        return Case(job.name, what, text)
+        return Case(job.name, what, text, kind)
 
     return case()
 
