@@ -182,3 +182,14 @@ def test_fuzz_hostile_jobs_end_as_located_exit_2_errors_without_calls(
     case = data.draw(cases(fake_server), label="case")
     found = problems(run_case(case, tmp_path, fake_server))
     assert found == [], f"{case.job}: {case.mutation}: {found}"
+
+
+def test_a_problem_on_line_100_prints_its_line_number(tmp_path: Path, fake_server: FakeServer,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    # Rich read `:100:` in `job.yaml:100:` as an emoji code and printed 💯 instead of the line.
+    data = {"repeats": 0, **shipped_job(SHIPPED_JOBS[0], fake_server)}
+    text = "# a comment\n" * 99 + yaml.safe_dump(data, sort_keys=False)  # `repeats: 0` on line 100
+    path = tmp_path / "job.yaml"
+    path.write_text(text, encoding="utf-8")
+    assert main(["validate", str(path)]) == 2
+    assert "job.yaml:100: repeats: " in capsys.readouterr().err
