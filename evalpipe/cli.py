@@ -2,11 +2,12 @@
 the pipeline.
 
 Exit codes: 0 done; 1 a gate failed (`compare --fail-on-regression`, `run --fail-on-error`); 2 a bad
-job file or option, or a backend that cannot run (its key unset, its model file absent) and is not
-`optional` (nothing was called); 3 nothing to run (every backend skipped, or the run has no row from
-a call); 4 the budget: the run stopped at it, or `plan` projects more than it allows; 5 the run directory is
-in use by another `evalpipe run` (nothing was called); 6 a write failed (disk full): the run stopped and
-can be resumed once there is room; 130 interrupted (SIGINT or SIGTERM, at any moment)."""
+job file or option, a backend that cannot run (its key unset, its model file absent) and is not
+`optional`, or a job past its `confirm_above` (tasks, projected cost) without `--yes` (nothing was
+called); 3 nothing to run (every backend skipped, or the run has no row from a call); 4 the budget:
+the run stopped at it, or `plan` projects more than it allows; 5 the run directory is in use by
+another `evalpipe run` (nothing was called); 6 a write failed (disk full): the run stopped and can be
+resumed once there is room; 130 interrupted (SIGINT or SIGTERM, at any moment)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,9 @@ from evalpipe.cli_analysis import (
     table_console,
 )
 from evalpipe.errors import ConfigError
+from evalpipe.pipeline.confirmation import confirmation_needed
 from evalpipe.pipeline.dataset import Dataset
-from evalpipe.pipeline.expand import plan_job
+from evalpipe.pipeline.expand import Plan, plan_job
 from evalpipe.pipeline.interrupts import SIGNALS, Interrupts
 from evalpipe.pipeline.load import LoadedJob, ignored_sweeps, load_job
 from evalpipe.pipeline.manifest import resume_command
@@ -123,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="resume even though the job file changed")
     run.add_argument("--dry-run", action="store_true", help="validate and plan, call nothing")
     run.add_argument("--limit", type=positive_int, metavar="N", help="run the first N items only (a smoke run)")
+    run.add_argument("--yes", action="store_true", help=_YES_HELP)
     run.add_argument("--fail-on-error", type=_rate, metavar="RATE",
                      help=f"exit {EXIT_FAILED_GATE} when more than RATE (0-1) of the run's rows from a call are errors")
     run.set_defaults(handler=_run)
@@ -131,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
                                 ("plan", _plan, "tasks, calls, tokens and cost a job would take")):
         command = commands.add_parser(name, help=text)
         command.add_argument("job", type=Path)
+        if name == "plan":
+            command.add_argument("--yes", action="store_true", help=_YES_HELP)
         command.set_defaults(handler=handler)
 
     add_analysis_commands(commands)
@@ -153,6 +158,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.rest = [*getattr(args, "rest", []), *extra] if args.command == "fake-server" else getattr(args, "rest", None)
     return args
+
+
+_YES_HELP = "go ahead with a job past its confirm_above (default: 100,000 tasks or $10 projected)"
 
 
 def _rate(text: str) -> float:
@@ -216,7 +224,19 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
         say(f"over budget: {line}; the run stops starting tasks before its spend could cross the budget, so it "
              "may not finish (raise the budget, or lower max_tokens, items or repeats)")
     # Non-zero, so that a script running `plan` before `run` stops before a run that cannot finish.
-    return EXIT_BUDGET if over else 0
+    if over:
+        return EXIT_BUDGET
+    return 0 if _confirmed(args, loaded, plan) else EXIT_BAD_INPUT
+
+
+def _confirmed(args: argparse.Namespace, loaded: LoadedJob, plan: Plan | None = None) -> bool:
+    """False, with a line saying how to go ahead, for a job past its `confirm_above` without `--yes`."""
+    if getattr(args, "yes", False):
+        return True
+    reason = confirmation_needed(loaded.spec, plan or plan_job(loaded))
+    if reason is not None:
+        err.print(f"[red]error:[/red] {escape(reason)}", highlight=False, markup=True, soft_wrap=True)
+    return reason is None
 
 
 def _backends(args: argparse.Namespace) -> int:
@@ -263,6 +283,8 @@ def _run(args: argparse.Namespace) -> int:
         return _plan(args, loaded)
     if _skipped(loaded):
         return EXIT_NOTHING_RAN
+    if not _confirmed(args, loaded):
+        return EXIT_BAD_INPUT
     interrupts: Interrupts = args.interrupts
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
                          retry_errors=args.retry_errors, force=args.force, interrupts=interrupts)

@@ -19,8 +19,8 @@ from evalpipe.errors import ConfigError
 from evalpipe.progress import count
 
 EXIT_REGRESSION = 1  # `compare --fail-on-regression`: B is worse than A beyond the threshold
-out = Console()
-err = Console(stderr=True)
+out = Console(emoji=False)
+err = Console(stderr=True, emoji=False)  # `job.yaml:100:` is a location, not the :100: emoji
 
 
 def say(text: str) -> None:

@@ -27,6 +27,9 @@ from evalpipe.pipeline.task import stable_hash
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Rows converted to Python objects at a time: one batch is all a Parquet pass holds in memory.
 PARQUET_BATCH_ROWS = 2048
+# One item's line in a JSONL file: larger is a mistake (a whole corpus on one line), and it would be
+# sent with every task of the item. A prompt past the template sandbox's size limit fails at validate too.
+MAX_ITEM_BYTES = 10_000_000
 
 
 class DatasetError(ConfigError):
@@ -130,6 +133,10 @@ class Dataset:
             for number, raw in enumerate(handle, 1):
                 if not raw.strip():
                     continue
+                if len(raw) > MAX_ITEM_BYTES:
+                    raise DatasetError(f"the item is {len(raw):,} bytes long; at most {MAX_ITEM_BYTES:,} are allowed "
+                                       "(split it into smaller items)",
+                                       source=self.source, line=number)
                 try:
                     data = json.loads(raw.decode().rstrip())  # str parses faster than bytes: no encoding sniffing
                 except UnicodeDecodeError:

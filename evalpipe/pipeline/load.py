@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin
 
 import yaml
-from jinja2 import TemplateSyntaxError
+from jinja2 import Template
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -39,9 +39,12 @@ from evalpipe.pipeline.templates import (
     PromptTemplateError,
     PromptTemplates,
     TemplateRenderError,
+    compile_problem,
     format_field,
     option_templates,
     referenced_fields,
+    render_problem,
+    template_environment,
 )
 from evalpipe.pipeline.tools import check_images, load_tools
 from evalpipe.scoring.calls import ANSWERING
@@ -52,6 +55,10 @@ from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Tool
 # an expression that fails on some value (`{{ n + 1 }}` with a string n) is caught only in this sample.
 RENDER_CHECK_ITEMS = 100
 MAX_DUPLICATES_REPORTED = 5
+# Values that YAML aliases may add to a job file beyond what it writes out: plenty for `<<: *defaults`
+# blocks, far too few for an alias bomb.
+MAX_ALIAS_EXPANSION = 10_000
+MAX_YAML_DEPTH = 100  # levels of nesting; a job file needs a handful, inline items a few more
 _IDENTIFIER_PATTERN = next(filter(None, (getattr(m, "pattern", None) for m in JobSpec.model_fields["name"].metadata)))
 
 
@@ -99,22 +106,87 @@ def model_for(backend: BackendSpec) -> str:
     return backend.model or provider_class(backend.backend).default_model
 
 
+class _StructureError(Exception):
+    """YAML too deep, or aliases that would make a small file a huge or endless tree: what, and the line."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
 class _LineLoader(yaml.SafeLoader):
-    """`yaml.safe_load` that also keeps the line of every mapping key and sequence item."""
+    """`yaml.safe_load` that also keeps the line of every mapping key and sequence item, and refuses
+    aliases that refer to themselves or expand past `MAX_ALIAS_EXPANSION` values."""
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
         self.key_lines: dict[FieldPath, int] = {}
         self.value_marks: dict[FieldPath, tuple[int, str | None]] = {}  # a scalar's first line and style
         self.duplicate_keys: list[tuple[FieldPath, int, int]] = []
+        self.aliases: list[tuple[str, int, yaml.Node]] = []  # (anchor, line, the node it refers to)
+        self.depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # The composer recurses once per level: refuse a deep file before Python's recursion limit does.
+        if self.depth >= MAX_YAML_DEPTH:
+            line = self.peek_event().start_mark.line + 1  # type: ignore[no-untyped-call]
+            raise _StructureError(f"the YAML nests more than {MAX_YAML_DEPTH} levels deep", line)
+        self.depth += 1
+        try:
+            return self._compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def _compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            node = super().compose_node(parent, index)
+            if node is not None:
+                self.aliases.append((str(event.anchor), event.start_mark.line + 1, node))
+            return node
+        return super().compose_node(parent, index)
 
     def load_with_lines(self) -> Any:
         """The document's data, recording lines on the way; None for an empty document."""
         node = self.get_single_node()
         if node is None:
             return None
+        if self.aliases:
+            self._check_aliases(node)
         self._record(node, (), frozenset())
         return self.construct_document(node)
+
+    def _check_aliases(self, root: yaml.Node) -> None:
+        """Raise `_StructureError` for a recursive alias, or aliases adding more than `MAX_ALIAS_EXPANSION`
+        values to what the file writes out (a "billion laughs" would exhaust memory at run time)."""
+        sizes: dict[int, int] = {}  # node id -> values in its tree once aliases are expanded
+        open_nodes: set[int] = set()  # the nodes on the current path: meeting one again is a cycle
+        stack: list[tuple[yaml.Node, bool]] = [(root, False)]  # iterative: a deep file must not overflow
+        while stack:
+            node, finished = stack.pop()
+            children = _children(node)
+            if finished:
+                sizes[id(node)] = 1 + sum(sizes[id(child)] for child in children)
+                open_nodes.discard(id(node))
+                continue
+            if id(node) in sizes:
+                continue
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            for child in children:
+                if id(child) in open_nodes:
+                    anchor, line = next((a, line) for a, line, target in self.aliases if target is child)
+                    raise _StructureError(f"the alias *{anchor} refers to a value that contains it (a recursive "
+                                      "alias); write the value out instead", line)
+                if id(child) not in sizes:
+                    stack.append((child, False))
+        added = sizes[id(root)] - len(sizes)
+        if added > MAX_ALIAS_EXPANSION:
+            anchor, line, target = max(self.aliases, key=lambda alias: sizes[id(alias[2])])
+            raise _StructureError(f"aliases expand to {added:,} more values than the file writes out (at most "
+                              f"{MAX_ALIAS_EXPANSION:,}); the largest is *{anchor} ({sizes[id(target)]:,} values): "
+                              "use fewer or smaller aliases", line)
 
     def _record(self, node: yaml.Node, path: FieldPath, ancestors: frozenset[int]) -> None:
         # Aliases can make a small file a huge (or endless) tree: lines beyond these are not worth a hang.
@@ -138,6 +210,14 @@ class _LineLoader(yaml.SafeLoader):
                 seen[key] = line
                 self.key_lines[(*path, key)] = line
                 self._record(value_node, (*path, key), ancestors)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return []
 
 
 @dataclass(slots=True)
@@ -195,6 +275,10 @@ def load_job(path: str | os.PathLike[str], *, environ: Mapping[str, str] | None 
         raise JobFileError([Problem(locator.file, mark.line + 1 if mark else None, "", message)]) from None
     except yaml.YAMLError as exc:
         raise JobFileError([Problem(locator.file, None, "", f"YAML error: {exc}")]) from None
+    except _StructureError as exc:
+        raise JobFileError([Problem(locator.file, exc.line, "", exc.message)]) from None
+    except RecursionError:
+        raise JobFileError([Problem(locator.file, None, "", "the YAML is nested too deeply to read")]) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):
@@ -234,7 +318,7 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
         if not model_for(backend):
             locator.add(("backends", index, "model"), f"{backend.backend.value} has no default model; set `model`")
     skipped = _check_availability(spec, environ, locator) if environ is not None else {}
-    scorer_fields = _check_scorers(spec, locator, base_dir)
+    scorer_fields, scorer_templates = _check_scorers(spec, locator, base_dir)
     chain, chain_fields = _check_chain(spec, locator)
     templates: PromptTemplates | None = None
     try:
@@ -243,7 +327,7 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
         for where, line_in_template, message in exc.problems:
             locator.add(where, message, locator.template_line(where, line_in_template))
     dataset = Dataset(spec.dataset, base_dir)
-    _check_dataset(dataset, templates, {**scorer_fields, **chain_fields}, locator)
+    _check_dataset(dataset, templates, scorer_templates, {**scorer_fields, **chain_fields}, locator)
     tools, tool_functions = load_tools(spec, base_dir, locator.add)
     check_images(spec, dataset, base_dir, locator.add)
     if locator.problems or templates is None:
@@ -302,9 +386,13 @@ class _DeclaredBackends:
         raise RuntimeError("a scorer called a model while the job was being checked")
 
 
-def _check_scorers(spec: JobSpec, locator: _Locator, base_dir: Path) -> dict[FieldPath, frozenset[str]]:
-    """Build each scorer once to check it; return the item fields its option templates read."""
+def _check_scorers(spec: JobSpec, locator: _Locator, base_dir: Path
+                   ) -> tuple[dict[FieldPath, frozenset[str]], dict[FieldPath, Template]]:
+    """Build each scorer once to check it; return the item fields its option templates read, and
+    those templates compiled (rendered against the first items by `_check_dataset`)."""
     fields: dict[FieldPath, frozenset[str]] = {}
+    compiled: dict[FieldPath, Template] = {}
+    environment = template_environment()
     for index, scorer in enumerate(spec.scorers):
         options = dict(scorer.model_extra or {})
         try:
@@ -322,19 +410,28 @@ def _check_scorers(spec: JobSpec, locator: _Locator, base_dir: Path) -> dict[Fie
         # otherwise score every answer against an empty string.
         for where, text in option_templates(options, ("scorers", index)):
             try:
-                fields[where] = frozenset(referenced_fields(text))
-            except TemplateSyntaxError as exc:
-                locator.add(where, f"template syntax error: {exc.message}")
-    return fields
+                fields[where] = frozenset(referenced_fields(text, environment))
+                compiled[where] = environment.from_string(text)
+            except Exception as exc:  # a template that does not compile: said below, else raised again
+                problem = compile_problem(exc)
+                if problem is None:
+                    raise
+                locator.add(where, problem[1], locator.template_line(where, problem[0]))
+    return fields, compiled
 
 
 def _check_dataset(
     dataset: Dataset,
     templates: PromptTemplates | None,
+    scorer_templates: Mapping[FieldPath, Template],
     scorer_fields: Mapping[FieldPath, frozenset[str]],
     locator: _Locator,
 ) -> None:
-    """One streaming pass: parse every item, check template fields, remember 8-byte id digests."""
+    """One streaming pass: parse every item, check template fields, remember 8-byte id digests.
+
+    The prompt's and the scorers' templates are rendered for the first `RENDER_CHECK_ITEMS` items, in
+    the bounded sandbox: a template that fails there would fail after the calls were paid. A template
+    that failed once is not rendered again (it may have spent the sandbox's whole time limit)."""
     source_field: FieldPath = ("dataset", "path") if dataset.path is not None else ("dataset", "items")
     checks = {**(templates.fields_by_template if templates else {}), **scorer_fields}
     needed = frozenset[str]().union(*checks.values())
@@ -351,14 +448,10 @@ def _check_dataset(
                         continue
                     first, count = missing.get((path, name), (item, 0))
                     missing[(path, name)] = (first, count + 1)
-            elif templates is not None and item.position < RENDER_CHECK_ITEMS:
-                try:
-                    templates.render(item.data)
-                except TemplateRenderError as exc:
-                    if exc.field not in render_failed:
-                        render_failed.add(exc.field)
-                        why = exc.message.partition(": ")[2]
-                        locator.add(exc.field, f"fails for item {item.id!r} ({dataset.location(item)}): {why}")
+            elif item.position < RENDER_CHECK_ITEMS and not render_failed:
+                for where, why in _render_failures(templates, scorer_templates, item.data):
+                    render_failed.add(where)
+                    locator.add(where, f"fails for item {item.id!r} ({dataset.location(item)}): {why}")
     except DatasetError as exc:
         if exc.line is None:
             locator.add(source_field, f"{exc.problem} ({exc.source})")
@@ -375,6 +468,26 @@ def _check_dataset(
                    f"that item has: {', '.join(sorted(map(str, item.data))) or 'no fields'}{hint}")
         locator.add(where, message)
     _report_duplicates(dataset, digests, locator)
+
+
+def _render_failures(templates: PromptTemplates | None, scorer_templates: Mapping[FieldPath, Template],
+                     data: Mapping[str, Any]) -> list[tuple[FieldPath, str]]:
+    """Each template that fails to render for one item, with why."""
+    failures: list[tuple[FieldPath, str]] = []
+    if templates is not None:
+        try:
+            templates.render(data)
+        except TemplateRenderError as exc:
+            failures.append((exc.field, exc.message.partition(": ")[2]))
+    for where, template in scorer_templates.items():
+        try:
+            template.render(data)
+        except Exception as exc:  # a template's failure is reported; anything else is a bug, raised again
+            problem = render_problem(exc)
+            if problem is None:
+                raise
+            failures.append((where, problem[0]))
+    return failures
 
 
 def _report_duplicates(dataset: Dataset, digests: array[int], locator: _Locator) -> None:

@@ -27,6 +27,20 @@ def _sendable_header(value: str) -> str:
 HeaderValue = Annotated[str, AfterValidator(_sendable_header)]
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=64)]
 
+# Every number a job gives has a range the vendors accept and a Parquet int64 / float64 column can
+# store: a value past it would validate, be paid for, and then fail the row writer on every resume.
+INT64_MAX = 2**63 - 1
+MAX_OUTPUT_TOKENS = 10_000_000  # past every vendor's largest output limit
+MAX_REPEATS = 100_000
+MAX_CONCURRENCY = 10_000
+MAX_PARAMETER_SETS = 10_000
+MAX_PRICE_PER_1M = 1e9  # USD: finite, past any price (tests price a token at $1)
+MIN_RPM = 0.1  # one request per ten minutes: slower is a typo that would wait for ever in silence
+MIN_TPM = 100.0
+MAX_RATE = 1e9
+MAX_TIMEOUT_S = 86_400.0  # a day
+Seed = Annotated[int, Field(ge=-(2**63), le=INT64_MAX)]
+
 
 class Strict(BaseModel):
     """Unknown keys are errors: a typo must not silently become a default."""
@@ -40,7 +54,7 @@ class DatasetSpec(Strict):
     items: list[dict[str, Any]] | None = None
     path: str | None = None
     id_field: str = "id"  # items without it get a stable id from a hash of their content
-    limit: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1, le=INT64_MAX)
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
@@ -64,7 +78,7 @@ class ChainStepSpec(Strict):
     backend: str | None = None  # a backend or judge id of the job; default: the backend being evaluated
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     stop: list[str] | None = None
     transform: list[Literal["trim", "strip_think", "extract_json"]] = Field(default_factory=list)
 
@@ -109,16 +123,16 @@ class BackendSpec(Strict):
     base_url: str | None = None
     api_key_env: str | None = None  # another variable than the backend's conventional one
     options: dict[str, Any] = Field(default_factory=dict)
-    max_concurrency: int = Field(default=8, ge=1)
-    rpm: float | None = Field(default=None, gt=0)
-    tpm: float | None = Field(default=None, gt=0)
-    price_input_per_1m: float = Field(default=0.0, ge=0)
-    price_output_per_1m: float = Field(default=0.0, ge=0)  # all output, reasoning included
+    max_concurrency: int = Field(default=8, ge=1, le=MAX_CONCURRENCY)
+    rpm: float | None = Field(default=None, ge=MIN_RPM, le=MAX_RATE)
+    tpm: float | None = Field(default=None, ge=MIN_TPM, le=MAX_RATE)
+    price_input_per_1m: float = Field(default=0.0, ge=0, le=MAX_PRICE_PER_1M)
+    price_output_per_1m: float = Field(default=0.0, ge=0, le=MAX_PRICE_PER_1M)  # all output, reasoning included
     # Input read from / written to the vendor's prompt cache; unset means the plain input price.
-    price_cached_input_per_1m: float | None = Field(default=None, ge=0)
-    price_cache_write_input_per_1m: float | None = Field(default=None, ge=0)
-    timeout_s: float = Field(default=60.0, gt=0)
-    max_retries: int = Field(default=4, ge=0)
+    price_cached_input_per_1m: float | None = Field(default=None, ge=0, le=MAX_PRICE_PER_1M)
+    price_cache_write_input_per_1m: float | None = Field(default=None, ge=0, le=MAX_PRICE_PER_1M)
+    timeout_s: float = Field(default=60.0, gt=0, le=MAX_TIMEOUT_S)
+    max_retries: int = Field(default=4, ge=0, le=100)
     # A backend that cannot run here (its key unset, its model file absent) is an error, unless it is
     # optional: then it is skipped, and its tasks are counted as skipped.
     optional: bool = False
@@ -134,12 +148,12 @@ class SamplingSpec(Strict):
 
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, gt=0, le=1)
-    top_k: int | None = Field(default=None, ge=1)
-    max_tokens: int | None = Field(default=None, ge=1)
-    seed: int | None = None
+    top_k: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
+    seed: Seed | None = None
     stop: list[str] | None = None
     reasoning_effort: Literal["low", "medium", "high"] | None = None
-    reasoning_budget_tokens: int | None = Field(default=None, ge=1)
+    reasoning_budget_tokens: int | None = Field(default=None, ge=1, le=MAX_OUTPUT_TOKENS)
     extra_body: dict[str, Any] | None = None  # deep-merged into the request body
     headers: dict[str, HeaderValue] | None = None
     tool_choice: str | None = Field(default=None, min_length=1)  # auto, none, required, or a tool's name
@@ -190,6 +204,12 @@ class ParametersSpec(Strict):
                 raise ValueError(f"grid key {key!r}: expected one of {', '.join(GRID_KEYS)}, or extra_body.<path>")
             if not values:
                 raise ValueError(f"grid key {key!r} has no values")
+        combinations = 1
+        for values in self.grid.values():
+            combinations *= len(values)
+        if combinations + len(self.sets) > MAX_PARAMETER_SETS:
+            raise ValueError(f"the grid makes {combinations:,} parameter sets; at most {MAX_PARAMETER_SETS:,} "
+                             "are allowed (sweep fewer values per key)")
         return self
 
     def expanded(self) -> list[ParamSetSpec]:
@@ -256,7 +276,7 @@ class ScorerSpec(Strict):
 
     type: str
     name: Identifier | None = None
-    weight: float = Field(default=1.0, ge=0)
+    weight: float = Field(default=1.0, ge=0, le=1e6)
     threshold: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
@@ -277,8 +297,16 @@ class OutputSpec(Strict):
 
 
 class BudgetSpec(Strict):
-    max_cost_usd: float | None = Field(default=None, gt=0)
-    max_tokens: int | None = Field(default=None, gt=0)
+    max_cost_usd: float | None = Field(default=None, gt=0, le=1e9)
+    max_tokens: int | None = Field(default=None, gt=0, le=INT64_MAX)
+
+
+class ConfirmSpec(Strict):
+    """Past these, `plan` and `run` ask for `--yes` before going on: a typo in `repeats` or a grid
+    must not start millions of paid calls unnoticed."""
+
+    tasks: int = Field(default=100_000, ge=1, le=INT64_MAX)
+    cost_usd: float = Field(default=10.0, gt=0, le=1e9)  # the plan's projected cost
 
 
 class JobSpec(Strict):
@@ -290,7 +318,7 @@ class JobSpec(Strict):
     prompt: PromptSpec
     backends: list[BackendSpec] = Field(min_length=1)
     parameters: ParametersSpec = Field(default_factory=ParametersSpec)
-    repeats: int = Field(default=1, ge=1)
+    repeats: int = Field(default=1, ge=1, le=MAX_REPEATS)
     judges: list[BackendSpec] = Field(default_factory=list)  # called by scorers only, never evaluated
     scorers: list[ScorerSpec] = Field(default_factory=list)
     # Tools offered to the model in every chat call: definitions, files, or `module:function` names.
@@ -299,10 +327,11 @@ class JobSpec(Strict):
     # Above 1: the runner runs the `module:function` tools the model calls and asks again, up to this many calls.
     max_steps: int = Field(default=1, ge=1, le=50)
     best_of: bool = True  # write best_of.parquet: each item's best answer across backends and parameter sets
-    concurrency: int = Field(default=32, ge=1)
-    task_timeout_s: float = Field(default=300.0, gt=0)
+    concurrency: int = Field(default=32, ge=1, le=MAX_CONCURRENCY)
+    task_timeout_s: float = Field(default=300.0, gt=0, le=MAX_TIMEOUT_S)
     output: OutputSpec = Field(default_factory=OutputSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
+    confirm_above: ConfirmSpec = Field(default_factory=ConfirmSpec)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> JobSpec:

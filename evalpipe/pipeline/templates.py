@@ -18,6 +18,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.spec import PromptSpec
+from evalpipe.pipeline.template_sandbox import BoundedSandbox, TemplateLimitError
 from evalpipe.types import ChatMessage, Role
 
 FieldPath = tuple[str | int, ...]  # where a value sits in the job file: ("prompt", "messages", 1, "content")
@@ -49,8 +50,38 @@ def format_field(path: FieldPath) -> str:
 
 
 def template_environment() -> SandboxedEnvironment:
-    """The environment every job template compiles in: sandboxed, strict about undefined names, no escaping."""
-    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    """The environment every job template compiles in: sandboxed and bounded (`BoundedSandbox`), strict
+    about undefined names, no escaping."""
+    return BoundedSandbox(undefined=StrictUndefined, autoescape=False)
+
+
+def render_problem(exc: BaseException) -> tuple[str, bool] | None:
+    """What a render failure says, and whether it is a missing field; None for an error not of the template."""
+    if isinstance(exc, UndefinedError):
+        return str(exc.message), True
+    if isinstance(exc, TemplateLimitError):
+        return f"past the sandbox's limits: {exc}", False
+    if isinstance(exc, SecurityError):
+        return f"not allowed in the sandbox: {exc}", False
+    if isinstance(exc, MemoryError):
+        return "the template needs more memory than there is (a text or list too large?)", False
+    if isinstance(exc, RecursionError):
+        return "the template nests too deeply (a macro calling itself?)", False
+    if isinstance(exc, TemplateError | ArithmeticError | LookupError | TypeError | ValueError):
+        # A filter or an expression failing on this item's values, e.g. `{{ n + 1 }}` with a string n.
+        return f"{type(exc).__name__}: {exc}", False
+    return None
+
+
+def compile_problem(exc: BaseException) -> tuple[int | None, str] | None:
+    """The template line and message of a template that does not compile; None for another error."""
+    if isinstance(exc, TemplateSyntaxError):
+        return exc.lineno, f"template syntax error: {exc.message} (template line {exc.lineno})"
+    if isinstance(exc, RecursionError | MemoryError):
+        return None, "the template is nested too deeply to compile"
+    if isinstance(exc, TemplateLimitError):
+        return None, f"past the sandbox's limits: {exc}"
+    return None
 
 
 def template_sources(prompt: PromptSpec) -> list[tuple[FieldPath, Role, str]]:
@@ -112,9 +143,9 @@ class PromptTemplates:
             try:
                 self.fields_by_template[path] = frozenset(referenced_fields(source, self.environment))
                 self.compiled.append((path, role, self.environment.from_string(source)))
-            except TemplateSyntaxError as exc:
-                message = f"template syntax error: {exc.message} (template line {exc.lineno})"
-                problems.append((path, exc.lineno, message))
+            except (TemplateSyntaxError, TemplateLimitError, RecursionError, MemoryError) as exc:
+                line, message = compile_problem(exc) or (None, str(exc))
+                problems.append((path, line, message))
         if problems:
             raise PromptTemplateError(problems)
         if prompt.dialogue is not None:
@@ -127,13 +158,10 @@ class PromptTemplates:
         for path, role, template in self.compiled:
             try:
                 messages.append(ChatMessage(role, template.render(item)))
-            except UndefinedError as exc:
-                raise TemplateRenderError(path, str(exc.message), missing_field=True) from None
-            except SecurityError as exc:
-                raise TemplateRenderError(path, f"not allowed in the sandbox: {exc}", missing_field=False) from None
-            except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
-                # A filter or an expression failing on this item's values, e.g. `{{ n + 1 }}` with a string n.
-                raise TemplateRenderError(path, f"{type(exc).__name__}: {exc}", missing_field=False) from None
+            except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError, MemoryError,
+                    RecursionError) as exc:
+                message, missing = render_problem(exc) or (str(exc), False)
+                raise TemplateRenderError(path, message, missing_field=missing) from None
         if self.prompt.dialogue is not None:
             messages.extend(transcript(item, self.prompt.dialogue))
         return tuple(messages)

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from jinja2 import Template as JinjaTemplate
+from jinja2 import TemplateSyntaxError
 
 from evalpipe.pipeline.templates import template_environment
 from evalpipe.types import ChatMessage
@@ -28,9 +29,12 @@ class ItemTemplate:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._compiled: JinjaTemplate | None = (
-            _environment.from_string(source) if "{{" in source or "{%" in source else None
-        )
+        try:
+            self._compiled: JinjaTemplate | None = (
+                _environment.from_string(source) if "{{" in source or "{%" in source else None
+            )
+        except (RecursionError, MemoryError):  # jinja2's parser recurses once per nested bracket
+            raise TemplateSyntaxError("the template is nested too deeply to compile", 1) from None
 
     def render(self, item: Mapping[str, Any]) -> str:
         """The option for `item`; raises jinja2's `UndefinedError` when a field it names is missing."""

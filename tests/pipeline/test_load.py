@@ -96,7 +96,7 @@ def test_the_dataset_is_found_from_the_job_file_not_the_working_directory(
 
 def test_a_value_out_of_range_names_file_line_field_and_value(project: Path) -> None:
     assert problems(GOOD_JOB.replace("rpm: 60", "rpm: -5")) == [
-        "jobs/job.yaml:12: backends[1].rpm: Input should be greater than 0 (got -5)"
+        "jobs/job.yaml:12: backends[1].rpm: Input should be greater than or equal to 0.1 (got -5)"
     ]
 
 
