@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from evalpipe.pipeline.load import LoadedJob, model_for
 from evalpipe.pipeline.projection import DEFAULT_OUTPUT_TOKENS, CallProjection, Projector, TokenCounter
 from evalpipe.pipeline.spec import BackendSpec, ParamSetSpec
-from evalpipe.pipeline.task import ParamSet, Task, TaskIds
-from evalpipe.pipeline.tool_loop import ToolLoop
+from evalpipe.pipeline.task import ParamSet, Task, TaskIds, ToolLoop
 from evalpipe.pipeline.tools import image_templates, with_images
 from evalpipe.types import GenerationParams, Tool
 

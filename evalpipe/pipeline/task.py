@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -12,7 +12,14 @@ from evalpipe.types import ChatMessage, GenerationParams
 
 if TYPE_CHECKING:
     from evalpipe.chain import MultiPromptChain
-    from evalpipe.pipeline.tool_loop import ToolLoop
+
+
+@dataclass(frozen=True, slots=True)
+class ToolLoop:
+    """The job's Python tools by name, and how many model calls a task may take (`tool_loop` runs it)."""
+
+    functions: Mapping[str, Callable[..., Any]]
+    max_steps: int
 
 
 @dataclass(frozen=True, slots=True)

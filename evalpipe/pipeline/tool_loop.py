@@ -16,30 +16,20 @@ from __future__ import annotations
 import functools
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from typing import Any
 
 import anyio
 
 from evalpipe.pipeline.model_calls import ScoringSpend
+from evalpipe.pipeline.task import Task, ToolLoop
 from evalpipe.types import ChatMessage, ChatResponse, ToolCall, Usage
-
-if TYPE_CHECKING:
-    from evalpipe.pipeline.task import Task
 
 MAX_RESULT_CHARS = 20_000  # a tool's result goes into every later prompt: a huge one would be paid each step
 
 
-@dataclass(frozen=True, slots=True)
-class ToolLoop:
-    """The job's Python tools by name, and how many model calls a task may take."""
-
-    functions: Mapping[str, Callable[..., Any]]
-    max_steps: int
-
-
-StepCall = Callable[["Task"], Awaitable[tuple[ChatResponse, bool, float]]]
+StepCall = Callable[[Task], Awaitable[tuple[ChatResponse, bool, float]]]
 
 
 async def run_tool_loop(task: Task, loop: ToolLoop, call: StepCall,
