@@ -29,6 +29,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import anyio
@@ -57,6 +58,26 @@ def prompt(index: int) -> str:
     return f"Request {index}: summarise what a client library costs per call, in one short sentence."
 
 
+def request_body(text: str, *, stream: bool) -> dict[str, Any]:
+    """The chat request every raw loop sends (streamed ones ask for the final usage chunk)."""
+    body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+    if stream:
+        body.update(stream=True, stream_options={"include_usage": True})
+    return body
+
+
+def answer_of(answer: dict[str, Any]) -> tuple[str, int]:
+    """(text, output tokens) of a non-streamed answer."""
+    return answer["choices"][0]["message"]["content"], answer["usage"]["completion_tokens"]
+
+
+def fold_chunk(line: str, pieces: list[str], tokens: int) -> int:
+    """Add one `data:` line's text to `pieces`; the output tokens so far."""
+    chunk = json.loads(line[5:])
+    pieces.extend(choice["delta"].get("content") or "" for choice in chunk["choices"])
+    return int(chunk["usage"]["completion_tokens"]) if chunk.get("usage") else tokens
+
+
 def evalpipe_client(base: str, stream: bool) -> Client:
     llm = LLMBuilder().backend("openai").api_key(API_KEY).base_url(base).model(MODEL).max_retries(0).build()
 
@@ -78,15 +99,14 @@ def httpx_client(base: str, stream: bool, transport: httpx.AsyncBaseTransport | 
     )
 
     async def chat(text: str) -> tuple[str, int]:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+        body = request_body(text, stream=False)
         response = await http.post("chat/completions", json=body)
         response.raise_for_status()
         answer = json.loads(response.content)
-        return answer["choices"][0]["message"]["content"], answer["usage"]["completion_tokens"]
+        return answer_of(answer)
 
     async def streamed(text: str) -> tuple[str, int]:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = request_body(text, stream=True)
         pieces: list[str] = []
         tokens = 0
         async with http.stream("POST", "chat/completions", json=body) as response:
@@ -94,9 +114,7 @@ def httpx_client(base: str, stream: bool, transport: httpx.AsyncBaseTransport | 
             async for line in response.aiter_lines():
                 if not line.startswith("data:") or line == "data: [DONE]":
                     continue
-                chunk = json.loads(line[5:])
-                tokens = chunk["usage"]["completion_tokens"] if chunk.get("usage") else tokens
-                pieces.extend(choice["delta"].get("content") or "" for choice in chunk["choices"])
+                tokens = fold_chunk(line, pieces, tokens)
         return "".join(pieces), tokens
 
     return Client("raw httpx", streamed if stream else chat, http.aclose)
@@ -114,15 +132,14 @@ def aiohttp_client(base: str, stream: bool) -> Client:
         return state["session"]
 
     async def chat(text: str) -> tuple[str, int]:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+        body = request_body(text, stream=False)
         async with session().post(f"{base}/chat/completions", json=body) as response:
             response.raise_for_status()
             answer = json.loads(await response.read())
-        return answer["choices"][0]["message"]["content"], answer["usage"]["completion_tokens"]
+        return answer_of(answer)
 
     async def streamed(text: str) -> tuple[str, int]:
-        body = {"model": MODEL, "messages": [{"role": "user", "content": text}], "stream": True,
-                "stream_options": {"include_usage": True}}
+        body = request_body(text, stream=True)
         pieces: list[str] = []
         tokens = 0
         async with session().post(f"{base}/chat/completions", json=body) as response:
@@ -131,9 +148,7 @@ def aiohttp_client(base: str, stream: bool) -> Client:
                 line = raw.decode().strip()
                 if not line.startswith("data:") or line == "data: [DONE]":
                     continue
-                chunk = json.loads(line[5:])
-                tokens = chunk["usage"]["completion_tokens"] if chunk.get("usage") else tokens
-                pieces.extend(choice["delta"].get("content") or "" for choice in chunk["choices"])
+                tokens = fold_chunk(line, pieces, tokens)
         return "".join(pieces), tokens
 
     async def close() -> None:
