@@ -26,6 +26,7 @@ from evalpipe.pipeline.model_calls import (
     tool_calls_from_payload,
     tool_calls_payload,
 )
+from evalpipe.pipeline.spec import GRID_KEYS
 from evalpipe.pipeline.task import Task, stable_hash
 from evalpipe.pipeline.tool_loop import run_tool_loop
 from evalpipe.scoring.base import Score, Scorer
@@ -351,11 +352,8 @@ def image_source(image: Image) -> str:
     return f"<{len(image.data or b'')} bytes>"
 
 
-ROW_OPTIONS = ("temperature", "top_p", "top_k", "max_tokens", "seed", "reasoning_effort", "reasoning_budget_tokens")
-
-
 def sent_options(task: Task, backend: Backend) -> dict[str, Any]:
     """The row's sampling columns: what the backend sends, so an option it ignores is recorded as None
     (a sweep over it must not look like a real sweep)."""
     params, ignored = task.param_set.params, backend.provider.ignored_options
-    return {name: None if name in ignored else getattr(params, name) for name in ROW_OPTIONS}
+    return {name: None if name in ignored else getattr(params, name) for name in GRID_KEYS}  # each has a column

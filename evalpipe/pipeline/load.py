@@ -33,7 +33,7 @@ from evalpipe.errors import ConfigError
 from evalpipe.pipeline.availability import job_backends, unavailable_message, unavailable_reason
 from evalpipe.pipeline.chains import build_chain
 from evalpipe.pipeline.dataset import Dataset, DatasetError, DatasetItem, display_path, duplicate_items, id_digest
-from evalpipe.pipeline.spec import BackendSpec, JobSpec
+from evalpipe.pipeline.spec import GRID_KEYS, BackendSpec, JobSpec
 from evalpipe.pipeline.templates import (
     FieldPath,
     PromptTemplateError,
@@ -588,9 +588,7 @@ def ignored_sweeps(spec: JobSpec) -> list[str]:
     """Warnings for parameters that vary across the job's parameter sets on a backend that never sends
     them: the rows record them as None, and the sweep compares identical calls."""
     sets = spec.parameters.expanded()
-    varied = {name for name in ("temperature", "top_p", "top_k", "max_tokens", "seed", "stop", "reasoning_effort",
-                                "reasoning_budget_tokens")
-              if len({repr(getattr(s, name)) for s in sets}) > 1}
+    varied = {name for name in (*GRID_KEYS, "stop") if len({repr(getattr(s, name)) for s in sets}) > 1}
     found = []
     for backend in (*spec.backends,):
         ignored = sorted(varied & provider_class(backend.backend).ignored_options)
