@@ -25,7 +25,7 @@ from jinja2.exceptions import SecurityError
 
 from evalpipe.blocking import blocking
 from evalpipe.errors import ConfigError, EvalpipeError
-from evalpipe.pipeline.templates import referenced_fields, template_environment
+from evalpipe.pipeline.job.templates import referenced_fields, template_environment
 from evalpipe.transforms import Transform, TransformSpec, apply_transforms, resolve_transforms
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage
 

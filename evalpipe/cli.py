@@ -36,16 +36,16 @@ from evalpipe.cli_analysis import (
     table_console,
 )
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.confirmation import confirmation_needed
-from evalpipe.pipeline.dataset import Dataset
-from evalpipe.pipeline.expand import Plan, plan_job
-from evalpipe.pipeline.interrupts import SIGNALS, Interrupts
-from evalpipe.pipeline.load import LoadedJob, ignored_sweeps, load_job
-from evalpipe.pipeline.manifest import resume_command
-from evalpipe.pipeline.runlock import RunDirLockedError
-from evalpipe.pipeline.runner import RunOptions, RunOutcome, run_job
-from evalpipe.pipeline.spec import JobSpec
-from evalpipe.pipeline.store import STORE_FILENAME, WriteFailed
+from evalpipe.pipeline.job.confirmation import confirmation_needed
+from evalpipe.pipeline.job.dataset import Dataset
+from evalpipe.pipeline.job.expand import Plan, plan_job
+from evalpipe.pipeline.job.load import LoadedJob, ignored_sweeps, load_job
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.output.manifest import resume_command
+from evalpipe.pipeline.output.runlock import RunDirLockedError
+from evalpipe.pipeline.output.store import STORE_FILENAME, WriteFailed
+from evalpipe.pipeline.running.interrupts import SIGNALS, Interrupts
+from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
 from evalpipe.progress import ProgressDisplay, count
 from evalpipe.redaction import header_value_problem
 

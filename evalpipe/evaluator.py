@@ -53,15 +53,15 @@ from evalpipe.backends.base import Provider
 from evalpipe.backends.registry import parse_backend
 from evalpipe.blocking import blocking
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.best_of import best_of as pick_best
-from evalpipe.pipeline.execute import Criterion
-from evalpipe.pipeline.load import prepare_job
-from evalpipe.pipeline.model_calls import scored_task_id
-from evalpipe.pipeline.rows import Row, row_schema
-from evalpipe.pipeline.runner import RunOptions, run_job
-from evalpipe.pipeline.sinks import escape_csv_cell
-from evalpipe.pipeline.spec import Identifier, JobSpec, ScorerSpec
-from evalpipe.pipeline.store import RunStore
+from evalpipe.pipeline.job.load import prepare_job
+from evalpipe.pipeline.job.spec import Identifier, JobSpec, ScorerSpec
+from evalpipe.pipeline.output.best_of import best_of as pick_best
+from evalpipe.pipeline.output.rows import Row, row_schema
+from evalpipe.pipeline.output.sinks import escape_csv_cell
+from evalpipe.pipeline.output.store import RunStore
+from evalpipe.pipeline.running.execute import Criterion
+from evalpipe.pipeline.running.model_calls import scored_task_id
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.scoring.base import FunctionScorer, Score, Scorer
 from evalpipe.scoring.judge import LLMJudge
 from evalpipe.scoring.self_explain import SelfExplain

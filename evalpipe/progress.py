@@ -9,7 +9,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
-from evalpipe.pipeline.runner import RunProgress
+from evalpipe.pipeline.running.runner import RunProgress
 
 
 def count(number: int, noun: str) -> str:

@@ -26,13 +26,13 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
 from evalpipe import LLMBuilder
 from evalpipe.backends.registry import parse_backend
-from evalpipe.pipeline.backend import Backend
-from evalpipe.pipeline.execute import base_row, item_json
-from evalpipe.pipeline.limits import BackendLimiter
-from evalpipe.pipeline.rows import normalize_row, row_schema
-from evalpipe.pipeline.sinks import ParquetSink
-from evalpipe.pipeline.spec import BackendSpec
-from evalpipe.pipeline.task import ParamSet, Task, stable_hash
+from evalpipe.pipeline.job.spec import BackendSpec
+from evalpipe.pipeline.job.task import ParamSet, Task, stable_hash
+from evalpipe.pipeline.output.rows import normalize_row, row_schema
+from evalpipe.pipeline.output.sinks import ParquetSink
+from evalpipe.pipeline.running.backend import Backend
+from evalpipe.pipeline.running.execute import base_row, item_json
+from evalpipe.pipeline.running.limits import BackendLimiter
 from evalpipe.types import ChatMessage, GenerationParams
 
 

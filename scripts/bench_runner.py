@@ -45,9 +45,9 @@ import pyarrow.dataset as pads  # type: ignore[import-untyped, unused-ignore]
 import structlog
 
 from evalpipe import ChatMessage, LLMBuilder
-from evalpipe.pipeline.load import prepare_job
-from evalpipe.pipeline.runner import RunOptions, RunOutcome, run_job
-from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.job.load import prepare_job
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
 
 MODEL = "gpt-4o-mini"
 API_KEY = "sk-bench-runner-not-a-real-key"

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from jinja2.sandbox import SandboxedEnvironment
 
-from evalpipe.pipeline.templates import template_environment
+from evalpipe.pipeline.job.templates import template_environment
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -33,12 +33,12 @@ import anyio
 import httpx
 
 from evalpipe.backends.registry import provider_class
-from evalpipe.pipeline.expand import plan_job
-from evalpipe.pipeline.load import LoadedJob, load_job, prepare_job
-from evalpipe.pipeline.projection import estimated_prompt_tokens, turn_prompts
-from evalpipe.pipeline.runner import RunOptions, run_job
-from evalpipe.pipeline.spec import BackendSpec, JobSpec
-from evalpipe.pipeline.store import STORE_FILENAME
+from evalpipe.pipeline.job.expand import plan_job
+from evalpipe.pipeline.job.load import LoadedJob, load_job, prepare_job
+from evalpipe.pipeline.job.projection import estimated_prompt_tokens, turn_prompts
+from evalpipe.pipeline.job.spec import BackendSpec, JobSpec
+from evalpipe.pipeline.output.store import STORE_FILENAME
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.testing import FakeServer
 from evalpipe.types import ChatMessage
 

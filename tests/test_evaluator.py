@@ -18,7 +18,7 @@ import pytest
 import structlog
 
 from evalpipe import ChatMessage, ChatResponse, ConfigError, EvalResult, LLMBuilder, LLMEvaluator, ParamSet, Provider
-from evalpipe.pipeline.sinks import PARQUET_DIRNAME
+from evalpipe.pipeline.output.sinks import PARQUET_DIRNAME
 from evalpipe.scoring.base import Score, ScoreRangeWarning
 from evalpipe.scoring.calls import DirectCalls
 from evalpipe.scoring.registry import build_scorer

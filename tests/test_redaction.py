@@ -16,7 +16,7 @@ from pydantic import SecretStr
 from evalpipe.backends.classify import classify_status
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.errors import ServerError, redact, register_secret
-from evalpipe.pipeline.load import JobFileError, load_job
+from evalpipe.pipeline.job.load import JobFileError, load_job
 
 KEY = "k3y\"with'quote\\back%2B+plus-é-0123456789abcdef\n"
 SPELLINGS = {

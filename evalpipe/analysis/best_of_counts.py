@@ -1,7 +1,7 @@
 """Best-of wins and ties per backend and parameter set, from the best-of table beside a run's rows.
 
 A contest (one item, turn and repeat) whose top total several candidates share is a tie, not a win for
-whichever came first: the table (`evalpipe.pipeline.best_of`) leaves its winner empty and lists the tied
+whichever came first: the table (`evalpipe.pipeline.output.best_of`) leaves its winner empty and lists the tied
 candidates, and each of them is credited with a tie. Tables written before ties were recorded have no
 `tie` column: their winners count as wins.
 """
@@ -14,7 +14,7 @@ import polars as pl
 
 from evalpipe.analysis.runs import Run, collect
 
-PARAM_SET_COLUMN = "winner_param_set"  # the best-of table's columns (evalpipe.pipeline.best_of)
+PARAM_SET_COLUMN = "winner_param_set"  # the best-of table's columns (evalpipe.pipeline.output.best_of)
 TIE_COLUMN = "tie"
 TIED_BACKENDS, TIED_PARAM_SETS = "tied_backend_ids", "tied_param_sets"
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from evalpipe.analysis.runs import RunDirError
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.manifest import MANIFEST_FILENAME, Manifest, read_manifest
-from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
-from evalpipe.pipeline.store import STORE_FILENAME
+from evalpipe.pipeline.output.manifest import MANIFEST_FILENAME, Manifest, read_manifest
+from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME
+from evalpipe.pipeline.output.store import STORE_FILENAME
 
 _RUN_MARKERS = (MANIFEST_FILENAME, PARQUET_DIRNAME, CSV_FILENAME, STORE_FILENAME)
 LATEST = "latest"  # `results/<job>/latest`: the newest run of the job

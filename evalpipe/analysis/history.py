@@ -52,9 +52,9 @@ from evalpipe.analysis.summary import (
     merge_item_sums,
 )
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.manifest import MANIFEST_FILENAME, Manifest, read_manifest
-from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
-from evalpipe.pipeline.store import STORE_FILENAME, RunStore
+from evalpipe.pipeline.output.manifest import MANIFEST_FILENAME, Manifest, read_manifest
+from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME
+from evalpipe.pipeline.output.store import STORE_FILENAME, RunStore
 
 RATE_METRICS = ("pass_rate", "error_rate", "cost_usd")
 LATENCY_METRIC = "latency_p50_s"

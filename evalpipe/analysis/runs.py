@@ -18,9 +18,9 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.manifest import MANIFEST_FILENAME, Manifest, read_manifest
-from evalpipe.pipeline.rows import criteria_of
-from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
+from evalpipe.pipeline.output.manifest import MANIFEST_FILENAME, Manifest, read_manifest
+from evalpipe.pipeline.output.rows import criteria_of
+from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME
 
 BEST_OF_FILENAME = "best_of.parquet"
 _NO_SHARED_SUBPLANS = pl.QueryOptFlags(comm_subplan_elim=False)

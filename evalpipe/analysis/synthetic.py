@@ -18,9 +18,9 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
-from evalpipe.pipeline.manifest import BackendEntry, Manifest, write_manifest
-from evalpipe.pipeline.rows import row_schema
-from evalpipe.pipeline.sinks import PARQUET_DIRNAME
+from evalpipe.pipeline.output.manifest import BackendEntry, Manifest, write_manifest
+from evalpipe.pipeline.output.rows import row_schema
+from evalpipe.pipeline.output.sinks import PARQUET_DIRNAME
 
 
 @dataclass(frozen=True)

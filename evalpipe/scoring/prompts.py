@@ -15,7 +15,7 @@ from typing import Any
 from jinja2 import Template as JinjaTemplate
 from jinja2 import TemplateSyntaxError
 
-from evalpipe.pipeline.templates import template_environment
+from evalpipe.pipeline.job.templates import template_environment
 from evalpipe.types import ChatMessage
 
 _SURROGATE = re.compile("[\ud800-\udfff]")

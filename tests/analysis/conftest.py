@@ -10,9 +10,9 @@ import anyio
 import pytest
 
 from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
-from evalpipe.pipeline.load import prepare_job
-from evalpipe.pipeline.runner import RunOptions, run_job
-from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.job.load import prepare_job
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.testing import FakeServer
 
 # Markup in an answer must show as text in the report, never run: a console error would fail the test.

@@ -21,10 +21,10 @@ from evalpipe.analysis.runs import RunDirError, open_run
 from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
 from evalpipe.cli import EXIT_BAD_INPUT, main
 from evalpipe.cli_analysis import EXIT_REGRESSION
-from evalpipe.pipeline.execute import Criterion
-from evalpipe.pipeline.load import prepare_job
-from evalpipe.pipeline.runner import RunOptions, run_job
-from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.job.load import prepare_job
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.running.execute import Criterion
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.scoring.base import FunctionScorer
 from evalpipe.testing import FakeServer
 from evalpipe.types import ChatResponse

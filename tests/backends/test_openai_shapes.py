@@ -132,11 +132,11 @@ def test_extra_body_and_headers_reach_the_vendor(fake_server: FakeServer) -> Non
 async def test_rows_of_a_run_carry_refusal_safety_and_usage_kinds(
     fake_server: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from evalpipe.pipeline.load import prepare_job
-    from evalpipe.pipeline.rows import row_schema
-    from evalpipe.pipeline.runner import RunOptions, run_job
-    from evalpipe.pipeline.spec import JobSpec
-    from evalpipe.pipeline.store import RunStore
+    from evalpipe.pipeline.job.load import prepare_job
+    from evalpipe.pipeline.job.spec import JobSpec
+    from evalpipe.pipeline.output.rows import row_schema
+    from evalpipe.pipeline.output.store import RunStore
+    from evalpipe.pipeline.running.runner import RunOptions, run_job
 
     monkeypatch.setenv("EVALPIPE_TEST_SHAPES_KEY", f"sk-rows-{next(_keys)}")
     items = [{"id": "refusal", "q": "no [[shape:refusal]]"}, {"id": "filtered", "q": "x [[shape:content_filter]]"},

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from evalpipe.pipeline.store import STORE_FILENAME
+from evalpipe.pipeline.output.store import STORE_FILENAME
 
 
 def run_until_killed(script: str, *args: str, stop: Callable[[str], bool]) -> list[str]:

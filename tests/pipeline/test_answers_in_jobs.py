@@ -13,10 +13,10 @@ import pytest
 from evalpipe.analysis.runs import open_run
 from evalpipe.analysis.summary import summarize
 from evalpipe.analysis.tables import summary_text
-from evalpipe.pipeline.load import ignored_sweeps, prepare_job
-from evalpipe.pipeline.runner import RunOptions, run_job
-from evalpipe.pipeline.sinks import PARQUET_DIRNAME
-from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.job.load import ignored_sweeps, prepare_job
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.output.sinks import PARQUET_DIRNAME
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.testing import FakeServer
 
 pytestmark = pytest.mark.anyio

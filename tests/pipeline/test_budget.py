@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from evalpipe.pipeline.expand import plan_job
-from evalpipe.pipeline.manifest import read_manifest
-from evalpipe.pipeline.spec import BackendSpec
+from evalpipe.pipeline.job.expand import plan_job
+from evalpipe.pipeline.job.spec import BackendSpec
+from evalpipe.pipeline.output.manifest import read_manifest
 from evalpipe.testing import FakeServer
 from evalpipe.types import ChatMessage
 from tests.pipeline.test_runner import api_key, backend, job, outputs, run  # noqa: F401  (api_key is a fixture)

@@ -16,9 +16,9 @@ from pathlib import Path
 import pyarrow.dataset as pads  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from evalpipe.pipeline.manifest import read_manifest
-from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME
-from evalpipe.pipeline.store import STORE_FILENAME
+from evalpipe.pipeline.output.manifest import read_manifest
+from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME
+from evalpipe.pipeline.output.store import STORE_FILENAME
 from evalpipe.testing import FakeServer, Stats
 from tests.pipeline.killing import child_env, child_job, start_run, write_items
 

@@ -12,8 +12,8 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.dataset import Dataset, DatasetError
-from evalpipe.pipeline.spec import DatasetSpec
+from evalpipe.pipeline.job.dataset import Dataset, DatasetError
+from evalpipe.pipeline.job.spec import DatasetSpec
 
 
 def _dataset(path: Path, **options: Any) -> Dataset:

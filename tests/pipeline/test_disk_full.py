@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from evalpipe.pipeline.manifest import read_manifest
-from evalpipe.pipeline.sinks import CSV_FILENAME
+from evalpipe.pipeline.output.manifest import read_manifest
+from evalpipe.pipeline.output.sinks import CSV_FILENAME
 from evalpipe.testing import FakeServer
 from tests.pipeline.killing import child_env, child_job, run_command, write_items
 

@@ -12,9 +12,9 @@ from typing import Any
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from evalpipe.pipeline.best_of import BEST_OF_FILENAME, best_of
-from evalpipe.pipeline.expand import count_tasks, plan_job
-from evalpipe.pipeline.store import STORE_FILENAME
+from evalpipe.pipeline.job.expand import count_tasks, plan_job
+from evalpipe.pipeline.output.best_of import BEST_OF_FILENAME, best_of
+from evalpipe.pipeline.output.store import STORE_FILENAME
 from evalpipe.testing import FakeServer
 from tests.pipeline.test_runner import api_key, backend, job, outputs, run  # noqa: F401  (api_key is a fixture)
 

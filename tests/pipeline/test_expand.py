@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from evalpipe.pipeline.dataset import Dataset
-from evalpipe.pipeline.expand import DEFAULT_OUTPUT_TOKENS, count_tasks, expand_job, param_sets, plan_job
-from evalpipe.pipeline.load import LoadedJob, load_job, model_for
-from evalpipe.pipeline.spec import JobSpec
-from evalpipe.pipeline.task import task_id
-from evalpipe.pipeline.templates import PromptTemplates, TemplateRenderError
+from evalpipe.pipeline.job.dataset import Dataset
+from evalpipe.pipeline.job.expand import DEFAULT_OUTPUT_TOKENS, count_tasks, expand_job, param_sets, plan_job
+from evalpipe.pipeline.job.load import LoadedJob, load_job, model_for
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.job.task import task_id
+from evalpipe.pipeline.job.templates import PromptTemplates, TemplateRenderError
 from evalpipe.types import ChatMessage, GenerationParams
 
 ITEMS = [{"id": f"q{n}", "question": f"What is {n} + 1?", "expected": str(n + 1)} for n in range(4)]
@@ -229,7 +229,7 @@ def test_the_plan_counts_calls_tokens_and_cost(tmp_path: Path) -> None:
 
 
 def test_parameter_defaults_fill_what_sets_and_grid_points_leave_unset() -> None:
-    from evalpipe.pipeline.spec import ParametersSpec
+    from evalpipe.pipeline.job.spec import ParametersSpec
 
     spec = ParametersSpec.model_validate({
         "sets": [{"name": "calm", "temperature": 0.1, "max_tokens": 99}],

@@ -13,7 +13,7 @@ from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.builder import LLMBuilder
 from evalpipe.errors import RateLimitError, ServerError
-from evalpipe.pipeline.limits import BackendLimiter, GlobalLimiter, Limiter, call_with_limits, estimate_tokens
+from evalpipe.pipeline.running.limits import BackendLimiter, GlobalLimiter, Limiter, call_with_limits, estimate_tokens
 from evalpipe.testing import FakeServer
 from evalpipe.types import ChatMessage, ChatResponse
 

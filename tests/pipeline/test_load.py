@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.expand import count_tasks
-from evalpipe.pipeline.load import JobFileError, LoadedJob, load_job, prepare_job
-from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.job.expand import count_tasks
+from evalpipe.pipeline.job.load import JobFileError, LoadedJob, load_job, prepare_job
+from evalpipe.pipeline.job.spec import JobSpec
 
 SHIPPED_JOBS = sorted((Path(__file__).resolve().parents[2] / "jobs").glob("*.yaml"))
 # Every cloud vendor's key, as a machine that runs the shipped jobs has them (the fake server's for tools.yaml).

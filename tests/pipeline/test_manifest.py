@@ -12,10 +12,10 @@ import yaml
 
 import evalpipe
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.manifest import MANIFEST_FILENAME, build_manifest, read_manifest, write_manifest
-from evalpipe.pipeline.rows import row_schema
-from evalpipe.pipeline.spec import JobSpec
-from evalpipe.pipeline.store import RunStore
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.output.manifest import MANIFEST_FILENAME, build_manifest, read_manifest, write_manifest
+from evalpipe.pipeline.output.rows import row_schema
+from evalpipe.pipeline.output.store import RunStore
 
 JOB_YAML = """\
 name: demo

@@ -13,9 +13,9 @@ import pytest
 from evalpipe.backends.llama_server import shared_server, stop_shared_servers
 from evalpipe.backends.local import LocalProvider
 from evalpipe.builder import LLMBuilder
-from evalpipe.pipeline.expand import plan_job
-from evalpipe.pipeline.load import load_job
-from evalpipe.pipeline.projection import estimated_prompt_tokens, turn_prompts
+from evalpipe.pipeline.job.expand import plan_job
+from evalpipe.pipeline.job.load import load_job
+from evalpipe.pipeline.job.projection import estimated_prompt_tokens, turn_prompts
 from evalpipe.types import GenerationParams
 from tests.backends.conftest import LOCAL_INSTALLED
 

@@ -12,12 +12,12 @@ from typing import Any
 import pyarrow.dataset as pads  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from evalpipe.pipeline.load import LoadedJob, prepare_job
-from evalpipe.pipeline.rows import row_schema
-from evalpipe.pipeline.runner import RunOptions, RunOutcome, run_job
-from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME, unescape_csv_cell
-from evalpipe.pipeline.spec import JobSpec
-from evalpipe.pipeline.store import RunStore
+from evalpipe.pipeline.job.load import LoadedJob, prepare_job
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.output.rows import row_schema
+from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME, unescape_csv_cell
+from evalpipe.pipeline.output.store import RunStore
+from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
 from evalpipe.testing import FakeServer
 
 pytestmark = pytest.mark.anyio

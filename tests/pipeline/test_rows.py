@@ -8,7 +8,7 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.rows import COLUMNS, criteria_of, normalize_row, row_from_json, row_schema, row_to_json
+from evalpipe.pipeline.output.rows import COLUMNS, criteria_of, normalize_row, row_from_json, row_schema, row_to_json
 
 EXPECTED_LEADING = [
     "run_id", "task_id", "task_index", "item_id", "backend_id", "provider", "model", "param_set",

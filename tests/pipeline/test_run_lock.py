@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from evalpipe.pipeline.manifest import read_manifest
-from evalpipe.pipeline.runlock import LOCK_FILENAME, RunDirLockedError, RunLock
-from evalpipe.pipeline.sinks import CSV_FILENAME
+from evalpipe.pipeline.output.manifest import read_manifest
+from evalpipe.pipeline.output.runlock import LOCK_FILENAME, RunDirLockedError, RunLock
+from evalpipe.pipeline.output.sinks import CSV_FILENAME
 from evalpipe.testing import FakeServer
 from tests.pipeline.killing import child_job, rows_in_store, start_run, write_items
 

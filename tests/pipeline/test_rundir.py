@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.rows import row_schema
-from evalpipe.pipeline.rundir import RunDir, new_run_id, prepare_run_dir
-from evalpipe.pipeline.spec import JobSpec
-from evalpipe.pipeline.store import RunStore
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.output.rows import row_schema
+from evalpipe.pipeline.output.rundir import RunDir, new_run_id, prepare_run_dir
+from evalpipe.pipeline.output.store import RunStore
 
 
 def make_job(**changes: Any) -> JobSpec:

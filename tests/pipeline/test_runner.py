@@ -16,15 +16,15 @@ import pyarrow.dataset as pads  # type: ignore[import-untyped, unused-ignore]
 import pytest
 import structlog
 
-from evalpipe.pipeline.execute import Criterion, execute
-from evalpipe.pipeline.expand import expand_job
-from evalpipe.pipeline.load import JobFileError, LoadedJob, prepare_job
-from evalpipe.pipeline.manifest import read_manifest
-from evalpipe.pipeline.rows import row_schema
-from evalpipe.pipeline.runner import RunOptions, RunOutcome, open_backends, run_job
-from evalpipe.pipeline.sinks import CSV_FILENAME, PARQUET_DIRNAME, unescape_csv_cell
-from evalpipe.pipeline.spec import JobSpec
-from evalpipe.pipeline.store import RunStore
+from evalpipe.pipeline.job.expand import expand_job
+from evalpipe.pipeline.job.load import JobFileError, LoadedJob, prepare_job
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.output.manifest import read_manifest
+from evalpipe.pipeline.output.rows import row_schema
+from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME, unescape_csv_cell
+from evalpipe.pipeline.output.store import RunStore
+from evalpipe.pipeline.running.execute import Criterion, execute
+from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, open_backends, run_job
 from evalpipe.scoring.registry import build_scorer
 from evalpipe.testing import FakeServer, Fault
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from evalpipe.pipeline.manifest import MANIFEST_FILENAME, read_manifest
-from evalpipe.pipeline.runlock import LOCK_FILENAME
-from evalpipe.pipeline.sinks import CSV_FILENAME
+from evalpipe.pipeline.output.manifest import MANIFEST_FILENAME, read_manifest
+from evalpipe.pipeline.output.runlock import LOCK_FILENAME
+from evalpipe.pipeline.output.sinks import CSV_FILENAME
 from evalpipe.testing import FakeServer
 from tests.pipeline.killing import child_job, rows_in_store, start_run, write_items
 

@@ -17,9 +17,9 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from evalpipe.pipeline.rows import normalize_row, row_schema
-from evalpipe.pipeline.sinks import ParquetSink, Sinks, escape_csv_cell, unescape_csv_cell
-from evalpipe.pipeline.store import RunStore
+from evalpipe.pipeline.output.rows import normalize_row, row_schema
+from evalpipe.pipeline.output.sinks import ParquetSink, Sinks, escape_csv_cell, unescape_csv_cell
+from evalpipe.pipeline.output.store import RunStore
 from tests.pipeline.killing import run_until_killed
 
 SCHEMA = row_schema(["c"])
@@ -160,9 +160,9 @@ def test_a_row_with_an_unknown_column_fails_before_any_file_is_touched(tmp_path:
 # sinks. With "pause" it stops after PAUSE_AFTER batches, when a Parquet part is half written.
 WRITER = textwrap.dedent("""
     import itertools, sys, time
-    from evalpipe.pipeline.rows import normalize_row, row_schema
-    from evalpipe.pipeline.sinks import Sinks
-    from evalpipe.pipeline.store import RunStore
+    from evalpipe.pipeline.output.rows import normalize_row, row_schema
+    from evalpipe.pipeline.output.sinks import Sinks
+    from evalpipe.pipeline.output.store import RunStore
 
     BATCH, PAUSE_AFTER = 10, 6
     schema = row_schema(["c"])

@@ -14,9 +14,9 @@ import anyio
 import pytest
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.response_cache import StoreCache
-from evalpipe.pipeline.rows import row_schema
-from evalpipe.pipeline.store import STORE_FILENAME, RunStore
+from evalpipe.pipeline.output.rows import row_schema
+from evalpipe.pipeline.output.store import STORE_FILENAME, RunStore
+from evalpipe.pipeline.running.response_cache import StoreCache
 from tests.pipeline.killing import run_until_killed
 
 SCHEMA = row_schema(["c"])
@@ -166,8 +166,8 @@ def test_calls_from_many_threads_at_once_are_serialized(store: RunStore) -> None
 # committed. With a "pause" argument it stops in the middle of batch PAUSE_AT, inside the transaction.
 WRITER = textwrap.dedent("""
     import itertools, sys, time
-    from evalpipe.pipeline.rows import row_schema
-    from evalpipe.pipeline.store import RunStore
+    from evalpipe.pipeline.output.rows import row_schema
+    from evalpipe.pipeline.output.store import RunStore
 
     BATCH, PAUSE_AT = 25, 5
     store = RunStore.open(sys.argv[1], "run-1", row_schema(["c"]))

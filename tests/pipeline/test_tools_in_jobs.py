@@ -11,11 +11,11 @@ from typing import Any, Literal
 
 import pytest
 
-from evalpipe.pipeline.load import JobFileError, load_job
-from evalpipe.pipeline.rows import row_schema
-from evalpipe.pipeline.runner import RunOptions, run_job
-from evalpipe.pipeline.store import STORE_FILENAME, RunStore
-from evalpipe.pipeline.tools import tool_from_function
+from evalpipe.pipeline.job.load import JobFileError, load_job
+from evalpipe.pipeline.job.tools import tool_from_function
+from evalpipe.pipeline.output.rows import row_schema
+from evalpipe.pipeline.output.store import STORE_FILENAME, RunStore
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.testing import FakeServer, tiny_png
 
 pytestmark = pytest.mark.anyio

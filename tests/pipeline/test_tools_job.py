@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from evalpipe.analysis.runs import open_run
-from evalpipe.pipeline.load import load_job
-from evalpipe.pipeline.runner import RunOptions, run_job
+from evalpipe.pipeline.job.load import load_job
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.testing import FakeServer
 
 pytestmark = pytest.mark.anyio

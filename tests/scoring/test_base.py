@@ -8,10 +8,10 @@ from pathlib import Path
 import pyarrow.dataset as pads  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from evalpipe.pipeline.load import prepare_job
-from evalpipe.pipeline.runner import RunOptions, run_job
-from evalpipe.pipeline.sinks import PARQUET_DIRNAME
-from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.job.load import prepare_job
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.output.sinks import PARQUET_DIRNAME
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.scoring.base import FunctionScorer, ScoreRangeWarning, to_score
 from evalpipe.testing import FakeServer
 from evalpipe.types import ChatResponse

@@ -15,9 +15,9 @@ import pytest
 import uvicorn
 from selenium.webdriver.remote.webdriver import WebDriver
 
-from evalpipe.pipeline.load import prepare_job
-from evalpipe.pipeline.runner import RunOptions, run_job
-from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.job.load import prepare_job
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.testing import FakeServer
 from evalpipe.view.app import create_app
 from tests.browser import headless_chromium

@@ -14,7 +14,7 @@ import pytest
 from evalpipe.analysis.catalog import list_runs, run_path
 from evalpipe.analysis.runs import RunDirError
 from evalpipe.cli import main
-from evalpipe.pipeline.manifest import read_manifest, write_manifest
+from evalpipe.pipeline.output.manifest import read_manifest, write_manifest
 from tests.view.conftest import Results
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from evalpipe.backends.registry import provider_class
 from evalpipe.errors import register_secret
-from evalpipe.pipeline.spec import BackendSpec, JobSpec
+from evalpipe.pipeline.job.spec import BackendSpec, JobSpec
 from evalpipe.redaction import header_value_problem
 
 HOW_TO_SKIP = "or mark it `optional: true` to skip it when it cannot run"

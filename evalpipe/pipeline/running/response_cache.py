@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 
-from evalpipe.pipeline.store import RunStore, WriteFailed
+from evalpipe.pipeline.output.store import RunStore, WriteFailed
 
 
 class StoreCache:

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.rows import STATUSES, Row, normalize_row, row_from_json, row_to_json, spend_of
+from evalpipe.pipeline.output.rows import STATUSES, Row, normalize_row, row_from_json, row_to_json, spend_of
 
 STORE_FILENAME = "run.sqlite"
 

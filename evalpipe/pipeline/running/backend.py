@@ -8,8 +8,8 @@ from typing import Any, Protocol
 
 from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
-from evalpipe.pipeline.limits import Limiter
-from evalpipe.pipeline.spec import BackendSpec
+from evalpipe.pipeline.job.spec import BackendSpec
+from evalpipe.pipeline.running.limits import Limiter
 from evalpipe.types import Usage
 
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from evalpipe.backends.registry import provider_class
-from evalpipe.pipeline.spec import BackendSpec, JobSpec
+from evalpipe.pipeline.job.spec import BackendSpec, JobSpec
 from evalpipe.scoring.calls import ANSWERING
 from evalpipe.scoring.judge import judge_prompt
 from evalpipe.scoring.registry import model_backend

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from evalpipe.pipeline.load import LoadedJob, model_for
-from evalpipe.pipeline.projection import DEFAULT_OUTPUT_TOKENS, CallProjection, Projector, TokenCounter
-from evalpipe.pipeline.spec import BackendSpec, ParamSetSpec
-from evalpipe.pipeline.task import ParamSet, Task, TaskIds, ToolLoop
-from evalpipe.pipeline.tools import image_templates, with_images
+from evalpipe.pipeline.job.load import LoadedJob, model_for
+from evalpipe.pipeline.job.projection import DEFAULT_OUTPUT_TOKENS, CallProjection, Projector, TokenCounter
+from evalpipe.pipeline.job.spec import BackendSpec, ParamSetSpec
+from evalpipe.pipeline.job.task import ParamSet, Task, TaskIds, ToolLoop
+from evalpipe.pipeline.job.tools import image_templates, with_images
 from evalpipe.types import GenerationParams, Tool
 
 # The plan renders the prompts of the first items only and scales their projection to the whole dataset.

@@ -15,10 +15,12 @@ import anyio
 import structlog
 
 from evalpipe import errors
-from evalpipe.pipeline.backend import Backend, ResponseCache
-from evalpipe.pipeline.chains import run_chain
-from evalpipe.pipeline.limits import call_with_limits, prompt_tokens
-from evalpipe.pipeline.model_calls import (
+from evalpipe.pipeline.job.spec import GRID_KEYS
+from evalpipe.pipeline.job.task import Task, stable_hash
+from evalpipe.pipeline.running.backend import Backend, ResponseCache
+from evalpipe.pipeline.running.chains import run_chain
+from evalpipe.pipeline.running.limits import call_with_limits, prompt_tokens
+from evalpipe.pipeline.running.model_calls import (
     JobCalls,
     ScoringSpend,
     charging,
@@ -26,9 +28,7 @@ from evalpipe.pipeline.model_calls import (
     tool_calls_from_payload,
     tool_calls_payload,
 )
-from evalpipe.pipeline.spec import GRID_KEYS
-from evalpipe.pipeline.task import Task, stable_hash
-from evalpipe.pipeline.tool_loop import run_tool_loop
+from evalpipe.pipeline.running.tool_loop import run_tool_loop
 from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
 from evalpipe.scoring.fields import row_columns

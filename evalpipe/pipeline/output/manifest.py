@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Literal
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.spec import JobSpec
-from evalpipe.pipeline.store import RunStore, disk_full
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.output.store import RunStore, disk_full
 
 MANIFEST_FILENAME = "manifest.json"
 MANIFEST_VERSION = 1

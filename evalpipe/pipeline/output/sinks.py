@@ -24,9 +24,9 @@ from typing import IO, Any, Protocol, cast
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
-from evalpipe.pipeline.rows import Row, normalize_row, row_to_json
-from evalpipe.pipeline.spec import OutputFormat
-from evalpipe.pipeline.store import RunStore, WriteFailed
+from evalpipe.pipeline.job.spec import OutputFormat
+from evalpipe.pipeline.output.rows import Row, normalize_row, row_to_json
+from evalpipe.pipeline.output.store import RunStore, WriteFailed
 
 PARQUET_DIRNAME = "parquet"
 CSV_FILENAME = "rows.csv"

@@ -39,15 +39,15 @@ from evalpipe.backends.retry import RetryPolicy
 from evalpipe.builder import LLMBuilder, check_api_key
 from evalpipe.errors import ConfigError, EvalpipeError
 from evalpipe.logs import run_log
-from evalpipe.pipeline.availability import Unavailable, job_backends, unavailable_message, unavailable_reason
-from evalpipe.pipeline.backend import Backend
-from evalpipe.pipeline.best_of import write_best_of
-from evalpipe.pipeline.execute import Criterion, execute_task, expected_output_tokens
-from evalpipe.pipeline.expand import count_tasks, expand_job
-from evalpipe.pipeline.interrupts import Interrupts
-from evalpipe.pipeline.limits import BackendLimiter, GlobalLimiter
-from evalpipe.pipeline.load import JobFileError, LoadedJob, Problem
-from evalpipe.pipeline.manifest import (
+from evalpipe.pipeline.job.availability import Unavailable, job_backends, unavailable_message, unavailable_reason
+from evalpipe.pipeline.job.expand import count_tasks, expand_job
+from evalpipe.pipeline.job.load import JobFileError, LoadedJob, Problem
+from evalpipe.pipeline.job.projection import Projector
+from evalpipe.pipeline.job.spec import BackendSpec
+from evalpipe.pipeline.job.task import Task
+from evalpipe.pipeline.job.templates import format_field
+from evalpipe.pipeline.output.best_of import write_best_of
+from evalpipe.pipeline.output.manifest import (
     MANIFEST_FILENAME,
     RunState,
     build_manifest,
@@ -55,16 +55,16 @@ from evalpipe.pipeline.manifest import (
     resume_command,
     write_manifest,
 )
-from evalpipe.pipeline.model_calls import JobCalls
-from evalpipe.pipeline.projection import Projector
-from evalpipe.pipeline.response_cache import StoreCache
-from evalpipe.pipeline.rows import row_schema, spend_of
-from evalpipe.pipeline.rundir import RunDir, prepare_run_dir
-from evalpipe.pipeline.sinks import Sinks
-from evalpipe.pipeline.spec import BackendSpec
-from evalpipe.pipeline.store import FinishedIds, RunStore, WriteFailed
-from evalpipe.pipeline.task import Task
-from evalpipe.pipeline.templates import format_field
+from evalpipe.pipeline.output.rows import row_schema, spend_of
+from evalpipe.pipeline.output.rundir import RunDir, prepare_run_dir
+from evalpipe.pipeline.output.sinks import Sinks
+from evalpipe.pipeline.output.store import FinishedIds, RunStore, WriteFailed
+from evalpipe.pipeline.running.backend import Backend
+from evalpipe.pipeline.running.execute import Criterion, execute_task, expected_output_tokens
+from evalpipe.pipeline.running.interrupts import Interrupts
+from evalpipe.pipeline.running.limits import BackendLimiter, GlobalLimiter
+from evalpipe.pipeline.running.model_calls import JobCalls
+from evalpipe.pipeline.running.response_cache import StoreCache
 from evalpipe.scoring.calls import ModelCalls
 from evalpipe.scoring.registry import build_scorer
 

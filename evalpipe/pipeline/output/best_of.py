@@ -20,7 +20,7 @@ import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
 if TYPE_CHECKING:
-    from evalpipe.pipeline.store import RunStore
+    from evalpipe.pipeline.output.store import RunStore
 
 BEST_OF_FILENAME = "best_of.parquet"
 

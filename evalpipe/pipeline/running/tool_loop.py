@@ -22,8 +22,8 @@ from typing import Any
 
 import anyio
 
-from evalpipe.pipeline.model_calls import ScoringSpend
-from evalpipe.pipeline.task import Task, ToolLoop
+from evalpipe.pipeline.job.task import Task, ToolLoop
+from evalpipe.pipeline.running.model_calls import ScoringSpend
 from evalpipe.types import ChatMessage, ChatResponse, ToolCall, Usage
 
 MAX_RESULT_CHARS = 20_000  # a tool's result goes into every later prompt: a huge one would be paid each step

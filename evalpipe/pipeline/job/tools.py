@@ -27,9 +27,9 @@ from jinja2 import Template, TemplateError, TemplateSyntaxError
 
 from evalpipe.backends.registry import LLMBackend
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.dataset import Dataset, DatasetError, display_path
-from evalpipe.pipeline.spec import JobSpec, ToolSpec
-from evalpipe.pipeline.templates import FieldPath, referenced_fields, template_environment
+from evalpipe.pipeline.job.dataset import Dataset, DatasetError, display_path
+from evalpipe.pipeline.job.spec import JobSpec, ToolSpec
+from evalpipe.pipeline.job.templates import FieldPath, referenced_fields, template_environment
 from evalpipe.types import TOOL_CHOICE_MODES, ChatMessage, Image, Tool
 
 Report = Callable[[FieldPath, str], None]  # where in the job, what is wrong

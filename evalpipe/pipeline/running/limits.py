@@ -63,7 +63,7 @@ from aiolimiter import AsyncLimiter
 
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.errors import ProviderError, RateLimitError
-from evalpipe.pipeline.spec import BackendSpec
+from evalpipe.pipeline.job.spec import BackendSpec
 from evalpipe.types import ChatMessage
 
 T = TypeVar("T")

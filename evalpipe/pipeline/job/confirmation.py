@@ -7,8 +7,8 @@ multiplies out to a million calls, stops here instead of at the vendor's invoice
 
 from __future__ import annotations
 
-from evalpipe.pipeline.expand import Plan
-from evalpipe.pipeline.spec import JobSpec
+from evalpipe.pipeline.job.expand import Plan
+from evalpipe.pipeline.job.spec import JobSpec
 
 HOW_TO_CONFIRM = "run again with --yes to go ahead, or raise `confirm_above` (tasks, cost_usd) in the job file"
 

@@ -15,9 +15,9 @@ from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.backend import Backend, ResponseCache
-from evalpipe.pipeline.limits import call_with_limits, estimate_tokens, prompt_tokens
-from evalpipe.pipeline.task import stable_hash
+from evalpipe.pipeline.job.task import stable_hash
+from evalpipe.pipeline.running.backend import Backend, ResponseCache
+from evalpipe.pipeline.running.limits import call_with_limits, estimate_tokens, prompt_tokens
 from evalpipe.scoring.calls import ANSWERING, resolve
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, ToolCall, Usage
 

@@ -30,11 +30,11 @@ from pydantic_core import ErrorDetails
 from evalpipe.backends.registry import provider_class
 from evalpipe.chain import ChainTemplateError, MultiPromptChain
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.availability import job_backends, unavailable_message, unavailable_reason
-from evalpipe.pipeline.chains import build_chain
-from evalpipe.pipeline.dataset import Dataset, DatasetError, DatasetItem, display_path, duplicate_items, id_digest
-from evalpipe.pipeline.spec import GRID_KEYS, BackendSpec, JobSpec
-from evalpipe.pipeline.templates import (
+from evalpipe.pipeline.job.availability import job_backends, unavailable_message, unavailable_reason
+from evalpipe.pipeline.job.chain import build_chain
+from evalpipe.pipeline.job.dataset import Dataset, DatasetError, DatasetItem, display_path, duplicate_items, id_digest
+from evalpipe.pipeline.job.spec import GRID_KEYS, BackendSpec, JobSpec
+from evalpipe.pipeline.job.templates import (
     FieldPath,
     PromptTemplateError,
     PromptTemplates,
@@ -46,7 +46,7 @@ from evalpipe.pipeline.templates import (
     render_problem,
     template_environment,
 )
-from evalpipe.pipeline.tools import check_images, load_tools
+from evalpipe.pipeline.job.tools import check_images, load_tools
 from evalpipe.scoring.calls import ANSWERING
 from evalpipe.scoring.registry import BUILT_IN, build_scorer
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Tool

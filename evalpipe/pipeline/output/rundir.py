@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.runlock import LOCK_FILENAME, RunLock
-from evalpipe.pipeline.spec import JobSpec
-from evalpipe.pipeline.store import STORE_FILENAME, RunStore
-from evalpipe.pipeline.task import stable_hash
+from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.job.task import stable_hash
+from evalpipe.pipeline.output.runlock import LOCK_FILENAME, RunLock
+from evalpipe.pipeline.output.store import STORE_FILENAME, RunStore
 
 # Settings that change how fast or how far a run goes, not what its rows say: resuming with a higher
 # concurrency, a bigger budget or a longer timeout is what people do after a crash or a 429 storm.

@@ -1,6 +1,6 @@
-"""A prompt chain as the unit a job evaluates.
+"""A prompt chain run for one task.
 
-The chain is built once when the job is loaded, with every template checked then. Each task runs it
+The chain is built when the job is loaded (`job.chain`). Each task runs it
 with callers of its own: a step goes to the backend being evaluated (or to the job backend or judge
 it names) through that backend's limits, retries and the run's response cache, with the task's
 parameter set under the step's own parameters. The last step's output is the answer that is scored;
@@ -9,38 +9,13 @@ the row's tokens and cost are those of every step.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from evalpipe.chain import ChainTemplateError, MultiPromptChain
-from evalpipe.pipeline.model_calls import JobCalls, ScoringSpend, charging
-from evalpipe.pipeline.spec import ChainStepSpec
-from evalpipe.scoring.calls import ANSWERING, answering
+from evalpipe.chain import MultiPromptChain
+from evalpipe.pipeline.running.model_calls import JobCalls, ScoringSpend, charging
+from evalpipe.scoring.calls import answering
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, Usage
-
-
-class _NotYetCallable:
-    """A chain's backends while the job is checked: named, not callable."""
-
-    async def achat(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None) -> ChatResponse:
-        raise RuntimeError("a job's chain was run before the job started")
-
-    async def acomplete(self, prompt: str, params: GenerationParams | None = None) -> ChatResponse:
-        raise RuntimeError("a job's chain was run before the job started")
-
-
-def build_chain(steps: Sequence[ChainStepSpec], backend_ids: Collection[str]) -> MultiPromptChain:
-    """The job's chain; a `ChainTemplateError` or `ConfigError` names the step that is wrong."""
-    names = {ANSWERING, *backend_ids}
-    chain = MultiPromptChain(dict.fromkeys(names, _NotYetCallable()), default=ANSWERING)
-    for step in steps:
-        if step.backend is not None and step.backend not in backend_ids:
-            raise ChainTemplateError(step.name, f"backend {step.backend!r} is not a backend or judge of the job")
-        params = GenerationParams(temperature=step.temperature, top_p=step.top_p, max_tokens=step.max_tokens,
-                                  stop=tuple(step.stop) if step.stop is not None else None)
-        chain.step(step.name, step.user, system=step.system, provider=step.backend, mode=step.mode, params=params,
-                   transform=list(step.transform))
-    return chain
 
 
 @dataclass(frozen=True, slots=True)

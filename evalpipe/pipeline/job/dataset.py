@@ -21,8 +21,8 @@ import pyarrow.compute as pc  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.spec import DatasetSpec
-from evalpipe.pipeline.task import stable_hash
+from evalpipe.pipeline.job.spec import DatasetSpec
+from evalpipe.pipeline.job.task import stable_hash
 
 FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 # Rows converted to Python objects at a time: one batch is all a Parquet pass holds in memory.

@@ -17,8 +17,8 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from evalpipe.errors import ConfigError
-from evalpipe.pipeline.spec import PromptSpec
-from evalpipe.pipeline.template_sandbox import BoundedSandbox, TemplateLimitError
+from evalpipe.pipeline.job.spec import PromptSpec
+from evalpipe.pipeline.job.template_sandbox import BoundedSandbox, TemplateLimitError
 from evalpipe.types import ChatMessage, Role
 
 FieldPath = tuple[str | int, ...]  # where a value sits in the job file: ("prompt", "messages", 1, "content")

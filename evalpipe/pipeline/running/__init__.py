@@ -1,0 +1,1 @@
+"""Tasks turned into scored answers: the runner, its limits, model calls, chains and the tool loop."""
