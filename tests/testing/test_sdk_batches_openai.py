@@ -147,7 +147,7 @@ def test_expire_batches_ends_a_running_batch_now() -> None:
 
 
 def test_cancel_keeps_nothing_unanswered_and_ends_cancelled() -> None:
-    with FakeServer(batch_delay_s=0.5) as server:
+    with FakeServer(batch_delay_s=2.0) as server:
         sdk = client(server)
         batch = submit(sdk, [line("a", "one"), line("b", "two")])
         cancelled = sdk.batches.cancel(batch.id)
