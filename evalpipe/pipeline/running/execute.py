@@ -122,7 +122,8 @@ async def generate(
                 return await provider.acomplete(task.prompt_text, params)
             return await provider.achat(task.messages, params)
 
-    estimate = prompt_tokens(task.messages) + expected_output_tokens(task, backend)
+    estimate = prompt_tokens(task.messages, params.tools or (), type(provider), provider.model) \
+        + expected_output_tokens(task, backend)
     response, attempts = await call_with_limits(
         backend.limiter, backend.policy, attempt, estimate, lambda r: r.usage.total_tokens
     )
