@@ -89,6 +89,11 @@ def test_the_plan_counts_the_tool_definitions_and_each_vendors_image_tokens(tmp_
     rich = plan_job(load_job(write_job(tmp_path, items, backends, tools=[WEATHER],
                                        prompt={"user": "{{ q }}", "images": ["{{ image }}"]})))
 
+    added = {after.backend_id: after.input_tokens - before.input_tokens
+             for before, after in zip(plain.backends, rich.backends, strict=True)}
+    offered = [Tool.from_dict(WEATHER)]
+    assert added == {"gpt": 765 + tool_tokens(OpenAIProvider, offered),
+                     "claude": 1399 + tool_tokens(AnthropicProvider, offered)}
     by_id = {b.backend_id: b for b in rich.backends}
     assert by_id["gpt"].image_tokens == 765  # OpenAI's guide: 1024x1024 at high detail
     assert by_id["claude"].image_tokens == 1399  # Anthropic's rule: 1024 * 1024 / 750, rounded up
@@ -132,13 +137,16 @@ async def test_the_budget_guard_counts_a_tool_loops_every_step(
     fields: dict[str, Any] = {"tools": [tool], "max_steps": 3,
                               "parameters": {"sets": [{"name": "s", "max_tokens": 20}]}}
     with FakeServer() as srv:
-        probe = plan_job(load_job(write_job(tmp_path / "probe", items, [backend("gpt", "openai", srv)], **fields)))
-        (one_task,) = probe.backends
-        worst = one_task.input_tokens + one_task.output_tokens
-        one_call = one_task.one_step.input_tokens + one_task.one_step.output_tokens
+        def projected(folder: str, **more: Any) -> int:
+            (one_task,) = plan_job(load_job(write_job(tmp_path / folder, items, [backend("gpt", "openai", srv)],
+                                                      **{**fields, **more}))).backends
+            return one_task.input_tokens + one_task.output_tokens
+
+        worst, one_call = projected("probe"), projected("one", max_steps=1)
         assert one_call < worst
         # Room for the task's first call, not for its every step: the guard must not start it.
-        path = write_job(tmp_path, items, [backend("gpt", "openai", srv)], budget={"max_tokens": worst - 1}, **fields)
+        path = write_job(tmp_path, items, [backend("gpt", "openai", srv)], budget={"max_tokens": one_call + 1},
+                         **fields)
         outcome = await run_job(load_job(path), RunOptions(out_root=tmp_path / "out", handle_signals=False))
         assert outcome.state == "budget_exhausted" and srv.stats(api_key).requests == 0
         enough = write_job(tmp_path / "enough", items, [backend("gpt", "openai", srv)], budget={"max_tokens": worst},
