@@ -149,6 +149,11 @@ async def test_the_budget_guard_counts_a_tool_loops_every_step(
                          **fields)
         outcome = await run_job(load_job(path), RunOptions(out_root=tmp_path / "out", handle_signals=False))
         assert outcome.state == "budget_exhausted" and srv.stats(api_key).requests == 0
+        # The guard projects what the plan does, tool definitions included: one token short is too little.
+        short = write_job(tmp_path / "short", items, [backend("gpt", "openai", srv)], budget={"max_tokens": worst - 1},
+                          **fields)
+        stopped = await run_job(load_job(short), RunOptions(out_root=tmp_path / "out1", handle_signals=False))
+        assert stopped.state == "budget_exhausted" and srv.stats(api_key).requests == 0
         enough = write_job(tmp_path / "enough", items, [backend("gpt", "openai", srv)], budget={"max_tokens": worst},
                            **fields)
         finished = await run_job(load_job(enough), RunOptions(out_root=tmp_path / "out2", handle_signals=False))
