@@ -40,6 +40,7 @@ from evalpipe.pipeline.job.confirmation import confirmation_needed
 from evalpipe.pipeline.job.dataset import Dataset
 from evalpipe.pipeline.job.expand import Plan, plan_job
 from evalpipe.pipeline.job.load import LoadedJob, ignored_sweeps, load_job
+from evalpipe.pipeline.job.projection import TOOL_RESULT_TOKENS
 from evalpipe.pipeline.job.spec import JobSpec
 from evalpipe.pipeline.output.manifest import resume_command
 from evalpipe.pipeline.output.runlock import RunDirLockedError
@@ -203,9 +204,10 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
     if _skipped(loaded):
         return EXIT_NOTHING_RAN
     plan = plan_job(loaded)
+    steps = f" × up to {plan.max_steps} model calls (tool loop)" if plan.max_steps > 1 else ""
     table = Table(title=escape(f"{args.job}: {count(plan.tasks, 'task')} ({count(plan.items, 'item')} × "
                                f"{count(plan.param_sets, 'parameter set')} × {count(plan.repeats, 'repeat')} "
-                               "per backend)"))
+                               f"per backend){steps}"))
     for column in ("backend", "model", "calls", "input tokens", "output tokens", "cost (USD)"):
         # Names are never folded: a model name cut in two cannot be copied into a job file.
         table.add_column(column, justify="left" if column in ("backend", "model") else "right",
@@ -216,6 +218,8 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
     table.add_row("total", "", f"{plan.calls:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
                   f"{plan.cost_usd:.4f}")
     table_console().print(table)
+    for line in plan_notes(plan):
+        say(line)
     if plan.tasks_skipped:
         say(f"{count(plan.tasks_skipped, 'task')} of skipped backends {'is' if plan.tasks_skipped == 1 else 'are'} "
              "not counted above")
@@ -227,6 +231,25 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
     if over:
         return EXIT_BUDGET
     return 0 if _confirmed(args, loaded, plan) else EXIT_BAD_INPUT
+
+
+def plan_notes(plan: Plan) -> list[str]:
+    """What the plan's figures are over, beyond the table: a tool loop's worst and one-call cases, and
+    the share of the input that is tool definitions and images."""
+    notes = []
+    if plan.max_steps > 1:
+        one = plan.one_step
+        notes.append(f"worst case above: every task takes all {plan.max_steps} steps, each step's prompt grown by the "
+                     f"earlier answers (at max_tokens) and tool results (≈{TOOL_RESULT_TOKENS} tokens each, an "
+                     "estimate); the budget guard counts this worst case")
+        notes.append(f"if every task answers in one call: {one.calls:,} calls, ≈{one.input_tokens:,} input and "
+                     f"≤{one.output_tokens:,} output tokens, {one.cost_usd:.4f} USD")
+    if plan.tool_tokens or plan.image_tokens:
+        parts = [f"tool definitions ≈{plan.tool_tokens:,}"] if plan.tool_tokens else []
+        if plan.image_tokens:
+            parts.append(f"{count(plan.images, 'image')} ≈{plan.image_tokens:,} (each vendor's image rule)")
+        notes.append(f"input tokens include {' and '.join(parts)}")
+    return notes
 
 
 def _confirmed(args: argparse.Namespace, loaded: LoadedJob, plan: Plan | None = None) -> bool:

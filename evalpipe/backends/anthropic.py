@@ -17,6 +17,7 @@ from evalpipe.backends.anthropic_messages import messages_json, tool_fields
 from evalpipe.backends.base import HttpRequest, Provider, StreamState
 from evalpipe.backends.classify import classify_status, classify_stream_error, error_detail
 from evalpipe.backends.framing import SSEEvent
+from evalpipe.backends.image_rules import ANTHROPIC_IMAGES
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk
 
 # Anthropic's stop reasons in the vocabulary every other backend uses; others ("refusal",
@@ -170,6 +171,8 @@ class AnthropicProvider(Provider):
     api_version: ClassVar[str] = "2023-06-01"
     supports_tools = True
     supports_images = True
+    image_rules = ANTHROPIC_IMAGES
+    tool_prompt_tokens = 346  # the tool-use system prompt Anthropic's pricing page counts (tool_choice auto)
     # The API requires max_tokens; this default fits every current model's output limit.
     default_max_tokens: ClassVar[int] = 1024
 

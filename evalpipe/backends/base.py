@@ -24,6 +24,7 @@ from pydantic import SecretStr
 from evalpipe import errors
 from evalpipe.backends.classify import classify_status, classify_transport, parse_body
 from evalpipe.backends.framing import SSEDecoder, StreamDecoder
+from evalpipe.backends.image_rules import UNDOCUMENTED_IMAGES, ImageRules
 from evalpipe.backends.images import load_images
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.backends.transport import HttpPool, join_url
@@ -180,6 +181,10 @@ class Provider:
     # Tool calling and image input; a protocol that maps them says so (refused before sending otherwise).
     supports_tools: ClassVar[bool] = False
     supports_images: ClassVar[bool] = False
+    # What an image costs in input tokens and what the vendor refuses (backends/image_rules.py).
+    image_rules: ClassVar[ImageRules] = UNDOCUMENTED_IMAGES
+    # Tokens the vendor adds to a request that offers tools, besides their definitions.
+    tool_prompt_tokens: ClassVar[int] = 0
     ignored_options: ClassVar[frozenset[str]] = frozenset()  # documented: sent nowhere by this protocol
     # How a plan counts a prompt without the backend's tokenizer (pipeline/projection.py): a word of
     # letters is a token per `letters_per_token` letters, a number a token per `digits_per_token` digits,

@@ -16,6 +16,7 @@ from evalpipe.backends.base import HttpRequest, Provider, StreamState
 from evalpipe.backends.classify import classify_status, classify_stream_error, error_detail
 from evalpipe.backends.framing import SSEEvent
 from evalpipe.backends.gemini_messages import contents_json, tool_fields
+from evalpipe.backends.image_rules import GEMINI_IMAGES
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk
 
 _API_VERSION = re.compile(r"v\d+(?:alpha|beta)?\d*")
@@ -144,6 +145,7 @@ class GeminiProvider(Provider):
     stream_needs_end_event = True
     supports_tools = True
     supports_images = True
+    image_rules = GEMINI_IMAGES
 
     def auth_headers(self) -> dict[str, str]:
         # `?key=` would work too, but URLs end up in proxy and httpx logs; headers do not.

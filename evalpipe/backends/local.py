@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from evalpipe import errors
 from evalpipe.backends.base import HttpRequest, Provider, ProviderConfig, StreamState
+from evalpipe.backends.image_rules import GEMMA_IMAGES
 from evalpipe.backends.llama_server import (
     BUNDLED_MODEL,
     LlamaServer,
@@ -50,6 +51,7 @@ class LocalProvider(OpenAIProvider):
     max_tokens_field = "max_tokens"
     top_k_field = "top_k"
     reasoning_effort_field = None
+    image_rules = GEMMA_IMAGES
 
     # Gemma's tokenizer splits numbers into digits. Its turn format: <bos>, then <start_of_turn>role\n
     # ... <end_of_turn>\n per message and <start_of_turn>model\n to answer; the system prompt joins the

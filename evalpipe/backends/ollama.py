@@ -13,6 +13,7 @@ from evalpipe import errors
 from evalpipe.backends.base import HttpRequest, Provider, StreamState
 from evalpipe.backends.classify import classify_status, classify_stream_error, error_detail
 from evalpipe.backends.framing import NDJSONDecoder
+from evalpipe.backends.image_rules import OLLAMA_IMAGES
 from evalpipe.backends.images import inline_data
 from evalpipe.backends.openai_messages import tool_json
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
@@ -92,6 +93,7 @@ class OllamaProvider(Provider):
     ignored_options = frozenset({"reasoning_budget_tokens"})
     supports_tools = True
     supports_images = True
+    image_rules = OLLAMA_IMAGES
 
     def auth_headers(self) -> dict[str, str]:
         # A plain Ollama server has no auth; a reverse proxy in front of it may expect a Bearer token.

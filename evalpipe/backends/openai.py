@@ -9,6 +9,7 @@ from evalpipe import errors
 from evalpipe.backends.base import HttpRequest, Provider, StreamState
 from evalpipe.backends.classify import classify_stream_error
 from evalpipe.backends.framing import SSEEvent
+from evalpipe.backends.image_rules import OPENAI_IMAGES
 from evalpipe.backends.openai_convert import Parts, choice_parts, prompt_safety, usage_of
 from evalpipe.backends.openai_messages import fold_tool_calls, message_json, tool_fields
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, StreamChunk, Usage
@@ -47,6 +48,7 @@ class OpenAIProvider(Provider):
     stream_usage: ClassVar[bool] = True  # ask for the final usage chunk (`stream_options.include_usage`)
     supports_tools = True
     supports_images = True
+    image_rules = OPENAI_IMAGES
     required_tool_choice: ClassVar[str] = "required"  # the vendor's word for "must call a tool"
 
     def auth_headers(self) -> dict[str, str]:

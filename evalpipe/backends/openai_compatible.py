@@ -7,6 +7,13 @@ from typing import Any
 
 from evalpipe import errors
 from evalpipe.backends.base import HttpRequest
+from evalpipe.backends.image_rules import (
+    AZURE_IMAGES,
+    GROQ_IMAGES,
+    MISTRAL_IMAGES,
+    OPENROUTER_IMAGES,
+    XAI_IMAGES,
+)
 from evalpipe.backends.openai import OpenAIProvider
 from evalpipe.types import ChatMessage, GenerationParams
 
@@ -51,6 +58,7 @@ class XAIProvider(OpenAIProvider):
     ignored_options = frozenset({"top_k", "reasoning_budget_tokens"})
     max_tokens_field = "max_tokens"
     completion_includes_reasoning = False
+    image_rules = XAI_IMAGES
 
 
 class GroqProvider(OpenAIProvider):
@@ -64,6 +72,7 @@ class GroqProvider(OpenAIProvider):
     default_base_url = "https://api.groq.com/openai/v1"
     default_model = "llama-3.1-8b-instant"
     api_key_env = "GROQ_API_KEY"
+    image_rules = GROQ_IMAGES
     ignored_options = frozenset({"top_k", "reasoning_budget_tokens"})
     max_tokens_field = "max_tokens"
     supports_embeddings = False
@@ -82,6 +91,7 @@ class MistralProvider(OpenAIProvider):
     default_model = "mistral-small-latest"
     default_embedding_model = "mistral-embed"
     api_key_env = "MISTRAL_API_KEY"
+    image_rules = MISTRAL_IMAGES
     ignored_options = frozenset({"top_k", "reasoning_budget_tokens"})
     max_tokens_field = "max_tokens"
     seed_field = "random_seed"
@@ -101,6 +111,7 @@ class OpenRouterProvider(OpenAIProvider):
     default_base_url = "https://openrouter.ai/api/v1"
     default_model = "openai/gpt-4o-mini"
     api_key_env = "OPENROUTER_API_KEY"
+    image_rules = OPENROUTER_IMAGES
     max_tokens_field = "max_tokens"
     top_k_field = "top_k"
     ignored_options = frozenset()
@@ -128,6 +139,7 @@ class AzureOpenAIProvider(OpenAIProvider):
     name = "azure_openai"
     default_base_url = ""
     api_key_env = "AZURE_OPENAI_API_KEY"
+    image_rules = AZURE_IMAGES
     default_api_version = "2024-10-21"
 
     def auth_headers(self) -> dict[str, str]:

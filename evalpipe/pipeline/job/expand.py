@@ -98,8 +98,19 @@ def count_tasks(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
+class Spend:
+    """Calls, estimated tokens and their cost."""
+
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class BackendPlan:
-    """What one backend will be asked: calls, estimated tokens and their cost."""
+    """What one backend will be asked: calls, estimated tokens and their cost, at the worst case of a
+    tool loop (every task takes `max_steps` calls); `one_step` is the same with one call per task."""
 
     backend_id: str
     backend: str
@@ -108,6 +119,9 @@ class BackendPlan:
     input_tokens: int
     output_tokens: int
     cost_usd: float
+    one_step: Spend = Spend()
+    tool_tokens: int = 0  # of input_tokens: tool definitions
+    image_tokens: int = 0  # of input_tokens: images
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,9 +131,12 @@ class Plan:
     Input tokens are counted on the prompts as the backends receive them (rendered from the first
     `sampled_items` items, system prompt, each turn of a dialogue and the chat format's framing
     included); output tokens assume every call uses its `max_tokens` (or `DEFAULT_OUTPUT_TOKENS`), so
-    they are an upper bound when `max_tokens` is set. `tasks` counts the rows of the backends that can
-    run; `calls` also counts chain steps and the calls of model-backed scorers, each on the backend or
-    judge that answers it. The runner's budget guard projects each task the same way.
+    they are an upper bound when `max_tokens` is set. Input includes the tools' definitions and the
+    images by each vendor's rule. `tasks` counts the rows of the backends that can run; `calls` also
+    counts chain steps and the calls of model-backed scorers, each on the backend or judge that answers
+    it. With a tool loop (`max_steps` above 1) the figures are its worst case, every task taking all
+    its steps, and `one_step` the case of one call per task; the runner's budget guard projects each
+    task the same way, at the worst case.
     """
 
     tasks: int
@@ -132,6 +149,25 @@ class Plan:
     tasks_skipped: int = 0
     max_cost_usd: float | None = None
     max_tokens: int | None = None
+    max_steps: int = 1
+    images: int = 0  # images sent by the evaluated backends' answering calls (first call of each task)
+
+    @property
+    def one_step(self) -> Spend:
+        """The whole job's spend when every task answers in one call (a tool loop's expected case)."""
+        return Spend(sum(b.one_step.calls for b in self.backends), sum(b.one_step.input_tokens for b in self.backends),
+                     sum(b.one_step.output_tokens for b in self.backends),
+                     sum(b.one_step.cost_usd for b in self.backends))
+
+    @property
+    def tool_tokens(self) -> int:
+        """Of the input tokens: the tool definitions, over all calls that offer them."""
+        return sum(b.tool_tokens for b in self.backends)
+
+    @property
+    def image_tokens(self) -> int:
+        """Of the input tokens: the images, over all calls that send them."""
+        return sum(b.image_tokens for b in self.backends)
 
     @property
     def calls(self) -> int:
@@ -174,44 +210,57 @@ def plan_job(loaded: LoadedJob, *, count: TokenCounter | None = None,
     """Count the job's calls per backend and judge and estimate their tokens and cost.
 
     Each sampled item is projected as the runner projects its tasks (`Projector`): the answer (or a
-    chain's steps, on the evaluated backend or the one they name) and the calls of model-backed scorers
-    (judges, embeddings, self-explanations), for every parameter set and repeat. `count` counts a
+    chain's steps, on the evaluated backend or the one they name; a tool loop's steps, at the worst
+    case and at one call) and the calls of model-backed scorers (judges, embeddings, self-explanations),
+    for every parameter set and repeat, with the item's images and the job's tools. `count` counts a
     prompt's input tokens (default: the backend's own estimate); backends in `skipped` (default: the
     optional ones `load_job` found unable to run) are left out and their tasks counted as skipped."""
     spec = loaded.spec
     skipped = dict(loaded.skipped if skipped is None else skipped)
     sets = spec.parameters.expanded()
     evaluated = [b for b in spec.backends if b.id not in skipped]
-    projector = Projector(spec, count)
-    usage: dict[str, list[int]] = {b.id: [0, 0, 0] for b in (*spec.backends, *spec.judges) if b.id not in skipped}
-    sampled = 0
+    projector = Projector(spec, count, loaded.tools)
+    # Per backend: calls, input, output, tool and image tokens at the worst case; calls, input, output at one step.
+    usage: dict[str, list[int]] = {b.id: [0] * 8 for b in (*spec.backends, *spec.judges) if b.id not in skipped}
+    images = image_templates(spec, loaded.dataset, loaded.base_dir)
+    sampled = pictures = 0
     for item in loaded.dataset:
         if sampled >= PLAN_SAMPLE_ITEMS:
             break
         sampled += 1
         messages = loaded.templates.render(item.data)
+        if images is not None:
+            messages = with_images(messages, images.render(item.data))
+            pictures += sum(len(m.images) for m in messages) * len(evaluated) * len(sets) * spec.repeats
         for backend in evaluated:
             for param_set in sets:
-                for call in projector.calls(backend.id, messages, param_set.max_tokens or DEFAULT_OUTPUT_TOKENS):
-                    entry = usage.setdefault(call.backend_id, [0, 0, 0])
-                    entry[0] += call.calls * spec.repeats
-                    entry[1] += call.input_tokens * spec.repeats
-                    entry[2] += call.output_tokens * spec.repeats
+                answer = param_set.max_tokens or DEFAULT_OUTPUT_TOKENS
+                for worst, expected in zip(projector.calls(backend.id, messages, answer),
+                                           projector.calls(backend.id, messages, answer, steps=1), strict=True):
+                    entry = usage.setdefault(worst.backend_id, [0] * 8)
+                    for index, value in enumerate((worst.calls, worst.input_tokens, worst.output_tokens,
+                                                   worst.tool_tokens, worst.image_tokens, expected.calls,
+                                                   expected.input_tokens, expected.output_tokens)):
+                        entry[index] += value * spec.repeats
     items = len(loaded.dataset)
     scale = items / sampled if sampled else 0.0  # the sample's projection, scaled to the whole dataset
     by_id = {b.id: b for b in (*spec.backends, *spec.judges)}
     backends = []
-    for backend_id, (calls, input_tokens, output_tokens) in usage.items():
-        if not calls and backend_id not in {b.id for b in evaluated}:
+    for backend_id, totals in usage.items():
+        if not totals[0] and backend_id not in {b.id for b in evaluated}:
             continue
-        calls, input_tokens, output_tokens = (round(value * scale) for value in (calls, input_tokens, output_tokens))
+        calls, input_tokens, output_tokens, tools, pixels, one_calls, one_input, one_output = (
+            round(value * scale) for value in totals)
         cost = projector.cost([CallProjection(backend_id, calls, input_tokens, output_tokens)])
+        one = Spend(one_calls, one_input, one_output,
+                    projector.cost([CallProjection(backend_id, one_calls, one_input, one_output)]))
         backends.append(BackendPlan(backend_id, by_id[backend_id].backend.value, model_for(by_id[backend_id]), calls,
-                                    input_tokens, output_tokens, cost))
+                                    input_tokens, output_tokens, cost, one, tools, pixels))
     skipped_ids = {b.id for b in spec.backends if b.id in skipped}
     return Plan(
         tasks=count_tasks(loaded, backend_ids={b.id for b in evaluated}) if evaluated else 0,
         items=items, param_sets=len(sets), repeats=spec.repeats, sampled_items=sampled, backends=tuple(backends),
         skipped=skipped, tasks_skipped=count_tasks(loaded, backend_ids=skipped_ids) if skipped_ids else 0,
-        max_cost_usd=spec.budget.max_cost_usd, max_tokens=spec.budget.max_tokens,
+        max_cost_usd=spec.budget.max_cost_usd, max_tokens=spec.budget.max_tokens, max_steps=spec.max_steps,
+        images=round(pictures * scale),
     )

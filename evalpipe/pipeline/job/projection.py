@@ -5,27 +5,39 @@ The runner's budget guard and `evalpipe plan` use this one projection, so the pl
 guard counts. Input is the prompt as the backend receives it: every message the task sends (system
 prompt included; for a dialogue, each turn's transcript up to that turn), plus the chat format's
 framing, counted by a `TokenCounter` (by default `estimated_prompt_tokens`, from the backend's own
-figures: `Provider.letters_per_token`, `digits_per_token`, `tokens_per_message`, ...). Output is
-taken at its ceiling: `max_tokens`, else `DEFAULT_OUTPUT_TOKENS`, so the projection of a call is an
-upper bound wherever `max_tokens` is set.
+figures: `Provider.letters_per_token`, `digits_per_token`, `tokens_per_message`, ...), plus what
+the vendors count besides the text: the tools offered (their definitions serialized, as the request
+carries them, plus `Provider.tool_prompt_tokens`) and each image by the vendor's documented rule
+(`Provider.image_rules`, from the image's header). Output is taken at its ceiling: `max_tokens`,
+else `DEFAULT_OUTPUT_TOKENS`, so the projection of a call is an upper bound wherever `max_tokens` is set.
+
+A task with a tool loop (`max_steps` above 1) is projected at its worst case, all `max_steps` calls:
+step k's prompt is the first prompt grown by the k earlier steps' answers (each at its output ceiling)
+and their tool results (`TOOL_RESULT_TOKENS` each, an estimate). `calls(..., steps=1)` gives the
+expected one-call case beside it.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from evalpipe.backends.base import Provider
 from evalpipe.backends.registry import provider_class
 from evalpipe.pipeline.job.spec import BackendSpec, JobSpec
 from evalpipe.scoring.calls import ANSWERING
 from evalpipe.scoring.judge import judge_prompt
 from evalpipe.scoring.registry import model_backend
 from evalpipe.scoring.verdict import Scale
-from evalpipe.types import ChatMessage
+from evalpipe.types import ChatMessage, Tool
 
 # Output tokens assumed for a call whose parameter set has no `max_tokens`.
 DEFAULT_OUTPUT_TOKENS = 256
+# A tool result sent back in a tool loop, as a projection assumes it: a short JSON value or sentence.
+# An estimate, not a bound: a tool may return up to `tool_loop.MAX_RESULT_CHARS` characters.
+TOOL_RESULT_TOKENS = 200
 # A scorer's reply when it sets no `max_tokens` (the scorers' own default).
 SCORER_OUTPUT_TOKENS = 512
 _EMBEDDING_SCORERS = frozenset({"semantic_relevance"})  # their calls embed; nothing comes out
@@ -42,12 +54,61 @@ def estimated_prompt_tokens(backend: BackendSpec, messages: Sequence[ChatMessage
     """Input tokens of a call without the backend's tokenizer: its text (`text_tokens`) plus its chat
     format's framing (none for a completion prompt)."""
     cls = provider_class(backend.backend)
-    text = sum(text_tokens(message.content, cls.letters_per_token, cls.digits_per_token) for message in messages)
+    text = sum(text_tokens(message.content, cls.letters_per_token, cls.digits_per_token)
+               + sum(text_tokens(call.name + call.arguments_json, cls.letters_per_token, cls.digits_per_token)
+                     for call in message.tool_calls)
+               for message in messages)
     if completion:
         return text
     system = cls.tokens_per_message if cls.tokens_per_system_message is None else cls.tokens_per_system_message
     return text + cls.tokens_per_request + sum(system if message.role == "system" else cls.tokens_per_message
                                                for message in messages)
+
+
+def tool_definitions_text(tools: Sequence[Tool]) -> str:
+    """The tools as a request declares them: each one's name, description and JSON Schema, as compact JSON."""
+    return json.dumps([{"name": t.name, "description": t.description, "parameters": t.parameters} for t in tools],
+                      ensure_ascii=False, separators=(",", ":"))
+
+
+def tool_tokens(cls: type[Provider], tools: Sequence[Tool]) -> int:
+    """Input tokens of offering `tools` in a call: their definitions as text, plus the vendor's own tool prompt.
+
+    Vendors render the definitions into their own prompt format (OpenAI a typed namespace, Anthropic a
+    system prompt of its own), so this is an estimate of the same size, not their exact count."""
+    if not tools:
+        return 0
+    definitions = json_tokens(tool_definitions_text(tools), cls.letters_per_token, cls.digits_per_token)
+    return definitions + cls.tool_prompt_tokens
+
+
+# JSON's runs of quotes, colons, commas and braces are merged tokens of BPE and SentencePiece vocabularies
+# (`":"`, `{"`, `"},"`): a run of punctuation is a token per JSON_PUNCTUATION_PER_TOKEN characters. On the
+# shipped tools and others, 2-28 % above Gemma's own count, where one token per character is 70-102 % above
+# (scripts/tool_tokens.py).
+JSON_PUNCTUATION_PER_TOKEN = 4
+_JSON_PIECES = re.compile(r"[A-Za-z]+|[0-9]+|\s+|[^A-Za-z0-9\s]+")
+
+
+def json_tokens(text: str, letters_per_token: int, digits_per_token: int) -> int:
+    """Tokens of JSON text: words and numbers as `text_tokens` counts them, punctuation by runs."""
+    tokens = 0
+    for piece in _JSON_PIECES.findall(text):
+        first = piece[0]
+        if first.isascii() and first.isalpha():
+            tokens += -(-len(piece) // letters_per_token)
+        elif first.isdigit():
+            tokens += -(-len(piece) // digits_per_token)
+        elif first.isspace():
+            tokens += piece.count("\n") + (" " in piece)
+        else:
+            tokens += -(-len(piece) // JSON_PUNCTUATION_PER_TOKEN)
+    return tokens
+
+
+def image_tokens(cls: type[Provider], model: str, messages: Sequence[ChatMessage]) -> int:
+    """Input tokens of the images in `messages` on `model`, by the vendor's rule (`Provider.image_rules`)."""
+    return sum(cls.image_rules.image_tokens(image, model) for message in messages for image in message.images)
 
 
 # Words of ASCII letters, numbers, runs of whitespace, and any other single character.
@@ -90,8 +151,10 @@ class CallProjection:
 
     backend_id: str
     calls: int
-    input_tokens: int
+    input_tokens: int  # everything sent, tool definitions and images included
     output_tokens: int
+    tool_tokens: int = 0  # of the input: the tools' definitions, in every call that offers them
+    image_tokens: int = 0  # of the input: the images, in every call that sends them
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +176,10 @@ class _ScorerCall:
 class Projector:
     """Projects the calls and spend of a job's tasks."""
 
-    def __init__(self, spec: JobSpec, count: TokenCounter | None = None) -> None:
+    def __init__(self, spec: JobSpec, count: TokenCounter | None = None, tools: Sequence[Tool] = ()) -> None:
         self.count: TokenCounter = count or estimated_prompt_tokens
+        self.tools = tuple(tools)  # offered in every answering call of a chat job
+        self.max_steps = spec.max_steps
         self.backends = {b.id: b for b in (*spec.backends, *spec.judges)}
         self.completion = spec.prompt.mode == "completion"
         self.dialogue = spec.prompt.dialogue is not None
@@ -133,16 +198,25 @@ class Projector:
                     scale = Scale.of((1, 10))
                 self.scorers.append(_ScorerCall(target, output, embeds, text, scale))
 
-    def calls(self, backend_id: str, messages: Sequence[ChatMessage], answer_tokens: int) -> list[CallProjection]:
-        """Every call one task on `backend_id` makes: its answer (or chain steps), then its scorers'."""
+    def calls(self, backend_id: str, messages: Sequence[ChatMessage], answer_tokens: int,
+              steps: int | None = None) -> list[CallProjection]:
+        """Every call one task on `backend_id` makes: its answer (or chain steps), then its scorers'.
+
+        A tool loop's answer is `steps` calls (default: `max_steps`, the worst case)."""
         backend = self.backends[backend_id]
         if self.completion:  # only the user text is sent, as a plain prompt
             messages = [message for message in messages if message.role == "user"][-1:]
+        cls = provider_class(backend.backend)
+        model = backend.model or cls.default_model
+        offered = 0 if self.completion or self.chain else tool_tokens(cls, self.tools)
+        steps = self.max_steps if steps is None else steps
         projected: list[CallProjection] = []
         for sent in turn_prompts(messages, self.dialogue):
-            prompt = self.count(backend, sent, self.completion)
+            pictures = image_tokens(cls, model, sent)
+            prompt = self.count(backend, sent, self.completion) + pictures
             if not self.chain:
-                projected.append(CallProjection(backend_id, 1, prompt, answer_tokens))
+                projected.append(self._answer(cls, backend_id, prompt + offered, answer_tokens, steps,
+                                              offered, pictures))
             for step_backend, output in self.chain:
                 # A step's own template is rendered with earlier outputs only at run time.
                 projected.append(CallProjection(step_backend or backend_id, 1, prompt + answer_tokens, output))
@@ -152,6 +226,15 @@ class Projector:
                 request = self.count(self.backends[target], scorer.request(question), scorer.embeds)
                 projected.append(CallProjection(target, 1, request + answer_tokens, scorer.output_tokens))
         return projected
+
+    @staticmethod
+    def _answer(cls: type[Provider], backend_id: str, prompt: int, answer_tokens: int, steps: int, offered: int,
+                pictures: int) -> CallProjection:
+        """The answering calls: one, or a tool loop's `steps`, each prompt grown by the earlier steps'
+        answers (at their ceiling) and tool results, each a message of its own."""
+        growth = answer_tokens + TOOL_RESULT_TOKENS + 2 * cls.tokens_per_message
+        input_tokens = steps * prompt + growth * steps * (steps - 1) // 2
+        return CallProjection(backend_id, steps, input_tokens, steps * answer_tokens, steps * offered, steps * pictures)
 
     def cost(self, calls: Sequence[CallProjection]) -> float:
         """What `calls` cost at their backends' prices (USD)."""
@@ -165,10 +248,15 @@ class Projector:
 
 __all__ = [
     "DEFAULT_OUTPUT_TOKENS",
+    "TOOL_RESULT_TOKENS",
     "CallProjection",
     "Projector",
     "TokenCounter",
     "estimated_prompt_tokens",
+    "image_tokens",
+    "json_tokens",
     "text_tokens",
+    "tool_definitions_text",
+    "tool_tokens",
     "turn_prompts",
 ]

@@ -310,7 +310,10 @@ class ConfirmSpec(Strict):
 
 
 class JobSpec(Strict):
-    """A whole job file."""
+    """A whole job file.
+
+    `task_timeout_s` bounds a whole task, not each call: its retries, a chain's steps and a tool loop's
+    steps and tool runs share it (see the field's comment)."""
 
     name: Identifier
     description: str = ""
@@ -328,6 +331,10 @@ class JobSpec(Strict):
     max_steps: int = Field(default=1, ge=1, le=50)
     best_of: bool = True  # write best_of.parquet: each item's best answer across backends and parameter sets
     concurrency: int = Field(default=32, ge=1, le=MAX_CONCURRENCY)
+    # Bounds the whole of a task, from its first attempt (waiting for the backend's limits before it does
+    # not count) to its answer: its retries, a chain's steps, and a tool loop's steps and tool runs all
+    # share it. A task that runs out is an error row (TimeoutError) that keeps the steps it finished.
+    # Each turn of a dialogue is a row of its own, with its own bound.
     task_timeout_s: float = Field(default=300.0, gt=0, le=MAX_TIMEOUT_S)
     output: OutputSpec = Field(default_factory=OutputSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)

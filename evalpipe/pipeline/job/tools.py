@@ -6,7 +6,8 @@ comes from the function's signature (annotations, defaults) and docstring (first
 `Args:` section for the parameters). Every schema must be a valid JSON Schema of an object, and every
 name one the vendors accept. Images are item templates: each renders to a path (relative to the
 dataset file), an http(s) / data URL, or nothing (no image for that item); every item's images must
-exist before any call.
+exist, and be an image each backend of the job accepts (its vendor's format, size and pixel limits,
+`Provider.image_rules`), before any call.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import jsonschema
 import yaml
 from jinja2 import Template, TemplateError, TemplateSyntaxError
 
-from evalpipe.backends.registry import LLMBackend
+from evalpipe.backends.image_rules import ImageRules
+from evalpipe.backends.registry import provider_class
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.job.dataset import Dataset, DatasetError, display_path
 from evalpipe.pipeline.job.spec import JobSpec, ToolSpec
@@ -34,9 +36,6 @@ from evalpipe.types import TOOL_CHOICE_MODES, ChatMessage, Image, Tool
 
 Report = Callable[[FieldPath, str], None]  # where in the job, what is wrong
 
-# The vendors' documented per-image limits: Anthropic 5 MB, OpenAI and Gemini (inline) 20 MB.
-IMAGE_LIMIT_BYTES: Mapping[LLMBackend, int] = {LLMBackend.ANTHROPIC: 5 * 1024 * 1024}
-DEFAULT_IMAGE_LIMIT_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PROBLEMS = 10
 _URL = ("http://", "https://", "data:")
 _JSON_TYPES: Mapping[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean",
@@ -234,7 +233,8 @@ def with_images(messages: tuple[ChatMessage, ...], images: Sequence[Image]) -> t
 
 
 def check_images(spec: JobSpec, dataset: Dataset, base_dir: Path, report: Report) -> None:
-    """Every item's images: the templates render, each file exists, and none is over a backend's size limit."""
+    """Every item's images: the templates render, each file exists, and each backend of the job takes it
+    (one problem per item, image and backend, naming all three)."""
     if not spec.prompt.images:
         return
     if spec.prompt.mode == "completion" or spec.prompt.chain is not None:
@@ -246,16 +246,22 @@ def check_images(spec: JobSpec, dataset: Dataset, base_dir: Path, report: Report
         report(("prompt", "images"), f"template syntax error: {exc.message}")
         return
     assert templates is not None
-    limit = min(IMAGE_LIMIT_BYTES.get(b.backend, DEFAULT_IMAGE_LIMIT_BYTES) for b in spec.backends)
-    for count, (item_id, where, problem) in enumerate(_image_problems(dataset, templates, limit)):
+    rules = [(b.id, provider_class(b.backend).image_rules) for b in spec.backends]
+    for count, (item_id, where, problem) in enumerate(_image_problems(dataset, templates, rules)):
         if count == MAX_IMAGE_PROBLEMS:  # a missing folder must not list every item
             report(("prompt", "images"), "more items have image problems; fix these first")
             return
         report(where, f"item {item_id!r}: {problem}")
 
 
+def _shown_url(url: str) -> str:
+    """A URL for a message: a data URL by its type and length only."""
+    head, _, payload = url.partition(",")
+    return f"{head},<{len(payload)} characters>" if url.startswith("data:") else url
+
+
 def _image_problems(dataset: Dataset, templates: ImageTemplates,
-                    limit: int) -> Iterator[tuple[str, FieldPath, str]]:
+                    rules: Sequence[tuple[str, ImageRules]]) -> Iterator[tuple[str, FieldPath, str]]:
     try:
         for item in dataset:
             location = dataset.location(item)
@@ -266,13 +272,14 @@ def _image_problems(dataset: Dataset, templates: ImageTemplates,
                 except (TemplateError, ArithmeticError, LookupError, TypeError, ValueError) as exc:
                     yield item.id, where, f"({location}) the image template fails: {exc}"
                     continue
-                if image is None or image.path is None:
+                if image is None:
                     continue
-                path = Path(image.path)
-                if not path.is_file():
-                    yield item.id, where, f"({location}) image file {display_path(path)!r} does not exist"
-                elif (size := path.stat().st_size) > limit:
-                    yield item.id, where, (f"({location}) image {display_path(path)!r} is {size / 1e6:.1f} MB, "
-                                           f"over the {limit / 1024 / 1024:.0f} MB a backend of this job accepts")
+                if image.path is not None and not Path(image.path).is_file():
+                    yield item.id, where, f"({location}) image file {display_path(Path(image.path))!r} does not exist"
+                    continue
+                shown = display_path(Path(image.path)) if image.path is not None else _shown_url(image.url or "")
+                for backend_id, vendor in rules:
+                    if (problem := vendor.problem(image)) is not None:
+                        yield item.id, where, f"({location}) image {shown!r} {problem} (backend {backend_id!r})"
     except DatasetError:
         return  # the dataset check reports it

@@ -28,7 +28,7 @@ from evalpipe.pipeline.running.model_calls import (
     tool_calls_from_payload,
     tool_calls_payload,
 )
-from evalpipe.pipeline.running.tool_loop import run_tool_loop
+from evalpipe.pipeline.running.tool_loop import TaskClock, run_tool_loop
 from evalpipe.scoring.base import Score, Scorer
 from evalpipe.scoring.calls import answering
 from evalpipe.scoring.fields import row_columns
@@ -85,7 +85,7 @@ def expected_output_tokens(task: Task, backend: Backend) -> int:
 
 async def generate(
     task: Task, backend: Backend, cache: ResponseCache, timeout_s: float = math.inf, calls: JobCalls | None = None,
-    chain_spend: ScoringSpend | None = None,
+    chain_spend: ScoringSpend | None = None, clock: TaskClock | None = None,
 ) -> tuple[ChatResponse, bool, float]:
     """The answer to `task`, from the cache when it was already paid for; (response, cached, cost).
 
@@ -94,7 +94,8 @@ async def generate(
 
     `timeout_s` bounds the task from its first attempt on: time spent queueing for the backend's
     limits before that (a slow rate limit, a Retry-After pause) does not count, so a long queue
-    never turns into timeouts of calls that were not even sent. Raises TimeoutError when it runs out."""
+    never turns into timeouts of calls that were not even sent. Raises TimeoutError when it runs out.
+    `clock` (a tool loop's) carries that bound over several calls; `timeout_s` is then its own."""
     if task.chain is not None:
         if calls is None:
             raise errors.ConfigError("a chain is run through the job's calls; none were given")
@@ -107,13 +108,10 @@ async def generate(
         response = response_from_payload(hit)
         return response, True, backend.cost(response.usage)
     provider, params = backend.provider, call_params(task, backend)
-    deadline: float | None = None
+    bound = clock if clock is not None else TaskClock(timeout_s)
 
     async def attempt() -> ChatResponse:
-        nonlocal deadline
-        if deadline is None:
-            deadline = anyio.current_time() + timeout_s
-        with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+        with anyio.fail_after(bound.remaining()):
             if backend.spec.stream:  # the same answer and price, plus its time to first token
                 if task.mode == "completion":
                     return await provider.astream_complete(task.prompt_text, params).collect()
@@ -122,7 +120,8 @@ async def generate(
                 return await provider.acomplete(task.prompt_text, params)
             return await provider.achat(task.messages, params)
 
-    estimate = prompt_tokens(task.messages) + expected_output_tokens(task, backend)
+    estimate = prompt_tokens(task.messages, params.tools or (), type(provider), provider.model) \
+        + expected_output_tokens(task, backend)
     response, attempts = await call_with_limits(
         backend.limiter, backend.policy, attempt, estimate, lambda r: r.usage.total_tokens
     )
@@ -258,8 +257,10 @@ async def execute(
     trajectory: list[Any] | None = None
     try:
         if task.tool_loop is not None and task.chain is None:
+            clock, trajectory = TaskClock(timeout_s), []  # one bound for all the loop's steps; steps kept on failure
             response, cached, cost, trajectory = await run_tool_loop(
-                task, task.tool_loop, lambda step: generate(step, backend, cache, timeout_s), chain_spend)
+                task, task.tool_loop, lambda step: generate(step, backend, cache, timeout_s, clock=clock), chain_spend,
+                clock, trajectory)
         else:
             response, cached, cost = await generate(task, backend, cache, timeout_s, calls, chain_spend)
     except errors.ProviderError as error:
@@ -268,6 +269,8 @@ async def execute(
             row["safety"] = json.dumps(error.safety)
     except TimeoutError:
         row.update(status="error", error_type="TimeoutError", error_message=f"task took over {timeout_s}s")
+        if trajectory is not None:
+            row["error_message"] += f" (all its tool loop's steps together; {len(trajectory)} finished)"
     except errors.EvalpipeError as error:  # unsupported feature, bad configuration found late
         row.update(status="error", error_type=type(error).__name__, error_message=error.message)
     except Exception as error:
@@ -290,6 +293,8 @@ async def execute(
     if row["status"] == "error" and (task.chain is not None or task.tool_loop is not None):
         row.update(input_tokens=chain_spend.input_tokens, output_tokens=chain_spend.output_tokens,
                    cost_usd=chain_spend.cost_usd)
+        if trajectory:  # what the loop did before it failed
+            row["trajectory"] = json.dumps(trajectory, ensure_ascii=False, default=str)
     row.update(started_at=started_at, finished_at=datetime.now(UTC))
     return row
 

@@ -52,7 +52,7 @@ aiolimiter is asyncio-only; evalpipe runs anyio on its asyncio backend.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
@@ -61,10 +61,12 @@ import anyio
 import structlog
 from aiolimiter import AsyncLimiter
 
+from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.errors import ProviderError, RateLimitError
+from evalpipe.pipeline.job.projection import image_tokens, tool_tokens
 from evalpipe.pipeline.job.spec import BackendSpec
-from evalpipe.types import ChatMessage
+from evalpipe.types import ChatMessage, Tool
 
 T = TypeVar("T")
 log = structlog.get_logger("evalpipe.limits")
@@ -84,9 +86,15 @@ def estimate_tokens(text: str) -> int:
     return -(-len(text) // CHARS_PER_TOKEN)
 
 
-def prompt_tokens(messages: Iterable[ChatMessage]) -> int:
-    """The estimated input tokens of a call's messages."""
-    return sum(estimate_tokens(message.content) for message in messages)
+def prompt_tokens(messages: Iterable[ChatMessage], tools: Sequence[Tool] = (), provider: type[Provider] = Provider,
+                  model: str = "") -> int:
+    """The estimated input tokens of a call: its messages' text and tool calls (by the rule of thumb), the
+    tools it offers (their definitions and the vendor's tool prompt) and its images (by `provider`'s image
+    rule for `model`), as the vendors count them against a tokens-per-minute limit."""
+    messages = list(messages)
+    text = sum(estimate_tokens(message.content) + sum(estimate_tokens(c.name + c.arguments_json)
+                                                      for c in message.tool_calls) for message in messages)
+    return text + tool_tokens(provider, tools) + image_tokens(provider, model, messages)
 
 
 class Permit(Protocol):

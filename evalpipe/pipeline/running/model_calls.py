@@ -71,7 +71,9 @@ class JobCalls:
     ) -> ChatResponse:
         backend = self._backend(backend_id)
         request = {"chat": [message_key(m) for m in messages], "params": _sent(backend, params)}
-        estimate = prompt_tokens(messages) + _expected_output(backend, params)
+        provider = backend.provider
+        estimate = prompt_tokens(messages, (params.tools if params is not None else None) or (), type(provider),
+                                 provider.model) + _expected_output(backend, params)
         payload = await self._call(backend, request, lambda: backend.provider.achat(messages, params), estimate,
                                    _chat_payload)
         return _chat_response(payload)

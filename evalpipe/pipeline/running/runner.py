@@ -263,7 +263,7 @@ class JobRun:
         self._spend = _Spend()
         self._rows_written = 0  # in this session
         self._calls: JobCalls | None = None  # scorers' and chains' calls to the job's backends
-        self._projector = Projector(loaded.spec)
+        self._projector = Projector(loaded.spec, tools=loaded.tools)
         self._signals = 0  # received by this run
         self._working: anyio.CancelScope | None = None  # opening the backends and executing: a 2nd signal cancels it
         self.write_failure: WriteFailed | None = None

@@ -9,6 +9,10 @@ Each step is a call like any other (the backend's limits, retries and the respon
 step's messages), up to the job's `max_steps`; the answer scored is the last step's, carrying every
 call made on the way, and the tokens and cost of all steps. Only the functions the job names are ever
 called: a call of any other tool ends the loop, as does a call whose arguments are not JSON.
+
+The task's `task_timeout_s` bounds the whole loop, not each step: one `TaskClock` starts at the first
+attempt of the first step, and every later step and tool run gets only what is left of it. A loop that
+runs out raises TimeoutError; the steps it finished stay in the trajectory list it was given.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -32,19 +37,45 @@ MAX_RESULT_CHARS = 20_000  # a tool's result goes into every later prompt: a hug
 StepCall = Callable[[Task], Awaitable[tuple[ChatResponse, bool, float]]]
 
 
-async def run_tool_loop(task: Task, loop: ToolLoop, call: StepCall,
-                        spend: ScoringSpend | None = None) -> tuple[ChatResponse, bool, float, list[Any]]:
-    """(final answer, every step cached, total cost, trajectory) of `task` under `loop`; `call` makes one step.
+@dataclass(slots=True)
+class TaskClock:
+    """The time bound of one task: `timeout_s` from its first attempt (queueing for limits before it is
+    not counted), shared by every call and tool run of the task."""
 
-    `spend` is charged each step as it ends, so a later step's failure still leaves what was paid."""
+    timeout_s: float
+    deadline: float | None = None  # set by the first `remaining()`
+
+    def remaining(self) -> float:
+        """Seconds left (the clock starts now if it has not yet)."""
+        now = anyio.current_time()
+        if self.deadline is None:
+            self.deadline = now + self.timeout_s
+        return max(self.deadline - now, 0.0)
+
+    def expired(self) -> bool:
+        """Whether the clock started and ran out."""
+        return self.deadline is not None and self.remaining() <= 0.0
+
+
+async def run_tool_loop(task: Task, loop: ToolLoop, call: StepCall, spend: ScoringSpend | None = None,
+                        clock: TaskClock | None = None,
+                        trajectory: list[dict[str, Any]] | None = None) -> tuple[ChatResponse, bool, float, list[Any]]:
+    """(final answer, every step cached, total cost, trajectory) of `task` under `loop`; `call` makes one step
+    (bounded by `clock`, the one it is given: the caller passes it to the step's call too).
+
+    `spend` is charged and `trajectory` appended each step as it ends, so a later step's failure (a
+    timeout of the whole loop included) still leaves what was paid and done."""
     spend = spend if spend is not None else ScoringSpend()
+    clock = clock if clock is not None else TaskClock(math.inf)
     messages = task.messages
-    steps: list[dict[str, Any]] = []
+    steps: list[dict[str, Any]] = trajectory if trajectory is not None else []
     made: list[ToolCall] = []
     usage = Usage()
     cost, latency, attempts, all_cached = 0.0, 0.0, 0, True
     response: ChatResponse | None = None
     for _ in range(loop.max_steps):
+        if clock.expired():  # the previous step or its tools used up the task's time
+            raise TimeoutError
         response, cached, step_cost = await call(replace(task, messages=messages))
         usage = _added(usage, response.usage)
         cost, latency, attempts = cost + step_cost, latency + response.latency_s, attempts + response.attempts
@@ -62,7 +93,8 @@ async def run_tool_loop(task: Task, loop: ToolLoop, call: StepCall,
             c.name in loop.functions and c.arguments is not None for c in response.tool_calls)
         if not runnable or len(steps) == loop.max_steps:
             break
-        results = [await run_tool(loop.functions[c.name], c) for c in response.tool_calls]
+        with anyio.fail_after(clock.remaining()):
+            results = [await run_tool(loop.functions[c.name], c) for c in response.tool_calls]
         step["tool_results"] = [{"id": c.id, "name": c.name, "content": r}
                                 for c, r in zip(response.tool_calls, results, strict=True)]
         messages = (*messages, ChatMessage.assistant(response.text, response.tool_calls),
@@ -79,8 +111,8 @@ async def run_tool(function: Callable[..., Any], call: ToolCall) -> str:
     try:
         if inspect.iscoroutinefunction(function):
             result = await function(**arguments)
-        else:  # a blocking tool must not stall the other tasks
-            result = await anyio.to_thread.run_sync(functools.partial(function, **arguments))
+        else:  # a blocking tool must not stall the other tasks; on timeout its thread is left to finish alone
+            result = await anyio.to_thread.run_sync(functools.partial(function, **arguments), abandon_on_cancel=True)
     except Exception as error:  # the model sees the failure and may recover; the run goes on
         result = f"error: {type(error).__name__}: {error}"
     text = result if isinstance(result, str) else json.dumps(result, ensure_ascii=False, default=str)
