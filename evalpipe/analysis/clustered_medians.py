@@ -27,7 +27,7 @@ LOG_STEP = math.log1p(RESOLUTION)
 # ends get noisier by a few percent of its width, not narrower.
 MAX_WORK = 20_000_000
 MIN_RESAMPLES = 200
-_CHUNK_CELLS = 2_000_000
+_CHUNK_CELLS = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
