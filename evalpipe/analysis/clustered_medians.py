@@ -43,10 +43,16 @@ class ItemBuckets:
 
     @classmethod
     def of(cls, items: IntArray, buckets: IntArray, rows: FloatArray) -> ItemBuckets:
-        """The triples, sorted by bucket (then item) as the medians need them."""
+        """The triples, sorted by bucket (then item) as the medians need them; an (item, bucket) given more
+        than once (counted in several parts of a run) is one triple with its rows added up."""
         order = np.lexsort((items, buckets))
-        return cls._sorted(items[order].astype(np.int64), buckets[order].astype(np.int64),
-                           rows[order].astype(np.float64))
+        items, buckets, rows = (items[order].astype(np.int64), buckets[order].astype(np.int64),
+                                rows[order].astype(np.float64))
+        if len(items) > 1:
+            first = np.flatnonzero(np.r_[True, (items[1:] != items[:-1]) | (buckets[1:] != buckets[:-1])])
+            if len(first) < len(items):
+                items, buckets, rows = items[first], buckets[first], np.add.reduceat(rows, first)
+        return cls._sorted(items, buckets, rows)
 
     @classmethod
     def _sorted(cls, items: IntArray, buckets: IntArray, rows: FloatArray) -> ItemBuckets:

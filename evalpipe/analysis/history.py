@@ -25,7 +25,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,7 +36,7 @@ import numpy.typing as npt
 import polars as pl
 
 from evalpipe.analysis.clustered_medians import LOG_STEP, ItemBuckets, clustered_median, paired_median_change
-from evalpipe.analysis.runs import Run, RunDirError, collect_per_part, open_run
+from evalpipe.analysis.runs import Run, RunDirError, collect, collect_per_part, open_run
 from evalpipe.analysis.stats import (
     CONFIDENCE,
     RESAMPLES,
@@ -252,63 +252,70 @@ def build_history(directory: str | Path, *, resamples: int = RESAMPLES, confiden
         cached = cache.get(key) if cache is not None else None
         if cached is None or any(previous.signature(group) != since for group, since in cached.since.items()):
             try:
-                tables = _item_tables(run)
+                cached = _run_points(run, signature, previous, resamples, confidence)
             except RunDirError as failure:
                 runs.append(RunPoints(run.name, str(path), started, state, run.warnings, failure.message, []))
                 continue
-            since = {group: previous.signature(group) for group in tables}
-            cached = _CachedPoints(since, [
-                _group_points(run.name, group, table, run.metrics, previous.tables(group), resamples, confidence)
-                for group, table in tables.items()])
             if cache is not None:
                 cache.put(key, cached)
-            previous.add(run, signature, cached.since, tables)
         else:
-            previous.add(run, signature, cached.since, None)
+            for group in cached.since:
+                previous.add(group, run, signature, None)
         runs.append(RunPoints(run.name, str(path), started, state, run.warnings, None, cached.groups))
     order = list(dict.fromkeys((g.backend_id, g.param_set) for r in runs for g in r.groups))
     return History(str(directory), jobs, metrics, order, runs, notes)
 
 
+def _run_points(run: Run, signature: RunSignature, previous: _Previous, resamples: int,
+                confidence: float) -> _CachedPoints:
+    """Every group's points in `run`, a batch of groups at a time; each group's table replaces the previous
+    run's as soon as its change is computed, so about one run's tables are held, whatever the run's size.
+    RunDirError when the rows cannot be read (the previous runs' tables are then as they were)."""
+    batches = _group_batches(run)
+    since: dict[Group, RunSignature | None] = {}
+    points: list[GroupPoints] = []
+    for batch in batches:
+        tables = _item_tables(run, batch)
+        for group in list(tables):
+            table = tables.pop(group)
+            since[group] = previous.signature(group)
+            points.append(_group_points(run.name, group, table, run.metrics, previous.tables(group), resamples,
+                                        confidence))
+            previous.add(group, run, signature, table)
+    return _CachedPoints(since, points)
+
+
 class _Previous:
-    """Per group, the last run before the one at hand that has it, and that run's tables (read only when a
+    """Per group, the last run before the one at hand that has it, and its table there (read only when a
     change must be computed: a run whose points come from the cache does not read its rows)."""
 
     def __init__(self) -> None:
-        self._runs: dict[Group, tuple[Run, RunSignature]] = {}
-        self._tables: dict[RunSignature, dict[Group, _Items] | None] = {}
+        self._last: dict[Group, tuple[Run, RunSignature, _Items | None]] = {}
 
     def signature(self, group: Group) -> RunSignature | None:
         """The signature of the last run with `group`."""
-        found = self._runs.get(group)
+        found = self._last.get(group)
         return found[1] if found is not None else None
 
     def tables(self, group: Group) -> tuple[str, _Items] | None:
         """The last run with `group`: its name and the group's table."""
-        found = self._runs.get(group)
+        found = self._last.get(group)
         if found is None:
             return None
-        run, signature = found
-        tables = self._tables.get(signature)
-        if tables is None:
+        run, signature, table = found
+        if table is None:
             try:
-                tables = _item_tables(run)
+                table = _item_tables(run, [group]).get(group)
             except RunDirError:  # readable when its points were computed, not now: no change to measure from
                 return None
-            self._tables[signature] = tables
-        table = tables.get(group)
-        return (run.name, table) if table is not None else None
+            if table is None:
+                return None
+            self._last[group] = (run, signature, table)
+        return run.name, table
 
-    def add(self, run: Run, signature: RunSignature, groups: Mapping[Group, object],
-            tables: dict[Group, _Items] | None) -> None:
-        """`run` (with `tables` when they were read) is now the last run of its `groups`; tables no group
-        needs any more are dropped, so about one run's are held at a time."""
-        for group in groups:
-            self._runs[group] = (run, signature)
-        self._tables[signature] = tables
-        needed = {signature for _, signature in self._runs.values()}
-        for stale in [s for s in self._tables if s not in needed]:
-            del self._tables[stale]
+    def add(self, group: Group, run: Run, signature: RunSignature, table: _Items | None) -> None:
+        """`run` is now the last run with `group` (with its table when it was read)."""
+        self._last[group] = (run, signature, table)
 
 
 def _start_of(path: Path, run: Run | None) -> datetime | None:
@@ -341,8 +348,36 @@ def _manifest_of(path: Path) -> Manifest | None:
 # -- one pass per run ----------------------------------------------------------------------------------
 
 
-def _item_tables(run: Run) -> dict[Group, _Items]:
-    """Per group, each item's sums and counts of every metric and its latency histogram, read part by part.
+ROWS_PER_BATCH = 250_000  # rows of the groups read in one pass: a million-row run's item tables stay small
+
+
+def _group_batches(run: Run) -> list[list[Group]]:
+    """The run's groups in the order of the job's tasks, in batches of about `ROWS_PER_BATCH` rows (a group
+    with more on its own)."""
+    found = collect(run.scan([*GROUP_KEYS, "task_index"]).select(
+        *(pl.col(key).cast(pl.String).fill_null("") for key in GROUP_KEYS), "task_index")
+        .group_by(GROUP_KEYS).agg(pl.col("task_index").min().alias("first"), pl.len().alias("rows"))
+        .sort("first"), run)
+    batches: list[list[Group]] = []
+    rows = 0
+    for backend, param_set, _, count in found.iter_rows():
+        if not batches or rows + count > ROWS_PER_BATCH:
+            batches.append([])
+            rows = 0
+        batches[-1].append((backend, param_set))
+        rows += count
+    return batches
+
+
+def _in_groups(groups: Sequence[Group]) -> pl.Expr:
+    """Rows of `groups` (a missing backend id or parameter set is the group's "")."""
+    backend, param_set = (pl.col(key).cast(pl.String).fill_null("") for key in GROUP_KEYS)
+    return pl.any_horizontal([(backend == b) & (param_set == p) for b, p in groups])
+
+
+def _item_tables(run: Run, groups: Sequence[Group] | None = None) -> dict[Group, _Items]:
+    """Per group (of `groups`, else all), each item's sums and counts of every metric and its latency
+    histogram, read part by part.
 
     Scores and passes as `summary` counts them (`item_sum_query`: the pass rate over judged and failed rows, an
     error a fail); per item also its errors, rows, cost (generation plus scoring) and verdicts.
@@ -356,6 +391,7 @@ def _item_tables(run: Run) -> dict[Group, _Items]:
     cost = pl.sum_horizontal(*(pl.col(column).fill_null(0.0) for column in costs)) if costs else pl.lit(0.0)
 
     def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
+        part = part if groups is None else part.filter(_in_groups(groups))
         return [item_sum_query(part, [*scores, PASSED], GROUP_KEYS),
                 part.group_by(_ITEM_KEYS).agg(
                     (pl.col("status") == "error").sum().cast(pl.Int64).alias("errors"),
@@ -368,25 +404,32 @@ def _item_tables(run: Run) -> dict[Group, _Items]:
         return merge_item_sums(frame, GROUP_KEYS)
 
     sums, extras = collect_per_part(run, columns, queries, [merge_sums, _stack])
-    # Added up once, on the streaming engine: grouping the stack again after every part held several copies.
-    extras = (extras.lazy().group_by(_ITEM_KEYS)
-              .agg(pl.col("first_task").min(), pl.exclude(*_ITEM_KEYS, "first_task").sum()).collect(engine="streaming"))
-    sums, extras = (frame.with_columns(pl.col(ITEM_KEY).fill_null(_NO_ITEM))
-                    for frame in (finish_item_sums(sums, GROUP_KEYS), extras))
-    # Groups in the order of the job's tasks, as in `summary`; items sorted by id within each, so that the
-    # resamples do not depend on the order parts were read in.
-    frame = (sums.join(extras, on=list(_ITEM_KEYS), how="left", nulls_equal=True)
+    # Added up once: grouping the stack again after every part held several copies. Groups in the order of the
+    # job's tasks, as in `summary`; items sorted by id within each, so that the resamples do not depend on the
+    # order parts were read in. One streaming query: each step in memory would copy the table of items.
+    extras_lazy = (extras.lazy().group_by(_ITEM_KEYS)
+                   .agg(pl.col("first_task").min(), pl.exclude(*_ITEM_KEYS, "first_task").sum()))
+    needed = [*_ITEM_KEYS, "group_no", "item_no", "errors", "cost", "rows", "with_verdicts",
+              *(f"{m}:{kind}" for m in [*scores, PASSED] for kind in ("sum", "n"))]
+    frame = (finish_item_sums(sums, GROUP_KEYS).lazy().with_columns(pl.col(ITEM_KEY).fill_null(_NO_ITEM))
+             .join(extras_lazy.with_columns(pl.col(ITEM_KEY).fill_null(_NO_ITEM)), on=list(_ITEM_KEYS), how="left",
+                   nulls_equal=True)
              .with_columns(pl.col("first_task").min().over(GROUP_KEYS).alias("group_first_task"),
                            (pl.col("verdicts").sum().over(GROUP_KEYS) > 0).alias("with_verdicts"))
              .sort("group_first_task", *_ITEM_KEYS)
              .with_columns(pl.struct(GROUP_KEYS).rle_id().alias("group_no"),  # the groups are contiguous
-                           pl.int_range(pl.len(), dtype=pl.UInt32).over(GROUP_KEYS).alias("item_no")))
+                           pl.int_range(pl.len(), dtype=pl.UInt32).over(GROUP_KEYS).alias("item_no"))
+             .select(needed).collect(engine="streaming"))
     del sums, extras
-    latency = _latency_buckets(run, frame.select(*_ITEM_KEYS, "group_no", "item_no"))
+    latency = _latency_buckets(run, frame.select(*_ITEM_KEYS, "group_no", "item_no"), groups)
+    # One group's frame at a time becomes arrays, and is dropped: the run's tables are not held twice.
+    by_group = frame.partition_by(GROUP_KEYS, maintain_order=True, as_dict=True)
+    del frame
     tables: dict[Group, _Items] = {}
-    for (backend, param_set), group in frame.group_by(GROUP_KEYS, maintain_order=True):
+    for backend, param_set in list(by_group):
+        group = by_group.pop((backend, param_set))
         ids = group[ITEM_KEY].to_numpy().astype(object)
-        timed = latency.get(int(group["group_no"][0]))
+        timed = latency.pop(int(group["group_no"][0]), None)
         buckets = (ItemBuckets.of(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)) if timed is None
                    else ItemBuckets.of(timed["item_no"].to_numpy(), timed["bucket"].to_numpy(),
                                        timed["len"].to_numpy().astype(np.float64)))
@@ -407,26 +450,23 @@ def _stack(frame: pl.DataFrame) -> pl.DataFrame:
     return frame
 
 
-def _latency_buckets(run: Run, index: pl.DataFrame) -> dict[int, pl.DataFrame]:
+def _latency_buckets(run: Run, index: pl.DataFrame, groups: Sequence[Group] | None) -> dict[int, pl.DataFrame]:
     """Per group number of `index` (group keys and item -> `group_no`, `item_no`), the ok rows of each item
-    counted per latency bucket: `item_no`, `bucket`, `len`."""
+    counted per latency bucket and part: `item_no`, `bucket`, `len`."""
     bucket = (pl.col("latency_s").clip(lower_bound=1e-6).log() / LOG_STEP).round().cast(pl.Int32).alias("bucket")
     numbered = index.lazy()
 
     def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
+        part = part if groups is None else part.filter(_in_groups(groups))
         timed = part.filter(_OK & pl.col("latency_s").is_finite()).select(
             *GROUP_KEYS, pl.col(ITEM_KEY).fill_null(_NO_ITEM), bucket)
         return [timed.join(numbered, on=list(_ITEM_KEYS), how="inner", nulls_equal=True)
                 .group_by("group_no", "item_no", "bucket").len().with_columns(pl.col("len").cast(pl.UInt32))]
 
+    # An item's rows in two parts with one bucket are two triples here: `ItemBuckets.of` adds them up.
     (stacked,) = collect_per_part(run, [*_ITEM_KEYS, "status", "latency_s"], queries, [_stack])
-    # An item's rows in two parts with one bucket are added up once at the end, so a triple is (item, bucket)
-    # once: on the streaming engine, which groups these integer keys in a fraction of the in-memory one's space.
-    found = (stacked.lazy().group_by("group_no", "item_no", "bucket").agg(pl.col("len").sum())
-             .collect(engine="streaming"))
-    del stacked
     return {int(key[0]): group.drop("group_no")
-            for key, group in found.partition_by("group_no", as_dict=True).items()}
+            for key, group in stacked.partition_by("group_no", as_dict=True).items()}
 
 
 # -- estimates -----------------------------------------------------------------------------------------
