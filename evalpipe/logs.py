@@ -117,6 +117,13 @@ def _show_warning(message: Warning | str, category: type[Warning], filename: str
                                                       location=f"{filename}:{lineno}")
 
 
+def reset() -> None:
+    """Python warnings and standard logging back as they were, and `json_lines()` false (structlog's own
+    configuration is left as it is)."""
+    _state["format"] = "console"
+    _route_foreign_lines(False)
+
+
 def _route_foreign_lines(as_json: bool) -> None:
     """Python warnings and standard logging to stderr as JSON lines (`as_json`), or back as they were."""
     root = logging.getLogger()

@@ -46,8 +46,10 @@ class ItemBuckets:
         """The triples, sorted by bucket (then item) as the medians need them; an (item, bucket) given more
         than once (counted in several parts of a run) is one triple with its rows added up."""
         order = np.lexsort((items, buckets))
-        items, buckets, rows = (items[order].astype(np.int64), buckets[order].astype(np.int64),
-                                rows[order].astype(np.float64))
+        # 32-bit: about a row's worth of triples per run is held while a history is built. Row counts are
+        # whole numbers, exact in float32 up to 2**24 rows of one item in one bucket.
+        items, buckets, rows = (items[order].astype(np.int32), buckets[order].astype(np.int32),
+                                rows[order].astype(np.float32))
         if len(items) > 1:
             first = np.flatnonzero(np.r_[True, (items[1:] != items[:-1]) | (buckets[1:] != buckets[:-1])])
             if len(first) < len(items):
@@ -86,7 +88,7 @@ def clustered_median(data: ItemBuckets, *, key: str, resamples: int = RESAMPLES,
     positions = np.full(int(timed[-1]) + 1, -1, dtype=np.int64)
     positions[timed] = np.arange(len(timed))
     data = data.restricted(positions)
-    items, rows = len(timed), int(data.rows.sum())
+    items, rows = len(timed), int(data.rows.sum(dtype=np.float64))
     point = float(_medians(np.ones((1, items)), data)[0])
     if items == 1:
         return _estimate(point, math.nan, math.nan, rows, items, "none")
@@ -111,9 +113,10 @@ def paired_median_change(before: ItemBuckets, now: ItemBuckets, shared_before: I
     positions = np.full(len(shared_before), -1, dtype=np.int64)
     positions[both] = np.arange(items)
     side_before, side_now = (side.restricted(positions) for side in sides)
+    del sides  # copies of both runs' triples: not held through the resamples
     ones = np.ones((1, items))
     point = float(_medians(ones, side_now)[0] - _medians(ones, side_before)[0])
-    rows = int(side_now.rows.sum())
+    rows = int(side_now.rows.sum(dtype=np.float64))
     if items == 1:
         return _estimate(point, math.nan, math.nan, rows, items, "none")
     work = max(len(side_before.rows), len(side_now.rows))
@@ -124,7 +127,9 @@ def paired_median_change(before: ItemBuckets, now: ItemBuckets, shared_before: I
 
 def _medians(weights: FloatArray, data: ItemBuckets) -> FloatArray:
     """Per row of `weights` (resamples × items), the lower median of the rows weighted by their item's weight."""
-    totals = np.add.reduceat(weights[:, data.items] * data.rows, data.starts, axis=1)
+    weighted = weights[:, data.items]
+    weighted *= data.rows  # in place: the matrix (resamples × triples) is the largest array of an interval
+    totals = np.add.reduceat(weighted, data.starts, axis=1)
     cumulative = np.cumsum(totals, axis=1)
     return bucket_values(data.distinct[np.argmax(cumulative >= cumulative[:, -1:] / 2, axis=1)])
 
