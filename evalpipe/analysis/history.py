@@ -16,8 +16,11 @@ each item's latencies on 1%-wide log buckets, resampled and paired on items too)
 Each flag is a test at the 95% level: over many metrics and groups an occasional flag comes by chance; a
 change that holds on the next run is real.
 
-Only two runs' per-item aggregates are held at a time, whatever the number of runs. A run that cannot be
-read is listed with the reason, never raised; a partial run is listed with its warnings.
+A run is read a batch of groups at a time (about 250,000 rows), and each group's per-item aggregates
+replace the previous run's as soon as its change is computed: about one run's aggregates are held,
+whatever the number and size of the runs. With a `HistoryCache` (the viewer keeps one), a run's points
+are computed once while its parts and the run before it are unchanged. A run that cannot be read is
+listed with the reason, never raised; a partial run is listed with its warnings.
 """
 
 from __future__ import annotations
