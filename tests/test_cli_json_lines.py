@@ -5,6 +5,11 @@ the tables asked for."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +18,7 @@ import pytest
 from evalpipe.testing import FakeServer
 from tests.test_cli import GOOD_JOB, restore_logging, write_job  # noqa: F401  (an autouse fixture)
 from tests.test_cli import server as server  # noqa: F401  (a fixture)
-from tests.test_cli_start import command
+from tests.test_cli_start import REPO, command
 
 # Warnings at every stage: a concurrency the backends cannot reach, a swept seed a backend never sends, an
 # optional backend without its key.
@@ -84,3 +89,33 @@ def test_without_json_the_lines_stay_for_people(server: FakeServer, tmp_path: Pa
                    "-v", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "warning: concurrency 16 is more than" in done.stderr and "{" not in done.stderr
+
+
+def test_ctrl_c_lines_are_json_too(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVALPIPE_TEST_CLI_KEY", "sk-json-lines")
+    with FakeServer(latency_s=60) as slow:  # every call in flight until cancelled
+        job = write_job(tmp_path, slow)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "evalpipe.cli", "run", str(job), "--out", str(tmp_path / "r"), "--log-format",
+             "json"], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 60
+            while slow.stats().requests < 4 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            process.send_signal(signal.SIGINT)  # stop starting tasks, wait for the calls in flight
+            assert process.stderr is not None
+            lines = []
+            for line in process.stderr:
+                lines.append(line)
+                if "waiting for" in line:
+                    break
+            process.send_signal(signal.SIGINT)  # cancel them
+            _, rest = process.communicate(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 130
+    events = json_lines("".join(lines) + rest)
+    assert said(events, "waiting for 4 calls in flight", "warning")
+    assert said(events, "interrupted: resume with  evalpipe run")
