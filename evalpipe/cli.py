@@ -18,13 +18,15 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 import anyio
+import structlog
 from rich.markup import escape
 from rich.table import Table
 
 from evalpipe import __version__, logs
-from evalpipe._command_start import started_as_command
+from evalpipe._command_start import log_format_asked, started_as_command
 from evalpipe.backends.registry import LLMBackend, provider_class
 from evalpipe.cli_analysis import (
     add_analysis_commands,
@@ -33,7 +35,9 @@ from evalpipe.cli_analysis import (
     positive_int,
     resolved_run_dir,
     say,
+    say_error,
     table_console,
+    warn,
 )
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.job.confirmation import confirmation_needed
@@ -82,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
     args: argparse.Namespace | None = None
+    if log_format_asked(sys.argv[1:] if argv is None else argv) == "json":
+        logs.configure("json")  # before anything can say a word: a bad option, a `.env` it cannot read
     try:
         _load_dotenv()
         args = _parse(argv)
@@ -96,10 +102,15 @@ def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
         say(f"stopped: {error.message}")
         return EXIT_WRITE_FAILED
     except ConfigError as error:
-        # Escaped: messages quote the user's own text, and `[/x]` in it must print, not break the markup.
         # Soft-wrapped: a long line stays one line for grep and copy-paste, whatever the width.
-        err.print(f"[red]error:[/red] {escape(error.message)}", highlight=False, markup=True, soft_wrap=True)
+        say_error(error.message)
         return EXIT_BAD_INPUT
+    except Exception:
+        if not logs.json_lines():
+            raise
+        # A bug, as one JSON line with its traceback rather than a traceback in the middle of JSON lines.
+        structlog.get_logger("evalpipe.cli").exception("unexpected error")
+        return 1
     except KeyboardInterrupt:  # before the runner took over the signals: nothing was started
         resumable = args is not None and getattr(args, "resume", None) is not None and \
             (args.resume / STORE_FILENAME).is_file()
@@ -108,13 +119,28 @@ def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
         return EXIT_INTERRUPTED
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose complaint about the command line is a JSON line with `--log-format json`."""
+
+    def error(self, message: str) -> NoReturn:
+        if logs.json_lines():
+            logs.say(f"{self.prog}: {message}", "error", usage=self.format_usage().strip())
+            self.exit(EXIT_BAD_INPUT)
+        super().error(message)
+
+
+_LOG_FORMATS = ("console", "json")
+_LOG_FORMAT_HELP = "log lines for people (default) or one JSON object per line for machines"
+_VERBOSE_HELP = "also log each retry"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="evalpipe", description="Evaluate LLMs with job files.")
-    parser.add_argument("--log-format", choices=["console", "json"], default="console",
-                        help="log lines for people (default) or one JSON object per line for machines")
-    parser.add_argument("-v", "--verbose", action="store_true", help="also log each retry")
+    parser = _Parser(prog="evalpipe", description="Evaluate LLMs with job files.")
+    parser.add_argument("--log-format", choices=_LOG_FORMATS, default="console", help=_LOG_FORMAT_HELP)
+    parser.add_argument("-v", "--verbose", action="store_true", help=_VERBOSE_HELP)
     parser.add_argument("--version", action="version", version=f"evalpipe {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser)
 
     run = commands.add_parser("run", help="run a job file")
     run.add_argument("job", type=Path)
@@ -147,6 +173,11 @@ def _parser() -> argparse.ArgumentParser:
     fake = commands.add_parser("fake-server", help="run the fake provider server (python -m evalpipe.testing; "
                                "fake-server -h lists its options)", add_help=False)
     fake.set_defaults(handler=_fake_server, rest=[])
+    # The global flags after the subcommand too (`evalpipe run job.yaml --log-format json`); there, without a
+    # default, so that one given before the subcommand stands.
+    for command in commands.choices.values():
+        command.add_argument("--log-format", choices=_LOG_FORMATS, default=argparse.SUPPRESS, help=_LOG_FORMAT_HELP)
+        command.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=_VERBOSE_HELP)
     return parser
 
 
@@ -177,7 +208,7 @@ def _rate(text: str) -> float:
 def _skipped(loaded: LoadedJob) -> bool:
     """Print a line per optional backend that cannot run here; True when no evaluated backend is left."""
     for backend_id, reason in loaded.skipped.items():
-        say(f"skipped backend {backend_id} (optional): {reason}")
+        say(f"skipped backend {backend_id} (optional): {reason}", "warning")
     if all(b.id in loaded.skipped for b in loaded.spec.backends):
         say("nothing to run: every backend of the job is skipped")
         return True
@@ -226,7 +257,7 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
     over = plan.over_budget()
     for line in over:
         say(f"over budget: {line}; the run stops starting tasks before its spend could cross the budget, so it "
-             "may not finish (raise the budget, or lower max_tokens, items or repeats)")
+            "may not finish (raise the budget, or lower max_tokens, items or repeats)", "warning")
     # Non-zero, so that a script running `plan` before `run` stops before a run that cannot finish.
     if over:
         return EXIT_BUDGET
@@ -258,7 +289,7 @@ def _confirmed(args: argparse.Namespace, loaded: LoadedJob, plan: Plan | None = 
         return True
     reason = confirmation_needed(loaded.spec, plan or plan_job(loaded))
     if reason is not None:
-        err.print(f"[red]error:[/red] {escape(reason)}", highlight=False, markup=True, soft_wrap=True)
+        say_error(reason)
     return reason is None
 
 
@@ -291,7 +322,7 @@ def _fake_server(args: argparse.Namespace) -> int:
 
 def _warn_ignored_sweeps(loaded: LoadedJob) -> None:
     for warning in ignored_sweeps(loaded.spec):
-        say(f"warning: {warning}")
+        warn(warning)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -321,7 +352,7 @@ def _run(args: argparse.Namespace) -> int:
         say(f"interrupted after the run completed: {outcome.run_dir}")
         return EXIT_INTERRUPTED
     if outcome.state == "interrupted" or interrupts.count:
-        err.print(f"interrupted: resume with  {outcome.resume_command}", highlight=False, markup=False, soft_wrap=True)
+        say(f"interrupted: resume with  {outcome.resume_command}")
         return EXIT_INTERRUPTED
     if outcome.state == "budget_exhausted":
         budget = loaded.spec.budget
@@ -329,7 +360,7 @@ def _run(args: argparse.Namespace) -> int:
                                                                   ("max_tokens", budget.max_tokens)) if value)
         say(f"stopped at the budget ({limits}): {outcome.executed} of {outcome.total_tasks} tasks ran, "
              f"${outcome.cost_usd:.4f} and {outcome.input_tokens + outcome.output_tokens:,} tokens spent; raise it "
-             f"and resume with  {outcome.resume_command}")
+             f"and resume with  {outcome.resume_command}", "warning")
         return EXIT_BUDGET
     if outcome.executed == 0:
         say("nothing ran: the run has no row from a call")
@@ -344,7 +375,7 @@ def _run(args: argparse.Namespace) -> int:
 def _summary(outcome: RunOutcome, loaded: LoadedJob) -> None:
     for backend_id, reason in outcome.skipped_backends.items():
         if backend_id not in loaded.skipped:  # already said before the run started
-            say(f"skipped backend {backend_id} (optional): {reason}")
+            say(f"skipped backend {backend_id} (optional): {reason}", "warning")
     table = Table(title=f"run {outcome.run_id}: {outcome.state}")
     for column in ("tasks", "ok", "errors", "skipped", "cost (USD)"):
         table.add_column(column, justify="right")
@@ -392,7 +423,7 @@ def _warn_concurrency_cap(loaded: LoadedJob, override: int | None) -> None:
     limits = ", ".join(f"{b.id}: {b.max_concurrency}" + ("" if "max_concurrency" in b.model_fields_set
                                                          else " (the default)") for b in runnable)
     source = "--concurrency" if override else "concurrency"
-    say(f"warning: {source} {asked} is more than the backends allow in flight together ({ceiling}; "
+    warn(f"{source} {asked} is more than the backends allow in flight together ({ceiling}; "
          f"max_concurrency {limits}): at most {ceiling} calls run at once; set max_concurrency on a backend to "
          "raise its share")
 

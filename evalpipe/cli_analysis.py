@@ -7,14 +7,15 @@ for polars-based modules it never calls."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from evalpipe import logs
 from evalpipe.errors import ConfigError
 from evalpipe.progress import count
 
@@ -23,9 +24,30 @@ out = Console(emoji=False)
 err = Console(stderr=True, emoji=False)  # `job.yaml:100:` is a location, not the :100: emoji
 
 
-def say(text: str) -> None:
-    """One plain line on stderr."""
-    err.print(text, highlight=False, markup=False, soft_wrap=True)
+def say(text: str, level: str = "info", **fields: Any) -> None:
+    """One plain line on stderr (with `--log-format json`, a JSON object: `event` the text, with `fields`)."""
+    if logs.json_lines():
+        logs.say(text, level, **fields)
+    else:
+        err.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+def warn(text: str) -> None:
+    """`warning: TEXT` on stderr (a JSON object of level warning with `--log-format json`)."""
+    if logs.json_lines():
+        logs.say(text, "warning")
+    else:
+        say(f"warning: {text}")
+
+
+def say_error(text: str) -> None:
+    """`error: TEXT` on stderr, the word in red on a terminal (a JSON object of level error with
+    `--log-format json`)."""
+    if logs.json_lines():
+        logs.say(text, "error")
+    else:
+        # Escaped: messages quote the user's own text, and `[/x]` in it must print, not break the markup.
+        err.print(f"[red]error:[/red] {escape(text)}", highlight=False, markup=True, soft_wrap=True)
 
 
 def add_analysis_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -104,7 +126,7 @@ def _summary_command(args: argparse.Namespace) -> int:
         table_console().print(summary_renderable(summary))
     else:
         if summary.partial and args.format == "csv":  # CSV has no room for the label
-            err.print("partial: " + "; ".join(summary.warnings), highlight=False, markup=False, soft_wrap=True)
+            say("partial: " + "; ".join(summary.warnings), "warning")
         sys.stdout.write(summary_text(summary, args.format))
     return 0
 
@@ -130,7 +152,7 @@ def _compare_command(args: argparse.Namespace) -> int:
         sys.stdout.write(comparison_text(comparison, args.format))
         message = gate_message(comparison)
         if message and args.format == "csv":
-            err.print(message, highlight=False, markup=False, soft_wrap=True)
+            say(message, "warning" if comparison.gate_failed else "info")
     return EXIT_REGRESSION if comparison.gate_failed else 0
 
 
@@ -163,15 +185,17 @@ def _history_command(args: argparse.Namespace) -> int:
         if args.format == "csv":  # CSV has no room for the labels
             for run in history.runs:
                 if run.label:
-                    err.print(f"{run.name}: {run.label}", highlight=False, markup=False, soft_wrap=True)
+                    say(f"{run.name}: {run.label}", "warning")
         sys.stdout.write(history_text(history, args.format))
     return 0
 
 
 def _view(args: argparse.Namespace) -> int:
-    # Before polars loads: its allocator (jemalloc) then returns the memory of a finished query to the
-    # system at once, so a long-running viewer's footprint is that of the query at hand, not of its largest.
-    os.environ.setdefault("_RJEM_MALLOC_CONF", "dirty_decay_ms:0,muzzy_decay_ms:0")
+    # Before polars loads (the view package imports it): a long-running viewer's footprint is then that of
+    # the query at hand, not of its largest.
+    from evalpipe.view.allocator import return_freed_memory
+
+    return_freed_memory()
     try:
         import uvicorn
 
@@ -182,11 +206,14 @@ def _view(args: argparse.Namespace) -> int:
 
     app = create_app(args.directory)  # ConfigError for a directory that does not exist, before listening
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        err.print(f"warning: listening on {args.host}: anyone who can reach it can read every answer in "
-                  f"{args.directory}", highlight=False, markup=False, soft_wrap=True)
+        warn(f"listening on {args.host}: anyone who can reach it can read every answer in {args.directory}")
     out.print(f"evalpipe view: http://{args.host}:{args.port}/ (Ctrl-C to stop)", highlight=False, markup=False,
               soft_wrap=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    # With JSON lines, uvicorn's records go to the root logger, where `logs` renders them as JSON.
+    if logs.json_lines():
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", log_config=None)
+    else:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
     return 0
 
 

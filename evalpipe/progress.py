@@ -1,5 +1,6 @@
 """The progress of `evalpipe run` on stderr: a bar on a terminal, a plain line every few seconds otherwise,
-both with done/total, a labelled ETA, the pass rate so far and the last error's type."""
+both with done/total, a labelled ETA, the pass rate so far and the last error's type; with
+`--log-format json`, a JSON object with those numbers as fields every few seconds."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
+from evalpipe import logs
 from evalpipe.pipeline.running.runner import RunProgress
 
 
@@ -27,21 +29,41 @@ class ProgressDisplay:
         self._task = self._bar.add_task("running", total=None, stats="")
         self._last_line = 0.0
 
+    @property
+    def _bar_shown(self) -> bool:
+        return self._console.is_terminal and not logs.json_lines()
+
     def __enter__(self) -> Callable[[RunProgress], None]:
-        if self._console.is_terminal:
+        if self._bar_shown:
             self._bar.start()
         return self.update
 
     def __exit__(self, *exc_info: object) -> None:
-        self._bar.stop()
+        if self._bar.live.is_started:  # stopping a bar never started would print an empty line
+            self._bar.stop()
 
     def update(self, progress: RunProgress) -> None:
-        stats = progress_text(progress, time.monotonic())
-        if self._console.is_terminal:
-            self._bar.update(self._task, total=progress.total, completed=progress.done, stats=stats)
-        elif time.monotonic() - self._last_line >= 5 or progress.done == progress.total:
-            self._last_line = time.monotonic()
-            self._console.print(stats, highlight=False, markup=False, soft_wrap=True)
+        now = time.monotonic()
+        if self._bar_shown:
+            self._bar.update(self._task, total=progress.total, completed=progress.done,
+                             stats=progress_text(progress, now))
+        elif now - self._last_line >= 5 or progress.done == progress.total:
+            self._last_line = now
+            if logs.json_lines():
+                logs.say("progress", "info", **progress_fields(progress, now))
+            else:
+                self._console.print(progress_text(progress, now), highlight=False, markup=False, soft_wrap=True)
+
+
+def progress_fields(progress: RunProgress, now: float) -> dict[str, object]:
+    """The progress line's numbers, for a JSON line (`eta_s` None until there is a rate to go by)."""
+    elapsed = max(now - progress.started, 1e-9)
+    done_here = progress.done - progress.already_done
+    eta = (progress.total - progress.done) * elapsed / done_here if done_here > 0 else None
+    return {"done": progress.done, "total": progress.total, "eta_s": None if eta is None else round(eta, 1),
+            "passed": progress.passed, "scored": progress.scored, "errors": progress.errors,
+            "last_error_type": progress.last_error_type, "calls_per_s": round(progress.calls / elapsed, 2),
+            "tokens": progress.input_tokens + progress.output_tokens, "cost_usd": round(progress.cost_usd, 6)}
 
 
 def progress_text(progress: RunProgress, now: float) -> str:

@@ -1,13 +1,15 @@
 """Viewer benchmark: `evalpipe view` over a run of a million rows, the time of its pages and the server's RSS.
 
-    python scripts/bench_view.py [--rows 1000000] [--keep DIR]
+    python scripts/bench_view.py [--rows 1000000] [--runs 2] [--keep DIR]
 
-from the repository after `make install` (with the `view` extra). The run is synthetic
+from the repository after `make install` (with the `view` extra). Each run is synthetic
 (`evalpipe.analysis.synthetic`: the real row schema, Parquet parts of 100,000 rows, two criteria, 2% error
-rows): two backends × two parameter sets × rows/20 items × five repeats. The viewer runs as the command
-does (`python -m evalpipe.cli view DIR`) in a subprocess; a thread samples its RSS and the anonymous part
-of it (/proc/PID/status) every 20 ms while each page loads (the first page twice: cold, then again), and the
-server is stopped with SIGINT as Ctrl-C stops it.
+rows): two backends × two parameter sets × rows/20 items × five repeats; `--runs` runs of one job, the same
+items with fresh noise, for the history and a comparison of two runs. The viewer runs as the command does
+(`python -m evalpipe.cli view DIR`) in a subprocess; a thread samples its RSS and the anonymous part of it
+(/proc/PID/status) every 20 ms while each page loads, and the server is stopped with SIGINT as Ctrl-C stops
+it. Per page: the time to the response's first byte, to its last, and the peaks while it loaded. Pages
+marked "again" repeat the one before (what the viewer keeps between requests).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import httpx
 from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
 
 RUN = "synthetic/bench"
+EARLIER = "bench-earlier"  # the other runs of the job: bench-earlier, bench-earlier-2, ...
 
 
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
@@ -70,20 +73,38 @@ def free_port() -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=2, help="runs of the job (the history's points)")
     parser.add_argument("--keep", type=Path, help="write (or reuse) the results directory here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-view-") as temp:
         results = args.keep or Path(temp)
-        run_dir = results / RUN
-        if not (run_dir / "manifest.json").is_file():
+        # The earlier runs first: the history orders runs by their manifests' start.
+        names = [EARLIER + ("" if n == 1 else f"-{n}") for n in range(args.runs - 1, 0, -1)] + ["bench"]
+        for number, run_id in enumerate(names):
+            run_dir = results / "synthetic" / run_id
+            if (run_dir / "manifest.json").is_file():
+                continue
             started = time.perf_counter()
-            write_synthetic_run(run_dir, SyntheticRun(items=args.rows // 20, repeats=5, run_id="bench",
+            write_synthetic_run(run_dir, SyntheticRun(items=args.rows // 20, repeats=5, run_id=run_id,
+                                                      noise_seed=number + 1,
                                                       param_sets={"cold": (0.2, 0.9), "hot": (1.2, 1.0)}))
-            print(f"wrote {args.rows:,} rows in {time.perf_counter() - started:.1f} s")
-        bench(results)
+            print(f"wrote {run_id}: {args.rows:,} rows in {time.perf_counter() - started:.1f} s")
+        bench(results, earlier=f"synthetic/{EARLIER}" if args.runs > 1 else None)
 
 
-def bench(results: Path) -> None:
+def timed_get(client: httpx.Client, url: str) -> tuple[float, float]:
+    """Seconds to the first byte of the response's body and to its last."""
+    started = time.perf_counter()
+    first = None
+    with client.stream("GET", url) as response:
+        for _ in response.iter_raw():
+            first = first if first is not None else time.perf_counter() - started
+        response.raise_for_status()
+    whole = time.perf_counter() - started
+    return (first if first is not None else whole), whole
+
+
+def bench(results: Path, earlier: str | None) -> None:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     server = subprocess.Popen([sys.executable, "-m", "evalpipe.cli", "view", str(results), "--port", str(port)],
@@ -110,16 +131,18 @@ def bench(results: Path) -> None:
                      ("text search", f"/runs/{RUN}?q=quality+0.9"),
                      ("a row's detail", f"/runs/{RUN}/rows/777777"),
                      ("summary", f"/runs/{RUN}/summary"),
+                     ("summary (again)", f"/runs/{RUN}/summary"),
                      ("compare two backends", f"/compare?a={RUN}&ca=backend_id=alpha&cb=backend_id=beta")]
-            print(f"{'page':32} {'seconds':>8} {'RSS MB':>8} {'peak MB':>8} {'peak anon MB':>13}")
+            if earlier is not None:
+                pages += [("compare two runs", f"/compare?a={earlier}&b={RUN}"),
+                          ("history (first time)", "/jobs/synthetic/history"),
+                          ("history (again)", "/jobs/synthetic/history")]
+            print(f"{'page':32} {'first byte s':>12} {'whole s':>8} {'RSS MB':>8} {'peak MB':>8} {'peak anon MB':>13}")
             for name, path in pages:
                 sampler.reset()
-                started = time.perf_counter()
-                response = client.get(base + path)
-                seconds = time.perf_counter() - started
-                response.raise_for_status()
+                first, whole = timed_get(client, base + path)
                 time.sleep(0.05)  # the sampler's last look
-                print(f"{name:32} {seconds:8.2f} {rss_mb(server.pid):8.0f} {sampler.peak:8.0f} "
+                print(f"{name:32} {first:12.2f} {whole:8.2f} {rss_mb(server.pid):8.0f} {sampler.peak:8.0f} "
                       f"{sampler.peak_anon:13.0f}")
                 overall, overall_anon = max(overall, sampler.peak), max(overall_anon, sampler.peak_anon)
     finally:

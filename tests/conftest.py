@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from evalpipe import logs
 from evalpipe.testing import FakeServer
 
 
@@ -24,3 +25,11 @@ def fake_server() -> Iterator[FakeServer]:
     """
     with FakeServer() as server:
         yield server
+
+
+@pytest.fixture(autouse=True)
+def plain_foreign_lines() -> Iterator[None]:
+    """A test running the command with `--log-format json` routes Python warnings and standard logging to
+    JSON lines for the process: give the next test the defaults back."""
+    yield
+    logs.reset()

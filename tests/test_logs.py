@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import structlog
@@ -34,3 +35,18 @@ def test_a_logged_exception_prints_its_traceback_without_local_variables(
     assert "a prompt that must stay private" not in err
     if log_format == "json":
         assert "Traceback" in json.loads(err)["exception"]
+
+
+def test_with_json_standard_logging_is_json_lines_and_back_without(capsys: pytest.CaptureFixture[str]) -> None:
+    saved = structlog.get_config()
+    logs.configure("json")
+    try:
+        logging.getLogger("uvicorn.error").warning("address in use: %s", 8000)  # the web server's way
+        line = capsys.readouterr().err
+        assert json.loads(line) | {"timestamp": None} == {
+            "event": "address in use: 8000", "logger": "uvicorn.error", "level": "warning", "timestamp": None}
+        logs.reset()
+        logging.getLogger("uvicorn.error").warning("address in use")
+        assert "{" not in capsys.readouterr().err
+    finally:
+        structlog.configure(**saved)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from evalpipe.analysis.stats import CONFIDENCE, RESAMPLES, Estimate, FloatArray, IntArray, Method, seed_for
 
@@ -27,7 +29,9 @@ LOG_STEP = math.log1p(RESOLUTION)
 # ends get noisier by a few percent of its width, not narrower.
 MAX_WORK = 20_000_000
 MIN_RESAMPLES = 200
-_CHUNK_CELLS = 2_000_000
+Indices = npt.NDArray[np.signedinteger[Any]]  # 32-bit where many are held
+Counts = npt.NDArray[np.floating[Any]]
+_CHUNK_CELLS = 250_000  # resamples × triples per step: the weighted matrix stays a few MB
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,30 +39,38 @@ class ItemBuckets:
     """Per item (an index into the caller's item ids), how many rows fell in each bucket; sorted by bucket,
     with where each distinct bucket starts (what every resample's totals are summed by)."""
 
-    items: IntArray
-    buckets: IntArray
-    rows: FloatArray
-    distinct: IntArray
+    items: Indices
+    buckets: Indices
+    rows: Counts
+    distinct: Indices
     starts: IntArray
 
     @classmethod
-    def of(cls, items: IntArray, buckets: IntArray, rows: FloatArray) -> ItemBuckets:
-        """The triples, sorted by bucket (then item) as the medians need them."""
+    def of(cls, items: Indices, buckets: Indices, rows: Counts) -> ItemBuckets:
+        """The triples, sorted by bucket (then item) as the medians need them; an (item, bucket) given more
+        than once (counted in several parts of a run) is one triple with its rows added up."""
         order = np.lexsort((items, buckets))
-        return cls._sorted(items[order].astype(np.int64), buckets[order].astype(np.int64),
-                           rows[order].astype(np.float64))
+        # 32-bit: about a row's worth of triples per run is held while a history is built. Row counts are
+        # whole numbers, exact in float32 up to 2**24 rows of one item in one bucket.
+        items, buckets, rows = (items[order].astype(np.int32), buckets[order].astype(np.int32),
+                                rows[order].astype(np.float32))
+        if len(items) > 1:
+            first = np.flatnonzero(np.r_[True, (items[1:] != items[:-1]) | (buckets[1:] != buckets[:-1])])
+            if len(first) < len(items):
+                items, buckets, rows = items[first], buckets[first], np.add.reduceat(rows, first)
+        return cls._sorted(items, buckets, rows)
 
     @classmethod
-    def _sorted(cls, items: IntArray, buckets: IntArray, rows: FloatArray) -> ItemBuckets:
+    def _sorted(cls, items: Indices, buckets: Indices, rows: Counts) -> ItemBuckets:
         distinct, starts = np.unique(buckets, return_index=True)
         return cls(items, buckets, rows, distinct, starts.astype(np.int64))
 
-    def timed(self) -> IntArray:
+    def timed(self) -> Indices:
         """The items that have rows, sorted."""
-        found: IntArray = np.unique(self.items)
+        found: Indices = np.unique(self.items)
         return found
 
-    def restricted(self, positions: IntArray) -> ItemBuckets:
+    def restricted(self, positions: Indices) -> ItemBuckets:
         """The triples of the items with a position >= 0 in `positions` (indexed by item), renumbered to it."""
         new = positions[self.items]
         keep = new >= 0
@@ -77,10 +89,10 @@ def clustered_median(data: ItemBuckets, *, key: str, resamples: int = RESAMPLES,
     timed = data.timed()
     if not len(timed):
         return _estimate(math.nan, math.nan, math.nan, 0, 0, "none")
-    positions = np.full(int(timed[-1]) + 1, -1, dtype=np.int64)
+    positions = np.full(int(timed[-1]) + 1, -1, dtype=np.int32)
     positions[timed] = np.arange(len(timed))
     data = data.restricted(positions)
-    items, rows = len(timed), int(data.rows.sum())
+    items, rows = len(timed), int(data.rows.sum(dtype=np.float64))
     point = float(_medians(np.ones((1, items)), data)[0])
     if items == 1:
         return _estimate(point, math.nan, math.nan, rows, items, "none")
@@ -95,19 +107,20 @@ def paired_median_change(before: ItemBuckets, now: ItemBuckets, shared_before: I
     `shared_before[k]` and `shared_now[k]` are the same item's indices in the two runs."""
     sides = []
     for data, shared in ((before, shared_before), (now, shared_now)):
-        positions = np.full(max(int(data.items.max(initial=-1)), int(shared.max(initial=-1))) + 1, -1, dtype=np.int64)
+        positions = np.full(max(int(data.items.max(initial=-1)), int(shared.max(initial=-1))) + 1, -1, dtype=np.int32)
         positions[shared] = np.arange(len(shared))
         sides.append(data.restricted(positions))
     both = np.intersect1d(sides[0].timed(), sides[1].timed())
     items = len(both)
     if not items:
         return _estimate(math.nan, math.nan, math.nan, 0, 0, "none")
-    positions = np.full(len(shared_before), -1, dtype=np.int64)
+    positions = np.full(len(shared_before), -1, dtype=np.int32)
     positions[both] = np.arange(items)
     side_before, side_now = (side.restricted(positions) for side in sides)
+    del sides  # copies of both runs' triples: not held through the resamples
     ones = np.ones((1, items))
     point = float(_medians(ones, side_now)[0] - _medians(ones, side_before)[0])
-    rows = int(side_now.rows.sum())
+    rows = int(side_now.rows.sum(dtype=np.float64))
     if items == 1:
         return _estimate(point, math.nan, math.nan, rows, items, "none")
     work = max(len(side_before.rows), len(side_now.rows))
@@ -118,7 +131,9 @@ def paired_median_change(before: ItemBuckets, now: ItemBuckets, shared_before: I
 
 def _medians(weights: FloatArray, data: ItemBuckets) -> FloatArray:
     """Per row of `weights` (resamples × items), the lower median of the rows weighted by their item's weight."""
-    totals = np.add.reduceat(weights[:, data.items] * data.rows, data.starts, axis=1)
+    weighted = weights[:, data.items]
+    weighted *= data.rows  # in place: the matrix (resamples × triples) is the largest array of an interval
+    totals = np.add.reduceat(weighted, data.starts, axis=1)
     cumulative = np.cumsum(totals, axis=1)
     return bucket_values(data.distinct[np.argmax(cumulative >= cumulative[:, -1:] / 2, axis=1)])
 

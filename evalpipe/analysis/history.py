@@ -16,13 +16,19 @@ each item's latencies on 1%-wide log buckets, resampled and paired on items too)
 Each flag is a test at the 95% level: over many metrics and groups an occasional flag comes by chance; a
 change that holds on the next run is real.
 
-Only two runs' per-item aggregates are held at a time, whatever the number of runs. A run that cannot be
-read is listed with the reason, never raised; a partial run is listed with its warnings.
+A run is read a batch of groups at a time (about 250,000 rows), and each group's per-item aggregates
+replace the previous run's as soon as its change is computed: about one run's aggregates are held,
+whatever the number and size of the runs. With a `HistoryCache` (the viewer keeps one), a run's points
+are computed once while its parts and the run before it are unchanged. A run that cannot be read is
+listed with the reason, never raised; a partial run is listed with its warnings.
 """
 
 from __future__ import annotations
 
 import contextlib
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +39,7 @@ import numpy.typing as npt
 import polars as pl
 
 from evalpipe.analysis.clustered_medians import LOG_STEP, ItemBuckets, clustered_median, paired_median_change
-from evalpipe.analysis.runs import Run, RunDirError, collect_per_part, open_run
+from evalpipe.analysis.runs import Run, RunDirError, collect, collect_per_part, open_run
 from evalpipe.analysis.stats import (
     CONFIDENCE,
     RESAMPLES,
@@ -174,8 +180,55 @@ def _looks_like_run(path: Path) -> bool:
     return any((path / name).exists() for name in (MANIFEST_FILENAME, PARQUET_DIRNAME, CSV_FILENAME, STORE_FILENAME))
 
 
-def build_history(directory: str | Path, *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE) -> History:
-    """The history of the job whose runs are under `directory`."""
+RunSignature = tuple[str, str, tuple[tuple[str, int, int], ...]]
+
+
+def run_signature(run: Run) -> RunSignature:
+    """What a run's points are computed from: its directory, name and readable parts (size, modification time)."""
+    parts = []
+    for part in run.parts:
+        stat = part.stat()
+        parts.append((part.name, stat.st_size, stat.st_mtime_ns))
+    return str(run.path), run.name, tuple(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class _CachedPoints:
+    since: dict[Group, RunSignature | None]  # per group, the run its change was measured from
+    groups: list[GroupPoints]
+
+
+class HistoryCache:
+    """The points of runs already computed, for a reader that asks again (the viewer): a run's points are reused
+    while its parts, and the run each of its groups' changes is measured from, are unchanged. Bounded to the
+    `size` runs used last; safe to share between threads."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[RunSignature, int, float], _CachedPoints] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[RunSignature, int, float]) -> _CachedPoints | None:
+        """The entry under `key`, marked as used."""
+        with self._lock:
+            found = self._entries.get(key)
+            if found is not None:
+                self._entries.move_to_end(key)
+            return found
+
+    def put(self, key: tuple[RunSignature, int, float], entry: _CachedPoints) -> None:
+        """Keep `entry`, dropping the least recently used past the size."""
+        with self._lock:
+            self._entries[key] = entry
+            self._entries.move_to_end(key)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+
+
+def build_history(directory: str | Path, *, resamples: int = RESAMPLES, confidence: float = CONFIDENCE,
+                  cache: HistoryCache | None = None) -> History:
+    """The history of the job whose runs are under `directory`; with `cache`, only runs (or changes) not computed
+    before read their rows."""
     opened: list[tuple[datetime | None, Path, Run | None, str | None]] = []
     for path in discover(directory):
         try:
@@ -189,7 +242,7 @@ def build_history(directory: str | Path, *, resamples: int = RESAMPLES, confiden
     notes = [f"the runs belong to {len(jobs)} jobs: {', '.join(jobs)}"] if len(jobs) > 1 else []
     metrics = list(dict.fromkeys(m for _, _, run, _ in opened if run is not None for m in run.metrics))
     metrics += [*RATE_METRICS, LATENCY_METRIC]
-    previous: dict[Group, tuple[str, _Items]] = {}
+    previous = _Previous()
     runs: list[RunPoints] = []
     for start, path, run, error in opened:
         started = start.isoformat() if start is not None else None
@@ -197,19 +250,75 @@ def build_history(directory: str | Path, *, resamples: int = RESAMPLES, confiden
             runs.append(RunPoints(path.name, str(path), started, "damaged", (), error, []))
             continue
         state = run.manifest.state if run.manifest is not None else "unknown"
-        try:
-            tables = _item_tables(run)
-        except RunDirError as failure:
-            runs.append(RunPoints(run.name, str(path), started, state, run.warnings, failure.message, []))
-            continue
-        groups = []
-        for group, table in tables.items():
-            groups.append(_group_points(run.name, group, table, run.metrics, previous.get(group), resamples,
-                                        confidence))
-            previous[group] = (run.name, table)
-        runs.append(RunPoints(run.name, str(path), started, state, run.warnings, None, groups))
+        signature = run_signature(run)
+        key = (signature, resamples, confidence)
+        cached = cache.get(key) if cache is not None else None
+        if cached is None or any(previous.signature(group) != since for group, since in cached.since.items()):
+            try:
+                cached = _run_points(run, signature, previous, resamples, confidence)
+            except RunDirError as failure:
+                runs.append(RunPoints(run.name, str(path), started, state, run.warnings, failure.message, []))
+                continue
+            if cache is not None:
+                cache.put(key, cached)
+        else:
+            for group in cached.since:
+                previous.add(group, run, signature, None)
+        runs.append(RunPoints(run.name, str(path), started, state, run.warnings, None, cached.groups))
     order = list(dict.fromkeys((g.backend_id, g.param_set) for r in runs for g in r.groups))
     return History(str(directory), jobs, metrics, order, runs, notes)
+
+
+def _run_points(run: Run, signature: RunSignature, previous: _Previous, resamples: int,
+                confidence: float) -> _CachedPoints:
+    """Every group's points in `run`, a batch of groups at a time; each group's table replaces the previous
+    run's as soon as its change is computed, so about one run's tables are held, whatever the run's size.
+    RunDirError when the rows cannot be read (the previous runs' tables are then as they were)."""
+    batches = _group_batches(run)
+    since: dict[Group, RunSignature | None] = {}
+    points: list[GroupPoints] = []
+    for batch in batches:
+        tables = _item_tables(run, batch)
+        for group in list(tables):
+            table = tables.pop(group)
+            since[group] = previous.signature(group)
+            points.append(_group_points(run.name, group, table, run.metrics, previous.tables(group), resamples,
+                                        confidence))
+            previous.add(group, run, signature, table)
+    return _CachedPoints(since, points)
+
+
+class _Previous:
+    """Per group, the last run before the one at hand that has it, and its table there (read only when a
+    change must be computed: a run whose points come from the cache does not read its rows)."""
+
+    def __init__(self) -> None:
+        self._last: dict[Group, tuple[Run, RunSignature, _Items | None]] = {}
+
+    def signature(self, group: Group) -> RunSignature | None:
+        """The signature of the last run with `group`."""
+        found = self._last.get(group)
+        return found[1] if found is not None else None
+
+    def tables(self, group: Group) -> tuple[str, _Items] | None:
+        """The last run with `group`: its name and the group's table."""
+        found = self._last.get(group)
+        if found is None:
+            return None
+        run, signature, table = found
+        if table is None:
+            try:
+                table = _item_tables(run, [group]).get(group)
+            except RunDirError:  # readable when its points were computed, not now: no change to measure from
+                return None
+            if table is None:
+                return None
+            self._last[group] = (run, signature, table)
+        return run.name, table
+
+    def add(self, group: Group, run: Run, signature: RunSignature, table: _Items | None) -> None:
+        """`run` is now the last run with `group` (with its table when it was read)."""
+        self._last[group] = (run, signature, table)
 
 
 def _start_of(path: Path, run: Run | None) -> datetime | None:
@@ -242,53 +351,91 @@ def _manifest_of(path: Path) -> Manifest | None:
 # -- one pass per run ----------------------------------------------------------------------------------
 
 
-def _item_tables(run: Run) -> dict[Group, _Items]:
-    """Per group, each item's sums and counts of every metric and its latency histogram, read part by part.
+ROWS_PER_BATCH = 250_000  # rows of the groups read in one pass: a million-row run's item tables stay small
+
+
+def _group_batches(run: Run) -> list[list[Group]]:
+    """The run's groups in the order of the job's tasks, in batches of about `ROWS_PER_BATCH` rows (a group
+    with more on its own)."""
+    found = collect(run.scan([*GROUP_KEYS, "task_index"]).select(
+        *(pl.col(key).cast(pl.String).fill_null("") for key in GROUP_KEYS), "task_index")
+        .group_by(GROUP_KEYS).agg(pl.col("task_index").min().alias("first"), pl.len().alias("rows"))
+        .sort("first"), run)
+    batches: list[list[Group]] = []
+    rows = 0
+    for backend, param_set, _, count in found.iter_rows():
+        if not batches or rows + count > ROWS_PER_BATCH:
+            batches.append([])
+            rows = 0
+        batches[-1].append((backend, param_set))
+        rows += count
+    return batches
+
+
+def _in_groups(groups: Sequence[Group]) -> pl.Expr:
+    """Rows of `groups` (a missing backend id or parameter set is the group's "")."""
+    backend, param_set = (pl.col(key).cast(pl.String).fill_null("") for key in GROUP_KEYS)
+    return pl.any_horizontal([(backend == b) & (param_set == p) for b, p in groups])
+
+
+def _item_tables(run: Run, groups: Sequence[Group] | None = None) -> dict[Group, _Items]:
+    """Per group (of `groups`, else all), each item's sums and counts of every metric and its latency
+    histogram, read part by part.
 
     Scores and passes as `summary` counts them (`item_sum_query`: the pass rate over judged and failed rows, an
-    error a fail); per item also its errors, rows, cost (generation plus scoring) and verdicts."""
+    error a fail); per item also its errors, rows, cost (generation plus scoring) and verdicts.
+
+    Two passes: the first finds the groups and items (a row per group and item); the second reads the
+    latencies as (group, item) numbers into that table. The latency buckets are about a row's worth of
+    triples, so they are kept as integers, never with the row's backend, parameter set and item strings."""
     scores = run.metrics
     costs = [column for column in COST_COLUMNS if run.has(column)]
-    columns = [*_ITEM_KEYS, "task_index", "status", "passed", "latency_s", *costs, *scores]
+    columns = [*_ITEM_KEYS, "task_index", "status", "passed", *costs, *scores]
     cost = pl.sum_horizontal(*(pl.col(column).fill_null(0.0) for column in costs)) if costs else pl.lit(0.0)
-    bucket = (pl.col("latency_s").clip(lower_bound=1e-6).log() / LOG_STEP).round().cast(pl.Int64).alias("bucket")
 
     def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
+        part = part if groups is None else part.filter(_in_groups(groups))
         return [item_sum_query(part, [*scores, PASSED], GROUP_KEYS),
                 part.group_by(_ITEM_KEYS).agg(
                     (pl.col("status") == "error").sum().cast(pl.Int64).alias("errors"),
                     pl.len().cast(pl.Int64).alias("rows"),
                     (cost / EXACT_UNIT).round().cast(pl.Int64).sum().alias("cost"),
                     pl.when(_OK).then(pl.col("passed")).count().cast(pl.Int64).alias("verdicts"),
-                    pl.col("task_index").min().alias("first_task")),
-                part.filter(_OK & pl.col("latency_s").is_finite()).group_by([*_ITEM_KEYS, bucket]).len()]
+                    pl.col("task_index").min().alias("first_task"))]
 
     def merge_sums(frame: pl.DataFrame) -> pl.DataFrame:
         return merge_item_sums(frame, GROUP_KEYS)
 
-    def merge_extras(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.group_by(_ITEM_KEYS).agg(pl.col("first_task").min(), pl.exclude(*_ITEM_KEYS, "first_task").sum())
-
-    def merge_latency(frame: pl.DataFrame) -> pl.DataFrame:
-        return frame.group_by([*_ITEM_KEYS, "bucket"]).agg(pl.col("len").sum())
-
-    sums, extras, latency = collect_per_part(run, columns, queries, [merge_sums, merge_extras, merge_latency])
-    sums, extras, latency = (frame.with_columns(pl.col(ITEM_KEY).fill_null(_NO_ITEM))
-                             for frame in (finish_item_sums(sums, GROUP_KEYS), extras, latency))
-    # Groups in the order of the job's tasks, as in `summary`; items sorted by id within each, so that the
-    # resamples do not depend on the order parts were read in.
-    frame = (sums.join(extras, on=list(_ITEM_KEYS), how="left", nulls_equal=True)
+    sums, extras = collect_per_part(run, columns, queries, [merge_sums, _stack])
+    # Added up once: grouping the stack again after every part held several copies. Groups in the order of the
+    # job's tasks, as in `summary`; items sorted by id within each, so that the resamples do not depend on the
+    # order parts were read in. One streaming query: each step in memory would copy the table of items.
+    extras_lazy = (extras.lazy().group_by(_ITEM_KEYS)
+                   .agg(pl.col("first_task").min(), pl.exclude(*_ITEM_KEYS, "first_task").sum()))
+    needed = [*_ITEM_KEYS, "group_no", "item_no", "errors", "cost", "rows", "with_verdicts",
+              *(f"{m}:{kind}" for m in [*scores, PASSED] for kind in ("sum", "n"))]
+    frame = (finish_item_sums(sums, GROUP_KEYS).lazy().with_columns(pl.col(ITEM_KEY).fill_null(_NO_ITEM))
+             .join(extras_lazy.with_columns(pl.col(ITEM_KEY).fill_null(_NO_ITEM)), on=list(_ITEM_KEYS), how="left",
+                   nulls_equal=True)
              .with_columns(pl.col("first_task").min().over(GROUP_KEYS).alias("group_first_task"),
                            (pl.col("verdicts").sum().over(GROUP_KEYS) > 0).alias("with_verdicts"))
-             .sort("group_first_task", *_ITEM_KEYS))
+             .sort("group_first_task", *_ITEM_KEYS)
+             .with_columns(pl.struct(GROUP_KEYS).rle_id().alias("group_no"),  # the groups are contiguous
+                           pl.int_range(pl.len(), dtype=pl.UInt32).over(GROUP_KEYS).alias("item_no"))
+             .select(needed).collect(engine="streaming"))
+    del sums, extras
+    latency = _latency_buckets(run, frame.select(*_ITEM_KEYS, "group_no", "item_no"), groups)
+    # One group's frame at a time becomes arrays, and is dropped: the run's tables are not held twice.
+    by_group = frame.partition_by(GROUP_KEYS, maintain_order=True, as_dict=True)
+    del frame
     tables: dict[Group, _Items] = {}
-    for (backend, param_set), group in frame.group_by(GROUP_KEYS, maintain_order=True):
+    for backend, param_set in list(by_group):
+        group = by_group.pop((backend, param_set))
         ids = group[ITEM_KEY].to_numpy().astype(object)
-        index = pl.DataFrame({ITEM_KEY: group[ITEM_KEY], "index": np.arange(len(ids), dtype=np.int64)})
-        timed = latency.filter((pl.col("backend_id") == backend) & (pl.col("param_set") == param_set)).join(
-            index, on=ITEM_KEY)
-        buckets = ItemBuckets.of(timed["index"].to_numpy(), timed["bucket"].to_numpy(),
-                                 timed["len"].to_numpy().astype(np.float64))
+        timed = latency.pop(int(group["group_no"][0]), None)
+        buckets = (ItemBuckets.of(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)) if timed is None
+                   else ItemBuckets.of(timed["item_no"].to_numpy(), timed["bucket"].to_numpy(),
+                                       timed["len"].to_numpy().astype(np.float64)))
         # No criterion with a threshold, no verdicts: no pass rate rather than a rate of 0 (as in `summary`).
         passes = pl.when(pl.col("with_verdicts")).then(pl.col(f"{PASSED}:n")).otherwise(0)
         table = group.select(  # sums, then counts, of the scores, pass rate, error rate and cost per row
@@ -299,6 +446,30 @@ def _item_tables(run: Run) -> dict[Group, _Items]:
         tables[(str(backend or ""), str(param_set or ""))] = _Items(
             (*scores, *RATE_METRICS), ids, values[:, :width], values[:, width:], buckets)
     return tables
+
+
+def _stack(frame: pl.DataFrame) -> pl.DataFrame:
+    """Parts' results kept stacked, to be added up once at the end."""
+    return frame
+
+
+def _latency_buckets(run: Run, index: pl.DataFrame, groups: Sequence[Group] | None) -> dict[int, pl.DataFrame]:
+    """Per group number of `index` (group keys and item -> `group_no`, `item_no`), the ok rows of each item
+    counted per latency bucket and part: `item_no`, `bucket`, `len`."""
+    bucket = (pl.col("latency_s").clip(lower_bound=1e-6).log() / LOG_STEP).round().cast(pl.Int32).alias("bucket")
+    numbered = index.lazy()
+
+    def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
+        part = part if groups is None else part.filter(_in_groups(groups))
+        timed = part.filter(_OK & pl.col("latency_s").is_finite()).select(
+            *GROUP_KEYS, pl.col(ITEM_KEY).fill_null(_NO_ITEM), bucket)
+        return [timed.join(numbered, on=list(_ITEM_KEYS), how="inner", nulls_equal=True)
+                .group_by("group_no", "item_no", "bucket").len().with_columns(pl.col("len").cast(pl.UInt32))]
+
+    # An item's rows in two parts with one bucket are two triples here: `ItemBuckets.of` adds them up.
+    (stacked,) = collect_per_part(run, [*_ITEM_KEYS, "status", "latency_s"], queries, [_stack])
+    return {int(key[0]): group.drop("group_no")
+            for key, group in stacked.partition_by("group_no", as_dict=True).items()}
 
 
 # -- estimates -----------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ MAX_ROW_DRAWS = 10_000_000
 # set, often dozens of them.
 MAX_ITEM_DRAWS = 1_000_000
 _MULTINOMIAL_COST = 10  # one multinomial draw per distinct value costs about ten row-index draws
-_CHUNK_CELLS = 2_000_000  # resamples are drawn in chunks so the matrix of draws stays small
+_CHUNK_CELLS = 1_000_000  # resamples are drawn in chunks so the matrix of draws stays small
 
 Method = Literal["bootstrap", "clustered-normal", "normal", "wilson", "exact", "none"]
 FloatArray = npt.NDArray[np.float64]

@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 from evalpipe.analysis.catalog import run_path
 from evalpipe.analysis.compare import Comparison, NotablePair, compare_sides, metric_column
-from evalpipe.analysis.history import History, build_history
+from evalpipe.analysis.history import History, HistoryCache, build_history
 from evalpipe.analysis.pairing import PairOn, Side, parse_condition
 from evalpipe.analysis.report import trend_charts
 from evalpipe.analysis.runs import Run, RunDirError, open_run
@@ -109,8 +109,8 @@ class HistoryView:
     charts: list[Markup]
 
 
-def history_view(job_dir: Path) -> HistoryView:
-    """The metrics of every run of the job in `job_dir`, in start order."""
-    history = build_history(job_dir)
+def history_view(job_dir: Path, cache: HistoryCache | None = None) -> HistoryView:
+    """The metrics of every run of the job in `job_dir`, in start order (runs in `cache` not read again)."""
+    history = build_history(job_dir, cache=cache)
     latest = history.runs[-1].name if history.runs else None
     return HistoryView(history, trend_charts(history, latest))

@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from evalpipe.analysis.catalog import check_results_dir, job_path, list_runs, run_path
+from evalpipe.analysis.history import HistoryCache
 from evalpipe.analysis.runs import Run, open_run
 from evalpipe.errors import ConfigError
 from evalpipe.view import analyses
@@ -46,6 +47,8 @@ def create_app(directory: str | Path) -> Starlette:
     environment = jinja2.Environment(loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True,
                                      undefined=jinja2.StrictUndefined)
     templates = Jinja2Templates(env=environment)
+    # A job's history reads every run's rows; a run's points are kept until its parts change.
+    history_cache = HistoryCache()
 
     def page(request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
         return templates.TemplateResponse(request, name, {"directory": str(results), **context},
@@ -124,7 +127,7 @@ def create_app(directory: str | Path) -> Starlette:
     def history(request: Request) -> Response:
         job = request.path_params["job"]
         try:
-            found = analyses.history_view(job_path(results, job))
+            found = analyses.history_view(job_path(results, job), history_cache)
         except ConfigError as error:
             return failure(request, error)
         return page(request, "history.html.jinja", title=f"{job} — history", job=job, history=found)

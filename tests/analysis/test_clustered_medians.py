@@ -57,3 +57,11 @@ def test_only_items_both_runs_timed_are_paired(latencies: np.ndarray) -> None:
     now = buckets_of(latencies[10:])  # items 10-39, numbered 0-29 in this run
     change = paired_median_change(before, now, np.arange(10, 30), np.arange(0, 20), key="change")
     assert change.items == 20 and change.n == 100 and change.mean == 0.0
+
+
+def test_an_item_bucket_counted_in_two_parts_is_one_triple_with_its_rows_added() -> None:
+    twice = ItemBuckets.of(np.array([0, 1, 0, 2]), np.array([5, 5, 5, 7]), np.array([1.0, 2.0, 3.0, 1.0]))
+    once = ItemBuckets.of(np.array([0, 1, 2]), np.array([5, 5, 7]), np.array([4.0, 2.0, 1.0]))
+    assert (twice.items.tolist(), twice.buckets.tolist(), twice.rows.tolist()) == \
+        (once.items.tolist(), once.buckets.tolist(), once.rows.tolist())
+    assert clustered_median(twice, key="k", resamples=300) == clustered_median(once, key="k", resamples=300)

@@ -7,6 +7,7 @@ import csv
 import dataclasses
 import io
 import json
+import os
 import re
 import shutil
 from collections.abc import Callable
@@ -15,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from evalpipe.analysis.history import build_history
+from evalpipe.analysis.history import HistoryCache, build_history
 from evalpipe.analysis.runs import open_run
 from evalpipe.analysis.summary import summarize
 from evalpipe.analysis.synthetic import SyntheticRun, write_synthetic_run
+from evalpipe.analysis.tables import history_text
 from evalpipe.cli import EXIT_BAD_INPUT, main
 
 NIGHTLY_ITEMS, NIGHTLY_REPEATS = 10, 5  # the `nightly` fixture's job
@@ -213,3 +215,41 @@ def test_a_criterion_added_between_runs_has_no_change_the_others_do(tmp_path: Pa
     assert accuracy is not None and accuracy.difference.items == 40
     first = next(g for g in history.runs[0].groups if g.backend_id == "alpha")
     assert "score_judge" not in first.metrics  # shown as "—"
+
+
+def history_data(job: Path, cache: HistoryCache | None = None) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(history_text(build_history(job, cache=cache), "json"))
+    return data
+
+
+def test_a_cached_history_is_the_history_and_reads_no_rows_again(nightly: list[Path], tmp_path: Path) -> None:
+    job = copy_job(nightly, tmp_path)
+    cache = HistoryCache()
+    assert history_data(job, cache) == history_data(job)
+    # A part's rows overwritten, its footer kept, with the same size and time (as nothing but damage would):
+    # the cached points stand, so the second build did not read the rows; without the cache they are damaged.
+    part = sorted((job / nightly[1].name).glob("parquet/part-*.parquet"))[0]
+    stat, data = part.stat(), part.read_bytes()
+    footer = int.from_bytes(data[-8:-4], "little") + 8
+    part.write_bytes(data[:4] + b"\0" * (len(data) - 4 - footer) + data[-footer:])
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    cached = history_data(job, cache)
+    assert [len(run["groups"]) for run in cached["runs"]] == [2, 2, 2]
+    assert history_data(job)["runs"][1]["groups"] == []
+
+
+def test_a_cached_history_follows_new_and_changed_runs(nightly: list[Path], tmp_path: Path,
+                                                      nightly_runner: Callable[[Path, int, int], Path]) -> None:
+    job = copy_job(nightly, tmp_path)
+    cache = HistoryCache()
+    history_data(job, cache)
+    nightly_runner(tmp_path, 0, 0)  # a fourth run, better than the third: its change is measured from it
+    fresh = history_data(job)
+    assert history_data(job, cache) == fresh
+    last = next(g for g in fresh["runs"][-1]["groups"] if g["backend_id"] == "oa")
+    assert last["metrics"]["score_total"]["change"]["verdict"] == "better"
+    # The third run removed: the fourth's change is now from the second run, computed again.
+    shutil.rmtree(job / nightly[2].name)
+    assert history_data(job, cache) == history_data(job)
+    assert history_data(job, cache)["runs"][-1]["groups"][0]["metrics"]["score_total"]["change"]["since"] == \
+        nightly[1].name
