@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from evalpipe.backends.registry import provider_class
+from evalpipe.pipeline.job.batch_mode import price_factor
 from evalpipe.pipeline.job.spec import BackendSpec, JobSpec
 from evalpipe.scoring.calls import ANSWERING
 from evalpipe.scoring.judge import judge_prompt
@@ -153,13 +154,15 @@ class Projector:
                 projected.append(CallProjection(target, 1, request + answer_tokens, scorer.output_tokens))
         return projected
 
-    def cost(self, calls: Sequence[CallProjection]) -> float:
-        """What `calls` cost at their backends' prices (USD)."""
+    def cost(self, calls: Sequence[CallProjection], *, live: bool = False) -> float:
+        """What `calls` cost at their backends' prices (USD): a batch backend's at its batch discount, unless `live`."""
         total = 0.0
         for call in calls:
             spec = self.backends.get(call.backend_id)
             if spec is not None:
-                total += call.input_tokens * spec.price_input_per_1m + call.output_tokens * spec.price_output_per_1m
+                factor = 1.0 if live else price_factor(spec)
+                total += factor * (call.input_tokens * spec.price_input_per_1m
+                                   + call.output_tokens * spec.price_output_per_1m)
         return total / 1_000_000
 
 
