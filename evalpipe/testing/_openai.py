@@ -114,6 +114,8 @@ class OpenAIProtocol(Protocol):
     prefix: ClassVar[str] = "/openai"
     base_path: ClassVar[str] = "/v1"
     api_roots: ClassVar[tuple[str, ...]] = ("/v1",)
+    # Where the Files and Batch APIs live (the first root also runs the batch lines); () for none.
+    batch_roots: ClassVar[tuple[str, ...]] = ("/v1",)
     retry_headers: ClassVar[tuple[str, ...]] = ("retry-after", "retry-after-ms")
     models: ClassVar[tuple[str, ...]] = ("gpt-4o-mini", "gpt-4o", "o3-mini", "text-embedding-3-small")
     operations: ClassVar[dict[tuple[str, str], Operation]] = {

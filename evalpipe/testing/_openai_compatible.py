@@ -40,6 +40,7 @@ class DeepSeekProtocol(OpenAIProtocol):
 
     vendor: ClassVar[str] = "deepseek"
     prefix: ClassVar[str] = "/deepseek"
+    batch_roots: ClassVar[tuple[str, ...]] = ()
     base_path: ClassVar[str] = ""
     api_roots: ClassVar[tuple[str, ...]] = ("", "/v1")
     models: ClassVar[tuple[str, ...]] = ("deepseek-chat", "deepseek-reasoner")
@@ -91,6 +92,7 @@ class XAIProtocol(OpenAIProtocol):
 
     vendor: ClassVar[str] = "xai"
     prefix: ClassVar[str] = "/xai"
+    batch_roots: ClassVar[tuple[str, ...]] = ()
     models: ClassVar[tuple[str, ...]] = ("grok-3-mini", "grok-4")
     operations: ClassVar[dict[tuple[str, str], Operation]] = {
         ("POST", "/chat/completions"): Operation.CHAT,
@@ -116,6 +118,7 @@ class GroqProtocol(OpenAIProtocol):
 
     vendor: ClassVar[str] = "groq"
     prefix: ClassVar[str] = "/groq"
+    batch_roots: ClassVar[tuple[str, ...]] = ("/openai/v1",)
     base_path: ClassVar[str] = "/openai/v1"
     api_roots: ClassVar[tuple[str, ...]] = ("/openai/v1",)
     models: ClassVar[tuple[str, ...]] = ("llama-3.1-8b-instant", "llama-3.3-70b-versatile", "openai/gpt-oss-20b")
@@ -144,6 +147,7 @@ class MistralProtocol(OpenAIProtocol):
 
     vendor: ClassVar[str] = "mistral"
     prefix: ClassVar[str] = "/mistral"
+    batch_roots: ClassVar[tuple[str, ...]] = ()
     models: ClassVar[tuple[str, ...]] = ("mistral-small-latest", "mistral-large-latest", "mistral-embed")
     operations: ClassVar[dict[tuple[str, str], Operation]] = {
         ("POST", "/chat/completions"): Operation.CHAT,
@@ -196,6 +200,7 @@ class OpenRouterProtocol(OpenAIProtocol):
 
     vendor: ClassVar[str] = "openrouter"
     prefix: ClassVar[str] = "/openrouter"
+    batch_roots: ClassVar[tuple[str, ...]] = ()
     base_path: ClassVar[str] = "/api/v1"
     api_roots: ClassVar[tuple[str, ...]] = ("/api/v1",)
     models: ClassVar[tuple[str, ...]] = ("openai/gpt-4o-mini", "anthropic/claude-3.5-haiku")
@@ -246,6 +251,7 @@ class AzureOpenAIProtocol(OpenAIProtocol):
 
     vendor: ClassVar[str] = "azure"
     prefix: ClassVar[str] = "/azure"
+    batch_roots: ClassVar[tuple[str, ...]] = ("/openai/v1", "/openai")
     base_path: ClassVar[str] = ""
     models: ClassVar[tuple[str, ...]] = ("gpt-4o-mini",)
     reasoning_models: ClassVar[tuple[str, ...]] = ()

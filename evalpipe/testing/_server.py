@@ -10,9 +10,13 @@ import math
 import threading
 import time
 from types import TracebackType
+from typing import Any, Literal
 
 from evalpipe.testing._answers import answer_for, markers
 from evalpipe.testing._anthropic import AnthropicProtocol
+from evalpipe.testing._batch_lines import BatchApi, BatchCall, Handler, LineAnswerer
+from evalpipe.testing._batch_openai import OpenAIBatches
+from evalpipe.testing._batch_store import BatchOptions, BatchStats, BatchStore
 from evalpipe.testing._gemini import GeminiProtocol
 from evalpipe.testing._http import Exchange, serve_connection
 from evalpipe.testing._ollama import OllamaProtocol
@@ -26,7 +30,7 @@ from evalpipe.testing._openai_compatible import (
     XAIProtocol,
 )
 from evalpipe.testing._phind import PhindProtocol
-from evalpipe.testing._state import Fault, ServerState, Stats
+from evalpipe.testing._state import ERROR_FAULTS, Fault, ServerState, Stats, marked_fault
 from evalpipe.testing._wire import (
     Answer,
     Call,
@@ -53,15 +57,10 @@ PROTOCOLS: tuple[Protocol, ...] = (
     PhindProtocol(),
 )
 VENDORS: tuple[str, ...] = tuple(protocol.vendor for protocol in PROTOCOLS)
+BATCH_APIS: tuple[BatchApi, ...] = tuple(
+    OpenAIBatches(protocol) for protocol in PROTOCOLS if isinstance(protocol, OpenAIProtocol) and protocol.batch_roots
+)
 
-_ERROR_FAULTS = {
-    Fault.SERVER_ERROR: ErrorKind.SERVER_ERROR,
-    Fault.UNAVAILABLE: ErrorKind.UNAVAILABLE,
-    Fault.OVERLOADED: ErrorKind.OVERLOADED,
-    Fault.INSUFFICIENT_QUOTA: ErrorKind.QUOTA,
-    Fault.CONTEXT_LENGTH: ErrorKind.CONTEXT_LENGTH,
-    Fault.NOT_FOUND: ErrorKind.NOT_FOUND,
-}
 _HTML_502 = (
     b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
@@ -89,12 +88,14 @@ class FakeServer:
         tpm: int | None = None,
         window_s: float = 60.0,
         retry_after_s: float = 1.0,
+        batch_delay_s: float = 0.0,
     ) -> None:
         if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"the fake server binds loopback addresses only, not {host!r}")
         self.host, self.port = host, port
         self.latency_s, self.stream_delay_s, self.retry_after_s = latency_s, stream_delay_s, retry_after_s
         self._state = ServerState(fault=_fault(fault), rpm=rpm, tpm=tpm, window_s=window_s)
+        self._batches = BatchStore(BatchOptions(delay_s=batch_delay_s))
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -123,8 +124,44 @@ class FakeServer:
         self._state.set_fault(_fault(fault), times)
 
     def reset(self) -> None:
-        """Forget counters, fault attempts and rate-limit windows; restore the constructor's fault."""
+        """Forget counters, fault attempts and rate-limit windows; restore the constructor's fault and
+        batch options (stored files and batch jobs stay)."""
         self._state.reset()
+        self._batches.reset()
+
+    # -- batch APIs -----------------------------------------------------------------------------
+    def batch_stats(self, api_key: str | None = None) -> BatchStats:
+        """Counters of the batch APIs (files, jobs, downloads, answers per request id) for one API
+        key, or for all keys. Batch work is not counted in `stats()`, which counts live calls."""
+        return self._batches.stats(api_key)
+
+    def set_batch_options(
+        self,
+        *,
+        delay_s: float | None = None,
+        fail_fraction: float | None = None,
+        expire_after: int | None | Literal["keep"] = "keep",
+    ) -> BatchOptions:
+        """Change how batch jobs created from now on are processed (see `BatchOptions`); arguments
+        left out keep their value. Returns the options in force."""
+        changes: dict[str, Any] = {}
+        if delay_s is not None:
+            changes["delay_s"] = delay_s
+        if fail_fraction is not None:
+            changes["fail_fraction"] = fail_fraction
+        if expire_after != "keep":
+            changes["expire_after"] = expire_after
+        return self._batches.set_options(**changes)
+
+    def expire_batches(self, api_key: str | None = None) -> int:
+        """End every unfinished batch job (of one key, or all) now as expired, the way a job outliving
+        its completion window ends; returns how many jobs expired."""
+        jobs = self._batches.unfinished(api_key)
+        clock = time.monotonic()
+        with self._batches.lock:
+            for job in jobs:
+                job.expire(clock, LineAnswerer(self._batches, self._state, _protocol_of(job.vendor)))
+        return len(jobs)
 
     # -- lifecycle ------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -189,6 +226,10 @@ class FakeServer:
         if request.path.startswith("/_fake/"):
             await exchange.reply(self._control(request))
             return
+        batch = _batch_route(request)
+        if batch is not None:
+            await exchange.reply(self._batch(request, *batch))
+            return
         found = _route(request)
         if found is None:
             await exchange.reply(
@@ -236,16 +277,23 @@ class FakeServer:
         else:
             await self._send(exchange, account, protocol.reply(call, answer), answer)
 
+    def _batch(self, request: HttpRequest, api: BatchApi, handler: Handler, params: dict[str, str]) -> Reply:
+        """A request to a batch API: auth as the vendor checks it, then the endpoint's handler."""
+        protocol = api.protocol
+        key = protocol.api_key(request)
+        denied = _auth_failure(key)
+        if denied is not None:
+            return protocol.error(denied, protocol.denied_message(denied, key or ""), "", None)
+        assert key is not None
+        path = request.path[len(protocol.prefix):]
+        return handler(BatchCall(request, path, params, key, self._batches,
+                                 LineAnswerer(self._batches, self._state, protocol)))
+
     def _options(self, call: Call) -> tuple[Fault | None, int | None, float, float]:
         """The fault, its repeat count, the latency and the stream delay asked for by markers."""
         found = markers(call.prompt)
-        fault: Fault | None = None
-        times: int | None = None
+        fault, times = marked_fault(found)
         try:
-            if "fault" in found:
-                name, _, count = found["fault"].partition(":")
-                fault = Fault(name)
-                times = int(count) if count else None
             latency_s = float(found.get("latency", self.latency_s))
             delay_s = float(found.get("stream_delay", self.stream_delay_s))
         except ValueError as exc:
@@ -331,11 +379,11 @@ class FakeServer:
         delay_s: float,
     ) -> None:
         """Answer a call with a fault instead of its answer."""
-        if fault in _ERROR_FAULTS or (fault is Fault.ERROR_EVENT and not call.stream):
+        if fault in ERROR_FAULTS or (fault is Fault.ERROR_EVENT and not call.stream):
             await self._send(
                 exchange,
                 account,
-                protocol.error(_ERROR_FAULTS.get(fault, ErrorKind.SERVER_ERROR), None, call.model, None),
+                protocol.error(ERROR_FAULTS.get(fault, ErrorKind.SERVER_ERROR), None, call.model, None),
             )
         elif fault.value.startswith("rate_limit"):
             await self._send(exchange, account, self._rate_limited(fault, protocol, call))
@@ -382,6 +430,21 @@ class FakeServer:
         if request.method == "POST" and path == "/_fake/reset":
             self.reset()
             return json_reply(200, {"ok": True})
+        if request.method == "GET" and path == "/_fake/batch_stats":
+            return json_reply(200, self.batch_stats(request.query.get("key")).as_json())
+        if path == "/_fake/batch_options" and request.method in ("GET", "POST"):
+            try:
+                changes = json.loads(request.body or b"{}") if request.method == "POST" else {}
+                options = self._batches.set_options(**changes)
+            except (ValueError, TypeError) as exc:
+                return json_reply(400, {"error": {"message": str(exc)}})
+            return json_reply(200, options.as_json())
+        if request.method == "POST" and path == "/_fake/batch_expire":
+            try:
+                key = json.loads(request.body or b"{}").get("key")
+            except (ValueError, AttributeError) as exc:
+                return json_reply(400, {"error": {"message": str(exc)}})
+            return json_reply(200, {"expired": self.expire_batches(key)})
         if request.method == "POST" and path == "/_fake/fault":
             try:
                 body = json.loads(request.body or b"{}")
@@ -405,6 +468,20 @@ def _auth_failure(key: str | None) -> ErrorKind | None:
     if key.startswith("forbidden"):
         return ErrorKind.PERMISSION
     return None
+
+
+def _batch_route(request: HttpRequest) -> tuple[BatchApi, Handler, dict[str, str]] | None:
+    for api in BATCH_APIS:
+        prefix = api.protocol.prefix
+        if request.path.startswith(prefix + "/"):
+            found = api.route(request.method, request.path[len(prefix):])
+            if found is not None:
+                return api, found[0], found[1]
+    return None
+
+
+def _protocol_of(vendor: str) -> Protocol:
+    return next(protocol for protocol in PROTOCOLS if protocol.vendor == vendor)
 
 
 def _route(request: HttpRequest) -> tuple[Protocol, Operation, dict[str, str]] | None:

@@ -13,7 +13,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from evalpipe.testing._wire import RateLimitState
+from evalpipe.testing._wire import ErrorKind, RateLimitState, RequestRejected
 
 
 class Fault(enum.Enum):
@@ -37,6 +37,29 @@ class Fault(enum.Enum):
     INSUFFICIENT_QUOTA = "insufficient_quota"  # the vendor's billing error (never worth retrying)
     CONTEXT_LENGTH = "context_length"  # 400 prompt too long
     NOT_FOUND = "not_found"  # 404 model not found
+
+
+# Faults answered with one of the vendor's error responses (the others misbehave on the wire).
+ERROR_FAULTS = {
+    Fault.SERVER_ERROR: ErrorKind.SERVER_ERROR,
+    Fault.UNAVAILABLE: ErrorKind.UNAVAILABLE,
+    Fault.OVERLOADED: ErrorKind.OVERLOADED,
+    Fault.INSUFFICIENT_QUOTA: ErrorKind.QUOTA,
+    Fault.CONTEXT_LENGTH: ErrorKind.CONTEXT_LENGTH,
+    Fault.NOT_FOUND: ErrorKind.NOT_FOUND,
+}
+
+
+def marked_fault(found: dict[str, str]) -> tuple[Fault | None, int | None]:
+    """The fault a `[[fault:NAME]]` / `[[fault:NAME:N]]` marker asks for and its repeat count
+    (`found` is the prompt's markers), or `RequestRejected` for a bad marker."""
+    if "fault" not in found:
+        return None, None
+    name, _, count = found["fault"].partition(":")
+    try:
+        return Fault(name), int(count) if count else None
+    except ValueError as exc:
+        raise RequestRejected(ErrorKind.BAD_REQUEST, f"bad fake-server marker: {exc}") from None
 
 
 @dataclass
