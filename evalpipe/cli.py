@@ -35,6 +35,7 @@ from evalpipe.cli_analysis import (
     say,
     table_console,
 )
+from evalpipe.cli_batch import add_batch_commands, job_of_run
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.job.confirmation import confirmation_needed
 from evalpipe.pipeline.job.dataset import Dataset
@@ -128,7 +129,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--yes", action="store_true", help=_YES_HELP)
     run.add_argument("--fail-on-error", type=_rate, metavar="RATE",
                      help=f"exit {EXIT_FAILED_GATE} when more than RATE (0-1) of the run's rows from a call are errors")
-    run.set_defaults(handler=_run)
+    run.add_argument("--detach", action="store_true", help="backends in batch mode: submit the batches and exit "
+                     "(collect them later with `evalpipe collect RUN_DIR`)")
+    run.set_defaults(handler=_run, job_from_run=False)
+
+    collect = commands.add_parser("collect", help="poll and collect a run's batches, score and write their rows "
+                                  "(the run's job file, resumed)")
+    collect.add_argument("resume", type=Path, metavar="RUN_DIR")
+    collect.add_argument("--retry-errors", action="store_true", help="submit the error rows' tasks again")
+    collect.add_argument("--force", action="store_true", help="resume even though the job file changed")
+    collect.add_argument("--detach", action="store_true", help="submit what is left and exit again")
+    collect.set_defaults(handler=_run, job_from_run=True, job=None, concurrency=None, out=None, dry_run=False,
+                         limit=None, yes=True, fail_on_error=None)
 
     for name, handler, text in (("validate", _validate, "check a job file; call nothing"),
                                 ("plan", _plan, "tasks, calls, tokens and cost a job would take")):
@@ -139,6 +151,7 @@ def _parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
 
     add_analysis_commands(commands)
+    add_batch_commands(commands)
     _add_start_commands(commands)
     commands.add_parser("backends", help="the backends and which keys are set").set_defaults(handler=_backends)
     commands.add_parser("schema", help="the JSON Schema of job files").set_defaults(handler=_schema)
@@ -216,6 +229,11 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
     table.add_row("total", "", f"{plan.calls:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
                   f"{plan.cost_usd:.4f}")
     table_console().print(table)
+    for b in plan.backends:
+        if b.live_cost_usd is not None:
+            out.print(f"{b.backend_id} in batch mode: ${b.cost_usd:.4f} against ${b.live_cost_usd:.4f} live: batch "
+                      f"saves ${b.batch_saving_usd:.4f}; answers come within the vendor's batch window, not at once",
+                      highlight=False, markup=False, soft_wrap=True)
     if plan.tasks_skipped:
         say(f"{count(plan.tasks_skipped, 'task')} of skipped backends {'is' if plan.tasks_skipped == 1 else 'are'} "
              "not counted above")
@@ -272,6 +290,9 @@ def _warn_ignored_sweeps(loaded: LoadedJob) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.job_from_run:  # `collect RUN_DIR`: the job file the run was started from
+        args.resume = resolved_run_dir(args.resume)
+        args.job = job_of_run(args.resume)
     loaded = load_job(args.job)  # every mistake in the job file stops here, before any call
     _warn_ignored_sweeps(loaded)
     _warn_concurrency_cap(loaded, args.concurrency)
@@ -287,7 +308,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     interrupts: Interrupts = args.interrupts
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
-                         retry_errors=args.retry_errors, force=args.force, interrupts=interrupts)
+                         retry_errors=args.retry_errors, force=args.force, interrupts=interrupts, detach=args.detach)
     with ProgressDisplay(err) as on_row:
         outcome = anyio.run(run_job, loaded, options, on_row)
     _summary(outcome, loaded)
@@ -297,6 +318,10 @@ def _run(args: argparse.Namespace) -> int:
     if interrupts.count and outcome.state == "completed":  # a signal after the last task: nothing to resume
         say(f"interrupted after the run completed: {outcome.run_dir}")
         return EXIT_INTERRUPTED
+    if outcome.state == "submitted" and not interrupts.count:
+        say(f"batches submitted: collect them with  evalpipe collect {outcome.run_dir}  "
+            f"(see them with  evalpipe status {outcome.run_dir})")
+        return 0
     if outcome.state == "interrupted" or interrupts.count:
         err.print(f"interrupted: resume with  {outcome.resume_command}", highlight=False, markup=False, soft_wrap=True)
         return EXIT_INTERRUPTED

@@ -1,0 +1,99 @@
+"""`evalpipe run --detach`, `evalpipe status` and `evalpipe collect` on a job in batch mode, and what
+`evalpipe plan` says batch mode saves: a nightly job submits in the evening and collects in the morning."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from evalpipe.pipeline.output.manifest import read_manifest
+from evalpipe.pipeline.output.store import RunStore
+from evalpipe.testing import FakeServer
+from tests.test_cli import CANARY, KEY_VARIABLE, cli, restore_logging  # noqa: F401  (an autouse fixture)
+
+BATCH_JOB = """\
+name: nightly-test
+dataset:
+  items:
+    - {id: a, question: "What is 2 + 2?"}
+    - {id: b, question: "What is 3 + 3?"}
+    - {id: c, question: "What is 4 + 4?"}
+prompt:
+  user: "{{ question }}"
+backends:
+  - id: nightly
+    backend: openai
+    model: gpt-4o-mini
+    base_url: URL
+    api_key_env: EVALPIPE_TEST_CLI_KEY
+    price_input_per_1m: 2.5
+    price_output_per_1m: 10
+    mode: batch
+    batch: {poll_interval_s: 0.05}
+scorers:
+  - {type: length, max: 50}
+"""
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
+    monkeypatch.setenv(KEY_VARIABLE, CANARY)
+    with FakeServer(batch_delay_s=0.3) as srv:
+        yield srv
+
+
+def batch_job(tmp_path: Path, server: FakeServer) -> Path:
+    path = tmp_path / "nightly.yaml"
+    path.write_text(BATCH_JOB.replace("URL", server.url_for("openai")), encoding="utf-8")
+    return path
+
+
+def test_detach_submits_and_exits_then_collect_finishes_the_run(
+        server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = batch_job(tmp_path, server)
+    code, _, err = cli(capsys, "run", job, "--out", tmp_path / "results", "--detach")
+    assert code == 0, err
+    assert "evalpipe collect" in err
+    (run_dir,) = (tmp_path / "results" / "nightly-test").glob("2*")
+    assert read_manifest(run_dir).state == "submitted"
+    assert read_manifest(run_dir).counts["ok"] == 0
+    stats = server.batch_stats(CANARY)
+    assert (stats.batches_created, stats.requests_answered) == (1, 0)  # left at the vendor, unanswered yet
+
+    code, out, _ = cli(capsys, "status", run_dir)
+    assert code == 0
+    (chunk,) = RunStore.read_batch_chunks(run_dir)
+    assert chunk.batch_id is not None and chunk.batch_id in out
+    assert "submitted" in out and "evalpipe collect" in out
+
+    code, out, err = cli(capsys, "collect", run_dir)
+    assert code == 0, err
+    manifest = read_manifest(run_dir)
+    assert manifest.state == "completed" and manifest.counts["ok"] == 3
+    assert server.batch_stats(CANARY).batches_created == 1  # collected, not submitted again
+    code, out, _ = cli(capsys, "status", run_dir)
+    assert "collected" in out and "evalpipe collect" not in out
+
+
+def test_plan_says_what_batch_mode_saves(server: FakeServer, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    job = batch_job(tmp_path, server)
+    code, out, _ = cli(capsys, "plan", job)
+    assert code == 0
+    line = next(line for line in out.splitlines() if "batch saves" in line)
+    live_job = tmp_path / "live.yaml"
+    live_job.write_text(job.read_text().replace("    mode: batch\n", ""), encoding="utf-8")
+    _, live_out, _ = cli(capsys, "plan", live_job)
+    live_total = next(line for line in live_out.splitlines() if line.strip().startswith("│ total") or
+                      line.strip().startswith("total"))
+    live_cost = float(live_total.replace("│", " ").split()[-1])
+    assert f"against ${live_cost:.4f} live" in line
+    assert f"${live_cost / 2:.4f} against" in line
+
+
+def test_status_of_a_directory_without_a_run_is_a_bad_input(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "status", tmp_path)
+    assert code == 2 and "not a run directory" in err
