@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from evalpipe.testing._answers import answer_for, markers
 from evalpipe.testing._anthropic import AnthropicProtocol
+from evalpipe.testing._batch_anthropic import AnthropicBatches
 from evalpipe.testing._batch_lines import BatchApi, BatchCall, Handler, LineAnswerer
 from evalpipe.testing._batch_openai import OpenAIBatches
 from evalpipe.testing._batch_store import BatchOptions, BatchStats, BatchStore
@@ -57,8 +58,9 @@ PROTOCOLS: tuple[Protocol, ...] = (
     PhindProtocol(),
 )
 VENDORS: tuple[str, ...] = tuple(protocol.vendor for protocol in PROTOCOLS)
-BATCH_APIS: tuple[BatchApi, ...] = tuple(
-    OpenAIBatches(protocol) for protocol in PROTOCOLS if isinstance(protocol, OpenAIProtocol) and protocol.batch_roots
+BATCH_APIS: tuple[BatchApi, ...] = (
+    *(OpenAIBatches(p) for p in PROTOCOLS if isinstance(p, OpenAIProtocol) and p.batch_roots),
+    *(AnthropicBatches(p) for p in PROTOCOLS if isinstance(p, AnthropicProtocol)),
 )
 
 _HTML_502 = (
