@@ -110,3 +110,7 @@ class BatchApi(ABC):
     @abstractmethod
     def route(self, method: str, path: str) -> tuple[Handler, dict[str, str]] | None:
         """The handler of a path (the protocol's prefix removed) and its path parameters, or None."""
+
+    def keyless(self, request: HttpRequest) -> bool:
+        """Whether a request is served without an API key (its handler then gets the account "")."""
+        return False

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from evalpipe.testing._answers import answer_for, markers
 from evalpipe.testing._anthropic import AnthropicProtocol
 from evalpipe.testing._batch_anthropic import AnthropicBatches
+from evalpipe.testing._batch_gemini import GeminiBatches
 from evalpipe.testing._batch_lines import BatchApi, BatchCall, Handler, LineAnswerer
 from evalpipe.testing._batch_openai import OpenAIBatches
 from evalpipe.testing._batch_store import BatchOptions, BatchStats, BatchStore
@@ -61,6 +62,7 @@ VENDORS: tuple[str, ...] = tuple(protocol.vendor for protocol in PROTOCOLS)
 BATCH_APIS: tuple[BatchApi, ...] = (
     *(OpenAIBatches(p) for p in PROTOCOLS if isinstance(p, OpenAIProtocol) and p.batch_roots),
     *(AnthropicBatches(p) for p in PROTOCOLS if isinstance(p, AnthropicProtocol)),
+    *(GeminiBatches(p) for p in PROTOCOLS if isinstance(p, GeminiProtocol)),
 )
 
 _HTML_502 = (
@@ -283,12 +285,11 @@ class FakeServer:
         """A request to a batch API: auth as the vendor checks it, then the endpoint's handler."""
         protocol = api.protocol
         key = protocol.api_key(request)
-        denied = _auth_failure(key)
+        denied = None if api.keyless(request) else _auth_failure(key)
         if denied is not None:
             return protocol.error(denied, protocol.denied_message(denied, key or ""), "", None)
-        assert key is not None
         path = request.path[len(protocol.prefix):]
-        return handler(BatchCall(request, path, params, key, self._batches,
+        return handler(BatchCall(request, path, params, key or "", self._batches,
                                  LineAnswerer(self._batches, self._state, protocol)))
 
     def _options(self, call: Call) -> tuple[Fault | None, int | None, float, float]:
