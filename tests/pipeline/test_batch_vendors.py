@@ -29,7 +29,7 @@ def key(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
     return value
 
 
-@pytest.mark.parametrize("kind", ["anthropic", "groq"])
+@pytest.mark.parametrize("kind", ["anthropic", "google", "groq"])
 async def test_a_vendor_batch_answers_like_the_live_call(fake_server: FakeServer, key: str, tmp_path: Path,
                                                          kind: str) -> None:
     outcome = await run(batch_job(items(5), [batch_backend(fake_server, kind, max_requests=3)]), tmp_path)
@@ -47,10 +47,10 @@ async def test_a_vendor_batch_answers_like_the_live_call(fake_server: FakeServer
     assert again.counts["ok"] == 5 and fake_server.batch_stats(key).batches_created == 2
 
 
-@pytest.mark.parametrize("kind", ["openai", "anthropic"])
+@pytest.mark.parametrize("kind", ["openai", "anthropic", "google"])
 async def test_batch_rows_match_live_rows_but_for_the_price(fake_server: FakeServer, key: str, tmp_path: Path,
                                                             kind: str) -> None:
-    questions = items(3, "question {i} [[shape:tool_call]]" if kind == "anthropic" else "question {i}")
+    questions = items(3, "question {i} [[shape:tool_call]]" if kind != "openai" else "question {i}")
     batch = batch_backend(fake_server, kind)
     live = {k: v for k, v in batch.items() if k not in ("mode", "batch")} | {"stream": False}
     batch_rows = stored_rows((await run(batch_job(questions, [batch]), tmp_path / "b")).run_dir)
@@ -59,4 +59,4 @@ async def test_batch_rows_match_live_rows_but_for_the_price(fake_server: FakeSer
                 "status", "passed")
     assert [{c: r[c] for c in compared} for r in batch_rows] == [{c: r[c] for c in compared} for r in live_rows]
     assert [r["cost_usd"] * 2 for r in batch_rows] == pytest.approx([r["cost_usd"] for r in live_rows])
-    assert any(r["tool_calls"] for r in batch_rows) == (kind == "anthropic")  # a richer answer than text came through
+    assert any(r["tool_calls"] for r in batch_rows) == (kind != "openai")  # a richer answer than text came through
