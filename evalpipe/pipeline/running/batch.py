@@ -67,7 +67,8 @@ _MISSING: dict[str, type[errors.ProviderError]] = {  # a request with no result 
 class BatchHooks:
     """What a batch dispatcher asks of the run it belongs to."""
 
-    stopping: Callable[[], bool]  # a signal or the budget stopped the run: submit and wait no more
+    stopping: Callable[[], bool]  # a signal or the budget stopped the run: submit no more
+    interrupted: Callable[[], bool]  # a signal or a failed write: wait no more (what was submitted waits)
     projection: Callable[[Task], tuple[float, int]]  # what a task may spend: (cost, tokens)
     reserve: Callable[[str, float, int], bool]  # count a task as spent; False when the budget forbids it
     answer: Callable[[Task, Mapping[str, Any]], Awaitable[None]]  # score and write a task's collected answer
@@ -117,7 +118,7 @@ class BatchDispatcher:
         to_submit = [t for t in self.tasks.values() if t.task_id not in in_flight and
                      (t.task_id not in answered or t.task_id in resubmit)]
         for chunk in open_chunks:
-            if self.hooks.stopping():
+            if self.hooks.interrupted():
                 return False
             await self._advance(chunk)
         open_chunks = [chunk for chunk in open_chunks if chunk.step != "collected"]
@@ -244,9 +245,10 @@ class BatchDispatcher:
 
     async def _wait(self, chunks: list[BatchChunk]) -> None:
         """Poll the open chunks until each has ended and been collected (or the run stops)."""
-        while chunks and not self.hooks.stopping():
+        # The budget stops submitting only: what was submitted is paid for, and is collected.
+        while chunks and not self.hooks.interrupted():
             for chunk in list(chunks):
-                if self.hooks.stopping():
+                if self.hooks.interrupted():
                     break
                 if chunk.step == "submitted":
                     await self._poll(chunk)

@@ -481,7 +481,7 @@ class JobRun:
             if self.on_row is not None:
                 self.on_row(self.progress)
 
-        hooks = BatchHooks(lambda: self.stop_reason is not None,
+        hooks = BatchHooks(lambda: self.stop_reason is not None, lambda: self.stop_reason == "interrupted",
                            lambda task: self._projection(task, backend) if budgeted else (0.0, 0), reserve, answer,
                            lambda task, error: written(task, [error_row(task, backend, run_id, error)]), show,
                            self.options.detach)
