@@ -219,21 +219,25 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
     table = Table(title=escape(f"{args.job}: {count(plan.tasks, 'task')} ({count(plan.items, 'item')} × "
                                f"{count(plan.param_sets, 'parameter set')} × {count(plan.repeats, 'repeat')} "
                                "per backend)"))
-    for column in ("backend", "model", "calls", "input tokens", "output tokens", "cost (USD)"):
+    batch = any(b.live_cost_usd is not None for b in plan.backends)
+    columns = ("backend", "model", "calls", "input tokens", "output tokens", "cost (USD)", *(("live (USD)",) * batch))
+    for column in columns:
         # Names are never folded: a model name cut in two cannot be copied into a job file.
         table.add_column(column, justify="left" if column in ("backend", "model") else "right",
                          no_wrap=column in ("backend", "model"))
     for b in plan.backends:
+        live = [f"{b.cost_usd if b.live_cost_usd is None else b.live_cost_usd:.4f}"] * batch
         table.add_row(b.backend_id, escape(b.model), f"{b.calls:,}", f"≈{b.input_tokens:,}", f"≤{b.output_tokens:,}",
-                      f"{b.cost_usd:.4f}")
+                      f"{b.cost_usd:.4f}", *live)
     table.add_row("total", "", f"{plan.calls:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
-                  f"{plan.cost_usd:.4f}")
+                  f"{plan.cost_usd:.4f}", *[f"{plan.cost_usd + plan.batch_saving_usd:.4f}"] * batch)
     table_console().print(table)
-    for b in plan.backends:
-        if b.live_cost_usd is not None:
-            out.print(f"{b.backend_id} in batch mode: ${b.cost_usd:.4f} against ${b.live_cost_usd:.4f} live: batch "
-                      f"saves ${b.batch_saving_usd:.4f}; answers come within the vendor's batch window, not at once",
-                      highlight=False, markup=False, soft_wrap=True)
+    if batch:
+        live_total = plan.cost_usd + plan.batch_saving_usd
+        share = plan.batch_saving_usd / live_total if live_total else 0.0
+        out.print(f"batch saves ${plan.batch_saving_usd:.4f} ({share:.0%}) against the same calls live; answers come "
+                  "within the vendors' batch windows (up to 24 h), not at once", highlight=False, markup=False,
+                  soft_wrap=True)
     if plan.tasks_skipped:
         say(f"{count(plan.tasks_skipped, 'task')} of skipped backends {'is' if plan.tasks_skipped == 1 else 'are'} "
              "not counted above")

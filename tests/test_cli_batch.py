@@ -82,15 +82,19 @@ def test_plan_says_what_batch_mode_saves(server: FakeServer, tmp_path: Path,
     job = batch_job(tmp_path, server)
     code, out, _ = cli(capsys, "plan", job)
     assert code == 0
-    line = next(line for line in out.splitlines() if "batch saves" in line)
+    batch_cost, live_column = total_row(out)[-2:]
     live_job = tmp_path / "live.yaml"
     live_job.write_text(job.read_text().replace("    mode: batch\n", ""), encoding="utf-8")
     _, live_out, _ = cli(capsys, "plan", live_job)
-    live_total = next(line for line in live_out.splitlines() if line.strip().startswith("│ total") or
-                      line.strip().startswith("total"))
-    live_cost = float(live_total.replace("│", " ").split()[-1])
-    assert f"against ${live_cost:.4f} live" in line
-    assert f"${live_cost / 2:.4f} against" in line
+    (live_cost,) = total_row(live_out)[-1:]
+    assert live_column == live_cost and batch_cost == pytest.approx(live_cost / 2, abs=1e-4)
+    assert f"batch saves ${live_cost - batch_cost:.4f} (50%) against the same calls live" in " ".join(out.split())
+
+
+def total_row(table: str) -> list[float]:
+    """The numbers at the end of a plan table's total row."""
+    line = next(line for line in table.splitlines() if line.replace("│", " ").split()[:1] == ["total"])
+    return [float(cell) for cell in line.replace("│", " ").split()[-2:] if cell.replace(".", "").isdigit()]
 
 
 def test_status_of_a_directory_without_a_run_is_a_bad_input(tmp_path: Path,
