@@ -118,12 +118,38 @@ output_tokens, by_status) for inference calls; `succeeded` counts paid calls (an
 delivered to the end). Over HTTP: `GET /_fake/stats[?key=K]` returns the same as JSON,
 `POST /_fake/reset` forgets counters, fault attempts and windows, `POST /_fake/fault` with
 `{"fault": NAME|null, "times": N|null}` sets the server-wide fault, `GET /_fake/health` lists URLs.
+
+Batch APIs (half-price offline jobs; each module's docstring has the wire details): OpenAI Files and
+Batches (`_batch_openai`; also Groq's `/openai/v1` and Azure's `/openai[/v1]` paths), Anthropic
+Message Batches (`_batch_anthropic`) and Gemini batch mode with inline or file requests
+(`_batch_gemini`). Every request of a batch is answered by the same machinery as a live call when
+its moment comes, so markers work per request and a fault that fails a live call makes that
+request an error line. A job's state follows the clock: validating for the first tenth of the
+processing delay, in progress (requests answered one by one) until nine tenths, finalizing, then
+ended; jobs live in the server, so a new client (or process) polls what another one submitted, and
+jobs belong to the API key that made them. Controls, from the test's thread:
+
+    FakeServer(batch_delay_s=0.05)                  # `python -m evalpipe.testing --batch-delay 0.05`
+    srv.set_batch_options(delay_s=0.05, fail_fraction=0.2, expire_after=3)   # jobs created from now on
+    srv.expire_batches(api_key=None)                 # end unfinished jobs now as expired
+    srv.batch_stats(api_key=None)                    # BatchStats, see below
+
+`fail_fraction` fails the requests whose id hashes below it (the same ids every time) with a 500;
+`expire_after=N` lets a job answer N requests, then expire at the end of its delay (None: never).
+`BatchStats`: files_uploaded, batches_created, result_downloads, requests_answered, succeeded,
+errored, input_tokens, output_tokens and answers_by_id (answers per custom_id; a value above 1 is a
+duplicated submission). Batch work is not counted in `stats()`. Over HTTP: `GET
+/_fake/batch_stats[?key=K]`, `GET|POST /_fake/batch_options` (a JSON object of the options to
+change; answers them all), `POST /_fake/batch_expire` with `{"key": K|null}` (answers `{"expired":
+N}`); `POST /_fake/reset` also forgets batch counters and restores the batch options (stored files
+and jobs stay).
 """
 
 from __future__ import annotations
 
+from evalpipe.testing._batch_store import BatchOptions, BatchStats
 from evalpipe.testing._images import tiny_png
 from evalpipe.testing._server import VENDORS, FakeServer
 from evalpipe.testing._state import Fault, Stats
 
-__all__ = ["VENDORS", "FakeServer", "Fault", "Stats", "tiny_png"]
+__all__ = ["VENDORS", "BatchOptions", "BatchStats", "FakeServer", "Fault", "Stats", "tiny_png"]

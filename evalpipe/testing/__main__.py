@@ -29,6 +29,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--tpm", type=int, help="tokens per window allowed per API key")
     parser.add_argument("--window", type=float, default=60.0, help="rate-limit window in seconds (default 60)")
     parser.add_argument("--retry-after", type=float, default=1.0, help="retry hint of rate-limit faults, seconds")
+    parser.add_argument("--batch-delay", type=float, default=0.0,
+                        help="seconds a batch job takes from creation to its end (default 0)")
     return parser.parse_args(argv)
 
 
@@ -44,6 +46,7 @@ async def serve(args: argparse.Namespace) -> None:
         tpm=args.tpm,
         window_s=args.window,
         retry_after_s=args.retry_after,
+        batch_delay_s=args.batch_delay,
     )
     async with server:
         print(server.url, flush=True)

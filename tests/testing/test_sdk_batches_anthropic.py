@@ -78,7 +78,7 @@ def test_duplicate_or_malformed_custom_ids_fail_the_create_call(fake_server: Fak
 
 
 def test_cancel_ends_with_canceled_requests() -> None:
-    with FakeServer(batch_delay_s=0.5) as server:
+    with FakeServer(batch_delay_s=2.0) as server:
         sdk = client(server)
         batch = sdk.messages.batches.create(requests=[request("a", "one"), request("b", "two")])
         with pytest.raises(anthropic.BadRequestError):

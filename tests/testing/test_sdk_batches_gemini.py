@@ -85,7 +85,7 @@ def test_an_invalid_file_line_fails_the_batch(fake_server: FakeServer) -> None:
 
 
 def test_cancel_and_expiry_end_without_output() -> None:
-    with FakeServer(batch_delay_s=0.5) as server:
+    with FakeServer(batch_delay_s=2.0) as server:
         sdk = client(server)
         job = sdk.batches.create(model=MODEL, src=[inline("a", "x"), inline("b", "y")])
         assert job.name is not None

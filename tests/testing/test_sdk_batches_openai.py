@@ -147,7 +147,7 @@ def test_expire_batches_ends_a_running_batch_now() -> None:
 
 
 def test_cancel_keeps_nothing_unanswered_and_ends_cancelled() -> None:
-    with FakeServer(batch_delay_s=0.5) as server:
+    with FakeServer(batch_delay_s=2.0) as server:
         sdk = client(server)
         batch = submit(sdk, [line("a", "one"), line("b", "two")])
         cancelled = sdk.batches.cancel(batch.id)
@@ -226,3 +226,14 @@ def test_openai_compatible_batch_paths(fake_server: FakeServer, vendor: str) -> 
     assert batch.status == "completed"
     body = jsonl(sdk, batch.output_file_id)["a"]["response"]["body"]
     assert body["choices"][0]["message"]["content"] == "Echo: hi"
+
+
+def test_wire_faults_become_error_lines_instead_of_hanging(fake_server: FakeServer) -> None:
+    sdk = client(fake_server)
+    lines = [line("hang", "x [[fault:hang]]"), line("reset", "x [[fault:reset_midstream]]"),
+             line("limited", "x [[fault:rate_limit_retry_after]]"), line("ok", "fine")]
+    batch = wait(sdk, submit(sdk, lines).id)
+    errors = jsonl(sdk, batch.error_file_id)
+    assert {custom_id: row["response"]["status_code"] for custom_id, row in errors.items()} == {
+        "hang": 500, "reset": 500, "limited": 429}
+    assert set(jsonl(sdk, batch.output_file_id)) == {"ok"}
