@@ -10,6 +10,8 @@ import pytest
 
 from evalpipe.pipeline.output.manifest import read_manifest
 from evalpipe.pipeline.output.store import RunStore
+from evalpipe.pipeline.running.runner import RunProgress
+from evalpipe.progress import progress_text
 from evalpipe.testing import FakeServer
 from tests.test_cli import CANARY, KEY_VARIABLE, cli, restore_logging  # noqa: F401  (an autouse fixture)
 
@@ -101,3 +103,9 @@ def test_status_of_a_directory_without_a_run_is_a_bad_input(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = cli(capsys, "status", tmp_path)
     assert code == 2 and "not a run directory" in err
+
+
+def test_the_progress_line_shows_the_batches_of_each_batch_backend() -> None:
+    progress = RunProgress(total=3, batches={"nightly": "nightly batches: 1 in_progress"})
+    assert progress_text(progress, progress.started + 1).endswith("· nightly batches: 1 in_progress")
+    assert "batches" not in progress_text(RunProgress(total=3), 1.0)

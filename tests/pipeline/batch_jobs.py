@@ -13,7 +13,8 @@ from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
 from evalpipe.testing import FakeServer
 
 KEY_VARIABLE = "EVALPIPE_TEST_BATCH_KEY"
-VENDORS = {"openai": "openai", "anthropic": "anthropic", "google": "gemini", "groq": "groq"}
+VENDORS = {"openai": "openai", "anthropic": "anthropic", "google": "gemini", "groq": "groq",
+           "azure_openai": "azure"}
 PRICE_IN, PRICE_OUT = 2.0, 8.0  # per million tokens, live
 
 

@@ -29,7 +29,7 @@ def key(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
     return value
 
 
-@pytest.mark.parametrize("kind", ["anthropic", "google", "groq"])
+@pytest.mark.parametrize("kind", ["anthropic", "google", "groq", "azure_openai"])
 async def test_a_vendor_batch_answers_like_the_live_call(fake_server: FakeServer, key: str, tmp_path: Path,
                                                          kind: str) -> None:
     outcome = await run(batch_job(items(5), [batch_backend(fake_server, kind, max_requests=3)]), tmp_path)
