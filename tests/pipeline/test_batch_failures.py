@@ -77,3 +77,16 @@ async def test_a_batch_rejected_at_validation_names_the_line_and_the_task(server
     assert all("mismatched_model" in row["error_message"] for row in rows if row["task_id"] in named)
     others = [row["error_message"] for row in rows if row["task_id"] not in named]
     assert others and all("rejected at validation at line 2" in message for message in others)
+
+
+async def test_a_batch_the_vendor_no_longer_knows_stops_the_wait_instead_of_hanging(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_VARIABLE, "sk-batch-forgotten")
+    with FakeServer(batch_delay_s=30.0) as first:
+        port = first.port
+        loaded = batch_job(items(2), [batch_backend(first)])
+        submitted = await run(loaded, tmp_path, detach=True)
+    assert submitted.state == "submitted"
+    with FakeServer(port=port):  # the same address, none of the batches: every poll answers 404
+        resumed = await run(loaded, tmp_path, run_dir=submitted.run_dir)
+    assert resumed.state == "interrupted" and resumed.counts["ok"] == 0  # resumable, nothing lost or doubled

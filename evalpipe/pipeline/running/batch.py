@@ -265,7 +265,11 @@ class BatchDispatcher:
         try:
             remote, _ = await self.policy.run(lambda: self.adapter.poll(chunk.batch_id or ""))
         except errors.ProviderError as error:
-            log.warning("batch poll failed; polling again later", batch=chunk.batch_id, error=error.message)
+            if error.retryable:  # past the retry policy: the vendor may be back at the next poll
+                log.warning("batch poll failed; polling again later", batch=chunk.batch_id, error=error.message)
+            else:  # the batch is gone or the key refused: stop waiting for it (a resume tries again)
+                log.warning("batch poll refused; resume to try again", batch=chunk.batch_id, error=error.message)
+                chunk.step = "poll-refused"  # only here: the store keeps "submitted"
             return
         waited_h = (time.time() - (chunk.submitted_at or chunk.step_at)) / 3600
         if not remote.terminal and waited_h > self.settings.max_wait_h and remote.vendor_status != "cancelling":
