@@ -3,13 +3,20 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from evalpipe.errors import ConfigError
 from evalpipe.pipeline.output.manifest import read_manifest
-from evalpipe.pipeline.output.store import RunStore
+from evalpipe.pipeline.output.store import BatchChunk, RunStore
 from evalpipe.pipeline.running.runner import RunProgress
 from evalpipe.progress import progress_text
 from evalpipe.testing import FakeServer
@@ -109,3 +116,34 @@ def test_the_progress_line_shows_the_batches_of_each_batch_backend() -> None:
     progress = RunProgress(total=3, batches={"nightly": "nightly batches: 1 in_progress"})
     assert progress_text(progress, progress.started + 1).endswith("· nightly batches: 1 in_progress")
     assert "batches" not in progress_text(RunProgress(total=3), 1.0)
+
+
+def test_sigint_while_waiting_exits_at_once_and_collect_finishes(tmp_path: Path) -> None:
+    with FakeServer(batch_delay_s=3.0) as srv:
+        job = tmp_path / "nightly.yaml"
+        job.write_text(BATCH_JOB.replace("URL", srv.url_for("openai")).replace("poll_interval_s: 0.05",
+                                                                             "poll_interval_s: 300"), encoding="utf-8")
+        run_dir = tmp_path / "run"
+        env = {**os.environ, KEY_VARIABLE: CANARY}
+        process = subprocess.Popen([sys.executable, "-m", "evalpipe.cli", "run", str(job), "--resume", str(run_dir)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        deadline = time.monotonic() + 30
+        while not any(chunk.step == "submitted" for chunk in chunks_of(run_dir)):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+        assert process.returncode == 130 and time.monotonic() - signalled < 5  # not after the 300 s poll interval
+        assert "evalpipe run" in err and "--resume" in err
+        done = subprocess.run([sys.executable, "-m", "evalpipe.cli", "collect", str(run_dir)], capture_output=True,
+                              text=True, env=env, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert read_manifest(run_dir).counts["ok"] == 3 and srv.batch_stats(CANARY).batches_created == 1
+
+
+def chunks_of(run_dir: Path) -> list[BatchChunk]:
+    try:
+        return RunStore.read_batch_chunks(run_dir)
+    except (ConfigError, sqlite3.Error):  # not created yet
+        return []

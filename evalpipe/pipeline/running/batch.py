@@ -22,6 +22,7 @@ a submitted chunk's projection as spent until its rows replace it with what they
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -58,6 +59,7 @@ _ERROR_KINDS: dict[str, type[errors.ProviderError]] = {
                                   errors.AuthenticationError, errors.PermissionDeniedError, errors.QuotaExceededError,
                                   errors.ProtocolError, errors.RateLimitError, errors.OverloadedError,
                                   errors.ServerError, errors.TimeoutError, errors.ConnectionError)}
+_PAUSE_SLICE_S = 0.2
 _MISSING: dict[str, type[errors.ProviderError]] = {  # a request with no result line, by why its batch ended
     "expired": errors.BatchExpiredError, "cancelled": errors.BatchCancelledError, "failed": errors.BatchRejectedError,
 }
@@ -258,7 +260,17 @@ class BatchDispatcher:
                     chunks.remove(chunk)
             self._show(chunks)
             if chunks:
-                await anyio.sleep(self.settings.poll_interval_s)
+                await self._pause()
+
+    async def _pause(self) -> None:
+        """Wait `poll_interval_s`, or less when the run is interrupted: a signal must not wait for the next poll."""
+        # In slices: the runner's first signal only sets a flag (the calls in flight of other backends
+        # go on), so the wait looks at it a few times a second.
+        slices = max(1, math.ceil(self.settings.poll_interval_s / _PAUSE_SLICE_S))
+        for _ in range(slices):
+            if self.hooks.interrupted():
+                return
+            await anyio.sleep(self.settings.poll_interval_s / slices)
 
     async def _poll(self, chunk: BatchChunk) -> None:
         assert chunk.batch_id is not None
