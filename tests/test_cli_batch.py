@@ -136,6 +136,7 @@ def test_sigint_while_waiting_exits_at_once_and_collect_finishes(tmp_path: Path)
         _, err = process.communicate(timeout=20)
         assert process.returncode == 130 and time.monotonic() - signalled < 5  # not after the 300 s poll interval
         assert "evalpipe run" in err and "--resume" in err
+        time.sleep(max(signalled + 3.5 - time.monotonic(), 0))  # the batch has ended: one poll collects it
         done = subprocess.run([sys.executable, "-m", "evalpipe.cli", "collect", str(run_dir)], capture_output=True,
                               text=True, env=env, timeout=60)
         assert done.returncode == 0, done.stderr
