@@ -8,6 +8,7 @@ from typing import Any
 
 from evalpipe.pipeline.job.load import LoadedJob, prepare_job
 from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.output.rows import row_schema
 from evalpipe.pipeline.output.store import RunStore
 from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
 from evalpipe.testing import FakeServer
@@ -43,11 +44,9 @@ async def run(loaded: LoadedJob, tmp_path: Path, **options: Any) -> RunOutcome:
     return await run_job(loaded, RunOptions(handle_signals=False, **options))
 
 
-def stored_rows(run_dir: Path) -> list[dict[str, Any]]:
-    """The rows of a run's store."""
-    from evalpipe.pipeline.output.rows import row_schema
-
-    store = RunStore.open(run_dir, RunStore.read_meta(run_dir)["run_id"], row_schema(["exact_match"]))
+def stored_rows(run_dir: Path, scorers: Sequence[str] = ("exact_match",)) -> list[dict[str, Any]]:
+    """The rows of a run's store (with the score columns of `scorers`)."""
+    store = RunStore.open(run_dir, RunStore.read_meta(run_dir)["run_id"], row_schema(list(scorers)))
     try:
         return list(store.iter_rows())
     finally:

@@ -51,9 +51,10 @@ def test_a_task_of_several_calls_cannot_be_a_batch_request(tmp_path: Path, promp
     assert why in problems(tmp_path, prompt=prompt)
 
 
-def test_a_judge_in_batch_mode_is_refused(tmp_path: Path) -> None:
-    judges = "judges:\n  - {id: judge, backend: openai, model: m, mode: batch}\n"
-    assert "judges[0].mode" in problems(tmp_path, judges=judges)
+def test_a_judge_in_batch_mode_needs_a_batch_api_too(tmp_path: Path) -> None:
+    judges = "judges:\n  - {id: judge, backend: mistral, model: m, mode: batch}\n"
+    message = problems(tmp_path, judges=judges)
+    assert "judges[0].mode" in message and "Mistral's batch API" in message
 
 
 def test_unset_batch_settings_are_the_vendors_and_set_ones_win() -> None:

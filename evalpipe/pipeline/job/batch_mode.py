@@ -47,10 +47,15 @@ def check_batch_mode(spec: JobSpec, report: Callable[[FieldPath, str], None]) ->
             if backend.mode != "batch":
                 continue
             path: FieldPath = (where, index, "mode")
-            if where == "judges":
-                report(path, "judges call as they score, live: `mode: batch` is for evaluated backends")
-            elif (why := batch_offered(backend.backend.value)) is not None:
+            if (why := batch_offered(backend.backend.value)) is not None:
                 report(path, f"`mode: batch` is not offered for {backend.backend.value}: {why}")
+            elif where == "judges":
+                # Its calls wait for the answers' batches, then go as batches of their own: every backend
+                # it judges must be collected in batch mode (a live row cannot wait for a day).
+                live = [b.id for b in spec.backends if b.mode != "batch"]
+                if live:
+                    report(path, f"a judge in batch mode judges backends in batch mode only; "
+                                 f"{', '.join(live)} {'is' if len(live) == 1 else 'are'} live")
             elif spec.prompt.chain is not None:
                 report(path, "a chain's steps depend on each other's answers: it cannot be sent as a batch")
             elif spec.prompt.dialogue is not None:

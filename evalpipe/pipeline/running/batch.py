@@ -83,8 +83,12 @@ class BatchDispatcher:
     """The batch side of one backend in one session of a run."""
 
     def __init__(self, backend: Backend, adapter: BatchAdapter, settings: BatchSettings, store: RunStore,
-                 run_id: str, hooks: BatchHooks, window: int) -> None:
+                 run_id: str, hooks: BatchHooks, window: int, *, label: str | None = None,
+                 key_of: Callable[[Task], str] | None = None) -> None:
         self.backend = backend
+        # Whose chunks these are in the run store: the backend, or a judge's for one evaluated backend.
+        self.label = label or backend.spec.id
+        self.key_of = key_of or (lambda task: request_key(task, backend))
         self.adapter = adapter
         self.settings = settings
         self.store = store
@@ -97,7 +101,7 @@ class BatchDispatcher:
 
     @property
     def backend_id(self) -> str:
-        return self.backend.spec.id
+        return self.label
 
     async def run(self, tasks: Iterable[Task]) -> bool:
         """Answer what was collected, resume the open chunks, submit the rest, then poll and collect.
@@ -105,7 +109,7 @@ class BatchDispatcher:
         True when it left batches at the vendor on purpose (`detach`)."""
         for task in tasks:
             self.tasks[task.task_id] = task
-            self.keys[task.task_id] = request_key(task, self.backend)
+            self.keys[task.task_id] = self.key_of(task)
         chunks = await anyio.to_thread.run_sync(self.store.batch_chunks, self.backend_id)
         open_chunks = [chunk for chunk in chunks if chunk.step != "collected"]
         in_flight = {custom_id for chunk in open_chunks for custom_id, _ in chunk.entries}

@@ -23,7 +23,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,7 @@ from evalpipe.pipeline.output.sinks import Sinks
 from evalpipe.pipeline.output.store import FinishedIds, RunStore, WriteFailed
 from evalpipe.pipeline.running.backend import Backend
 from evalpipe.pipeline.running.batch import BatchDispatcher, BatchHooks, answer_rows, error_row
+from evalpipe.pipeline.running.batch_judges import JudgePhase
 from evalpipe.pipeline.running.execute import Criterion, execute_task, expected_output_tokens
 from evalpipe.pipeline.running.interrupts import Interrupts
 from evalpipe.pipeline.running.limits import BackendLimiter, GlobalLimiter
@@ -485,11 +486,14 @@ class JobRun:
                            lambda task: self._projection(task, backend) if budgeted else (0.0, 0), reserve, answer,
                            lambda task, error: written(task, [error_row(task, backend, run_id, error)]), show,
                            self.options.detach)
+        assert self._calls is not None
+        judges = JudgePhase(backend.spec.id, self._calls, store, run_id, window, answer, hooks)  # judges in batch mode
         tasks = (task for task in expand_job(self.loaded, backend_ids={backend.spec.id})
                  if not all(row_id in finished for row_id in task.row_ids))
         dispatcher = BatchDispatcher(backend, batch_adapter(backend.provider), batch_settings(backend.spec), store,
-                                     run_id, hooks, window)
-        if await dispatcher.run(tasks) and self.stop_reason is None:
+                                     run_id, replace(hooks, answer=judges.answer), window)
+        left = await dispatcher.run(tasks)
+        if (await judges.finish() or left) and self.stop_reason is None:
             self.stop_reason = "submitted"  # detached with batches at the vendor: `collect` goes on
 
     async def _dispatch(self, backend: Backend, criteria: Sequence[Criterion], finished: FinishedIds, run_id: str,
