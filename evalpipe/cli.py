@@ -39,6 +39,7 @@ from evalpipe.cli_analysis import (
     table_console,
     warn,
 )
+from evalpipe.cli_batch import add_batch_commands, job_of_run
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.job.confirmation import confirmation_needed
 from evalpipe.pipeline.job.dataset import Dataset
@@ -155,7 +156,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--yes", action="store_true", help=_YES_HELP)
     run.add_argument("--fail-on-error", type=_rate, metavar="RATE",
                      help=f"exit {EXIT_FAILED_GATE} when more than RATE (0-1) of the run's rows from a call are errors")
-    run.set_defaults(handler=_run)
+    run.add_argument("--detach", action="store_true", help="backends in batch mode: submit the batches and exit "
+                     "(collect them later with `evalpipe collect RUN_DIR`)")
+    run.set_defaults(handler=_run, job_from_run=False)
+
+    collect = commands.add_parser("collect", help="poll and collect a run's batches, score and write their rows "
+                                  "(the run's job file, resumed)")
+    collect.add_argument("resume", type=Path, metavar="RUN_DIR")
+    collect.add_argument("--retry-errors", action="store_true", help="submit the error rows' tasks again")
+    collect.add_argument("--force", action="store_true", help="resume even though the job file changed")
+    collect.add_argument("--detach", action="store_true", help="submit what is left and exit again")
+    collect.set_defaults(handler=_run, job_from_run=True, job=None, concurrency=None, out=None, dry_run=False,
+                         limit=None, yes=True, fail_on_error=None)
 
     for name, handler, text in (("validate", _validate, "check a job file; call nothing"),
                                 ("plan", _plan, "tasks, calls, tokens and cost a job would take")):
@@ -166,6 +178,7 @@ def _parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
 
     add_analysis_commands(commands)
+    add_batch_commands(commands)
     _add_start_commands(commands)
     commands.add_parser("backends", help="the backends and which keys are set").set_defaults(handler=_backends)
     commands.add_parser("schema", help="the JSON Schema of job files").set_defaults(handler=_schema)
@@ -239,15 +252,18 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
     table = Table(title=escape(f"{args.job}: {count(plan.tasks, 'task')} ({count(plan.items, 'item')} × "
                                f"{count(plan.param_sets, 'parameter set')} × {count(plan.repeats, 'repeat')} "
                                f"per backend){steps}"))
-    for column in ("backend", "model", "calls", "input tokens", "output tokens", "cost (USD)"):
+    batch = any(b.live_cost_usd is not None for b in plan.backends)
+    columns = ("backend", "model", "calls", "input tokens", "output tokens", "cost (USD)", *(("live (USD)",) * batch))
+    for column in columns:
         # Names are never folded: a model name cut in two cannot be copied into a job file.
         table.add_column(column, justify="left" if column in ("backend", "model") else "right",
                          no_wrap=column in ("backend", "model"))
     for b in plan.backends:
+        live = [f"{b.cost_usd if b.live_cost_usd is None else b.live_cost_usd:.4f}"] * batch
         table.add_row(b.backend_id, escape(b.model), f"{b.calls:,}", f"≈{b.input_tokens:,}", f"≤{b.output_tokens:,}",
-                      f"{b.cost_usd:.4f}")
+                      f"{b.cost_usd:.4f}", *live)
     table.add_row("total", "", f"{plan.calls:,}", f"≈{plan.input_tokens:,}", f"≤{plan.output_tokens:,}",
-                  f"{plan.cost_usd:.4f}")
+                  f"{plan.cost_usd:.4f}", *[f"{plan.cost_usd + plan.batch_saving_usd:.4f}"] * batch)
     table_console().print(table)
     for line in plan_notes(plan):
         say(line)
@@ -265,8 +281,8 @@ def _plan(args: argparse.Namespace, loaded: LoadedJob | None = None) -> int:
 
 
 def plan_notes(plan: Plan) -> list[str]:
-    """What the plan's figures are over, beyond the table: a tool loop's worst and one-call cases, and
-    the share of the input that is tool definitions and images."""
+    """What the plan's figures are over, beyond the table: a tool loop's worst and one-call cases, what
+    batch mode saves, and the share of the input that is tool definitions and images."""
     notes = []
     if plan.max_steps > 1:
         one = plan.one_step
@@ -275,6 +291,11 @@ def plan_notes(plan: Plan) -> list[str]:
                      "estimate); the budget guard counts this worst case")
         notes.append(f"if every task answers in one call: {one.calls:,} calls, ≈{one.input_tokens:,} input and "
                      f"≤{one.output_tokens:,} output tokens, {one.cost_usd:.4f} USD")
+    if any(b.live_cost_usd is not None for b in plan.backends):
+        live_total = plan.cost_usd + plan.batch_saving_usd
+        share = plan.batch_saving_usd / live_total if live_total else 0.0
+        notes.append(f"batch saves ${plan.batch_saving_usd:.4f} ({share:.0%}) against the same calls live; answers "
+                     "come within the vendors' batch windows (up to 24 h), not at once")
     if plan.tool_tokens or plan.image_tokens:
         parts = [f"tool definitions ≈{plan.tool_tokens:,}"] if plan.tool_tokens else []
         if plan.image_tokens:
@@ -326,6 +347,9 @@ def _warn_ignored_sweeps(loaded: LoadedJob) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.job_from_run:  # `collect RUN_DIR`: the job file the run was started from
+        args.resume = resolved_run_dir(args.resume)
+        args.job = job_of_run(args.resume)
     loaded = load_job(args.job)  # every mistake in the job file stops here, before any call
     _warn_ignored_sweeps(loaded)
     _warn_concurrency_cap(loaded, args.concurrency)
@@ -341,7 +365,7 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     interrupts: Interrupts = args.interrupts
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
-                         retry_errors=args.retry_errors, force=args.force, interrupts=interrupts)
+                         retry_errors=args.retry_errors, force=args.force, interrupts=interrupts, detach=args.detach)
     with ProgressDisplay(err) as on_row:
         outcome = anyio.run(run_job, loaded, options, on_row)
     _summary(outcome, loaded)
@@ -351,6 +375,10 @@ def _run(args: argparse.Namespace) -> int:
     if interrupts.count and outcome.state == "completed":  # a signal after the last task: nothing to resume
         say(f"interrupted after the run completed: {outcome.run_dir}")
         return EXIT_INTERRUPTED
+    if outcome.state == "submitted" and not interrupts.count:
+        say(f"batches submitted: collect them with  evalpipe collect {outcome.run_dir}  "
+            f"(see them with  evalpipe status {outcome.run_dir})")
+        return 0
     if outcome.state == "interrupted" or interrupts.count:
         say(f"interrupted: resume with  {outcome.resume_command}")
         return EXIT_INTERRUPTED

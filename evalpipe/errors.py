@@ -8,7 +8,10 @@
         ├── PermissionDeniedError   403
         ├── NotFoundError           404: unknown model or route
         ├── BadRequestError         400, 413, 422: the request itself is wrong
-        │   └── ContextLengthError  the prompt does not fit the model's context
+        │   ├── ContextLengthError  the prompt does not fit the model's context
+        │   └── BatchRejectedError  the vendor refused a whole batch at validation
+        ├── BatchExpiredError       a batch's window ran out before this request was answered
+        ├── BatchCancelledError     a batch was cancelled before this request was answered
         ├── QuotaExceededError      billing: insufficient_quota, 402; never retried
         ├── ProtocolError           a body or stream that does not parse
         └── TransientError          worth another attempt
@@ -101,6 +104,18 @@ class ContextLengthError(BadRequestError):
     """The prompt plus the requested output exceeds the model's context window."""
 
 
+class BatchRejectedError(BadRequestError):
+    """The vendor refused a whole batch at validation (a malformed line, a model without batch support)."""
+
+
+class BatchExpiredError(ProviderError):
+    """A batch's window ran out before this request was answered (`--retry-errors` submits it again)."""
+
+
+class BatchCancelledError(ProviderError):
+    """A batch was cancelled before this request was answered."""
+
+
 class QuotaExceededError(ProviderError):
     """Billing quota or balance exhausted (insufficient_quota, 402): waiting does not help."""
 
@@ -138,6 +153,9 @@ class ConnectionError(TransientError):  # noqa: A001 - the name the public API p
 __all__ = [
     "AuthenticationError",
     "BadRequestError",
+    "BatchCancelledError",
+    "BatchExpiredError",
+    "BatchRejectedError",
     "ConfigError",
     "ConnectionError",
     "ContextLengthError",

@@ -80,4 +80,5 @@ def progress_text(progress: RunProgress, now: float) -> str:
     parts.append(f"{errors} (last: {progress.last_error_type})" if progress.last_error_type else errors)
     parts.append(f"{progress.calls / elapsed:.1f} calls/s · {progress.input_tokens + progress.output_tokens:,} "
                  f"tokens · ${progress.cost_usd:.4f}")
+    parts.extend(progress.batches.values())  # backends in batch mode: their batches' states
     return " · ".join(parts)

@@ -196,7 +196,8 @@ def _compare_with_manifest(manifest: Manifest, rows: int, warnings: list[str]) -
     if manifest.state != "completed":
         total = f" of {manifest.tasks_total:,}" if manifest.tasks_total is not None else ""
         state = {"running": "still running, or killed before it finished",
-                 "interrupted": "interrupted", "budget_exhausted": "stopped at its budget"}.get(manifest.state,
+                 "interrupted": "interrupted", "budget_exhausted": "stopped at its budget",
+                 "submitted": "submitted as batches, not yet collected"}.get(manifest.state,
                                                                                                 manifest.state)
         warnings.append(f"the run was {state}: {recorded:,}{total} tasks have rows")
     if rows < recorded:

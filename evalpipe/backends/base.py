@@ -285,15 +285,22 @@ class Provider:
         self, messages: Sequence[ChatMessage], params: GenerationParams | None = None
     ) -> ChatResponse:
         """One chat answer; `params` override the builder's for this call."""
-        merged = self.config.params.merged(params)
-        request = self.chat_request(self._with_system(messages, merged), merged, stream=False)
-        return await self._call(with_passthrough(request, merged), self.parse_chat)
+        return await self._call(self.prepared_chat(messages, params), self.parse_chat)
 
     async def acomplete(self, prompt: str, params: GenerationParams | None = None) -> ChatResponse:
         """A plain-text completion of `prompt`."""
+        return await self._call(self.prepared_complete(prompt, params), self.parse_complete)
+
+    def prepared_chat(self, messages: Sequence[ChatMessage], params: GenerationParams | None = None) -> HttpRequest:
+        """The request `achat` sends, not sent: a batch line carries this very body."""
         merged = self.config.params.merged(params)
-        request = self.complete_request(prompt, merged)
-        return await self._call(with_passthrough(request, merged), self.parse_complete)
+        request = self.chat_request(self._with_system(messages, merged), merged, stream=False)
+        return with_passthrough(request, merged)
+
+    def prepared_complete(self, prompt: str, params: GenerationParams | None = None) -> HttpRequest:
+        """The request `acomplete` sends, not sent."""
+        merged = self.config.params.merged(params)
+        return with_passthrough(self.complete_request(prompt, merged), merged)
 
     async def aembed(self, texts: Sequence[str]) -> list[list[float]]:
         """One embedding vector per text."""
@@ -417,6 +424,30 @@ class Provider:
         response, attempts = await self.retry_policy.run(attempt)
         response.attempts = attempts
         return response
+
+    async def send_bytes(self, request: HttpRequest, data: aiohttp.FormData | None = None) -> bytes:
+        """Send `request` once (its JSON body, or the multipart `data`) and return a 2xx answer's raw body;
+        else the classified error. For the vendors' file and batch endpoints, whose answers may be JSONL."""
+        headers = {**self.auth_headers(), **self.config.headers, **(request.headers or {})}
+        url = join_url(self.config.base_url, request.path)
+        try:
+            async with asyncio.timeout(self.config.timeout_s):
+                if data is None:
+                    opened = self._client().request(request.method, url, request.body, request.query, headers)
+                else:
+                    pool = self._client()
+                    opened = pool.session.request(request.method, url, data=data, params=request.query,
+                                                  headers=headers, proxy=pool.proxy, proxy_headers=pool.proxy_headers,
+                                                  allow_redirects=False)
+                async with opened as response:
+                    status, answer_headers, content = response.status, response.headers, await response.read()
+        except TimeoutError as exc:
+            raise errors.TimeoutError(f"no answer in {self.config.timeout_s}s", provider=self.name) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise classify_transport(self.name, exc) from None
+        if status >= 400:
+            raise self.classify_error(status, parse_body(content), answer_headers)
+        return content
 
     async def _send_json(self, request: HttpRequest) -> Any:
         """Send once; the parsed JSON body of a 2xx answer, else the classified error."""

@@ -122,6 +122,12 @@ class BackendPlan:
     one_step: Spend = Spend()
     tool_tokens: int = 0  # of input_tokens: tool definitions
     image_tokens: int = 0  # of input_tokens: images
+    live_cost_usd: float | None = None  # in batch mode: what the same calls would cost live
+
+    @property
+    def batch_saving_usd(self) -> float:
+        """What batch mode saves against live (0 for a live backend)."""
+        return 0.0 if self.live_cost_usd is None else self.live_cost_usd - self.cost_usd
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +195,11 @@ class Plan:
         """Estimated cost over all backends, from their prices per million tokens."""
         return sum(b.cost_usd for b in self.backends)
 
+    @property
+    def batch_saving_usd(self) -> float:
+        """What the backends in batch mode save against the same calls live."""
+        return sum(b.batch_saving_usd for b in self.backends)
+
     def over_budget(self) -> list[str]:
         """One line per budget limit the projection exceeds (none when it fits)."""
         lines = []
@@ -251,11 +262,13 @@ def plan_job(loaded: LoadedJob, *, count: TokenCounter | None = None,
             continue
         calls, input_tokens, output_tokens, tools, pixels, one_calls, one_input, one_output = (
             round(value * scale) for value in totals)
-        cost = projector.cost([CallProjection(backend_id, calls, input_tokens, output_tokens)])
+        projected = [CallProjection(backend_id, calls, input_tokens, output_tokens)]
+        cost = projector.cost(projected)
+        live = projector.cost(projected, live=True) if by_id[backend_id].mode == "batch" else None
         one = Spend(one_calls, one_input, one_output,
                     projector.cost([CallProjection(backend_id, one_calls, one_input, one_output)]))
         backends.append(BackendPlan(backend_id, by_id[backend_id].backend.value, model_for(by_id[backend_id]), calls,
-                                    input_tokens, output_tokens, cost, one, tools, pixels))
+                                    input_tokens, output_tokens, cost, one, tools, pixels, live))
     skipped_ids = {b.id for b in spec.backends if b.id in skipped}
     return Plan(
         tasks=count_tasks(loaded, backend_ids={b.id for b in evaluated}) if evaluated else 0,

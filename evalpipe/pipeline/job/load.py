@@ -31,6 +31,7 @@ from evalpipe.backends.registry import provider_class
 from evalpipe.chain import ChainTemplateError, MultiPromptChain
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.job.availability import job_backends, unavailable_message, unavailable_reason
+from evalpipe.pipeline.job.batch_mode import check_batch_mode
 from evalpipe.pipeline.job.chain import build_chain
 from evalpipe.pipeline.job.dataset import Dataset, DatasetError, DatasetItem, display_path, duplicate_items, id_digest
 from evalpipe.pipeline.job.spec import GRID_KEYS, BackendSpec, JobSpec
@@ -318,6 +319,7 @@ def _checked(spec: JobSpec, base_dir: Path, locator: _Locator, path: Path | None
         if not model_for(backend):
             locator.add(("backends", index, "model"), f"{backend.backend.value} has no default model; set `model`")
     skipped = _check_availability(spec, environ, locator) if environ is not None else {}
+    check_batch_mode(spec, locator.add)
     scorer_fields, scorer_templates = _check_scorers(spec, locator, base_dir)
     chain, chain_fields = _check_chain(spec, locator)
     templates: PromptTemplates | None = None

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from evalpipe.backends.base import Provider
 from evalpipe.backends.registry import provider_class
+from evalpipe.pipeline.job.batch_mode import price_factor
 from evalpipe.pipeline.job.spec import BackendSpec, JobSpec
 from evalpipe.scoring.calls import ANSWERING
 from evalpipe.scoring.judge import judge_prompt
@@ -236,13 +237,15 @@ class Projector:
         input_tokens = steps * prompt + growth * steps * (steps - 1) // 2
         return CallProjection(backend_id, steps, input_tokens, steps * answer_tokens, steps * offered, steps * pictures)
 
-    def cost(self, calls: Sequence[CallProjection]) -> float:
-        """What `calls` cost at their backends' prices (USD)."""
+    def cost(self, calls: Sequence[CallProjection], *, live: bool = False) -> float:
+        """What `calls` cost at their backends' prices (USD): a batch backend's at its batch discount, unless `live`."""
         total = 0.0
         for call in calls:
             spec = self.backends.get(call.backend_id)
             if spec is not None:
-                total += call.input_tokens * spec.price_input_per_1m + call.output_tokens * spec.price_output_per_1m
+                factor = 1.0 if live else price_factor(spec)
+                total += factor * (call.input_tokens * spec.price_input_per_1m
+                                   + call.output_tokens * spec.price_output_per_1m)
         return total / 1_000_000
 
 

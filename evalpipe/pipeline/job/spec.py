@@ -114,6 +114,16 @@ class PromptSpec(Strict):
         return self
 
 
+class BatchSpec(Strict):
+    """How a backend in `mode: batch` uses its vendor's batch API; unset fields take the vendor's defaults."""
+
+    max_requests: int | None = Field(default=None, ge=1, le=10_000_000)  # per batch (the vendor's cap is lower)
+    max_bytes: int | None = Field(default=None, ge=1024, le=INT64_MAX)  # per batch input
+    poll_interval_s: float | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+    max_wait_h: float | None = Field(default=None, gt=0, le=24 * 30)  # then the batch is cancelled
+    price_factor: float | None = Field(default=None, ge=0, le=1)  # batch price / live price (vendor: 0.5)
+
+
 class BackendSpec(Strict):
     """One backend to evaluate, with its own limits and prices."""
 
@@ -141,6 +151,9 @@ class BackendSpec(Strict):
     # Passed to the vendor as they are, under every parameter set's own (which win where both set a key).
     extra_body: dict[str, Any] = Field(default_factory=dict)
     headers: dict[str, HeaderValue] = Field(default_factory=dict)
+    # `batch`: tasks go through the vendor's batch API (submitted, polled, collected; cheaper, slower).
+    mode: Literal["live", "batch"] = "live"
+    batch: BatchSpec = Field(default_factory=BatchSpec)
 
 
 class SamplingSpec(Strict):

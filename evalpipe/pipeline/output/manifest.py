@@ -24,7 +24,8 @@ MANIFEST_FILENAME = "manifest.json"
 MANIFEST_VERSION = 1
 
 # "budget_exhausted": the budget guard stopped dispatching; resuming with a larger budget continues.
-RunState = Literal["running", "completed", "interrupted", "budget_exhausted"]
+# "submitted": `run --detach` sent its batches to the vendors and left; `evalpipe collect` continues.
+RunState = Literal["running", "completed", "interrupted", "budget_exhausted", "submitted"]
 
 
 @dataclass(frozen=True, slots=True)

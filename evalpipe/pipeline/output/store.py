@@ -78,6 +78,19 @@ CREATE TABLE IF NOT EXISTS response_cache (
     payload TEXT NOT NULL,
     created_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS batch_chunks (
+    chunk_id TEXT PRIMARY KEY,
+    backend_id TEXT NOT NULL,
+    step TEXT NOT NULL,
+    entries TEXT NOT NULL,
+    file_id TEXT,
+    batch_id TEXT,
+    vendor_status TEXT,
+    counts TEXT,
+    step_at REAL NOT NULL,
+    submitted_at REAL,
+    detail TEXT
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -141,6 +154,50 @@ class FinishedIds:
         digest = hash(task_id)
         index = bisect.bisect_left(self._digests, digest)
         return index < len(self._digests) and self._digests[index] == digest
+
+
+@dataclass(slots=True)
+class BatchChunk:
+    """One batch of a backend in `mode: batch` as the run store records it.
+
+    `step` moves uploading -> uploaded -> creating -> submitted -> ended -> collected; each is committed
+    before the remote step it names starts and after it ends, and `chunk_id` (the marker the vendor
+    keeps with the file or batch) lets a resumed run recognise a step a killed process already did."""
+
+    chunk_id: str
+    backend_id: str
+    step: str
+    entries: list[tuple[str, str]]  # (custom_id = task id, request key) of every request in the chunk
+    step_at: float  # epoch seconds when `step` was recorded
+    file_id: str | None = None
+    batch_id: str | None = None
+    vendor_status: str | None = None
+    counts: dict[str, int] | None = None
+    submitted_at: float | None = None
+    detail: str | None = None  # why it failed or was rejected, for `evalpipe status`
+
+
+def _batch_chunks(connection: sqlite3.Connection, backend_id: str | None) -> list[BatchChunk]:
+    query = ("SELECT chunk_id, backend_id, step, entries, step_at, file_id, batch_id, vendor_status, counts, "
+             "submitted_at, detail FROM batch_chunks")
+    rows = connection.execute(query + (" WHERE backend_id = ?" if backend_id else "") + " ORDER BY rowid",
+                              (backend_id,) if backend_id else ()).fetchall()
+    return [BatchChunk(chunk_id, backend, step, [(a, b) for a, b in json.loads(entries)], step_at, file_id,
+                       batch_id, status, json.loads(counts) if counts else None, submitted_at, detail)
+            for chunk_id, backend, step, entries, step_at, file_id, batch_id, status, counts, submitted_at, detail
+            in rows]
+
+
+def _save_chunk(connection: sqlite3.Connection, chunk: BatchChunk) -> None:
+    connection.execute(
+        "INSERT INTO batch_chunks (chunk_id, backend_id, step, entries, step_at, file_id, batch_id, vendor_status,"
+        " counts, submitted_at, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (chunk_id) DO UPDATE SET"
+        " step = excluded.step, step_at = excluded.step_at, file_id = excluded.file_id, batch_id = excluded.batch_id,"
+        " vendor_status = excluded.vendor_status, counts = excluded.counts, submitted_at = excluded.submitted_at,"
+        " detail = excluded.detail",
+        (chunk.chunk_id, chunk.backend_id, chunk.step, json.dumps(chunk.entries), chunk.step_at, chunk.file_id,
+         chunk.batch_id, chunk.vendor_status, json.dumps(chunk.counts) if chunk.counts is not None else None,
+         chunk.submitted_at, chunk.detail))
 
 
 class RunStore:
@@ -338,6 +395,59 @@ class RunStore:
                     raise
             except sqlite3.OperationalError as error:
                 raise WriteFailed(self.path, error) from error
+
+    # -- batches ----------------------------------------------------------------------------------------
+
+    def batch_chunks(self, backend_id: str | None = None) -> list[BatchChunk]:
+        """The batch chunks recorded for `backend_id` (all backends when None), in the order they were planned."""
+        with self._lock:
+            return _batch_chunks(self._connection, backend_id)
+
+    def save_batch_chunk(self, chunk: BatchChunk) -> None:
+        """Record a chunk's step, committed before returning: written before and after each remote step."""
+        with self._lock:
+            try:
+                _save_chunk(self._connection, chunk)
+            except sqlite3.OperationalError as error:
+                raise WriteFailed(self.path, error) from error
+
+    def collect_batch_chunk(self, chunk: BatchChunk, answers: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        """The chunk's results into the response cache and the chunk as collected, in one transaction:
+        a process killed while collecting has either collected all of it or none."""
+        stamp = datetime.now(UTC).isoformat()
+        values = [(key, json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":")), stamp)
+                  for key, payload in answers]
+        with self._lock:
+            try:
+                self._connection.execute("BEGIN IMMEDIATE")
+                try:
+                    self._connection.executemany(
+                        "INSERT OR REPLACE INTO response_cache (request_key, payload, created_at) VALUES (?, ?, ?)",
+                        values)
+                    _save_chunk(self._connection, chunk)
+                    self._connection.execute("COMMIT")
+                except BaseException:
+                    if self._connection.in_transaction:
+                        self._connection.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as error:
+                raise WriteFailed(self.path, error) from error
+
+    @staticmethod
+    def read_batch_chunks(run_dir: str | Path) -> list[BatchChunk]:
+        """The batch chunks of the store in `run_dir`, read without opening it for writing (`evalpipe status`)."""
+        path = Path(run_dir) / STORE_FILENAME
+        if not path.is_file():
+            raise ConfigError(f"{run_dir} is not a run directory: it has no {STORE_FILENAME}")
+        connection = sqlite3.connect(path)
+        try:
+            return _batch_chunks(connection, None)
+        except sqlite3.OperationalError as error:
+            if "no such table" in str(error):  # a run store from before batch mode
+                return []
+            raise ConfigError(f"{path} is not a readable run store: {error}") from None
+        finally:
+            connection.close()
 
     # -- metadata ---------------------------------------------------------------------------------------
 

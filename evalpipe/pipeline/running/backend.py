@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from evalpipe.backends.base import Provider
 from evalpipe.backends.retry import RetryPolicy
+from evalpipe.pipeline.job.batch_mode import price_factor
 from evalpipe.pipeline.job.spec import BackendSpec
 from evalpipe.pipeline.running.limits import Limiter
 from evalpipe.types import Usage
@@ -31,7 +32,8 @@ class Backend:
     policy: RetryPolicy = field(default_factory=RetryPolicy)
 
     def cost(self, usage: Usage) -> float:
-        return usage_cost(usage, self.spec)
+        """What `usage` cost: at the batch discount for a backend in batch mode."""
+        return usage_cost(usage, self.spec) * price_factor(self.spec)
 
 
 def usage_cost(usage: Usage, spec: BackendSpec) -> float:

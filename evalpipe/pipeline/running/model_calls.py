@@ -56,12 +56,25 @@ def scored_task_id() -> str | None:
     return None if scored is None else scored[0]
 
 
+class DeferredCall(BaseException):  # noqa: N818 - not an error: a call that waits for its batch
+    """A scorer's chat call to a judge in batch mode whose answer is not collected yet: the row waits for it.
+
+    A BaseException, so that no scorer's or task's `except Exception` turns it into a missing score."""
+
+    def __init__(self, backend_id: str, key: str, messages: Sequence[ChatMessage], params: GenerationParams | None):
+        super().__init__(backend_id, key)
+        self.backend_id, self.key, self.messages, self.params = backend_id, key, list(messages), params
+
+
 class JobCalls:
     """`ModelCalls` through the job's backends (evaluated ones and judges)."""
 
     def __init__(self, backends: Mapping[str, Backend], cache: ResponseCache | None = None) -> None:
         self.backends = backends
         self.cache = cache  # None: no caching
+        # For judges in batch mode: (key, what the cache holds) -> the collected answer, None while it is not
+        # collected (the call is deferred), or the request's error raised. Unset, they are called live.
+        self.batch_answers: Callable[[str, dict[str, Any] | None], dict[str, Any] | None] | None = None
 
     def has(self, backend_id: str) -> bool:
         return backend_id == ANSWERING or backend_id in self.backends
@@ -75,7 +88,7 @@ class JobCalls:
         estimate = prompt_tokens(messages, (params.tools if params is not None else None) or (), type(provider),
                                  provider.model) + _expected_output(backend, params)
         payload = await self._call(backend, request, lambda: backend.provider.achat(messages, params), estimate,
-                                   _chat_payload)
+                                   _chat_payload, (backend_id, messages, params))
         return _chat_response(payload)
 
     async def complete(self, backend_id: str, prompt: str, params: GenerationParams | None = None) -> ChatResponse:
@@ -108,12 +121,18 @@ class JobCalls:
             raise ConfigError(f"scorers call backend {name!r}, which the job does not have") from None
 
     async def _call(self, backend: Backend, request: dict[str, Any], attempt: Callable[[], Awaitable[T]],
-                    estimate: int, payload_of: Callable[[T], dict[str, Any]]) -> dict[str, Any]:
+                    estimate: int, payload_of: Callable[[T], dict[str, Any]],
+                    batchable: tuple[str, Sequence[ChatMessage], GenerationParams | None] | None = None,
+                    ) -> dict[str, Any]:
         scored = _task.get()
         config = backend.provider.config
         key = stable_hash({"task": scored[0] if scored else None, "backend": config.backend,
                            "model": config.model, "base_url": config.base_url, **request}, 32)
         payload = await self.cache.get(key) if self.cache is not None else None
+        if batchable is not None and backend.spec.mode == "batch" and self.batch_answers is not None:
+            payload = self.batch_answers(key, payload)
+            if payload is None:
+                raise DeferredCall(batchable[0], key, batchable[1], batchable[2])
         if payload is None:
             def used(result: T) -> int:
                 counted = payload_of(result)

@@ -23,7 +23,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -35,11 +35,13 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from evalpipe.backends.base import Provider
+from evalpipe.backends.batch import batch_adapter
 from evalpipe.backends.retry import RetryPolicy
 from evalpipe.builder import LLMBuilder, check_api_key
 from evalpipe.errors import ConfigError, EvalpipeError
 from evalpipe.logs import run_log
 from evalpipe.pipeline.job.availability import Unavailable, job_backends, unavailable_message, unavailable_reason
+from evalpipe.pipeline.job.batch_mode import batch_settings
 from evalpipe.pipeline.job.expand import count_tasks, expand_job
 from evalpipe.pipeline.job.load import JobFileError, LoadedJob, Problem
 from evalpipe.pipeline.job.projection import Projector
@@ -60,6 +62,8 @@ from evalpipe.pipeline.output.rundir import RunDir, prepare_run_dir
 from evalpipe.pipeline.output.sinks import Sinks
 from evalpipe.pipeline.output.store import FinishedIds, RunStore, WriteFailed
 from evalpipe.pipeline.running.backend import Backend
+from evalpipe.pipeline.running.batch import BatchDispatcher, BatchHooks, answer_rows, error_row
+from evalpipe.pipeline.running.batch_judges import JudgePhase
 from evalpipe.pipeline.running.execute import Criterion, execute_task, expected_output_tokens
 from evalpipe.pipeline.running.interrupts import Interrupts
 from evalpipe.pipeline.running.limits import BackendLimiter, GlobalLimiter
@@ -93,6 +97,7 @@ class RunOptions:
     providers: Mapping[str, Provider] = field(default_factory=dict)
     criteria: Sequence[Criterion] = ()  # scored after the job's own scorers (plain functions, in code)
     quiet: bool = False  # no "run started/finished" lines: a library call's runs are not news
+    detach: bool = False  # backends in batch mode submit their batches and the run leaves them at the vendor
 
 
 @dataclass(slots=True)
@@ -111,6 +116,7 @@ class RunProgress:
     passed: int = 0
     last_error_type: str | None = None
     started: float = field(default_factory=time.monotonic)
+    batches: dict[str, str] = field(default_factory=dict)  # backend id -> its batches' state, in batch mode
 
     def add(self, row: Mapping[str, Any]) -> None:
         self.done += 1
@@ -442,7 +448,53 @@ class JobRun:
                     # A window of tasks per backend, as many as can be in flight: enough to keep the
                     # backend busy, and a backend that is held back fills only its own window.
                     window = min(backend.spec.max_concurrency, concurrency)
+                    if backend.spec.mode == "batch":
+                        dispatchers.start_soon(self._dispatch_batch, backend, criteria, finished, run_id, store, send,
+                                               window)
+                        continue
                     dispatchers.start_soon(self._dispatch, backend, criteria, finished, run_id, cache, send, window)
+
+    async def _dispatch_batch(self, backend: Backend, criteria: Sequence[Criterion], finished: FinishedIds,
+                              run_id: str, store: RunStore, send: MemoryObjectSendStream[list[Row]],
+                              window: int) -> None:
+        """A backend in `mode: batch`: its tasks go through the vendor's batch API (`batch.py`), the budget
+        counting what is submitted; the collected answers are scored and written as live ones are."""
+        budget = self.loaded.spec.budget
+        budgeted = budget.max_cost_usd is not None or budget.max_tokens is not None
+
+        def reserve(task_id: str, cost: float, tokens: int) -> bool:
+            if self._over_budget(cost, tokens, budget.max_cost_usd, budget.max_tokens):
+                self._stop_for_budget()
+                return False
+            self._spend.start(task_id, cost, tokens)
+            return True
+
+        async def written(task: Task, rows: list[Row]) -> None:
+            self._spend.settle(task.task_id, rows)
+            await send.send(rows)
+
+        async def answer(task: Task, payload: Mapping[str, Any]) -> None:
+            await written(task, await answer_rows(task, backend, criteria, payload, run_id=run_id, calls=self._calls,
+                                                  timeout_s=self.loaded.spec.task_timeout_s))
+
+        def show(text: str) -> None:
+            self.progress.batches[backend.spec.id] = text
+            if self.on_row is not None:
+                self.on_row(self.progress)
+
+        hooks = BatchHooks(lambda: self.stop_reason is not None, lambda: self.stop_reason == "interrupted",
+                           lambda task: self._projection(task, backend) if budgeted else (0.0, 0), reserve, answer,
+                           lambda task, error: written(task, [error_row(task, backend, run_id, error)]), show,
+                           self.options.detach)
+        assert self._calls is not None
+        judges = JudgePhase(backend.spec.id, self._calls, store, run_id, window, answer, hooks)  # judges in batch mode
+        tasks = (task for task in expand_job(self.loaded, backend_ids={backend.spec.id})
+                 if not all(row_id in finished for row_id in task.row_ids))
+        dispatcher = BatchDispatcher(backend, batch_adapter(backend.provider), batch_settings(backend.spec), store,
+                                     run_id, replace(hooks, answer=judges.answer), window)
+        left = await dispatcher.run(tasks)
+        if (await judges.finish() or left) and self.stop_reason is None:
+            self.stop_reason = "submitted"  # detached with batches at the vendor: `collect` goes on
 
     async def _dispatch(self, backend: Backend, criteria: Sequence[Criterion], finished: FinishedIds, run_id: str,
                         cache: StoreCache, send: MemoryObjectSendStream[list[Row]], window: int) -> None:
