@@ -378,6 +378,11 @@ class RunStore:
         """Store several answers in one transaction, committed before returning (see `cache_response`).
 
         One commit for a burst of answers instead of one each: a commit costs far more than its insert."""
+        self._cache_in_one_transaction(items, None)
+
+    def _cache_in_one_transaction(self, items: Iterable[tuple[str, Mapping[str, Any]]],
+                                  chunk: BatchChunk | None) -> None:
+        """`items` into the response cache, and `chunk`'s step when given, committed together."""
         stamp = datetime.now(UTC).isoformat()
         values = [(key, json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":")), stamp)
                   for key, payload in items]
@@ -388,6 +393,8 @@ class RunStore:
                     self._connection.executemany(
                         "INSERT OR REPLACE INTO response_cache (request_key, payload, created_at) VALUES (?, ?, ?)",
                         values)
+                    if chunk is not None:
+                        _save_chunk(self._connection, chunk)
                     self._connection.execute("COMMIT")
                 except BaseException:
                     if self._connection.in_transaction:  # a failed COMMIT on a full disk may have ended it
@@ -414,24 +421,7 @@ class RunStore:
     def collect_batch_chunk(self, chunk: BatchChunk, answers: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
         """The chunk's results into the response cache and the chunk as collected, in one transaction:
         a process killed while collecting has either collected all of it or none."""
-        stamp = datetime.now(UTC).isoformat()
-        values = [(key, json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":")), stamp)
-                  for key, payload in answers]
-        with self._lock:
-            try:
-                self._connection.execute("BEGIN IMMEDIATE")
-                try:
-                    self._connection.executemany(
-                        "INSERT OR REPLACE INTO response_cache (request_key, payload, created_at) VALUES (?, ?, ?)",
-                        values)
-                    _save_chunk(self._connection, chunk)
-                    self._connection.execute("COMMIT")
-                except BaseException:
-                    if self._connection.in_transaction:
-                        self._connection.execute("ROLLBACK")
-                    raise
-            except sqlite3.OperationalError as error:
-                raise WriteFailed(self.path, error) from error
+        self._cache_in_one_transaction(answers, chunk)
 
     @staticmethod
     def read_batch_chunks(run_dir: str | Path) -> list[BatchChunk]:
