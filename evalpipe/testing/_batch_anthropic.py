@@ -86,13 +86,8 @@ class AnthropicBatches(BatchApi):
         call.store.count(call.account, "batches_created")
         return json_reply(200, self._batch_json(job, call))
 
-    def _job(self, call: BatchCall) -> BatchJob | Reply:
-        job = call.store.job(call.account, self.protocol.vendor, call.params["id"])
-        if job is None:
-            return self._error(ErrorKind.NOT_FOUND, f"Message Batch {call.params['id']} not found.")
-        with call.store.lock:
-            job.advance(call.now, call.answer)
-        return job
+    def _missing_batch(self, batch_id: str) -> Reply:
+        return self._error(ErrorKind.NOT_FOUND, f"Message Batch {batch_id} not found.")
 
     def retrieve(self, call: BatchCall) -> Reply:
         job = self._job(call)

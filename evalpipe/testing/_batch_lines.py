@@ -114,3 +114,16 @@ class BatchApi(ABC):
     def keyless(self, request: HttpRequest) -> bool:
         """Whether a request is served without an API key (its handler then gets the account "")."""
         return False
+
+    @abstractmethod
+    def _missing_batch(self, batch_id: str) -> Reply:
+        """The vendor's answer for a batch id it does not know."""
+
+    def _job(self, call: BatchCall) -> BatchJob | Reply:
+        """The batch the path names, moved on to the present; the vendor's not-found answer otherwise."""
+        job = call.store.job(call.account, self.protocol.vendor, call.params["id"])
+        if job is None:
+            return self._missing_batch(call.params["id"])
+        with call.store.lock:
+            job.advance(call.now, call.answer)
+        return job

@@ -233,13 +233,8 @@ class OpenAIBatches(BatchApi):
                 items.append(BatchItem(custom_id, synthetic_request(self.protocol, path, body, headers)))
         return ([] if errors else items), errors, model
 
-    def _job(self, call: BatchCall) -> BatchJob | Reply:
-        job = call.store.job(call.account, self.protocol.vendor, call.params["id"])
-        if job is None:
-            return self._error(404, f"No batch found with id '{call.params['id']}'.", param="batch_id")
-        with call.store.lock:
-            job.advance(call.now, call.answer)
-        return job
+    def _missing_batch(self, batch_id: str) -> Reply:
+        return self._error(404, f"No batch found with id '{batch_id}'.", param="batch_id")
 
     def retrieve(self, call: BatchCall) -> Reply:
         job = self._job(call)
