@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 import structlog
 
 from evalpipe.analysis.runs import open_run
@@ -22,6 +21,7 @@ from evalpipe.pipeline.output.sharded import shard_dir
 from evalpipe.pipeline.output.store import STORE_FILENAME
 from evalpipe.pipeline.running.shards import shard_of
 from evalpipe.testing import FakeServer
+from tests.pipeline.ray_cluster import ray_cluster  # noqa: F401  (a fixture)
 
 KEY_VARIABLE = "EVALPIPE_TEST_RAY_KEY"
 ITEMS = 24
@@ -48,16 +48,6 @@ scorers:
   - type: contains
     values: ["Echo"]
 """
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[None]:
-    """One local Ray for the module (two CPUs: this machine's), shut down at its end."""
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    try:
-        yield
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(autouse=True)
@@ -101,8 +91,9 @@ def only_run(out: Path) -> Path:
     return run_dir
 
 
-def test_a_sharded_run_splits_tasks_by_id_and_merges_every_output(
-        ray_cluster: None, server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_sharded_run_splits_tasks_by_id_and_merges_every_output(server: FakeServer, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     job = write_job(tmp_path, server)
     code, out, err = cli(capsys, "run", job, "--executor", "ray", "--shards", "3", "--out", tmp_path / "results")
     assert code == 0, out + err
@@ -145,6 +136,8 @@ def test_a_sharded_run_splits_tasks_by_id_and_merges_every_output(
     assert read_manifest(run_dir).counts["ok"] == tasks
     code, _, err = cli(capsys, "run", job, "--resume", run_dir, "--shards", "2")
     assert code == 2 and "started with 3 shards" in err
+    code, _, err = cli(capsys, "run", job, "--resume", run_dir, "--executor", "local")
+    assert code == 2 and "sharded run" in err
 
 
 def test_the_in_process_runner_stays_the_default(server: FakeServer, tmp_path: Path,

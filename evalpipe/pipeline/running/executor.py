@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from evalpipe.errors import ConfigError
 from evalpipe.pipeline.job.load import LoadedJob
 from evalpipe.pipeline.job.spec import ExecutorSpec
 from evalpipe.pipeline.output.sharded import SHARD_COUNT_META
@@ -28,7 +29,10 @@ def choose_executor(job: ExecutorSpec, run_dir: Path | None, *, kind: str | None
     """The executor to run with: the job file's, overridden by the command line's; `ray` for a sharded run."""
     chosen = job.model_copy(update={key: value for key, value in (("kind", kind), ("address", address),
                                                                    ("shards", shards)) if value is not None})
-    if chosen.kind == "local" and kind is None and sharded_run(run_dir):
+    if chosen.kind == "local" and sharded_run(run_dir):
+        if kind is not None:
+            raise ConfigError(f"{run_dir} is a sharded run: its rows are in its shards' stores; resume it with "
+                              "--executor ray")
         chosen = chosen.model_copy(update={"kind": "ray"})
     return chosen
 
