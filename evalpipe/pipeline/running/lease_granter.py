@@ -160,8 +160,13 @@ class PlaceGranter:
         """The places one worker may hold now."""
         return max(1, -(-self.capacity // max(1, len(self.held))))
 
-    def take(self, worker: str, wanted: int) -> int:
-        """Up to `wanted` places for `worker`, within its share and what is free (0 when none is)."""
+    def take(self, worker: str, wanted: int, *, fresh: bool = False) -> int:
+        """Up to `wanted` places for `worker`, within its share and what is free (0 when none is).
+
+        `fresh`: the worker starts again (a shard rerun after its process died): what its dead run held
+        is free again. A shard runs in one process at a time (its run directory's lock), so that run is over."""
+        if fresh:
+            self.leave(worker)
         held = self.held.setdefault(worker, 0)
         granted = max(0, min(wanted, self.free, self.share() - held))
         self.free -= granted

@@ -34,8 +34,9 @@ class LeaseSource(Protocol):
 
     async def lease(self, estimates: Sequence[int], token_correction: float) -> Lease: ...
 
-    async def take_places(self, worker: str, wanted: int, wait: bool) -> tuple[int, int]:
-        """Up to `wanted` places for `worker` (with `wait`, at least one), and the share a worker may hold."""
+    async def take_places(self, worker: str, wanted: int, wait: bool, fresh: bool) -> tuple[int, int]:
+        """Up to `wanted` places for `worker` (with `wait`, at least one), and the share a worker may hold;
+        `fresh` on its first call: places an earlier, dead run of the same worker held are free again."""
         ...
 
     async def give_back_places(self, worker: str, places: int, leaving: bool) -> None: ...
@@ -82,11 +83,12 @@ class LeasedLimiter:
 
     `cluster_places`: the backend's concurrency is counted by the granter for the whole cluster;
     otherwise `local_places` caps it in this process (a `local` backend: each node has its own server).
-    `rated`: the backend has requests or tokens per minute (else only the pause is waited for)."""
+    `rated`: the backend has requests or tokens per minute (else only the pause is waited for).
+    `worker`: who holds the places (a shard: a rerun of it takes back what its dead process held)."""
 
     def __init__(self, source: LeaseSource, *, name: str = "backend", cluster_places: bool = True,
                  local_places: int | None = None, shared: GlobalLimiter | None = None,
-                 period_s: float = 60.0, rated: bool = True) -> None:
+                 period_s: float = 60.0, rated: bool = True, worker: str | None = None) -> None:
         self.name = name
         self._rated = rated  # without requests or tokens per minute there are no send times to lease
         self._source = source
@@ -103,7 +105,8 @@ class LeasedLimiter:
         self._place_waiters = 0
         self._taking = False
         self._places_changed = anyio.Event()
-        self._worker = uuid.uuid4().hex  # who holds places, for the granter's shares
+        self._worker = worker or uuid.uuid4().hex  # who holds places, for the granter's shares
+        self._fresh = True
         self._held = 0  # places this worker holds from the granter: in use and free
         self._share = 1
         self._asked_at = -math.inf
@@ -252,7 +255,9 @@ class LeasedLimiter:
         """Ask the granter for a place per call waiting here; with `wait` (none held here) until one is free."""
         self._taking = True
         try:
-            granted, self._share = await self._source.take_places(self._worker, max(self._place_waiters, 1), wait)
+            granted, self._share = await self._source.take_places(self._worker, max(self._place_waiters, 1), wait,
+                                                                  self._fresh)
+            self._fresh = False
             self._held += granted
             self._places_free += granted
             self._asked_at = time.monotonic()

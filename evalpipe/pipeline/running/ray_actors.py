@@ -30,9 +30,11 @@ class LimitsActor:
     async def lease(self, estimates: Sequence[int], token_correction: float) -> Lease:
         return self.rates.lease(estimates, token_correction)
 
-    async def take_places(self, worker: str, wanted: int, wait: bool) -> tuple[int, int]:
+    async def take_places(self, worker: str, wanted: int, wait: bool, fresh: bool) -> tuple[int, int]:
         async with self._freed:
-            granted = self.places.take(worker, wanted)
+            granted = self.places.take(worker, wanted, fresh=fresh)
+            if fresh:
+                self._freed.notify_all()
             while wait and not granted:
                 await self._freed.wait()
                 granted = self.places.take(worker, wanted)
@@ -102,8 +104,8 @@ class ActorLeases:
         lease: Lease = await self.actor.call("lease", list(estimates), token_correction)
         return lease
 
-    async def take_places(self, worker: str, wanted: int, wait: bool) -> tuple[int, int]:
-        granted, share = await self.actor.call("take_places", worker, wanted, wait)
+    async def take_places(self, worker: str, wanted: int, wait: bool, fresh: bool) -> tuple[int, int]:
+        granted, share = await self.actor.call("take_places", worker, wanted, wait, fresh)
         return int(granted), int(share)
 
     async def give_back_places(self, worker: str, places: int, leaving: bool) -> None:

@@ -106,7 +106,7 @@ async def _run_shard(work: ShardWork) -> ShardResult:
             if actor is None:  # per node: this worker's own server
                 return BackendLimiter.from_spec(spec, shared=shared, period_s=period_s)
             limiter = LeasedLimiter(ActorLeases(actor), name=spec.id, shared=shared, period_s=period_s,
-                                    rated=bool(spec.rpm or spec.tpm))
+                                    rated=bool(spec.rpm or spec.tpm), worker=f"shard-{work.shard.index}")
             leased.append(limiter)
             group.start_soon(limiter.maintain)
             return limiter
