@@ -15,13 +15,13 @@ import pytest
 import structlog
 
 from evalpipe.pipeline.job.load import load_job
-from evalpipe.pipeline.job.spec import ExecutorSpec
+from evalpipe.pipeline.job.spec import BackendSpec, ExecutorSpec
 from evalpipe.pipeline.output.manifest import read_manifest
 from evalpipe.pipeline.running import ray_cluster as cluster
 from evalpipe.pipeline.running.lease_granter import RateGranter
 from evalpipe.pipeline.running.leased_limits import LeasedLimiter
 from evalpipe.pipeline.running.ray_actors import ActorLeases, LimitsActor
-from evalpipe.pipeline.running.ray_executor import run_sharded
+from evalpipe.pipeline.running.ray_executor import per_node, run_sharded
 from evalpipe.pipeline.running.runner import RunOptions
 from evalpipe.testing import FakeServer
 from tests.pipeline.ray_cluster import ray_cluster  # noqa: F401  (a fixture)
@@ -144,3 +144,10 @@ def test_a_lease_serves_every_call_waiting_together() -> None:
     spacing = 60.0 / ((600 - 0.1) * 0.98)
     assert gaps[0] == pytest.approx(0.9 * spacing)
     assert all(gap == pytest.approx(spacing) for gap in gaps[1:])
+
+
+def test_the_embedded_local_backend_keeps_its_limits_per_node() -> None:
+    # Each node starts its own llama-server: its concurrency is that node's, not shared by the cluster.
+    local = BackendSpec.model_validate({"id": "small", "backend": "local"})
+    remote = BackendSpec.model_validate({"id": "fake", "backend": "openai", "base_url": "http://127.0.0.1:9/v1"})
+    assert per_node(local) and not per_node(remote)

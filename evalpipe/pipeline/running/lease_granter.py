@@ -12,10 +12,12 @@ spaces one process's calls: requests evenly at (R - slack)·(1 - h) per window, 
 batch of waiting calls, not per call, and sends each call at its time.
 
 A 429 halves the rates (AIMD, floor 5%, once per round, back by 5% per quarter window without one)
-and a Retry-After moves `paused_until`; both bump `epoch`. Workers learn of a new epoch through a
-long poll (`wait_for_change`), drop the send times of older epochs they still hold and lease again,
-so the slow-down and the pause reach every worker at once. Times are wall-clock (`time.time()`):
-workers on other machines compare them with their own clocks, which NTP keeps within milliseconds.
+and a Retry-After moves `paused_until`; each change bumps `epoch`. Workers learn of a new epoch
+through a long poll (`wait_for_change`); after a 429 they drop the send times they still hold and
+lease again, so the slow-down and the pause reach every worker at once (a speed-up keeps them: the
+times were paced slower than needed, and dropping them would waste their share of the window).
+Times are wall-clock (`time.time()`): workers on other machines compare them with their own clocks,
+which NTP keeps within milliseconds.
 
 Concurrency places are handed out and given back in batches too: a worker keeps a place while it has
 a call waiting for one and gives back only what it does not need.
@@ -40,11 +42,13 @@ from evalpipe.pipeline.running.limits import (
 
 @dataclass(frozen=True, slots=True)
 class LimitState:
-    """What every worker must know at once: the pause, the adaptive factor, and their epoch."""
+    """What every worker must know at once: the pause, the adaptive factor, and their epoch. Send times
+    handed out before epoch `valid_from` (before the last 429) are void; a speed-up does not void them."""
 
     epoch: int
     paused_until: float
     rate_factor: float
+    valid_from: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +85,7 @@ class RateGranter:
         self._max_pause_s = max_pause_s
         self._recovery_s = period_s * RECOVERY_WINDOW_FRACTION
         self._epoch = 0
+        self._valid_from = 0
         self._paused_until = 0.0
         self._factor = 1.0
         self._changed_at = -math.inf
@@ -91,7 +96,7 @@ class RateGranter:
     @property
     def state(self) -> LimitState:
         """The pause, factor and epoch now."""
-        return LimitState(self._epoch, self._paused_until, self._factor)
+        return LimitState(self._epoch, self._paused_until, self._factor, self._valid_from)
 
     def lease(self, estimates: Sequence[int], token_correction: float = 0.0) -> Lease:
         """One send time per call of `estimates` (its estimated tokens); `token_correction` is what the
@@ -140,6 +145,7 @@ class RateGranter:
             changed = True
         if changed:
             self._epoch += 1
+            self._valid_from = self._epoch
             # Times already handed out are void: the next ones start after the pause, at the new pace.
             self._requests_due = min(self._requests_due, now)
             self._tokens_due = min(self._tokens_due, now)

@@ -12,9 +12,11 @@ once, and is reported to the granter, which tells every worker through `maintain
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import uuid
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -23,9 +25,19 @@ from typing import Protocol
 import anyio
 
 from evalpipe.pipeline.running.lease_granter import Lease, LimitState
-from evalpipe.pipeline.running.limits import RECOVERY_WINDOW_FRACTION, GlobalLimiter, Permit, _take
+from evalpipe.pipeline.running.limits import (
+    RECOVERY_WINDOW_FRACTION,
+    TIMER_SLACK_S,
+    GlobalLimiter,
+    Permit,
+    _take,
+)
 
 MAX_BATCH = 64  # calls per lease
+# A lease also asks for as many send times again as calls wait, kept for the calls that come next: a worker
+# whose calls come one at a time still leases once per batch. A kept time is used only until this late
+# (the wake-up slack the pacing already allows); later it is dropped, so a window never gets more calls.
+SPARE_VALID_S = TIMER_SLACK_S
 LINGER_S = 0.05  # an idle place is kept this long before it goes back: the next task of the window takes it
 
 
@@ -95,9 +107,10 @@ class LeasedLimiter:
         self._cluster_places = cluster_places
         self._local = anyio.CapacityLimiter(local_places) if local_places and not cluster_places else None
         self._shared = shared
-        self._state = LimitState(0, 0.0, 1.0)
+        self._state = LimitState(0, 0.0, 1.0, 0)
         self._changed = anyio.Event()
         self._waiting: list[_Ticket] = []
+        self._spare: deque[tuple[float, int, int]] = deque()  # (send time, epoch, estimate it was leased for)
         self._fetching = False
         self._fetched = anyio.Event()
         self._correction = 0.0
@@ -159,7 +172,7 @@ class LeasedLimiter:
         if retry_after is not None and retry_after > 0:
             until = time.time() + retry_after
             if until > self._state.paused_until:
-                self._state = LimitState(self._state.epoch, until, self._state.rate_factor)
+                self._state = dataclasses.replace(self._state, paused_until=until)
         self._source.report_rate_limited(retry_after, permit.admitted_at if permit is not None else None)
 
     async def maintain(self) -> None:
@@ -196,13 +209,15 @@ class LeasedLimiter:
             while True:
                 if ticket.at is None and not self._rated:
                     ticket.at, ticket.epoch = 0.0, self._state.epoch
+                if ticket.at is None and self._use_spare(ticket):
+                    self._waiting.remove(ticket)
                 if ticket.at is None:
                     if self._fetching:
                         await self._fetched.wait()
                     else:
                         await self._fetch()
                     continue
-                if ticket.epoch < self._state.epoch:  # handed out before a 429: void
+                if ticket.epoch < self._state.valid_from:  # handed out before a 429: void
                     ticket.at = None
                     self._waiting.append(ticket)
                     continue
@@ -217,12 +232,25 @@ class LeasedLimiter:
             if ticket in self._waiting:
                 self._waiting.remove(ticket)
 
+    def _use_spare(self, ticket: _Ticket) -> bool:
+        """Give `ticket` the earliest send time kept from a lease that is still good."""
+        now = time.time()
+        while self._spare:
+            at, epoch, estimate = self._spare.popleft()
+            if epoch >= self._state.valid_from and at >= now - SPARE_VALID_S:
+                ticket.at, ticket.epoch = at, epoch
+                self._correction += ticket.estimate - estimate  # it was leased for another estimate
+                return True
+        return False
+
     async def _fetch(self) -> None:
         self._fetching = True
         batch, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
         correction, self._correction = self._correction, 0.0
         try:
-            lease = await self._source.lease([ticket.estimate for ticket in batch], correction)
+            spares = min(len(batch), MAX_BATCH - len(batch))
+            typical = sum(ticket.estimate for ticket in batch) // max(len(batch), 1)
+            lease = await self._source.lease([ticket.estimate for ticket in batch] + [typical] * spares, correction)
         except BaseException:
             self._correction += correction
             self._waiting[:0] = [ticket for ticket in batch if not ticket.gone]
@@ -233,8 +261,9 @@ class LeasedLimiter:
             self._fetched = anyio.Event()
         self.leases += 1
         self._apply(lease.state)
-        for ticket, at in zip(batch, lease.times, strict=True):
+        for ticket, at in zip(batch, lease.times, strict=False):
             ticket.at, ticket.epoch = at, lease.state.epoch
+        self._spare.extend((at, lease.state.epoch, typical) for at in lease.times[len(batch):])
 
     # -- places -------------------------------------------------------------------------------------
 

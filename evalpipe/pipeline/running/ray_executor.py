@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
@@ -139,8 +140,12 @@ def _secrets_for(loaded: LoadedJob) -> dict[str, str]:
 
 async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: ExecutorSpec,
                       on_row: Callable[[RunProgress], None] | None = None, *, item_limit: int | None = None,
-                      num_cpus: int | None = None, shard_cpus: float = 1.0) -> RunOutcome:
-    """Run `loaded` sharded over the Ray cluster `executor` names; the outcome of the run as a whole."""
+                      num_cpus: int | None = None, shard_cpus: float = 1.0,
+                      on_limits: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> RunOutcome:
+    """Run `loaded` sharded over the Ray cluster `executor` names; the outcome of the run as a whole.
+
+    `num_cpus`: of a local Ray started for the run; `shard_cpus`: the CPUs Ray reserves for a shard (an
+    IO-bound job may run several shards per CPU); `on_limits` is given each lease actor's counters at the end."""
     if loaded.path is None:
         raise ConfigError("the ray executor runs job files: its workers load the job from its path")
     spec = loaded.spec
@@ -177,6 +182,8 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
                 budget_actor = ray_cluster.start_actor(BudgetActor, spec.budget.max_cost_usd, spec.budget.max_tokens,
                                                        spent.cost_usd, spent.input_tokens + spent.output_tokens)
                 actors.append(budget_actor)
+            for actor in actors:  # up before the shards start: their first calls would wait for it
+                await actor.call("stats" if actor is not budget_actor else "left")
             tasks_skipped = count_tasks(loaded, backend_ids=set(loaded.skipped)) if loaded.skipped else 0
             evaluated = {b.id for b in spec.backends if b.id not in loaded.skipped}
             total = count_tasks(loaded, backend_ids=evaluated)
@@ -197,6 +204,8 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
                     results.append(await task.result())
                 except ray_cluster.task_error_types() as error:
                     failures.append(f"shard {index}: {str(error).strip().splitlines()[0]}")
+            if on_limits is not None:
+                on_limits({backend_id: await actor.call("stats") for backend_id, actor in limits.items()})
             return _finish(loaded, run_dir.path, run_dir.run_id, top, results, failures, count, started_at, total,
                            tasks_skipped)
         finally:
