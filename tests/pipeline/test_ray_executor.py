@@ -12,13 +12,17 @@ from pathlib import Path
 
 import pytest
 import structlog
+import yaml
+from pydantic import ValidationError
 
 from evalpipe.analysis.runs import open_run
 from evalpipe.cli import main
+from evalpipe.pipeline.job.spec import ExecutorSpec, JobSpec
 from evalpipe.pipeline.output.best_of import BEST_OF_FILENAME
 from evalpipe.pipeline.output.manifest import read_manifest
 from evalpipe.pipeline.output.sharded import shard_dir
 from evalpipe.pipeline.output.store import STORE_FILENAME
+from evalpipe.pipeline.running.executor import choose_executor
 from evalpipe.pipeline.running.shards import shard_of
 from evalpipe.testing import FakeServer
 from tests.pipeline.ray_cluster import ray_cluster  # noqa: F401  (a fixture)
@@ -148,3 +152,15 @@ def test_the_in_process_runner_stays_the_default(server: FakeServer, tmp_path: P
     run_dir = only_run(tmp_path / "results")
     assert not (run_dir / "shards").exists()
     assert read_manifest(run_dir).shards == 0
+
+
+def test_the_job_files_executor_is_used_and_the_command_line_overrides_it(tmp_path: Path) -> None:
+    spec = JobSpec.model_validate(yaml.safe_load(JOB.replace("URL", "http://127.0.0.1:9/v1") +
+                                                 "executor: {kind: ray, address: auto, shards: 4}\n"))
+    assert choose_executor(spec.executor, None) == ExecutorSpec(kind="ray", address="auto", shards=4)
+    assert choose_executor(spec.executor, None, kind="local").kind == "local"
+    assert choose_executor(spec.executor, None, shards=2, address="ray://head:10001") == ExecutorSpec(
+        kind="ray", address="ray://head:10001", shards=2)
+    with pytest.raises(ValidationError, match="shards"):
+        JobSpec.model_validate(yaml.safe_load(JOB.replace("URL", "http://127.0.0.1:9/v1") +
+                                              "executor: {kind: ray, shards: 0}\n"))

@@ -19,10 +19,11 @@ def connect(address: str | None, *, num_cpus: int | None = None) -> bool:
     is running; True when this call connected (False: this process was connected already)."""
     if ray.is_initialized():
         return False
-    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                               "configure_logging": False}
+    options: dict[str, Any] = {}
     if address is None:
-        options["num_cpus"] = num_cpus
+        options.update(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    elif not address.startswith("ray://"):  # Ray Client (ray://) takes none of these
+        options.update(log_to_driver=False, configure_logging=False)
     ray.init(address=address, **options)
     return True
 
