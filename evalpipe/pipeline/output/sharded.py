@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,24 @@ def shard_parquet_parts(run_dir: Path, parquet_dirname: str) -> list[Path]:
     """Every shard's closed Parquet parts, shard by shard."""
     return [part for directory in shard_dirs(run_dir)
             for part in sorted((directory / parquet_dirname).glob("part-*.parquet"))]
+
+
+def committed_counts(run_dir: Path) -> dict[str, int]:
+    """Rows per status committed so far by every shard, read without taking a write lock (progress)."""
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+    for directory in shard_dirs(run_dir):
+        path = directory / STORE_FILENAME
+        if not path.is_file():
+            continue
+        connection = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            for status, n in connection.execute("SELECT status, COUNT(*) FROM rows GROUP BY status"):
+                counts[status] = counts.get(status, 0) + int(n)
+        except sqlite3.OperationalError:  # the shard has not created its tables yet
+            pass
+        finally:
+            connection.close()
+    return counts
 
 
 def _sort_key(values: Sequence[Any]) -> tuple[Any, ...]:
@@ -125,5 +144,5 @@ def write_merged_outputs(run_dir: Path, rows: ShardedRows, schema: pa.Schema, fo
     return outputs
 
 
-__all__ = ["SHARDS_DIRNAME", "SHARD_COUNT_META", "ShardedRows", "shard_dir", "shard_dirs", "shard_parquet_parts",
-           "write_merged_outputs"]
+__all__ = ["SHARDS_DIRNAME", "SHARD_COUNT_META", "ShardedRows", "committed_counts", "shard_dir", "shard_dirs",
+           "shard_parquet_parts", "write_merged_outputs"]

@@ -38,6 +38,7 @@ from evalpipe.pipeline.output.rundir import prepare_run_dir
 from evalpipe.pipeline.output.sharded import (
     SHARD_COUNT_META,
     ShardedRows,
+    committed_counts,
     shard_dir,
     write_merged_outputs,
 )
@@ -51,6 +52,7 @@ from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, RunProgress
 from evalpipe.pipeline.running.shards import Shard
 
 log = structlog.get_logger("evalpipe.run")
+PROGRESS_S = 1.0
 SHARD_RETRIES = 3  # a shard whose worker dies is run again this many times, each resuming from its store
 _STATE_RANK: dict[RunState, int] = {"completed": 0, "running": 1, "budget_exhausted": 2, "interrupted": 3}
 
@@ -199,11 +201,15 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
                 num_cpus=shard_cpus, max_retries=SHARD_RETRIES, env_vars=secrets) for index in range(count)]
             results: list[ShardResult] = []
             failures: list[str] = []
-            for index, task in enumerate(submitted):
-                try:
-                    results.append(await task.result())
-                except ray_cluster.task_error_types() as error:
-                    failures.append(f"shard {index}: {str(error).strip().splitlines()[0]}")
+            async with anyio.create_task_group() as group:
+                if on_row is not None:
+                    group.start_soon(_report_progress, run_dir.path, total, on_row)
+                for index, task in enumerate(submitted):
+                    try:
+                        results.append(await task.result())
+                    except ray_cluster.task_error_types() as error:
+                        failures.append(f"shard {index}: {str(error).strip().splitlines()[0]}")
+                group.cancel_scope.cancel()
             if on_limits is not None:
                 on_limits({backend_id: await actor.call("stats") for backend_id, actor in limits.items()})
             return _finish(loaded, run_dir.path, run_dir.run_id, top, results, failures, count, started_at, total,
@@ -216,6 +222,17 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
         if connected:
             ray_cluster.disconnect()
         run_dir.release()
+
+
+async def _report_progress(path: Path, total: int, on_row: Callable[[RunProgress], None]) -> None:
+    """Every `PROGRESS_S`, the rows every shard has committed, for a progress display."""
+    progress = RunProgress(total=total)
+    while True:
+        counts = await anyio.to_thread.run_sync(committed_counts, path)
+        progress.done = counts["ok"] + counts["error"]
+        progress.errors = counts["error"]
+        on_row(progress)
+        await anyio.sleep(PROGRESS_S)
 
 
 def _shard_count(recorded: str | None, executor: ExecutorSpec) -> int:
