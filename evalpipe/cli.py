@@ -12,11 +12,11 @@ resumed once there is room; 130 interrupted (SIGINT or SIGTERM, at any moment)."
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import signal
 import sys
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import NoReturn
 
@@ -42,16 +42,16 @@ from evalpipe.cli_analysis import (
 from evalpipe.cli_batch import add_batch_commands, job_of_run
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.job.confirmation import confirmation_needed
-from evalpipe.pipeline.job.dataset import Dataset
 from evalpipe.pipeline.job.expand import Plan, plan_job
-from evalpipe.pipeline.job.load import LoadedJob, ignored_sweeps, load_job
+from evalpipe.pipeline.job.load import LoadedJob, ignored_sweeps, limited_items, load_job
 from evalpipe.pipeline.job.projection import TOOL_RESULT_TOKENS
 from evalpipe.pipeline.job.spec import JobSpec
 from evalpipe.pipeline.output.manifest import resume_command
 from evalpipe.pipeline.output.runlock import RunDirLockedError
 from evalpipe.pipeline.output.store import STORE_FILENAME, WriteFailed
+from evalpipe.pipeline.running.executor import choose_executor, run_with
 from evalpipe.pipeline.running.interrupts import SIGNALS, Interrupts
-from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
+from evalpipe.pipeline.running.runner import RunOptions, RunOutcome
 from evalpipe.progress import ProgressDisplay, count
 from evalpipe.redaction import header_value_problem
 
@@ -154,6 +154,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="validate and plan, call nothing")
     run.add_argument("--limit", type=positive_int, metavar="N", help="run the first N items only (a smoke run)")
     run.add_argument("--yes", action="store_true", help=_YES_HELP)
+    run.add_argument("--executor", choices=["local", "ray"], help="where tasks run: in this process (the default) "
+                     "or sharded over a Ray cluster (pip install 'evalpipe[ray]'); overrides the job's executor")
+    run.add_argument("--address", help="the Ray cluster to join: auto, or ray://HOST:PORT (default: the job's "
+                     "executor.address, else a local Ray started for the run)")
+    run.add_argument("--shards", type=positive_int, metavar="N", help="split the tasks into N shards (default: "
+                     "the cluster's CPUs); a resumed run keeps its count")
     run.add_argument("--fail-on-error", type=_rate, metavar="RATE",
                      help=f"exit {EXIT_FAILED_GATE} when more than RATE (0-1) of the run's rows from a call are errors")
     run.add_argument("--detach", action="store_true", help="backends in batch mode: submit the batches and exit "
@@ -167,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     collect.add_argument("--force", action="store_true", help="resume even though the job file changed")
     collect.add_argument("--detach", action="store_true", help="submit what is left and exit again")
     collect.set_defaults(handler=_run, job_from_run=True, job=None, concurrency=None, out=None, dry_run=False,
-                         limit=None, yes=True, fail_on_error=None)
+                         limit=None, yes=True, fail_on_error=None, executor=None, address=None, shards=None)
 
     for name, handler, text in (("validate", _validate, "check a job file; call nothing"),
                                 ("plan", _plan, "tasks, calls, tokens and cost a job would take")):
@@ -354,7 +360,7 @@ def _run(args: argparse.Namespace) -> int:
     _warn_ignored_sweeps(loaded)
     _warn_concurrency_cap(loaded, args.concurrency)
     if args.limit is not None:
-        loaded = _limited(loaded, args.limit)
+        loaded = limited_items(loaded, args.limit)
     if args.resume is not None:
         args.resume = resolved_run_dir(args.resume)
     if args.dry_run:
@@ -366,8 +372,10 @@ def _run(args: argparse.Namespace) -> int:
     interrupts: Interrupts = args.interrupts
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
                          retry_errors=args.retry_errors, force=args.force, interrupts=interrupts, detach=args.detach)
+    executor = choose_executor(loaded.spec.executor, args.resume, kind=args.executor, address=args.address,
+                               shards=args.shards)
     with ProgressDisplay(err) as on_row:
-        outcome = anyio.run(run_job, loaded, options, on_row)
+        outcome = anyio.run(partial(run_with, executor, loaded, options, on_row, item_limit=args.limit))
     _summary(outcome, loaded)
     if outcome.write_failure is not None:
         say(f"stopped: {outcome.write_failure}; make room, then resume with  {outcome.resume_command}")
@@ -425,14 +433,6 @@ def _load_dotenv() -> None:
         from dotenv import load_dotenv
 
         load_dotenv(path, override=False)
-
-
-def _limited(loaded: LoadedJob, limit: int) -> LoadedJob:
-    """`loaded` with only its first `limit` items (the job's own `dataset.limit` if smaller)."""
-    dataset = loaded.spec.dataset
-    limited = dataset.model_copy(update={"limit": min(limit, dataset.limit or limit)})
-    return dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"dataset": limited}),
-                               dataset=Dataset(limited, loaded.base_dir))
 
 
 def _warn_concurrency_cap(loaded: LoadedJob, override: int | None) -> None:

@@ -148,3 +148,11 @@ def chunks_of(run_dir: Path) -> list[BatchChunk]:
         return RunStore.read_batch_chunks(run_dir)
     except (ConfigError, sqlite3.Error):  # not created yet
         return []
+
+
+def test_a_job_in_batch_mode_is_not_sharded(server: FakeServer, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = cli(capsys, "run", batch_job(tmp_path, server), "--executor", "ray", "--out", tmp_path / "out")
+    assert code == 2
+    assert "batch mode (nightly) run in one process" in " ".join(err.split())
+    assert server.batch_stats(CANARY).files_uploaded == 0

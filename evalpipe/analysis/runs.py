@@ -20,6 +20,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.output.manifest import MANIFEST_FILENAME, Manifest, read_manifest
 from evalpipe.pipeline.output.rows import criteria_of
+from evalpipe.pipeline.output.sharded import shard_dirs, shard_parquet_parts
 from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME
 
 BEST_OF_FILENAME = "best_of.parquet"
@@ -160,6 +161,8 @@ def _manifest_or_warning(path: Path, warnings: list[str]) -> Manifest | None:
 def _readable_parts(path: Path, parquet_dir: Path, warnings: list[str]) -> tuple[list[Path], pa.Schema, int]:
     """The parts whose footer reads and whose schema matches the first readable one, with their row count."""
     candidates = sorted(parquet_dir.glob("part-*.parquet")) if parquet_dir.is_dir() else []
+    if not candidates and shard_dirs(path):  # a sharded run: each shard's own parts
+        candidates = shard_parquet_parts(path, PARQUET_DIRNAME)
     if not candidates:
         if (path / CSV_FILENAME).is_file():
             raise RunDirError(f"{path} has rows.csv but no Parquet parts; analysis reads Parquet, so add "

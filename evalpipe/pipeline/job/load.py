@@ -9,6 +9,7 @@ in every item. Duplicate ids are found with 8 bytes per item, so even a huge fil
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import hashlib
 import inspect
@@ -100,6 +101,14 @@ class LoadedJob:
     skipped: dict[str, str] = field(default_factory=dict)
     tools: tuple[Tool, ...] = ()  # offered in every chat call of the job
     tool_functions: Mapping[str, Callable[..., Any]] = field(default_factory=dict)  # the module:function ones
+
+
+def limited_items(loaded: LoadedJob, limit: int) -> LoadedJob:
+    """`loaded` with only its first `limit` items (the job's own `dataset.limit` if smaller)."""
+    dataset = loaded.spec.dataset
+    limited = dataset.model_copy(update={"limit": min(limit, dataset.limit or limit)})
+    return dataclasses.replace(loaded, spec=loaded.spec.model_copy(update={"dataset": limited}),
+                               dataset=Dataset(limited, loaded.base_dir))
 
 
 def model_for(backend: BackendSpec) -> str:

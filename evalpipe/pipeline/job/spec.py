@@ -314,6 +314,17 @@ class BudgetSpec(Strict):
     max_tokens: int | None = Field(default=None, gt=0, le=INT64_MAX)
 
 
+ExecutorKind = Literal["local", "ray"]
+
+
+class ExecutorSpec(Strict):
+    """Where a job's tasks run: in this process (`local`) or sharded over a Ray cluster (`ray`)."""
+
+    kind: ExecutorKind = "local"
+    address: str | None = Field(default=None, min_length=1)  # Ray's: "auto", "ray://host:10001"; None starts one
+    shards: int | None = Field(default=None, ge=1, le=4096)  # default: the cluster's CPUs
+
+
 class ConfirmSpec(Strict):
     """Past these, `plan` and `run` ask for `--yes` before going on: a typo in `repeats` or a grid
     must not start millions of paid calls unnoticed."""
@@ -352,6 +363,7 @@ class JobSpec(Strict):
     output: OutputSpec = Field(default_factory=OutputSpec)
     budget: BudgetSpec = Field(default_factory=BudgetSpec)
     confirm_above: ConfirmSpec = Field(default_factory=ConfirmSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> JobSpec:

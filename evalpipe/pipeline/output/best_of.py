@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
 import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 
-if TYPE_CHECKING:
-    from evalpipe.pipeline.output.store import RunStore
+
+class RowColumns(Protocol):
+    """Where best-of reads its candidates: a run store, or the stores of a sharded run together."""
+
+    def iter_columns(self, names: Sequence[str], *, order_by: Sequence[str] = ...) -> Iterator[dict[str, Any]]: ...
 
 BEST_OF_FILENAME = "best_of.parquet"
 
@@ -102,7 +105,7 @@ def best_of(rows: Iterable[Mapping[str, Any]], *, per_repeat: bool = True, group
         }
 
 
-def write_best_of(run_dir: Path, store: RunStore, batch_rows: int = 10_000) -> Path:
+def write_best_of(run_dir: Path, store: RowColumns, batch_rows: int = 10_000) -> Path:
     """`best_of.parquet` in `run_dir` from the store's rows, in flat memory: the store sorts the
     candidates, groups are reduced one at a time, records are written in row groups; the file is
     written under a temporary name and renamed into place."""

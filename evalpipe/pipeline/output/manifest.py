@@ -66,6 +66,7 @@ class Manifest:
     tasks_skipped: int = 0
     # The job's budget and, when it stopped the run, what was spent against it.
     budget: dict[str, float | None] = field(default_factory=dict)
+    shards: int = 0  # a sharded run's shard count: its rows are under shards/<k>/ (0: not sharded)
 
     @property
     def completed(self) -> bool:

@@ -22,7 +22,7 @@ from evalpipe.pipeline.output.store import STORE_FILENAME, RunStore
 
 # Settings that change how fast or how far a run goes, not what its rows say: resuming with a higher
 # concurrency, a bigger budget or a longer timeout is what people do after a crash or a 429 storm.
-_OPERATIONAL_JOB_KEYS = frozenset({"description", "concurrency", "task_timeout_s", "output", "budget"})
+_OPERATIONAL_JOB_KEYS = frozenset({"description", "concurrency", "task_timeout_s", "output", "budget", "executor"})
 _OPERATIONAL_BACKEND_KEYS = frozenset({"max_concurrency", "rpm", "tpm", "timeout_s", "max_retries", "api_key_env",
                                        "optional", "stream"})
 _MAX_LISTED_CHANGES = 8

@@ -64,11 +64,13 @@ from evalpipe.pipeline.output.store import FinishedIds, RunStore, WriteFailed
 from evalpipe.pipeline.running.backend import Backend
 from evalpipe.pipeline.running.batch import BatchDispatcher, BatchHooks, answer_rows, error_row
 from evalpipe.pipeline.running.batch_judges import JudgePhase
+from evalpipe.pipeline.running.budget_share import BudgetShare
 from evalpipe.pipeline.running.execute import Criterion, execute_task, expected_output_tokens
 from evalpipe.pipeline.running.interrupts import Interrupts
-from evalpipe.pipeline.running.limits import BackendLimiter, GlobalLimiter
+from evalpipe.pipeline.running.limits import BackendLimiter, GlobalLimiter, Limiter
 from evalpipe.pipeline.running.model_calls import JobCalls
 from evalpipe.pipeline.running.response_cache import StoreCache
+from evalpipe.pipeline.running.shards import Shard, count_shard_tasks
 from evalpipe.scoring.calls import ModelCalls
 from evalpipe.scoring.registry import build_scorer
 
@@ -76,6 +78,9 @@ log = structlog.get_logger("evalpipe.run")
 Row = dict[str, Any]
 _WRITER_BATCH = 256
 _SKIPS_PER_CHECKPOINT = 1024  # finished tasks passed over on resume between two yields to the event loop
+
+
+LimiterFactory = Callable[[BackendSpec, GlobalLimiter, float], Limiter]  # (spec, job-wide cap, period_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +103,11 @@ class RunOptions:
     criteria: Sequence[Criterion] = ()  # scored after the job's own scorers (plain functions, in code)
     quiet: bool = False  # no "run started/finished" lines: a library call's runs are not news
     detach: bool = False  # backends in batch mode submit their batches and the run leaves them at the vendor
+    # A sharded run (`running.ray_executor`): this process runs only the shard's tasks, with limits and
+    # a share of the budget that other processes draw on too.
+    shard: Shard | None = None
+    limiters: LimiterFactory | None = None  # default: an in-process `BackendLimiter` per backend
+    budget_share: BudgetShare | None = None
 
 
 @dataclass(slots=True)
@@ -168,6 +178,7 @@ class RunOutcome:
 def open_backends(
     loaded: LoadedJob, period_s: float, environ: Mapping[str, str] | None = None,
     *, shared: GlobalLimiter | None = None, providers: Mapping[str, Provider] | None = None,
+    limiters: LimiterFactory | None = None,
 ) -> tuple[dict[str, Backend], dict[str, str]]:
     """A provider and limiter per backend and judge that can run; the optional ones that cannot, with
     the reason they are skipped. A required one that cannot run (its key unset, its model file absent)
@@ -197,7 +208,8 @@ def open_backends(
                 else:
                     missing.append(Problem(where_job, None, format_field(where), unavailable_message(spec, why)))
                 continue
-        limiter = BackendLimiter.from_spec(spec, shared=shared, period_s=period_s)
+        limiter: Limiter = (BackendLimiter.from_spec(spec, shared=shared, period_s=period_s) if limiters is None
+                            else limiters(spec, shared or GlobalLimiter(spec.max_concurrency), period_s))
         backends[spec.id] = Backend(spec, provider, limiter, RetryPolicy(max_retries=spec.max_retries))
     if missing:
         raise JobFileError(missing)
@@ -297,12 +309,12 @@ class JobRun:
         concurrency = self.options.concurrency or spec.concurrency
         self._shared = GlobalLimiter(concurrency)
         backends, skipped = open_backends(self.loaded, self.options.period_s, shared=self._shared,
-                                          providers=self.options.providers)
+                                          providers=self.options.providers, limiters=self.options.limiters)
         for backend_id, reason in skipped.items():
             log.warning("backend skipped", backend=backend_id, reason=reason)
         evaluated = {b.id for b in spec.backends if b.id in backends}
         skipped_evaluated = {b.id for b in spec.backends if b.id in skipped}
-        tasks_skipped = count_tasks(self.loaded, backend_ids=skipped_evaluated) if skipped_evaluated else 0
+        tasks_skipped = self._count(skipped_evaluated) if skipped_evaluated else 0
         # Its cache is the run store's, opened below: the store needs the criteria, which need the calls.
         calls = self._calls = JobCalls(backends)
         criteria = [*criteria_of(self.loaded, calls), *self.options.criteria]
@@ -347,7 +359,7 @@ class JobRun:
                 finished = store.finished(retry_errors=self.options.retry_errors)
                 # Retried error rows replace rows the rebuild above already wrote to the sinks.
                 replaces_rows = self.options.retry_errors and store.counts()["error"] > 0
-                total = count_tasks(self.loaded, backend_ids=set(backends))
+                total = self._count(set(backends))
                 self.progress = RunProgress(total=total, done=min(len(finished), total),
                                             already_done=min(len(finished), total))
                 # The budget covers the whole run: what earlier sessions of it spent counts too.
@@ -408,6 +420,12 @@ class JobRun:
         return RunOutcome(run_dir.path, run_dir.run_id, state, counts, self.progress.total + tasks_skipped,
                           manifest.cost_usd, outputs, skipped, resume_command(self.loaded.path, run_dir.path),
                           manifest.input_tokens, manifest.output_tokens, failure)
+
+    def _count(self, backend_ids: set[str]) -> int:
+        shard = self.options.shard
+        if shard is None:
+            return count_tasks(self.loaded, backend_ids=backend_ids)
+        return count_shard_tasks(self.loaded, backend_ids, shard)
 
     def _write_failed(self, error: WriteFailed) -> None:
         """The first failed write stops the run: nothing more is started, the calls in flight are cancelled
@@ -506,8 +524,11 @@ class JobRun:
         budget = self.loaded.spec.budget
         budgeted = budget.max_cost_usd is not None or budget.max_tokens is not None
         skipped = 0
+        shard, share = self.options.shard, self.options.budget_share
         async with anyio.create_task_group() as workers:
             for task in expand_job(self.loaded, backend_ids={backend.spec.id}):
+                if shard is not None and not shard.owns(task.task_id):
+                    continue
                 if all(row_id in finished for row_id in task.row_ids):
                     skipped += 1
                     if skipped % _SKIPS_PER_CHECKPOINT == 0:
@@ -523,7 +544,8 @@ class JobRun:
                     break
                 # Projected only under a budget: it renders and counts the task's prompts and its scorers'.
                 cost, tokens = self._projection(task, backend) if budgeted else (0.0, 0)
-                if self._over_budget(cost, tokens, budget.max_cost_usd, budget.max_tokens):
+                if self._over_budget(cost, tokens, budget.max_cost_usd, budget.max_tokens) or (
+                        budgeted and share is not None and not await share.reserve(cost, tokens)):
                     slots.release()
                     self._stop_for_budget()
                     break
@@ -556,7 +578,10 @@ class JobRun:
                 rows = await execute_task(task, backend, criteria, run_id=run_id, cache=cache,
                                           timeout_s=self.loaded.spec.task_timeout_s, calls=self._calls)
                 # Settled before the place is given back, so the next budget check sees the real spend.
+                projected = self._spend.in_flight.get(task.task_id)
                 self._spend.settle(task.task_id, rows)
+                if self.options.budget_share is not None and projected is not None:
+                    self.options.budget_share.settle(*projected, rows)
                 await send.send(rows)  # together: a dialogue's turns are committed in one transaction
             finally:
                 slots.release()

@@ -1,0 +1,284 @@
+"""The Ray executor: one job sharded over a cluster, each shard the same runner on a Ray worker.
+
+    driver: run dir (lock, fingerprint, shard count) ─▶ LimitsActor per backend, BudgetActor
+       │                                                      ▲ leases, 429s, budget pieces
+       ├─▶ shard 0: run_job(tasks with hash(id) % N == 0) ─────┤  RUN_DIR/shards/0/ (store, parts)
+       ├─▶ shard k: ...                                        ┘  RUN_DIR/shards/k/
+       └─▶ merged manifest, rows.csv, best_of.parquet from every shard's store
+
+A worker that dies mid-shard is replaced by Ray (`max_retries`), and the shard resumes from its own
+store: rows committed there are not run again and answers in its response cache are not paid again.
+A driver that dies leaves every shard resumable: `evalpipe run JOB --resume RUN_DIR` runs them all
+again, each from its store, with the shard count the run started with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pyarrow as pa  # type: ignore[import-untyped, unused-ignore]
+import structlog
+
+from evalpipe.backends.registry import provider_class
+from evalpipe.errors import ConfigError
+from evalpipe.pipeline.job.availability import job_backends
+from evalpipe.pipeline.job.expand import count_tasks
+from evalpipe.pipeline.job.load import LoadedJob, limited_items, load_job
+from evalpipe.pipeline.job.spec import BackendSpec, ExecutorSpec
+from evalpipe.pipeline.output.manifest import RunState, build_manifest, file_sha256, resume_command, write_manifest
+from evalpipe.pipeline.output.rows import row_schema
+from evalpipe.pipeline.output.rundir import prepare_run_dir
+from evalpipe.pipeline.output.sharded import (
+    SHARD_COUNT_META,
+    ShardedRows,
+    committed_counts,
+    shard_dir,
+    write_merged_outputs,
+)
+from evalpipe.pipeline.output.store import RunStore
+from evalpipe.pipeline.running import ray_cluster
+from evalpipe.pipeline.running.budget_share import LeasedBudget
+from evalpipe.pipeline.running.leased_limits import LeasedLimiter
+from evalpipe.pipeline.running.limits import BackendLimiter, GlobalLimiter, Limiter
+from evalpipe.pipeline.running.ray_actors import ActorBudget, ActorLeases, BudgetActor, LimitsActor
+from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, RunProgress, criteria_of, run_job
+from evalpipe.pipeline.running.shards import Shard
+
+log = structlog.get_logger("evalpipe.run")
+PROGRESS_S = 1.0
+SHARD_RETRIES = 3  # a shard whose worker dies is run again this many times, each resuming from its store
+_STATE_RANK: dict[RunState, int] = {"completed": 0, "running": 1, "budget_exhausted": 2, "interrupted": 3}
+
+
+def per_node(spec: BackendSpec) -> bool:
+    """Whether each node runs this backend's server itself (the embedded llama-server of `local`): its
+    limits are then per node, not shared by the cluster."""
+    return spec.base_url is None and not provider_class(spec.backend).default_base_url
+
+
+@dataclass(frozen=True, slots=True)
+class ShardWork:
+    """What a worker needs to run one shard (sent to it by Ray, so plain data and actor handles)."""
+
+    job_path: Path
+    item_limit: int | None
+    shard: Shard
+    directory: Path
+    period_s: float
+    concurrency: int | None
+    retry_errors: bool
+    limits: dict[str, ray_cluster.Actor] = field(default_factory=dict)  # backend id -> its LimitsActor
+    budget: ray_cluster.Actor | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShardResult:
+    """How a shard ended, and the process that ran it last."""
+
+    index: int
+    state: RunState
+    counts: dict[str, int]
+    write_failure: str | None
+    pid: int
+
+
+def run_shard(work: ShardWork) -> ShardResult:
+    """Run one shard to its end on this worker (what the Ray task executes)."""
+    return anyio.run(_run_shard, work)
+
+
+async def _run_shard(work: ShardWork) -> ShardResult:
+    loaded = load_job(work.job_path)
+    if work.item_limit is not None:
+        loaded = limited_items(loaded, work.item_limit)
+    leased: list[LeasedLimiter] = []
+    budget = loaded.spec.budget
+    share = None
+    if work.budget is not None:
+        share = LeasedBudget(ActorBudget(work.budget), budget.max_cost_usd, budget.max_tokens)
+    async with anyio.create_task_group() as group:
+        def limiter_for(spec: BackendSpec, shared: GlobalLimiter, period_s: float) -> Limiter:
+            actor = work.limits.get(spec.id)
+            if actor is None:  # per node: this worker's own server
+                return BackendLimiter.from_spec(spec, shared=shared, period_s=period_s)
+            limiter = LeasedLimiter(ActorLeases(actor), name=spec.id, shared=shared, period_s=period_s,
+                                    rated=bool(spec.rpm or spec.tpm), worker=f"shard-{work.shard.index}")
+            leased.append(limiter)
+            group.start_soon(limiter.maintain)
+            return limiter
+
+        options = RunOptions(run_dir=work.directory, concurrency=work.concurrency, retry_errors=work.retry_errors,
+                             force=True, period_s=work.period_s, handle_signals=False, quiet=True,
+                             shard=work.shard, limiters=limiter_for, budget_share=share)
+        try:
+            outcome = await run_job(loaded, options)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for limiter in leased:
+                    await limiter.close()
+                if share is not None:
+                    await share.release()
+            group.cancel_scope.cancel()
+    return ShardResult(work.shard.index, outcome.state, outcome.counts, outcome.write_failure, os.getpid())
+
+
+def _schema_of(loaded: LoadedJob) -> pa.Schema:
+    """The row schema the shards write: the job's criteria (built without model calls: names only)."""
+    return row_schema([criterion.name for criterion in criteria_of(loaded)])
+
+
+def _secrets_for(loaded: LoadedJob) -> dict[str, str]:
+    """The job's key variables that are set here: the workers need them (they travel in Ray's runtime env)."""
+    return {spec.api_key_env: os.environ[spec.api_key_env] for _, spec in job_backends(loaded.spec)
+            if spec.api_key_env and os.environ.get(spec.api_key_env)}
+
+
+async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: ExecutorSpec,
+                      on_row: Callable[[RunProgress], None] | None = None, *, item_limit: int | None = None,
+                      num_cpus: int | None = None, shard_cpus: float = 1.0,
+                      on_limits: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> RunOutcome:
+    """Run `loaded` sharded over the Ray cluster `executor` names; the outcome of the run as a whole.
+
+    `num_cpus`: of a local Ray started for the run; `shard_cpus`: the CPUs Ray reserves for a shard (an
+    IO-bound job may run several shards per CPU); `on_limits` is given each lease actor's counters at the end."""
+    if loaded.path is None:
+        raise ConfigError("the ray executor runs job files: its workers load the job from its path")
+    spec = loaded.spec
+    dataset = loaded.dataset.path
+    inputs = {"dataset_sha256": file_sha256(dataset)} if dataset is not None else None
+    run_dir = prepare_run_dir(spec, root=options.out_root, run_dir=options.run_dir, force=options.force,
+                              inputs=inputs)
+    connected = ray_cluster.connect(executor.address, num_cpus=num_cpus)
+    actors: list[ray_cluster.Actor] = []
+    try:
+        top = RunStore.open(run_dir.path, run_dir.run_id, row_schema([]))
+        try:
+            recorded = top.get_meta(SHARD_COUNT_META)
+            count = _shard_count(recorded, executor)
+            if recorded is None:
+                top.set_meta(SHARD_COUNT_META, str(count))
+            run_dir.remember(top)
+            started_at = datetime.now(UTC)
+            for index in range(count):  # each shard's store carries the run's id from the start
+                RunStore.open(shard_dir(run_dir.path, index), run_dir.run_id, row_schema([])).close()
+            limits = {}
+            for _, backend in job_backends(spec):
+                if backend.id in loaded.skipped or per_node(backend) or backend.id in limits:
+                    continue
+                actor = ray_cluster.start_actor(LimitsActor, backend.rpm, backend.tpm, options.period_s,
+                                                backend.max_concurrency)
+                actors.append(actor)
+                limits[backend.id] = actor
+            budget_actor = None
+            if spec.budget.max_cost_usd is not None or spec.budget.max_tokens is not None:
+                rows = ShardedRows.open(run_dir.path, run_dir.run_id, row_schema([]))
+                spent = rows.totals()
+                rows.close()
+                budget_actor = ray_cluster.start_actor(BudgetActor, spec.budget.max_cost_usd, spec.budget.max_tokens,
+                                                       spent.cost_usd, spent.input_tokens + spent.output_tokens)
+                actors.append(budget_actor)
+            for actor in actors:  # up before the shards start: their first calls would wait for it
+                await actor.call("stats" if actor is not budget_actor else "left")
+            tasks_skipped = count_tasks(loaded, backend_ids=set(loaded.skipped)) if loaded.skipped else 0
+            evaluated = {b.id for b in spec.backends if b.id not in loaded.skipped}
+            total = count_tasks(loaded, backend_ids=evaluated)
+            manifest = build_manifest(spec, top, run_dir=run_dir.path, state="running", started_at=started_at,
+                                      job_file=loaded.path, tasks_total=total + tasks_skipped,
+                                      skipped_backends=loaded.skipped, tasks_skipped=tasks_skipped)
+            write_manifest(run_dir.path, dataclasses.replace(manifest, shards=count))
+            log.info("sharded run started", job=spec.name, run_dir=str(run_dir.path), tasks=total, shards=count)
+            secrets = _secrets_for(loaded)
+            submitted = [ray_cluster.submit(run_shard, ShardWork(
+                loaded.path.resolve(), item_limit, Shard(index, count), shard_dir(run_dir.path, index).resolve(),
+                options.period_s, options.concurrency, options.retry_errors, limits, budget_actor),
+                num_cpus=shard_cpus, max_retries=SHARD_RETRIES, env_vars=secrets) for index in range(count)]
+            results: list[ShardResult] = []
+            failures: list[str] = []
+            async with anyio.create_task_group() as group:
+                if on_row is not None:
+                    group.start_soon(_report_progress, run_dir.path, total, on_row)
+                for index, task in enumerate(submitted):
+                    try:
+                        results.append(await task.result())
+                    except ray_cluster.task_error_types() as error:
+                        failures.append(f"shard {index}: {str(error).strip().splitlines()[0]}")
+                group.cancel_scope.cancel()
+            if on_limits is not None:
+                on_limits({backend_id: await actor.call("stats") for backend_id, actor in limits.items()})
+            return _finish(loaded, run_dir.path, run_dir.run_id, top, results, failures, count, started_at, total,
+                           tasks_skipped)
+        finally:
+            top.close()
+    finally:
+        for actor in actors:
+            actor.kill()
+        if connected:
+            ray_cluster.disconnect()
+        run_dir.release()
+
+
+async def _report_progress(path: Path, total: int, on_row: Callable[[RunProgress], None]) -> None:
+    """Every `PROGRESS_S`, the rows every shard has committed, for a progress display."""
+    progress = RunProgress(total=total)
+    while True:
+        counts = await anyio.to_thread.run_sync(committed_counts, path)
+        progress.done = counts["ok"] + counts["error"]
+        progress.errors = counts["error"]
+        on_row(progress)
+        await anyio.sleep(PROGRESS_S)
+
+
+def _shard_count(recorded: str | None, executor: ExecutorSpec) -> int:
+    if recorded is None:
+        return executor.shards or ray_cluster.cluster_cpus()
+    if executor.shards is not None and executor.shards != int(recorded):
+        raise ConfigError(f"this run was started with {recorded} shards, not {executor.shards}: a run keeps its "
+                          "shard count (another count would run finished tasks again)")
+    return int(recorded)
+
+
+def _finish(loaded: LoadedJob, path: Path, run_id: str, top: RunStore, results: list[ShardResult],
+            failures: list[str], count: int, started_at: datetime, total: int, tasks_skipped: int) -> RunOutcome:
+    """Merge the shards' outputs and write the run's manifest."""
+    spec = loaded.spec
+    states: list[RunState] = [result.state for result in results]
+    if failures or len(results) < count:
+        states.append("interrupted")
+    state = max(states, key=_STATE_RANK.__getitem__) if states else "interrupted"
+    schema = _schema_of(loaded)
+    rows = ShardedRows.open(path, run_id, schema)
+    try:
+        counts = rows.counts()
+        if state == "completed" and counts["ok"] + counts["error"] < total:
+            state = "interrupted"
+        outputs = write_merged_outputs(path, rows, schema, spec.output.formats, spec.best_of and bool(spec.scorers))
+        totals = rows.totals()
+    finally:
+        rows.close()
+    counts["skipped"] = counts.get("skipped", 0) + tasks_skipped
+    manifest = build_manifest(spec, top, run_dir=path, state=state, started_at=started_at,
+                              finished_at=datetime.now(UTC), job_file=loaded.path, tasks_total=total + tasks_skipped,
+                              outputs=outputs, skipped_backends=loaded.skipped, tasks_skipped=tasks_skipped)
+    manifest = dataclasses.replace(
+        manifest, counts=counts, input_tokens=totals.input_tokens, output_tokens=totals.output_tokens,
+        cost_usd=round(totals.cost_usd, 6), shards=count,
+        budget={**manifest.budget, "spent_usd": round(totals.cost_usd, 6),
+                "spent_tokens": totals.input_tokens + totals.output_tokens})
+    write_manifest(path, manifest)
+    for lost in failures:
+        log.warning("shard failed", detail=lost)
+    log.info("sharded run finished", state=state, counts=counts, cost_usd=manifest.cost_usd)
+    failure = "; ".join(failures) or next((r.write_failure for r in results if r.write_failure), None)
+    return RunOutcome(path, run_id, state, counts, total + tasks_skipped, manifest.cost_usd, outputs,
+                      dict(loaded.skipped), resume_command(loaded.path, path), totals.input_tokens,
+                      totals.output_tokens, failure)
+
+
+__all__ = ["ShardResult", "ShardWork", "per_node", "run_shard", "run_sharded"]

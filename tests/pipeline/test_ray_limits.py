@@ -1,0 +1,153 @@
+"""Limits shared by every worker of a Ray cluster: one lease actor per backend keeps the shards of a job
+under the provider's requests per minute together (each shard alone would stay under it, the shards
+together would not), a 429's Retry-After pause and slow-down reach a worker that did not get the 429,
+the job's budget holds for all shards together, and a worker makes one lease call per batch of calls."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+import structlog
+
+from evalpipe.pipeline.job.load import load_job
+from evalpipe.pipeline.job.spec import BackendSpec, ExecutorSpec
+from evalpipe.pipeline.output.manifest import read_manifest
+from evalpipe.pipeline.running import ray_cluster as cluster
+from evalpipe.pipeline.running.lease_granter import RateGranter
+from evalpipe.pipeline.running.leased_limits import LeasedLimiter
+from evalpipe.pipeline.running.ray_actors import ActorLeases, LimitsActor
+from evalpipe.pipeline.running.ray_executor import per_node, run_sharded
+from evalpipe.pipeline.running.runner import RunOptions
+from evalpipe.testing import FakeServer
+from tests.pipeline.ray_cluster import ray_cluster  # noqa: F401  (a fixture)
+
+KEY_VARIABLE = "EVALPIPE_TEST_RAY_LIMITS_KEY"
+JOB = """\
+name: ray-limits
+dataset:
+  path: items.jsonl
+prompt:
+  user: "{{ question }}"
+backends:
+  - id: fake
+    backend: openai
+    model: gpt-4o-mini
+    base_url: URL
+    api_key_env: EVALPIPE_TEST_RAY_LIMITS_KEY
+    max_concurrency: 8
+    max_retries: 0
+"""
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    yield
+    structlog.reset_defaults()
+
+
+def write_job(directory: Path, url: str, items: int, extra: str = "") -> Path:
+    with (directory / "items.jsonl").open("w", encoding="utf-8") as file:
+        for i in range(items):
+            file.write(json.dumps({"id": f"q{i:03d}", "question": f"question number {i}"}) + "\n")
+    path = directory / "job.yaml"
+    path.write_text(JOB.replace("URL", url) + extra, encoding="utf-8")
+    return path
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_shards_together_stay_under_the_providers_requests_per_window(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    # 36 calls, 16 allowed per 2 s window: one shard alone at 16 per window would be fine, three shards
+    # at 16 each would get 429s (and with max_retries 0, error rows).
+    window_s, rpm, items = 2.0, 16, 36
+    monkeypatch.setenv(KEY_VARIABLE, "sk-ray-limits-shared")
+    with FakeServer(rpm=rpm, window_s=window_s) as server:
+        job = write_job(tmp_path, server.url_for("openai"), items, extra=f"    rpm: {rpm}\n")
+        started = time.monotonic()
+        outcome = anyio.run(run_sharded, load_job(job),
+                            RunOptions(out_root=tmp_path / "results", period_s=window_s),
+                            ExecutorSpec(kind="ray", shards=3))
+        elapsed = time.monotonic() - started
+        stats = server.stats()
+    assert outcome.counts["ok"] == items, outcome.counts
+    assert stats.by_status.get(429, 0) == 0
+    assert stats.succeeded == items
+    # Paced for the cluster: 36 calls at 16 per 2 s take at least two full windows.
+    assert elapsed >= 2 * window_s * (items - rpm) / items
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_429_pauses_and_slows_every_worker() -> None:
+    async def scenario() -> tuple[float, float, float]:
+        actor = cluster.start_actor(LimitsActor, 600, None, 6.0, 8)
+        try:
+            first = LeasedLimiter(ActorLeases(actor), name="fake", period_s=6.0)
+            other = LeasedLimiter(ActorLeases(actor), name="fake", period_s=6.0)
+            async with anyio.create_task_group() as group:
+                group.start_soon(first.maintain)
+                group.start_soon(other.maintain)
+                async with other.slot(10):
+                    pass
+                async with first.slot(10) as permit:
+                    told = time.time()
+                    first.on_rate_limited(1.0, permit)  # the provider said: retry after 1 s
+                for _ in range(1000):  # the other worker hears of it without a call of its own
+                    if other.rate_factor != 1.0:
+                        break
+                    await anyio.sleep(0.01)
+                async with other.slot(10) as later:
+                    sent = later.admitted_at
+                group.cancel_scope.cancel()
+            await first.close()
+            await other.close()
+            return told, sent, other.rate_factor
+        finally:
+            actor.kill()
+
+    told, sent, factor = anyio.run(scenario)
+    assert sent - told >= 0.95  # the worker that got no 429 waited out the Retry-After too
+    assert factor == 0.5  # and slowed down
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_the_budget_holds_for_every_shard_together(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(KEY_VARIABLE, "sk-ray-limits-budget")
+    items, budget = 30, 0.05
+    with FakeServer() as server:
+        # About $0.005 a call (input, and at most 8 output tokens): the budget covers about a third of the
+        # tasks; each of three shards alone would spend up to all of it.
+        job = write_job(tmp_path, server.url_for("openai"), items,
+                        extra=(f"    price_input_per_1m: 400\n    price_output_per_1m: 400\n"
+                               f"parameters:\n  defaults: {{max_tokens: 8}}\nbudget:\n  max_cost_usd: {budget}\n"))
+        outcome = anyio.run(run_sharded, load_job(job), RunOptions(out_root=tmp_path / "results"),
+                            ExecutorSpec(kind="ray", shards=3))
+    manifest = read_manifest(outcome.run_dir)
+    assert outcome.state == "budget_exhausted"
+    assert 0 < manifest.cost_usd <= budget
+    assert manifest.cost_usd >= budget / 3  # the shards did not each stop at a third of it
+    assert outcome.counts["ok"] < items
+
+
+def test_a_lease_serves_every_call_waiting_together() -> None:
+    granter = RateGranter(rpm=600, period_s=60.0, clock=lambda: 100.0)
+    lease = granter.lease([10] * 8)
+    assert granter.leases == 1 and len(lease.times) == 8
+    gaps = [later - earlier for earlier, later in zip(lease.times, lease.times[1:], strict=False)]
+    # Evenly spaced at the paced rate, 600 per minute less the 2% headroom; the first call may go a tenth of
+    # a spacing early (the slack that lets a late wake-up catch up).
+    spacing = 60.0 / ((600 - 0.1) * 0.98)
+    assert gaps[0] == pytest.approx(0.9 * spacing)
+    assert all(gap == pytest.approx(spacing) for gap in gaps[1:])
+
+
+def test_the_embedded_local_backend_keeps_its_limits_per_node() -> None:
+    # Each node starts its own llama-server: its concurrency is that node's, not shared by the cluster.
+    local = BackendSpec.model_validate({"id": "small", "backend": "local"})
+    remote = BackendSpec.model_validate({"id": "fake", "backend": "openai", "base_url": "http://127.0.0.1:9/v1"})
+    assert per_node(local) and not per_node(remote)
