@@ -45,6 +45,7 @@ from evalpipe.analysis.stats import (
     RESAMPLES,
     Estimate,
     FloatArray,
+    IntArray,
     clustered_means,
 )
 from evalpipe.analysis.summary import (
@@ -155,9 +156,11 @@ class _Items:
     """Per-item aggregates of one group of one run, items sorted by id."""
 
     metrics: tuple[str, ...]  # the columns of `sums` and `counts`
-    ids: npt.NDArray[np.object_]
+    # Kept as polars strings (16 bytes an id), not Python ones (about 70): a run's tables are held while the
+    # next run is read.
+    ids: pl.Series
     sums: FloatArray  # items × metrics
-    counts: FloatArray  # items × metrics
+    counts: npt.NDArray[np.uint32]  # items × metrics, whole rows
     latency: ItemBuckets  # ok rows per item and latency bucket
 
 
@@ -431,20 +434,20 @@ def _item_tables(run: Run, groups: Sequence[Group] | None = None) -> dict[Group,
     tables: dict[Group, _Items] = {}
     for backend, param_set in list(by_group):
         group = by_group.pop((backend, param_set))
-        ids = group[ITEM_KEY].to_numpy().astype(object)
+        ids = group[ITEM_KEY].rechunk()
         timed = latency.pop(int(group["group_no"][0]), None)
         buckets = (ItemBuckets.of(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)) if timed is None
                    else ItemBuckets.of(timed["item_no"].to_numpy(), timed["bucket"].to_numpy(),
                                        timed["len"].to_numpy().astype(np.float64)))
         # No criterion with a threshold, no verdicts: no pass rate rather than a rate of 0 (as in `summary`).
         passes = pl.when(pl.col("with_verdicts")).then(pl.col(f"{PASSED}:n")).otherwise(0)
-        table = group.select(  # sums, then counts, of the scores, pass rate, error rate and cost per row
-            *(pl.col(f"{m}:sum") * EXACT_UNIT for m in [*scores, PASSED]), "errors", pl.col("cost") * EXACT_UNIT,
-            *(pl.col(f"{m}:n") for m in scores), passes, "rows", pl.col("rows").alias("cost_rows"))
-        values = table.to_numpy().astype(np.float64)
-        width = len(scores) + len(RATE_METRICS)
-        tables[(str(backend or ""), str(param_set or ""))] = _Items(
-            (*scores, *RATE_METRICS), ids, values[:, :width], values[:, width:], buckets)
+        # Sums, then counts, of the scores, pass rate, error rate and cost per row.
+        item_sums = group.select(*(pl.col(f"{m}:sum") * EXACT_UNIT for m in [*scores, PASSED]), "errors",
+                                 pl.col("cost") * EXACT_UNIT).to_numpy().astype(np.float64)
+        counts = group.select(*(pl.col(f"{m}:n") for m in scores), passes, "rows",
+                              pl.col("rows").alias("cost_rows")).to_numpy().astype(np.uint32)
+        tables[(str(backend or ""), str(param_set or ""))] = _Items((*scores, *RATE_METRICS), ids, item_sums,
+                                                                    counts, buckets)
     return tables
 
 
@@ -480,8 +483,8 @@ def _group_points(run_name: str, group: Group, table: _Items, scores: list[str],
     """Every metric's level in this run and its change from `previous`."""
     metrics = [*scores, *RATE_METRICS]
     key = f"history|{run_name}|{group[0]}|{group[1]}"
-    levels = clustered_means(table.sums, table.counts, metrics, key=key, resamples=resamples, confidence=confidence,
-                             proportions=[*scores, "pass_rate", "error_rate"])
+    levels = clustered_means(table.sums, table.counts.astype(np.float64), metrics, key=key, resamples=resamples,
+                             confidence=confidence, proportions=[*scores, "pass_rate", "error_rate"])
     median = clustered_median(table.latency, key=f"{key}|{LATENCY_METRIC}", resamples=resamples,
                               confidence=confidence)
     changes: dict[str, Estimate] = {}
@@ -509,11 +512,18 @@ def _change(previous: tuple[str, _Items] | None, difference: Estimate | None, me
     return Change(previous[0], difference, verdict)
 
 
+def _shared(before: pl.Series, now: pl.Series) -> tuple[IntArray, IntArray]:
+    """The positions in `before` and in `now` of the ids both hold, in id order (both are sorted by id)."""
+    found = (before.to_frame("id").with_row_index("before")
+             .join(now.to_frame("id").with_row_index("now"), on="id", how="inner").sort("before"))
+    return found["before"].to_numpy().astype(np.int64), found["now"].to_numpy().astype(np.int64)
+
+
 def _changes(since: str, before: _Items, now: _Items, key: str, resamples: int,
              confidence: float) -> tuple[dict[str, Estimate], tuple[str, ...]]:
     """Per metric both runs have, the mean over shared items of (item mean now − item mean before),
     resampling items; and what differs between the runs' items and metrics."""
-    _, index_before, index_now = np.intersect1d(before.ids, now.ids, assume_unique=True, return_indices=True)
+    index_before, index_now = _shared(before.ids, now.ids)
     notes: list[str] = []
     only_before, only_now = len(before.ids) - len(index_before), len(now.ids) - len(index_now)
     if only_before or only_now:
