@@ -16,11 +16,12 @@ each item's latencies on 1%-wide log buckets, resampled and paired on items too)
 Each flag is a test at the 95% level: over many metrics and groups an occasional flag comes by chance; a
 change that holds on the next run is real.
 
-A run is read a batch of groups at a time (about 250,000 rows), and each group's per-item aggregates
-replace the previous run's as soon as its change is computed: about one run's aggregates are held,
-whatever the number and size of the runs. With a `HistoryCache` (the viewer keeps one), a run's points
-are computed once while its parts and the run before it are unchanged. A run that cannot be read is
-listed with the reason, never raised; a partial run is listed with its warnings.
+The runs are read a batch of groups at a time (about 250,000 rows of each run), one run after the other, and
+each group's per-item aggregates replace the previous run's as soon as its change is computed: about two
+runs' aggregates of one batch of groups are held, whatever the number and size of the runs and groups.
+With a `HistoryCache` (the viewer keeps one), a run's points are computed once while its parts and the run
+before it are unchanged. A run that cannot be read is listed with the reason, never raised; a partial run
+is listed with its warnings.
 """
 
 from __future__ import annotations
@@ -245,50 +246,109 @@ def build_history(directory: str | Path, *, resamples: int = RESAMPLES, confiden
     notes = [f"the runs belong to {len(jobs)} jobs: {', '.join(jobs)}"] if len(jobs) > 1 else []
     metrics = list(dict.fromkeys(m for _, _, run, _ in opened if run is not None for m in run.metrics))
     metrics += [*RATE_METRICS, LATENCY_METRIC]
+    failed: dict[Path, str] = {}
+    while True:  # again without a run whose rows broke while read: the changes after it skip it
+        try:
+            runs = _points_of_runs(opened, failed, cache, resamples, confidence)
+            break
+        except _BrokenRun as broken:
+            failed[broken.path] = broken.message
+    order = list(dict.fromkeys((g.backend_id, g.param_set) for r in runs for g in r.groups))
+    return History(str(directory), jobs, metrics, order, runs, notes)
+
+
+class _BrokenRun(Exception):
+    """A run whose rows could not be read while its groups' tables were."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A run whose points are computed: its groups in the order of the job's tasks, with their rows, and per
+    group the run its change is measured from."""
+
+    run: Run
+    started: str | None
+    state: str
+    signature: RunSignature
+    groups: list[tuple[Group, int]]
+    since: dict[Group, RunSignature | None]
+    points: dict[Group, GroupPoints] = field(default_factory=dict)
+
+
+def _points_of_runs(opened: list[tuple[datetime | None, Path, Run | None, str | None]], failed: dict[Path, str],
+                    cache: HistoryCache | None, resamples: int, confidence: float) -> list[RunPoints]:
+    """Every run's points: first which runs are cached and which groups each new one has (no rows read but
+    the group counts), then the new runs' tables a batch of groups at a time across the runs, each group's
+    table dropped once the next run's change from it is computed: about two runs' tables of one batch of
+    groups are held, whatever the number of runs and groups. `_BrokenRun` when a run's rows break."""
     previous = _Previous()
-    runs: list[RunPoints] = []
+    sequence: list[tuple[Run, RunSignature, _CachedPoints | _Pending]] = []
+    runs: list[RunPoints | _Pending] = []
     for start, path, run, error in opened:
         started = start.isoformat() if start is not None else None
         if run is None:
             runs.append(RunPoints(path.name, str(path), started, "damaged", (), error, []))
             continue
         state = run.manifest.state if run.manifest is not None else "unknown"
+        if path in failed:
+            runs.append(RunPoints(run.name, str(path), started, state, run.warnings, failed[path], []))
+            continue
         signature = run_signature(run)
-        key = (signature, resamples, confidence)
-        cached = cache.get(key) if cache is not None else None
+        cached = cache.get((signature, resamples, confidence)) if cache is not None else None
         if cached is None or any(previous.signature(group) != since for group, since in cached.since.items()):
             try:
-                cached = _run_points(run, signature, previous, resamples, confidence)
+                groups = _groups(run)
             except RunDirError as failure:
                 runs.append(RunPoints(run.name, str(path), started, state, run.warnings, failure.message, []))
                 continue
-            if cache is not None:
-                cache.put(key, cached)
+            pending = _Pending(run, started, state, signature, groups,
+                               {group: previous.signature(group) for group, _ in groups})
+            sequence.append((run, signature, pending))
+            runs.append(pending)
+            for group, _ in groups:
+                previous.add(group, run, signature, None)
         else:
+            sequence.append((run, signature, cached))
+            runs.append(RunPoints(run.name, str(path), started, state, run.warnings, None, cached.groups))
             for group in cached.since:
                 previous.add(group, run, signature, None)
-        runs.append(RunPoints(run.name, str(path), started, state, run.warnings, None, cached.groups))
-    order = list(dict.fromkeys((g.backend_id, g.param_set) for r in runs for g in r.groups))
-    return History(str(directory), jobs, metrics, order, runs, notes)
-
-
-def _run_points(run: Run, signature: RunSignature, previous: _Previous, resamples: int,
-                confidence: float) -> _CachedPoints:
-    """Every group's points in `run`, a batch of groups at a time; each group's table replaces the previous
-    run's as soon as its change is computed, so about one run's tables are held, whatever the run's size.
-    RunDirError when the rows cannot be read (the previous runs' tables are then as they were)."""
-    batches = _group_batches(run)
-    since: dict[Group, RunSignature | None] = {}
-    points: list[GroupPoints] = []
-    for batch in batches:
-        tables = _item_tables(run, batch)
-        for group in list(tables):
-            table = tables.pop(group)
-            since[group] = previous.signature(group)
-            points.append(_group_points(run.name, group, table, run.metrics, previous.tables(group), resamples,
-                                        confidence))
-            previous.add(group, run, signature, table)
-    return _CachedPoints(since, points)
+    new = [entry for _, _, entry in sequence if isinstance(entry, _Pending)]
+    for batch in _batches(new):
+        previous = _Previous()  # this batch's groups only: their tables go with it
+        for run, signature, entry in sequence:
+            if isinstance(entry, _CachedPoints):
+                for group in batch & entry.since.keys():
+                    previous.add(group, run, signature, None)
+                continue
+            wanted = [group for group, _ in entry.groups if group in batch]
+            if not wanted:
+                continue
+            try:
+                tables = _item_tables(run, wanted)
+            except RunDirError as failure:
+                raise _BrokenRun(run.path, failure.message) from None
+            for group in wanted:
+                table = tables.pop(group, None)
+                if table is None:
+                    continue
+                entry.points[group] = _group_points(run.name, group, table, run.metrics, previous.tables(group),
+                                                    resamples, confidence)
+                previous.add(group, run, signature, table)
+    found: list[RunPoints] = []
+    for listed in runs:
+        if isinstance(listed, RunPoints):
+            found.append(listed)
+            continue
+        points = _CachedPoints(listed.since, [listed.points[g] for g, _ in listed.groups if g in listed.points])
+        if cache is not None:
+            cache.put((listed.signature, resamples, confidence), points)
+        found.append(RunPoints(listed.run.name, str(listed.run.path), listed.started, listed.state,
+                               listed.run.warnings, None, points.groups))
+    return found
 
 
 class _Previous:
@@ -357,21 +417,30 @@ def _manifest_of(path: Path) -> Manifest | None:
 ROWS_PER_BATCH = 250_000  # rows of the groups read in one pass: a million-row run's item tables stay small
 
 
-def _group_batches(run: Run) -> list[list[Group]]:
-    """The run's groups in the order of the job's tasks, in batches of about `ROWS_PER_BATCH` rows (a group
-    with more on its own)."""
+def _groups(run: Run) -> list[tuple[Group, int]]:
+    """The run's groups in the order of the job's tasks, with their rows."""
     found = collect(run.scan([*GROUP_KEYS, "task_index"]).select(
         *(pl.col(key).cast(pl.String).fill_null("") for key in GROUP_KEYS), "task_index")
         .group_by(GROUP_KEYS).agg(pl.col("task_index").min().alias("first"), pl.len().alias("rows"))
         .sort("first"), run)
-    batches: list[list[Group]] = []
-    rows = 0
-    for backend, param_set, _, count in found.iter_rows():
-        if not batches or rows + count > ROWS_PER_BATCH:
-            batches.append([])
-            rows = 0
-        batches[-1].append((backend, param_set))
-        rows += count
+    return [((backend, param_set), count) for backend, param_set, _, count in found.iter_rows()]
+
+
+def _batches(runs: Sequence[_Pending]) -> list[set[Group]]:
+    """The groups of `runs`, in order of first appearance, in batches of about `ROWS_PER_BATCH` rows of the
+    largest run (a group with more on its own)."""
+    rows: dict[Group, int] = {}
+    for entry in runs:
+        for group, count in entry.groups:
+            rows[group] = max(rows.get(group, 0), count)
+    batches: list[set[Group]] = []
+    total = 0
+    for group, count in rows.items():
+        if not batches or total + count > ROWS_PER_BATCH:
+            batches.append(set())
+            total = 0
+        batches[-1].add(group)
+        total += count
     return batches
 
 
