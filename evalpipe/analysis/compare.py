@@ -188,7 +188,7 @@ def compare_sides(side_a: Side, side_b: Side, *, pair_on: PairOn = "task", gate_
     count = max(1, math.ceil(max(run_a.rows, run_b.rows) / PAIRS_PER_PARTITION))
     with _partitions(side_a, side_b, pairing, metrics, count) as joins:
         changes, differences, extremes = _fold(joins, run_a, pairing, metrics, gate_metric, top)
-    worst, best = (_with_texts(found, side_a, side_b, pairing) for found in extremes)
+    worst, best = _with_texts(extremes, side_a, side_b, pairing)
     failed = [d.label for d in differences if d.metric == gate_metric and threshold is not None
               and d.difference.below(-threshold)]
     return Comparison(side_a.label, side_b.label, run_a.warnings, run_b.warnings, pair_on, pairing.description,
@@ -418,17 +418,28 @@ def _differences(totals: pl.DataFrame, by_group: dict[str, pl.DataFrame], groups
     return found
 
 
-def _with_texts(extremes: pl.DataFrame, side_a: Side, side_b: Side, pairing: Pairing,
-                ) -> dict[str, list[NotablePair]]:
-    """The extreme pairs per group with the prompt and both answers, in the order found."""
+def _with_texts(extremes: tuple[pl.DataFrame, pl.DataFrame], side_a: Side, side_b: Side, pairing: Pairing,
+                ) -> tuple[dict[str, list[NotablePair]], dict[str, list[NotablePair]]]:
+    """The most regressed and the most improved pairs per group with the prompt and both answers, in the order
+    found (the texts of both read in one pass over each side)."""
+    keys = pairing.keys
+    wanted = pl.concat([found.select(keys) for found in extremes])
+    if wanted.is_empty():
+        return {}, {}
+    texts_a = _texts(side_a, wanted, pairing, {})
+    texts_b = _texts(side_b, wanted, pairing, pairing.backend_map).rename({"response": "response_b"}).drop("prompt")
+    worst, best = (_notable(found, texts_a, texts_b, pairing) for found in extremes)
+    return worst, best
+
+
+def _notable(extremes: pl.DataFrame, texts_a: pl.DataFrame, texts_b: pl.DataFrame,
+             pairing: Pairing) -> dict[str, list[NotablePair]]:
     if extremes.is_empty():
         return {}
     keys = pairing.keys
-    texts_a = _texts(side_a, extremes.select(keys), pairing, {})
-    texts_b = _texts(side_b, extremes.select(keys), pairing, pairing.backend_map)
     table = (extremes.with_row_index("_order")
              .join(texts_a, on=keys, how="left", nulls_equal=True)
-             .join(texts_b.rename({"response": "response_b"}).drop("prompt"), on=keys, how="left", nulls_equal=True)
+             .join(texts_b, on=keys, how="left", nulls_equal=True)
              .sort("_order"))
     found: dict[str, list[NotablePair]] = {}
     for r in table.iter_rows(named=True):
