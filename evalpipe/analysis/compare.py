@@ -47,12 +47,15 @@ __all__ = ["Comparison", "GroupChange", "MetricDifference", "NotablePair", "Pair
 
 DEFAULT_GATE_METRIC = "score_total"
 TOP_PAIRS = 5  # per group and direction: a run compared per backend and parameter set has many groups
-PAIRS_PER_PARTITION = 100_000  # rows per side joined at once; more rows are split by item
+# Rows per side joined at once; more rows are split by item. The join of two partitions of 100,000 rows of
+# the benchmark's runs takes about 40 MB while it runs, of 50,000 rows about 23 MB.
+PAIRS_PER_PARTITION = 50_000
 ALL_PAIRS = "all pairs"  # the label of the one group when both dimensions are compared across
 _TIE_UNITS = 1  # a difference of one EXACT_UNIT is float noise from averaging, not a win or a loss
 _PARTITION_SEED = 20_240_611
 _GROUP = "_group"
 _BOTH = pl.col("_in_a").is_not_null() & pl.col("_in_a_b").is_not_null()
+Join = Callable[[], pl.LazyFrame]  # one partition's join, built when it is read
 
 
 def group_label(group: Mapping[str, str]) -> str:
@@ -185,7 +188,7 @@ def compare_sides(side_a: Side, side_b: Side, *, pair_on: PairOn = "task", gate_
     count = max(1, math.ceil(max(run_a.rows, run_b.rows) / PAIRS_PER_PARTITION))
     with _partitions(side_a, side_b, pairing, metrics, count) as joins:
         changes, differences, extremes = _fold(joins, run_a, pairing, metrics, gate_metric, top)
-    worst, best = (_with_texts(found, side_a, side_b, pairing) for found in extremes)
+    worst, best = _with_texts(extremes, side_a, side_b, pairing)
     failed = [d.label for d in differences if d.metric == gate_metric and threshold is not None
               and d.difference.below(-threshold)]
     return Comparison(side_a.label, side_b.label, run_a.warnings, run_b.warnings, pair_on, pairing.description,
@@ -195,8 +198,12 @@ def compare_sides(side_a: Side, side_b: Side, *, pair_on: PairOn = "task", gate_
 
 @contextmanager
 def _partitions(side_a: Side, side_b: Side, pairing: Pairing, metrics: list[str],
-                count: int) -> Iterator[list[pl.LazyFrame]]:
-    """The full join of A's and B's sides, as `count` lazy joins over disjoint sets of items."""
+                count: int) -> Iterator[list[Join]]:
+    """The full join of A's and B's sides, as `count` lazy joins over disjoint sets of items.
+
+    Each join is built afresh when it is read: once collected, a scan keeps what it learnt of its files
+    (their Parquet metadata, about 1.5 MB per partition here) for as long as it lives, so scans held for all
+    partitions until the end would add up to tens of MB on a million-row run."""
     columns = [*pairing.keys, *metrics, "status", "cost_usd", "latency_s"]
     keys = pairing.keys
     label = (pl.concat_str([pl.col(g).cast(pl.String).fill_null("—") for g in pairing.groups], separator=" · ")
@@ -209,16 +216,24 @@ def _partitions(side_a: Side, side_b: Side, pairing: Pairing, metrics: list[str]
                 .with_columns(label))
 
     if count == 1:
-        yield [join(side_a.scan(columns), side_b.scan(columns))]
+        yield [lambda: join(side_a.scan(columns), side_b.scan(columns))]
         return
     with tempfile.TemporaryDirectory(prefix="evalpipe-compare-") as temp:
-        spilled = {name: _spill(side, columns, count, Path(temp) / name) for name, side in (("a", side_a),
-                                                                                          ("b", side_b))}
-        yield [join(spilled["a"][k], spilled["b"][k]) for k in range(count)]
+        files_a, files_b = (_spill(side, columns, count, Path(temp) / name) for name, side in (("a", side_a),
+                                                                                             ("b", side_b)))
+
+        def scan(side: Side, paths: list[Path]) -> pl.LazyFrame:
+            return pl.scan_parquet(paths) if paths else side.scan(columns).clear()
+
+        def partition(k: int) -> Join:
+            return lambda: join(scan(side_a, files_a[k]), scan(side_b, files_b[k]))
+
+        yield [partition(k) for k in range(count)]
 
 
-def _spill(side: Side, columns: list[str], count: int, directory: Path) -> list[pl.LazyFrame]:
-    """`side`'s `columns` split by a hash of the item id into `count` partitions, written one part at a time."""
+def _spill(side: Side, columns: list[str], count: int, directory: Path) -> list[list[Path]]:
+    """`side`'s `columns` split by a hash of the item id into `count` partitions, written one part at a time:
+    each partition's files."""
     directory.mkdir()
     files: list[list[Path]] = [[] for _ in range(count)]
     partition = (pl.col(CLUSTER).hash(_PARTITION_SEED) % count).alias("_partition")
@@ -228,8 +243,7 @@ def _spill(side: Side, columns: list[str], count: int, directory: Path) -> list[
             path = directory / f"{k}-{number:05d}.parquet"
             rows.write_parquet(path, compression="lz4")
             files[int(k)].append(path)
-    empty = side.scan(columns).clear()
-    return [pl.scan_parquet(paths) if paths else empty for paths in files]
+    return files
 
 
 def _side(frame: pl.LazyFrame, pairing: Pairing, metrics: list[str], mapping: Mapping[str, str]) -> pl.LazyFrame:
@@ -288,7 +302,7 @@ def _top(frame: pl.LazyFrame, keys: list[str], top: int, *, worst: bool) -> pl.L
             .group_by(_GROUP, maintain_order=True).head(top))
 
 
-def _fold(joins: list[pl.LazyFrame], run: Run, pairing: Pairing, metrics: list[str], gate_metric: str, top: int,
+def _fold(joins: list[Join], run: Run, pairing: Pairing, metrics: list[str], gate_metric: str, top: int,
           ) -> tuple[list[GroupChange], list[MetricDifference], tuple[pl.DataFrame, pl.DataFrame]]:
     """Pairing counts, clustered differences and the extreme pairs, each partition's results merged."""
     keys, groups = pairing.keys, pairing.groups
@@ -324,29 +338,32 @@ def _fold(joins: list[pl.LazyFrame], run: Run, pairing: Pairing, metrics: list[s
 
     merges: list[Merge] = [sum_totals, stack, merge_top(True), merge_top(False), merge_histograms, merge_histograms]
     totals, items, worst, best, *histograms = _over(joins, run, queries, merges, split)
+    # Split by group, and dropped: each group's items are then sorted on their own, the stack never copied whole.
+    by_group = {label: frame for (label,), frame in items.partition_by(_GROUP, as_dict=True).items()}
+    del items
     located = {column: quantiles.locate(hist, (_GROUP,), (0.5,))
                for column, hist in zip(latencies, histograms, strict=True)}
     medians = _medians(joins, run, located)
     totals = totals.sort(_GROUP)
     changes = _changes(totals, groups, medians)
-    return changes, _differences(totals, items, groups, metrics), (worst, best)
+    return changes, _differences(totals, by_group, groups, metrics), (worst, best)
 
 
-def _over(joins: list[pl.LazyFrame], run: Run, queries: Callable[[pl.LazyFrame], list[pl.LazyFrame]],
+def _over(joins: list[Join], run: Run, queries: Callable[[pl.LazyFrame], list[pl.LazyFrame]],
           merges: Sequence[Merge],
           split: Callable[[list[pl.DataFrame]], list[pl.DataFrame]] | None = None) -> list[pl.DataFrame]:
     """`queries` over each partition's join (their results reshaped by `split`, when given), each folded
     into the partitions before with its merge."""
     merged: list[pl.DataFrame] = []
-    for joined in joins:
-        found = collect_all(queries(collect(joined, run).lazy()), run)  # joined once, read by every query
+    for join in joins:
+        found = collect_all(queries(collect(join(), run).lazy()), run)  # joined once, read by every query
         found = split(found) if split is not None else found
         merged = found if not merged else [merge(pl.concat([so_far, frame], how="diagonal_relaxed"))
                                            for merge, so_far, frame in zip(merges, merged, found, strict=True)]
     return merged
 
 
-def _medians(joins: list[pl.LazyFrame], run: Run, located: dict[str, quantiles.Located],
+def _medians(joins: list[Join], run: Run, located: dict[str, quantiles.Located],
              ) -> dict[str, dict[tuple[object, ...], list[float | None]]]:
     """Each side's median latency over the pairs per group, with a second pass only when one needs it."""
     pending = [column for column, where in located.items() if not where.pending.is_empty()]
@@ -377,16 +394,17 @@ def _changes(totals: pl.DataFrame, groups: Sequence[str],
             for r in totals.iter_rows(named=True)]
 
 
-def _differences(totals: pl.DataFrame, items: pl.DataFrame, groups: Sequence[str],
+def _differences(totals: pl.DataFrame, by_group: dict[str, pl.DataFrame], groups: Sequence[str],
                  metrics: list[str]) -> list[MetricDifference]:
-    """Per group, one clustered bootstrap over its items for every metric (one set of item weights)."""
-    by_group = {label: frame for (label,), frame in items.sort(CLUSTER).partition_by(_GROUP, as_dict=True).items()}
+    """Per group, one clustered bootstrap over its items (`by_group`: the group label's items, each dropped once
+    used) for every metric (one set of item weights), items in id order."""
     found = []
     for r in totals.iter_rows(named=True):
         label = r[_GROUP]
-        frame = by_group.get(label)
+        frame = by_group.pop(label, None)
         estimates: dict[str, Estimate] = {}
         if frame is not None:
+            frame = frame.sort(CLUSTER)
             sums = frame.select([pl.col(f"{m}:d").cast(pl.Float64) * EXACT_UNIT for m in metrics]).to_numpy()
             counts = frame.select([pl.col(f"{m}:n").cast(pl.Float64) for m in metrics]).to_numpy()
             estimates = clustered_means(sums, counts, metrics, key=label)
@@ -400,17 +418,28 @@ def _differences(totals: pl.DataFrame, items: pl.DataFrame, groups: Sequence[str
     return found
 
 
-def _with_texts(extremes: pl.DataFrame, side_a: Side, side_b: Side, pairing: Pairing,
-                ) -> dict[str, list[NotablePair]]:
-    """The extreme pairs per group with the prompt and both answers, in the order found."""
+def _with_texts(extremes: tuple[pl.DataFrame, pl.DataFrame], side_a: Side, side_b: Side, pairing: Pairing,
+                ) -> tuple[dict[str, list[NotablePair]], dict[str, list[NotablePair]]]:
+    """The most regressed and the most improved pairs per group with the prompt and both answers, in the order
+    found (the texts of both read in one pass over each side)."""
+    keys = pairing.keys
+    wanted = pl.concat([found.select(keys) for found in extremes])
+    if wanted.is_empty():
+        return {}, {}
+    texts_a = _texts(side_a, wanted, pairing, {})
+    texts_b = _texts(side_b, wanted, pairing, pairing.backend_map).rename({"response": "response_b"}).drop("prompt")
+    worst, best = (_notable(found, texts_a, texts_b, pairing) for found in extremes)
+    return worst, best
+
+
+def _notable(extremes: pl.DataFrame, texts_a: pl.DataFrame, texts_b: pl.DataFrame,
+             pairing: Pairing) -> dict[str, list[NotablePair]]:
     if extremes.is_empty():
         return {}
     keys = pairing.keys
-    texts_a = _texts(side_a, extremes.select(keys), pairing, {})
-    texts_b = _texts(side_b, extremes.select(keys), pairing, pairing.backend_map)
     table = (extremes.with_row_index("_order")
              .join(texts_a, on=keys, how="left", nulls_equal=True)
-             .join(texts_b.rename({"response": "response_b"}).drop("prompt"), on=keys, how="left", nulls_equal=True)
+             .join(texts_b, on=keys, how="left", nulls_equal=True)
              .sort("_order"))
     found: dict[str, list[NotablePair]] = {}
     for r in table.iter_rows(named=True):
@@ -421,11 +450,16 @@ def _with_texts(extremes: pl.DataFrame, side_a: Side, side_b: Side, pairing: Pai
 
 
 def _texts(side: Side, wanted: pl.DataFrame, pairing: Pairing, mapping: Mapping[str, str]) -> pl.DataFrame:
+    """The prompt and answer of the `wanted` pairs on `side`, read one part at a time: a scan of every part at
+    once reads ahead in several parts' texts."""
     keys = pairing.keys
-    frame = side.scan([*keys, "prompt", "response", "task_index"])
-    if mapping:
-        frame = frame.with_columns(pl.col("backend_id").replace(dict(mapping)))
-    frame = frame.join(wanted.lazy(), on=keys, how="semi", nulls_equal=True)
+    found = []
+    for part in side.run.parts:
+        frame = side.scan([*keys, "prompt", "response", "task_index"], [part])
+        if mapping:
+            frame = frame.with_columns(pl.col("backend_id").replace(dict(mapping)))
+        found.append(collect(frame.join(wanted.lazy(), on=keys, how="semi", nulls_equal=True), side.run))
+    texts = pl.concat(found, how="vertical_relaxed").lazy()
     if pairing.pair_on == "item":  # one representative answer per item: its first task
-        frame = frame.sort("task_index").group_by(keys, maintain_order=True).first()
-    return collect(frame.select(*keys, "prompt", "response"), side.run)
+        texts = texts.sort("task_index").group_by(keys, maintain_order=True).first()
+    return texts.select(*keys, "prompt", "response").collect()

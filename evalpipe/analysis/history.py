@@ -16,11 +16,12 @@ each item's latencies on 1%-wide log buckets, resampled and paired on items too)
 Each flag is a test at the 95% level: over many metrics and groups an occasional flag comes by chance; a
 change that holds on the next run is real.
 
-A run is read a batch of groups at a time (about 250,000 rows), and each group's per-item aggregates
-replace the previous run's as soon as its change is computed: about one run's aggregates are held,
-whatever the number and size of the runs. With a `HistoryCache` (the viewer keeps one), a run's points
-are computed once while its parts and the run before it are unchanged. A run that cannot be read is
-listed with the reason, never raised; a partial run is listed with its warnings.
+The runs are read a batch of groups at a time (about 250,000 rows of each run), one run after the other, and
+each group's per-item aggregates replace the previous run's as soon as its change is computed: about two
+runs' aggregates of one batch of groups are held, whatever the number and size of the runs and groups.
+With a `HistoryCache` (the viewer keeps one), a run's points are computed once while its parts and the run
+before it are unchanged. A run that cannot be read is listed with the reason, never raised; a partial run
+is listed with its warnings.
 """
 
 from __future__ import annotations
@@ -35,41 +36,19 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import numpy.typing as npt
 import polars as pl
 
-from evalpipe.analysis.clustered_medians import LOG_STEP, ItemBuckets, clustered_median, paired_median_change
-from evalpipe.analysis.runs import Run, RunDirError, collect, collect_per_part, open_run
-from evalpipe.analysis.stats import (
-    CONFIDENCE,
-    RESAMPLES,
-    Estimate,
-    FloatArray,
-    clustered_means,
-)
-from evalpipe.analysis.summary import (
-    COST_COLUMNS,
-    EXACT_UNIT,
-    GROUP_KEYS,
-    ITEM_KEY,
-    PASSED,
-    finish_item_sums,
-    item_sum_query,
-    merge_item_sums,
-)
+from evalpipe.analysis.clustered_medians import clustered_median, paired_median_change
+from evalpipe.analysis.item_tables import RATE_METRICS, Group, ItemTable, groups_of, item_tables
+from evalpipe.analysis.runs import Run, RunDirError, open_run
+from evalpipe.analysis.stats import CONFIDENCE, RESAMPLES, Estimate, IntArray, clustered_means
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.output.manifest import MANIFEST_FILENAME, Manifest, read_manifest
 from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME
 from evalpipe.pipeline.output.store import STORE_FILENAME, RunStore
 
-RATE_METRICS = ("pass_rate", "error_rate", "cost_usd")
 LATENCY_METRIC = "latency_p50_s"
 LOWER_IS_BETTER = frozenset({"error_rate", "cost_usd", LATENCY_METRIC})
-_OK = pl.col("status") == "ok"
-_ITEM_KEYS = (*GROUP_KEYS, ITEM_KEY)
-_NO_ITEM = ""  # the id of the one item that rows without an item id form together (as in `summary`)
-
-Group = tuple[str, str]  # (backend id, parameter set)
 Verdict = Literal["better", "worse", "no clear change"]
 
 
@@ -148,17 +127,6 @@ class History:
     groups: list[Group]
     runs: list[RunPoints]
     notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _Items:
-    """Per-item aggregates of one group of one run, items sorted by id."""
-
-    metrics: tuple[str, ...]  # the columns of `sums` and `counts`
-    ids: npt.NDArray[np.object_]
-    sums: FloatArray  # items × metrics
-    counts: FloatArray  # items × metrics
-    latency: ItemBuckets  # ok rows per item and latency bucket
 
 
 def discover(directory: str | Path) -> list[Path]:
@@ -242,50 +210,109 @@ def build_history(directory: str | Path, *, resamples: int = RESAMPLES, confiden
     notes = [f"the runs belong to {len(jobs)} jobs: {', '.join(jobs)}"] if len(jobs) > 1 else []
     metrics = list(dict.fromkeys(m for _, _, run, _ in opened if run is not None for m in run.metrics))
     metrics += [*RATE_METRICS, LATENCY_METRIC]
+    failed: dict[Path, str] = {}
+    while True:  # again without a run whose rows broke while read: the changes after it skip it
+        try:
+            runs = _points_of_runs(opened, failed, cache, resamples, confidence)
+            break
+        except _BrokenRun as broken:
+            failed[broken.path] = broken.message
+    order = list(dict.fromkeys((g.backend_id, g.param_set) for r in runs for g in r.groups))
+    return History(str(directory), jobs, metrics, order, runs, notes)
+
+
+class _BrokenRun(Exception):
+    """A run whose rows could not be read while its groups' tables were."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path, self.message = path, message
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A run whose points are computed: its groups in the order of the job's tasks, with their rows, and per
+    group the run its change is measured from."""
+
+    run: Run
+    started: str | None
+    state: str
+    signature: RunSignature
+    groups: list[tuple[Group, int]]
+    since: dict[Group, RunSignature | None]
+    points: dict[Group, GroupPoints] = field(default_factory=dict)
+
+
+def _points_of_runs(opened: list[tuple[datetime | None, Path, Run | None, str | None]], failed: dict[Path, str],
+                    cache: HistoryCache | None, resamples: int, confidence: float) -> list[RunPoints]:
+    """Every run's points: first which runs are cached and which groups each new one has (no rows read but
+    the group counts), then the new runs' tables a batch of groups at a time across the runs, each group's
+    table dropped once the next run's change from it is computed: about two runs' tables of one batch of
+    groups are held, whatever the number of runs and groups. `_BrokenRun` when a run's rows break."""
     previous = _Previous()
-    runs: list[RunPoints] = []
+    sequence: list[tuple[Run, RunSignature, _CachedPoints | _Pending]] = []
+    runs: list[RunPoints | _Pending] = []
     for start, path, run, error in opened:
         started = start.isoformat() if start is not None else None
         if run is None:
             runs.append(RunPoints(path.name, str(path), started, "damaged", (), error, []))
             continue
         state = run.manifest.state if run.manifest is not None else "unknown"
+        if path in failed:
+            runs.append(RunPoints(run.name, str(path), started, state, run.warnings, failed[path], []))
+            continue
         signature = run_signature(run)
-        key = (signature, resamples, confidence)
-        cached = cache.get(key) if cache is not None else None
+        cached = cache.get((signature, resamples, confidence)) if cache is not None else None
         if cached is None or any(previous.signature(group) != since for group, since in cached.since.items()):
             try:
-                cached = _run_points(run, signature, previous, resamples, confidence)
+                groups = groups_of(run)
             except RunDirError as failure:
                 runs.append(RunPoints(run.name, str(path), started, state, run.warnings, failure.message, []))
                 continue
-            if cache is not None:
-                cache.put(key, cached)
+            pending = _Pending(run, started, state, signature, groups,
+                               {group: previous.signature(group) for group, _ in groups})
+            sequence.append((run, signature, pending))
+            runs.append(pending)
+            for group, _ in groups:
+                previous.add(group, run, signature, None)
         else:
+            sequence.append((run, signature, cached))
+            runs.append(RunPoints(run.name, str(path), started, state, run.warnings, None, cached.groups))
             for group in cached.since:
                 previous.add(group, run, signature, None)
-        runs.append(RunPoints(run.name, str(path), started, state, run.warnings, None, cached.groups))
-    order = list(dict.fromkeys((g.backend_id, g.param_set) for r in runs for g in r.groups))
-    return History(str(directory), jobs, metrics, order, runs, notes)
-
-
-def _run_points(run: Run, signature: RunSignature, previous: _Previous, resamples: int,
-                confidence: float) -> _CachedPoints:
-    """Every group's points in `run`, a batch of groups at a time; each group's table replaces the previous
-    run's as soon as its change is computed, so about one run's tables are held, whatever the run's size.
-    RunDirError when the rows cannot be read (the previous runs' tables are then as they were)."""
-    batches = _group_batches(run)
-    since: dict[Group, RunSignature | None] = {}
-    points: list[GroupPoints] = []
-    for batch in batches:
-        tables = _item_tables(run, batch)
-        for group in list(tables):
-            table = tables.pop(group)
-            since[group] = previous.signature(group)
-            points.append(_group_points(run.name, group, table, run.metrics, previous.tables(group), resamples,
-                                        confidence))
-            previous.add(group, run, signature, table)
-    return _CachedPoints(since, points)
+    new = [entry for _, _, entry in sequence if isinstance(entry, _Pending)]
+    for batch in _batches(new):
+        previous = _Previous()  # this batch's groups only: their tables go with it
+        for run, signature, entry in sequence:
+            if isinstance(entry, _CachedPoints):
+                for group in batch & entry.since.keys():
+                    previous.add(group, run, signature, None)
+                continue
+            wanted = [group for group, _ in entry.groups if group in batch]
+            if not wanted:
+                continue
+            try:
+                tables = item_tables(run, wanted)
+            except RunDirError as failure:
+                raise _BrokenRun(run.path, failure.message) from None
+            for group in wanted:
+                table = tables.pop(group, None)
+                if table is None:
+                    continue
+                entry.points[group] = _group_points(run.name, group, table, run.metrics, previous.tables(group),
+                                                    resamples, confidence)
+                previous.add(group, run, signature, table)
+    found: list[RunPoints] = []
+    for listed in runs:
+        if isinstance(listed, RunPoints):
+            found.append(listed)
+            continue
+        points = _CachedPoints(listed.since, [listed.points[g] for g, _ in listed.groups if g in listed.points])
+        if cache is not None:
+            cache.put((listed.signature, resamples, confidence), points)
+        found.append(RunPoints(listed.run.name, str(listed.run.path), listed.started, listed.state,
+                               listed.run.warnings, None, points.groups))
+    return found
 
 
 class _Previous:
@@ -293,14 +320,14 @@ class _Previous:
     change must be computed: a run whose points come from the cache does not read its rows)."""
 
     def __init__(self) -> None:
-        self._last: dict[Group, tuple[Run, RunSignature, _Items | None]] = {}
+        self._last: dict[Group, tuple[Run, RunSignature, ItemTable | None]] = {}
 
     def signature(self, group: Group) -> RunSignature | None:
         """The signature of the last run with `group`."""
         found = self._last.get(group)
         return found[1] if found is not None else None
 
-    def tables(self, group: Group) -> tuple[str, _Items] | None:
+    def tables(self, group: Group) -> tuple[str, ItemTable] | None:
         """The last run with `group`: its name and the group's table."""
         found = self._last.get(group)
         if found is None:
@@ -308,7 +335,7 @@ class _Previous:
         run, signature, table = found
         if table is None:
             try:
-                table = _item_tables(run, [group]).get(group)
+                table = item_tables(run, [group]).get(group)
             except RunDirError:  # readable when its points were computed, not now: no change to measure from
                 return None
             if table is None:
@@ -316,7 +343,7 @@ class _Previous:
             self._last[group] = (run, signature, table)
         return run.name, table
 
-    def add(self, group: Group, run: Run, signature: RunSignature, table: _Items | None) -> None:
+    def add(self, group: Group, run: Run, signature: RunSignature, table: ItemTable | None) -> None:
         """`run` is now the last run with `group` (with its table when it was read)."""
         self._last[group] = (run, signature, table)
 
@@ -348,140 +375,37 @@ def _manifest_of(path: Path) -> Manifest | None:
         return None
 
 
-# -- one pass per run ----------------------------------------------------------------------------------
-
-
 ROWS_PER_BATCH = 250_000  # rows of the groups read in one pass: a million-row run's item tables stay small
 
 
-def _group_batches(run: Run) -> list[list[Group]]:
-    """The run's groups in the order of the job's tasks, in batches of about `ROWS_PER_BATCH` rows (a group
-    with more on its own)."""
-    found = collect(run.scan([*GROUP_KEYS, "task_index"]).select(
-        *(pl.col(key).cast(pl.String).fill_null("") for key in GROUP_KEYS), "task_index")
-        .group_by(GROUP_KEYS).agg(pl.col("task_index").min().alias("first"), pl.len().alias("rows"))
-        .sort("first"), run)
-    batches: list[list[Group]] = []
-    rows = 0
-    for backend, param_set, _, count in found.iter_rows():
-        if not batches or rows + count > ROWS_PER_BATCH:
-            batches.append([])
-            rows = 0
-        batches[-1].append((backend, param_set))
-        rows += count
+def _batches(runs: Sequence[_Pending]) -> list[set[Group]]:
+    """The groups of `runs`, in order of first appearance, in batches of about `ROWS_PER_BATCH` rows of the
+    largest run (a group with more on its own)."""
+    rows: dict[Group, int] = {}
+    for entry in runs:
+        for group, count in entry.groups:
+            rows[group] = max(rows.get(group, 0), count)
+    batches: list[set[Group]] = []
+    total = 0
+    for group, count in rows.items():
+        if not batches or total + count > ROWS_PER_BATCH:
+            batches.append(set())
+            total = 0
+        batches[-1].add(group)
+        total += count
     return batches
-
-
-def _in_groups(groups: Sequence[Group]) -> pl.Expr:
-    """Rows of `groups` (a missing backend id or parameter set is the group's "")."""
-    backend, param_set = (pl.col(key).cast(pl.String).fill_null("") for key in GROUP_KEYS)
-    return pl.any_horizontal([(backend == b) & (param_set == p) for b, p in groups])
-
-
-def _item_tables(run: Run, groups: Sequence[Group] | None = None) -> dict[Group, _Items]:
-    """Per group (of `groups`, else all), each item's sums and counts of every metric and its latency
-    histogram, read part by part.
-
-    Scores and passes as `summary` counts them (`item_sum_query`: the pass rate over judged and failed rows, an
-    error a fail); per item also its errors, rows, cost (generation plus scoring) and verdicts.
-
-    Two passes: the first finds the groups and items (a row per group and item); the second reads the
-    latencies as (group, item) numbers into that table. The latency buckets are about a row's worth of
-    triples, so they are kept as integers, never with the row's backend, parameter set and item strings."""
-    scores = run.metrics
-    costs = [column for column in COST_COLUMNS if run.has(column)]
-    columns = [*_ITEM_KEYS, "task_index", "status", "passed", *costs, *scores]
-    cost = pl.sum_horizontal(*(pl.col(column).fill_null(0.0) for column in costs)) if costs else pl.lit(0.0)
-
-    def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
-        part = part if groups is None else part.filter(_in_groups(groups))
-        return [item_sum_query(part, [*scores, PASSED], GROUP_KEYS),
-                part.group_by(_ITEM_KEYS).agg(
-                    (pl.col("status") == "error").sum().cast(pl.Int64).alias("errors"),
-                    pl.len().cast(pl.Int64).alias("rows"),
-                    (cost / EXACT_UNIT).round().cast(pl.Int64).sum().alias("cost"),
-                    pl.when(_OK).then(pl.col("passed")).count().cast(pl.Int64).alias("verdicts"),
-                    pl.col("task_index").min().alias("first_task"))]
-
-    def merge_sums(frame: pl.DataFrame) -> pl.DataFrame:
-        return merge_item_sums(frame, GROUP_KEYS)
-
-    sums, extras = collect_per_part(run, columns, queries, [merge_sums, _stack])
-    # Added up once: grouping the stack again after every part held several copies. Groups in the order of the
-    # job's tasks, as in `summary`; items sorted by id within each, so that the resamples do not depend on the
-    # order parts were read in. One streaming query: each step in memory would copy the table of items.
-    extras_lazy = (extras.lazy().group_by(_ITEM_KEYS)
-                   .agg(pl.col("first_task").min(), pl.exclude(*_ITEM_KEYS, "first_task").sum()))
-    needed = [*_ITEM_KEYS, "group_no", "item_no", "errors", "cost", "rows", "with_verdicts",
-              *(f"{m}:{kind}" for m in [*scores, PASSED] for kind in ("sum", "n"))]
-    frame = (finish_item_sums(sums, GROUP_KEYS).lazy().with_columns(pl.col(ITEM_KEY).fill_null(_NO_ITEM))
-             .join(extras_lazy.with_columns(pl.col(ITEM_KEY).fill_null(_NO_ITEM)), on=list(_ITEM_KEYS), how="left",
-                   nulls_equal=True)
-             .with_columns(pl.col("first_task").min().over(GROUP_KEYS).alias("group_first_task"),
-                           (pl.col("verdicts").sum().over(GROUP_KEYS) > 0).alias("with_verdicts"))
-             .sort("group_first_task", *_ITEM_KEYS)
-             .with_columns(pl.struct(GROUP_KEYS).rle_id().alias("group_no"),  # the groups are contiguous
-                           pl.int_range(pl.len(), dtype=pl.UInt32).over(GROUP_KEYS).alias("item_no"))
-             .select(needed).collect(engine="streaming"))
-    del sums, extras
-    latency = _latency_buckets(run, frame.select(*_ITEM_KEYS, "group_no", "item_no"), groups)
-    # One group's frame at a time becomes arrays, and is dropped: the run's tables are not held twice.
-    by_group = frame.partition_by(GROUP_KEYS, maintain_order=True, as_dict=True)
-    del frame
-    tables: dict[Group, _Items] = {}
-    for backend, param_set in list(by_group):
-        group = by_group.pop((backend, param_set))
-        ids = group[ITEM_KEY].to_numpy().astype(object)
-        timed = latency.pop(int(group["group_no"][0]), None)
-        buckets = (ItemBuckets.of(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)) if timed is None
-                   else ItemBuckets.of(timed["item_no"].to_numpy(), timed["bucket"].to_numpy(),
-                                       timed["len"].to_numpy().astype(np.float64)))
-        # No criterion with a threshold, no verdicts: no pass rate rather than a rate of 0 (as in `summary`).
-        passes = pl.when(pl.col("with_verdicts")).then(pl.col(f"{PASSED}:n")).otherwise(0)
-        table = group.select(  # sums, then counts, of the scores, pass rate, error rate and cost per row
-            *(pl.col(f"{m}:sum") * EXACT_UNIT for m in [*scores, PASSED]), "errors", pl.col("cost") * EXACT_UNIT,
-            *(pl.col(f"{m}:n") for m in scores), passes, "rows", pl.col("rows").alias("cost_rows"))
-        values = table.to_numpy().astype(np.float64)
-        width = len(scores) + len(RATE_METRICS)
-        tables[(str(backend or ""), str(param_set or ""))] = _Items(
-            (*scores, *RATE_METRICS), ids, values[:, :width], values[:, width:], buckets)
-    return tables
-
-
-def _stack(frame: pl.DataFrame) -> pl.DataFrame:
-    """Parts' results kept stacked, to be added up once at the end."""
-    return frame
-
-
-def _latency_buckets(run: Run, index: pl.DataFrame, groups: Sequence[Group] | None) -> dict[int, pl.DataFrame]:
-    """Per group number of `index` (group keys and item -> `group_no`, `item_no`), the ok rows of each item
-    counted per latency bucket and part: `item_no`, `bucket`, `len`."""
-    bucket = (pl.col("latency_s").clip(lower_bound=1e-6).log() / LOG_STEP).round().cast(pl.Int32).alias("bucket")
-    numbered = index.lazy()
-
-    def queries(part: pl.LazyFrame) -> list[pl.LazyFrame]:
-        part = part if groups is None else part.filter(_in_groups(groups))
-        timed = part.filter(_OK & pl.col("latency_s").is_finite()).select(
-            *GROUP_KEYS, pl.col(ITEM_KEY).fill_null(_NO_ITEM), bucket)
-        return [timed.join(numbered, on=list(_ITEM_KEYS), how="inner", nulls_equal=True)
-                .group_by("group_no", "item_no", "bucket").len().with_columns(pl.col("len").cast(pl.UInt32))]
-
-    # An item's rows in two parts with one bucket are two triples here: `ItemBuckets.of` adds them up.
-    (stacked,) = collect_per_part(run, [*_ITEM_KEYS, "status", "latency_s"], queries, [_stack])
-    return {int(key[0]): group.drop("group_no")
-            for key, group in stacked.partition_by("group_no", as_dict=True).items()}
 
 
 # -- estimates -----------------------------------------------------------------------------------------
 
 
-def _group_points(run_name: str, group: Group, table: _Items, scores: list[str],
-                  previous: tuple[str, _Items] | None, resamples: int, confidence: float) -> GroupPoints:
+def _group_points(run_name: str, group: Group, table: ItemTable, scores: list[str],
+                  previous: tuple[str, ItemTable] | None, resamples: int, confidence: float) -> GroupPoints:
     """Every metric's level in this run and its change from `previous`."""
     metrics = [*scores, *RATE_METRICS]
     key = f"history|{run_name}|{group[0]}|{group[1]}"
-    levels = clustered_means(table.sums, table.counts, metrics, key=key, resamples=resamples, confidence=confidence,
-                             proportions=[*scores, "pass_rate", "error_rate"])
+    levels = clustered_means(table.sums, table.counts.astype(np.float64), metrics, key=key, resamples=resamples,
+                             confidence=confidence, proportions=[*scores, "pass_rate", "error_rate"])
     median = clustered_median(table.latency, key=f"{key}|{LATENCY_METRIC}", resamples=resamples,
                               confidence=confidence)
     changes: dict[str, Estimate] = {}
@@ -499,7 +423,7 @@ def _group_points(run_name: str, group: Group, table: _Items, scores: list[str],
     return GroupPoints(group[0], group[1], len(table.ids), rows, points, notes)
 
 
-def _change(previous: tuple[str, _Items] | None, difference: Estimate | None, metric: str) -> Change | None:
+def _change(previous: tuple[str, ItemTable] | None, difference: Estimate | None, metric: str) -> Change | None:
     if previous is None or difference is None:
         return None
     verdict: Verdict = "no clear change"
@@ -509,11 +433,18 @@ def _change(previous: tuple[str, _Items] | None, difference: Estimate | None, me
     return Change(previous[0], difference, verdict)
 
 
-def _changes(since: str, before: _Items, now: _Items, key: str, resamples: int,
+def _shared(before: pl.Series, now: pl.Series) -> tuple[IntArray, IntArray]:
+    """The positions in `before` and in `now` of the ids both hold, in id order (both are sorted by id)."""
+    found = (before.to_frame("id").with_row_index("before")
+             .join(now.to_frame("id").with_row_index("now"), on="id", how="inner").sort("before"))
+    return found["before"].to_numpy().astype(np.int64), found["now"].to_numpy().astype(np.int64)
+
+
+def _changes(since: str, before: ItemTable, now: ItemTable, key: str, resamples: int,
              confidence: float) -> tuple[dict[str, Estimate], tuple[str, ...]]:
     """Per metric both runs have, the mean over shared items of (item mean now − item mean before),
     resampling items; and what differs between the runs' items and metrics."""
-    _, index_before, index_now = np.intersect1d(before.ids, now.ids, assume_unique=True, return_indices=True)
+    index_before, index_now = _shared(before.ids, now.ids)
     notes: list[str] = []
     only_before, only_now = len(before.ids) - len(index_before), len(now.ids) - len(index_now)
     if only_before or only_now:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
 from evalpipe.analysis.history import HistoryCache, build_history
@@ -253,3 +254,39 @@ def test_a_cached_history_follows_new_and_changed_runs(nightly: list[Path], tmp_
     assert history_data(job, cache) == history_data(job)
     assert history_data(job, cache)["runs"][-1]["groups"][0]["metrics"]["score_total"]["change"]["since"] == \
         nightly[1].name
+
+
+def zero_column(part: Path, column: str) -> None:
+    """`column`'s pages in `part` overwritten with zeros, the rest of the file (its footer too) kept."""
+    metadata = pq.read_metadata(part)
+    data = bytearray(part.read_bytes())
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        chunk = next(row_group.column(j) for j in range(row_group.num_columns)
+                     if row_group.column(j).path_in_schema == column)
+        start = chunk.dictionary_page_offset or chunk.data_page_offset
+        data[start:start + chunk.total_compressed_size] = bytes(chunk.total_compressed_size)
+    part.write_bytes(bytes(data))
+
+
+def test_runs_read_a_group_at_a_time_give_the_same_history(nightly: list[Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    job = copy_job(nightly, tmp_path)
+    whole = history_data(job)
+    monkeypatch.setattr("evalpipe.analysis.history.ROWS_PER_BATCH", 1)  # each group read across the runs alone
+    assert history_data(job) == whole
+
+
+def test_a_run_whose_scores_break_after_its_groups_are_read_is_damaged_and_skipped(
+        nightly: list[Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("evalpipe.analysis.history.ROWS_PER_BATCH", 1)
+    job = copy_job(nightly, tmp_path)
+    for part in (job / nightly[1].name / "parquet").glob("*.parquet"):
+        zero_column(part, "score_total")  # the groups (backend, parameter set) still read, the scores do not
+    history = build_history(job)
+    broken = history.runs[1]
+    assert broken.groups == [] and broken.error is not None and "cannot be read" in broken.error
+    assert broken.label.startswith("damaged: ")
+    # Both groups of the third run are compared with the first run, the last readable one before it.
+    changes = [g.metrics["score_total"].change for g in history.runs[2].groups]
+    assert len(changes) == 2 and all(c is not None and c.since == nightly[0].name for c in changes)
