@@ -44,6 +44,7 @@ from evalpipe.pipeline.job.spec import JobSpec
 from evalpipe.pipeline.output.manifest import resume_command
 from evalpipe.pipeline.output.runlock import RunDirLockedError
 from evalpipe.pipeline.output.store import STORE_FILENAME, WriteFailed
+from evalpipe.pipeline.running.event_loop import loop_options
 from evalpipe.pipeline.running.interrupts import SIGNALS, Interrupts
 from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
 from evalpipe.progress import ProgressDisplay, count
@@ -289,7 +290,7 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
                          retry_errors=args.retry_errors, force=args.force, interrupts=interrupts)
     with ProgressDisplay(err) as on_row:
-        outcome = anyio.run(run_job, loaded, options, on_row)
+        outcome = anyio.run(run_job, loaded, options, on_row, backend_options=loop_options())
     _summary(outcome, loaded)
     if outcome.write_failure is not None:
         say(f"stopped: {outcome.write_failure}; make room, then resume with  {outcome.resume_command}")

@@ -60,6 +60,7 @@ from evalpipe.pipeline.output.rundir import RunDir, prepare_run_dir
 from evalpipe.pipeline.output.sinks import Sinks
 from evalpipe.pipeline.output.store import FinishedIds, RunStore, WriteFailed
 from evalpipe.pipeline.running.backend import Backend
+from evalpipe.pipeline.running.event_loop import running_loop_name
 from evalpipe.pipeline.running.execute import Criterion, execute_task, expected_output_tokens
 from evalpipe.pipeline.running.interrupts import Interrupts
 from evalpipe.pipeline.running.limits import BackendLimiter, GlobalLimiter
@@ -377,7 +378,7 @@ class JobRun:
                     job_file=self.loaded.path, tasks_total=total + tasks_skipped, outputs=sinks.paths,
                     skipped_backends=skipped, tasks_skipped=tasks_skipped))
                 self._say("run started", job=spec.name, run_dir=str(run_dir.path), tasks=total,
-                         already_done=self.progress.done, backends=sorted(backends))
+                         already_done=self.progress.done, backends=sorted(backends), event_loop=running_loop_name())
                 cache = calls.cache = StoreCache(store, empty=not run_dir.resumed, on_failure=self._write_failed)
                 await anyio.lowlevel.checkpoint()  # a signal that came during the set-up is seen here
                 with anyio.CancelScope() as self._working:
