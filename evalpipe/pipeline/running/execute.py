@@ -135,7 +135,8 @@ async def generate(
         nonlocal deadline
         if deadline is None:
             deadline = anyio.current_time() + timeout_s
-        with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)):
+        # A bare cancel scope with the deadline, not `fail_after`: half its cost, and this runs per call.
+        with anyio.CancelScope(deadline=deadline):
             if backend.spec.stream:  # the same answer and price, plus its time to first token
                 if task.mode == "completion":
                     return await provider.astream_complete(task.prompt_text, params).collect()
@@ -143,6 +144,7 @@ async def generate(
             if task.mode == "completion":
                 return await provider.acomplete(task.prompt_text, params)
             return await provider.achat(task.messages, params)
+        raise TimeoutError  # reached only when the scope caught its own cancellation: the deadline passed
 
     estimate = prompt_tokens(task.messages) + expected_output_tokens(task, backend)
     response, attempts = await call_with_limits(
