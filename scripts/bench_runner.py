@@ -401,7 +401,8 @@ def memory_run(tasks: int, server: Server, work: Path, loop: str) -> tuple[float
     data = job_data(f"memory-{tasks}", write_dataset(work, tasks), server.openai, 32)
     job = work / f"memory-{tasks}.json"  # JSON is YAML
     job.write_text(json.dumps(data), encoding="utf-8")
-    command = [sys.executable, "-m", "evalpipe.cli", "run", str(job), "--out", str(work / "mem")]
+    # --yes: a million tasks is past the default confirm_above, which would stop the run before any call.
+    command = [sys.executable, "-m", "evalpipe.cli", "run", str(job), "--out", str(work / "mem"), "--yes"]
     started = time.perf_counter()
     environ = {**os.environ, KEY_VARIABLE: API_KEY, UVLOOP_VARIABLE: "1" if loop == "uvloop" else "0"}
     launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, *command], stdout=subprocess.PIPE, text=True,
