@@ -49,6 +49,7 @@ from evalpipe.pipeline.job.spec import JobSpec
 from evalpipe.pipeline.output.manifest import resume_command
 from evalpipe.pipeline.output.runlock import RunDirLockedError
 from evalpipe.pipeline.output.store import STORE_FILENAME, WriteFailed
+from evalpipe.pipeline.running.event_loop import loop_options
 from evalpipe.pipeline.running.executor import choose_executor, run_with
 from evalpipe.pipeline.running.interrupts import SIGNALS, Interrupts
 from evalpipe.pipeline.running.runner import RunOptions, RunOutcome
@@ -375,7 +376,8 @@ def _run(args: argparse.Namespace) -> int:
     executor = choose_executor(loaded.spec.executor, args.resume, kind=args.executor, address=args.address,
                                shards=args.shards)
     with ProgressDisplay(err) as on_row:
-        outcome = anyio.run(partial(run_with, executor, loaded, options, on_row, item_limit=args.limit))
+        outcome = anyio.run(partial(run_with, executor, loaded, options, on_row, item_limit=args.limit),
+                            backend_options=loop_options())
     _summary(outcome, loaded)
     if outcome.write_failure is not None:
         say(f"stopped: {outcome.write_failure}; make room, then resume with  {outcome.resume_command}")

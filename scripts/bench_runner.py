@@ -1,6 +1,6 @@
 """Runner benchmarks: concurrency efficiency, CPU overhead per task, memory, rate-limit precision.
 
-    python scripts/bench_runner.py [--quick] [--memory-sizes 10000,100000] [--rounds 3]
+    python scripts/bench_runner.py [--quick] [--memory-sizes 10000,100000] [--rounds 3] [--event-loops uvloop]
 
 from the repository after `make install` (LiteLLM's row needs the `bench` extra; without it the row is
 skipped with a note). The fake provider server always runs in a separate process on loopback, so its
@@ -19,6 +19,9 @@ CPU is not counted. Datasets are generated into a temporary directory. Four meas
    zero-latency server, with its RSS sampled at a quarter, half and three quarters of the run.
 4. Rate-limit precision: a server enforcing R requests per window and a backend configured with
    `rpm: R`: achieved / configured from the answers' timestamps, and the number of 429s.
+
+Benchmarks 1-3 run on each event loop of `--event-loops` in turn (default: asyncio's, then uvloop's
+when it is installed), the floor measured again on each.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ import structlog
 from evalpipe import ChatMessage, LLMBuilder
 from evalpipe.pipeline.job.load import prepare_job
 from evalpipe.pipeline.job.spec import JobSpec
+from evalpipe.pipeline.running.event_loop import UVLOOP_VARIABLE, uvloop_available
 from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
 
 MODEL = "gpt-4o-mini"
@@ -263,7 +267,7 @@ class Line:
     verdict: str
 
 
-async def bench_concurrency(args: argparse.Namespace, work: Path) -> list[Line]:
+async def bench_concurrency(args: argparse.Namespace, work: Path, loop: str) -> list[Line]:
     tasks, latency, concurrency = args.concurrency_tasks, 0.1, args.concurrency
     ideal = tasks * latency / concurrency
     dataset = write_dataset(work, tasks)
@@ -287,8 +291,8 @@ async def bench_concurrency(args: argparse.Namespace, work: Path) -> list[Line]:
         finally:
             await close()
     wall = {c.name: statistics.median(c.wall_s) for c in contenders}
-    lines = [Line(f"1 concurrency: {tasks} tasks, {latency * 1000:.0f} ms, concurrency {concurrency}, ideal N·L/C "
-                  f"{ideal:.1f} s (median of {args.concurrency_rounds})", "", "", "")]
+    lines = [Line(f"1 concurrency on {loop}: {tasks} tasks, {latency * 1000:.0f} ms, concurrency {concurrency}, "
+                  f"ideal N·L/C {ideal:.1f} s (median of {args.concurrency_rounds})", "", "", "")]
     for name, label in (("pipeline", "not streamed"), ("pipeline, streamed", "streamed")):
         ratio = wall[name] / ideal
         lines.append(Line(f"  pipeline {label}: wall / ideal", f"{ratio:.2f}x ({wall[name]:.2f} s)",
@@ -303,7 +307,7 @@ async def bench_concurrency(args: argparse.Namespace, work: Path) -> list[Line]:
     return lines
 
 
-async def bench_overhead(args: argparse.Namespace, work: Path, concurrency: int) -> list[Line]:
+async def bench_overhead(args: argparse.Namespace, work: Path, concurrency: int, loop: str) -> list[Line]:
     with Server() as server:
         closers: list[Callable[[], Awaitable[None]]] = []
         contenders: list[Contender] = []
@@ -339,7 +343,7 @@ async def bench_overhead(args: argparse.Namespace, work: Path, concurrency: int)
     def floor(name: str) -> str:
         return "raw aiohttp, streamed" if "streamed" in name else "raw aiohttp"
 
-    print(f"\nCPU per task, {args.overhead_tasks} tasks, concurrency {concurrency}, median of {args.rounds} "
+    print(f"\nOn {loop}: CPU per task, {args.overhead_tasks} tasks, concurrency {concurrency}, median of {args.rounds} "
           f"rounds (zero-latency server in another process); ratios to raw aiohttp, streamed to streamed")
     print(f"{'':<24}{'CPU µs/task':>12}{'spread':>8}{'tasks/s wall':>14}{'CPU ratio':>11}{'wall ratio':>12}")
     for c in contenders:
@@ -350,7 +354,7 @@ async def bench_overhead(args: argparse.Namespace, work: Path, concurrency: int)
     lines = []
     for name, label in (("pipeline", "not streamed"), ("pipeline, streamed", "streamed")):
         target = concurrency == 100 and name == "pipeline"  # the issue's target: the full pipeline, at 100
-        lines.append(Line(f"2 pipeline {label}, concurrency {concurrency}: tasks/s (CPU / raw aiohttp)",
+        lines.append(Line(f"2 on {loop}: pipeline {label}, concurrency {concurrency}: tasks/s (CPU / raw aiohttp)",
                           f"{rate[name]:.0f} ({cpu[name] / cpu[floor(name)]:.2f}x: {cpu[name]:.0f} / "
                           f"{cpu[floor(name)]:.0f} µs)",
                           f"≥ {TARGET_RATE_TASKS:,}" if target else "",
@@ -378,7 +382,8 @@ import json, os, subprocess, sys
 child = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 print(child.pid, flush=True)
 _, status, usage = os.wait4(child.pid, 0)
-print(json.dumps({"code": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss}), flush=True)
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "maxrss_kib": usage.ru_maxrss,
+                  "cpu_s": usage.ru_utime + usage.ru_stime}), flush=True)
 """
 
 
@@ -390,16 +395,18 @@ def rss_mb(pid: int) -> float | None:
     return next((int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:")), None)
 
 
-def memory_run(tasks: int, server: Server, work: Path) -> tuple[float, list[float], float]:
-    """`evalpipe run` of `tasks` tasks in a subprocess: (peak RSS MB, RSS MB at 25/50/75% of the wall
-    time, wall seconds)."""
+def memory_run(tasks: int, server: Server, work: Path, loop: str) -> tuple[float, list[float], float, float]:
+    """`evalpipe run` of `tasks` tasks in a subprocess on `loop`: (peak RSS MB, RSS MB at 25/50/75% of the
+    wall time, wall seconds, CPU µs per task of the run's process)."""
     data = job_data(f"memory-{tasks}", write_dataset(work, tasks), server.openai, 32)
     job = work / f"memory-{tasks}.json"  # JSON is YAML
     job.write_text(json.dumps(data), encoding="utf-8")
-    command = [sys.executable, "-m", "evalpipe.cli", "run", str(job), "--out", str(work / "mem")]
+    # --yes: a million tasks is past the default confirm_above, which would stop the run before any call.
+    command = [sys.executable, "-m", "evalpipe.cli", "run", str(job), "--out", str(work / "mem"), "--yes"]
     started = time.perf_counter()
+    environ = {**os.environ, KEY_VARIABLE: API_KEY, UVLOOP_VARIABLE: "1" if loop == "uvloop" else "0"}
     launcher = subprocess.Popen([sys.executable, "-c", _LAUNCHER, *command], stdout=subprocess.PIPE, text=True,
-                                env={**os.environ, KEY_VARIABLE: API_KEY})
+                                env=environ)
     assert launcher.stdout is not None
     pid = int(launcher.stdout.readline())
     samples: list[tuple[float, float]] = []
@@ -413,21 +420,22 @@ def memory_run(tasks: int, server: Server, work: Path) -> tuple[float, list[floa
         raise RuntimeError(f"evalpipe run of {tasks} tasks exited with {report['code']}")
     at = [next((rss for t, rss in samples if t >= wall * q), samples[-1][1] if samples else 0.0)
           for q in (0.25, 0.5, 0.75)]
-    return report["maxrss_kib"] / 1024, at, wall
+    return report["maxrss_kib"] / 1024, at, wall, report["cpu_s"] / tasks * 1e6
 
 
-def bench_memory(args: argparse.Namespace, work: Path) -> list[Line]:
+def bench_memory(args: argparse.Namespace, work: Path, loop: str) -> list[Line]:
     lines = []
     peaks = []
     with Server() as server:
         for tasks in args.memory_sizes:
-            peak, at, wall = memory_run(tasks, server, work)
+            peak, at, wall, cpu_us = memory_run(tasks, server, work, loop)
             peaks.append(peak)
-            print(f"memory: {tasks:,} tasks in {wall:.0f} s ({tasks / wall:.0f} tasks/s): peak RSS {peak:.0f} MB; "
-                  f"RSS at 25/50/75% of the run: {' / '.join(f'{m:.0f}' for m in at)} MB")
-            lines.append(Line(f"3 memory: peak RSS of `evalpipe run`, {tasks:,} tasks",
-                              f"{peak:.0f} MB ({tasks / wall:.0f} tasks/s)", f"< {TARGET_RSS_MB} MB",
-                              "ok" if peak < TARGET_RSS_MB else "over"))
+            print(f"memory on {loop}: {tasks:,} tasks in {wall:.0f} s ({tasks / wall:.0f} tasks/s, CPU {cpu_us:.0f} µs "
+                  f"per task, load average {os.getloadavg()[0]:.1f}): peak RSS {peak:.0f} MB; RSS at 25/50/75% of "
+                  f"the run: {' / '.join(f'{m:.0f}' for m in at)} MB", flush=True)
+            lines.append(Line(f"3 memory on {loop}: peak RSS of `evalpipe run`, {tasks:,} tasks",
+                              f"{peak:.0f} MB ({tasks / wall:.0f} tasks/s, {cpu_us:.0f} µs CPU/task)",
+                              f"< {TARGET_RSS_MB} MB", "ok" if peak < TARGET_RSS_MB else "over"))
     growth = peaks[-1] / peaks[0] if peaks else 1.0
     lines.append(Line(f"  growth from {args.memory_sizes[0]:,} to {args.memory_sizes[-1]:,} tasks",
                       f"{growth:.2f}x", "flat", "ok" if growth < 1.25 else "grows"))
@@ -467,6 +475,8 @@ def main() -> int:
                                                        "(default 16,100; quick 16)")
     parser.add_argument("--rounds", type=int, help="measured rounds of benchmark 2 (default 5, quick 1)")
     parser.add_argument("--memory-sizes", help="comma-separated task counts for benchmark 3 (default 10000,100000)")
+    parser.add_argument("--event-loops", help="comma-separated loops benchmarks 1-3 run on: asyncio, uvloop "
+                                              "(default both; asyncio alone when uvloop is not installed)")
     parser.add_argument("--only", choices=["concurrency", "overhead", "memory", "rate"], action="append",
                         help="run only these benchmarks (repeatable)")
     args = parser.parse_args()
@@ -483,17 +493,24 @@ def main() -> int:
     os.environ[KEY_VARIABLE] = API_KEY
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     only = set(args.only or ["concurrency", "overhead", "memory", "rate"])
+    loops = (args.event_loops or ("asyncio,uvloop" if uvloop_available() else "asyncio")).split(",")
+    if "uvloop" in loops and not uvloop_available():
+        parser.error("uvloop is not installed (pip install 'evalpipe[fast]')")
+    if set(loops) - {"asyncio", "uvloop"}:
+        parser.error("--event-loops takes asyncio and uvloop")
 
     lines: list[Line] = []
     with tempfile.TemporaryDirectory(prefix="evalpipe-bench-") as temp:
         work = Path(temp)
-        if "concurrency" in only:
-            lines += anyio.run(bench_concurrency, args, work)
-        if "overhead" in only:
-            for concurrency in overhead_at:
-                lines += anyio.run(bench_overhead, args, work, concurrency)
-        if "memory" in only:
-            lines += bench_memory(args, work)
+        for loop in loops:
+            options = {"use_uvloop": loop == "uvloop"}
+            if "concurrency" in only:
+                lines += anyio.run(bench_concurrency, args, work, loop, backend_options=options)
+            if "overhead" in only:
+                for concurrency in overhead_at:
+                    lines += anyio.run(bench_overhead, args, work, concurrency, loop, backend_options=options)
+        for loop in loops if "memory" in only else []:
+            lines += bench_memory(args, work, loop)
         if "rate" in only:
             lines += anyio.run(bench_rate, args, work)
     print_table(lines)

@@ -30,6 +30,9 @@ class Backend:
     provider: Provider
     limiter: Limiter
     policy: RetryPolicy = field(default_factory=RetryPolicy)
+    # The request keys' canonical JSON that depends only on this backend and a parameter set, by the
+    # set's id (with the set, so that an id reused by another set is not mistaken for it): `request_key`.
+    request_parts: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict, compare=False, repr=False)
 
     def cost(self, usage: Usage) -> float:
         """What `usage` cost: at the batch discount for a backend in batch mode."""

@@ -4,6 +4,7 @@ with its scores, or a classified error."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -16,7 +17,7 @@ import structlog
 
 from evalpipe import errors
 from evalpipe.pipeline.job.spec import GRID_KEYS
-from evalpipe.pipeline.job.task import Task, stable_hash
+from evalpipe.pipeline.job.task import Task
 from evalpipe.pipeline.running.backend import Backend, ResponseCache
 from evalpipe.pipeline.running.chains import run_chain
 from evalpipe.pipeline.running.limits import call_with_limits, prompt_tokens
@@ -53,17 +54,38 @@ class Criterion:
 
 
 def request_key(task: Task, backend: Backend) -> str:
-    """The cache key: the task's identity plus everything the provider will send."""
+    """The cache key: the task's identity plus everything the provider will send.
+
+    The hash of the canonical JSON of {backend, base_url, messages, mode, model, params, task}. The
+    parts that depend only on the backend and the parameter set are serialised once per pair and kept
+    on the backend; the text is laid out in `json.dumps(sort_keys=True)`'s order, so keys are what they
+    were when the whole value was serialised per task (existing caches stay valid)."""
+    parts = backend.request_parts.get(id(task.param_set))
+    if parts is None or parts[0] is not task.param_set:  # keyed by identity: the ParamSet is kept with it
+        parts = backend.request_parts[id(task.param_set)] = (task.param_set, _shared_request_parts(task, backend))
+    head, tail = parts[1]
+    messages = [message_key(m) for m in task.messages]
+    canonical = f'{head}"messages":{_canonical(messages)},"mode":{_canonical(task.mode)}{tail}"task":' \
+                f'{_canonical(task.task_id)}}}'
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _shared_request_parts(task: Task, backend: Backend) -> tuple[str, str]:
+    """The canonical JSON around a request key's messages, mode and task id: what is the same for every task
+    of this backend and parameter set."""
     config = backend.provider.config
     params = config.params.merged(call_params(task, backend))
-    # fields() + getattr, not asdict(): asdict deep-copies, and this runs once per task. Options added
-    # after caches existed count only when set, and message parts only when present, so that the
-    # keys of existing caches stay what they were.
+    # fields() + getattr, not asdict(): asdict deep-copies. Options added after caches existed count only
+    # when set, and message parts only when present, so that the keys of existing caches stay what they were.
     values = ((f.name, getattr(params, f.name)) for f in fields(params))
-    return stable_hash({"task": task.task_id, "backend": config.backend, "model": config.model,
-                        "base_url": config.base_url, "mode": task.mode,
-                        "messages": [message_key(m) for m in task.messages],
-                        "params": {k: v for k, v in values if v is not None or k not in _LATER_OPTIONS}}, 32)
+    kept = {k: v for k, v in values if v is not None or k not in _LATER_OPTIONS}
+    head = f'{{"backend":{_canonical(config.backend)},"base_url":{_canonical(config.base_url)},'
+    tail = f',"model":{_canonical(config.model)},"params":{_canonical(kept)},'
+    return head, tail
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
 _LATER_OPTIONS = frozenset({"tools", "tool_choice"})
@@ -111,7 +133,9 @@ async def generate(
     bound = clock if clock is not None else TaskClock(timeout_s)
 
     async def attempt() -> ChatResponse:
-        with anyio.fail_after(bound.remaining()):
+        bound.remaining()  # the task's clock starts at its first attempt
+        # A bare cancel scope with the deadline, not `fail_after`: half its cost, and this runs per call.
+        with anyio.CancelScope(deadline=bound.deadline if bound.deadline is not None else math.inf):
             if backend.spec.stream:  # the same answer and price, plus its time to first token
                 if task.mode == "completion":
                     return await provider.astream_complete(task.prompt_text, params).collect()
@@ -119,6 +143,7 @@ async def generate(
             if task.mode == "completion":
                 return await provider.acomplete(task.prompt_text, params)
             return await provider.achat(task.messages, params)
+        raise TimeoutError  # reached only when the scope caught its own cancellation: the deadline passed
 
     estimate = prompt_tokens(task.messages, params.tools or (), type(provider), provider.model) \
         + expected_output_tokens(task, backend)
