@@ -90,7 +90,8 @@ class LocalProvider(OpenAIProvider):
         # Only the bundled base model needs help ending a chat turn; other models bring a template.
         self.base_model_stops = self.settings is not None and self.settings.model_path is None
         self._source: ServerSource | None = None
-        self._broken = False  # the attached server's address must be asked for again
+        self._broken = False  # the attached server's address must be asked for (again)
+        self._addressed = False  # the attached server's address was given once
 
     def __repr__(self) -> str:
         where = ("attached llama-server" if self._source is not None else "managed llama-server") if self.managed \
@@ -121,9 +122,9 @@ class LocalProvider(OpenAIProvider):
     async def _ask_address(self, source: ServerSource) -> None:
         if not self._broken:
             return
-        url, key = await source.address(self.config.base_url != "")  # an address given before: it broke
+        url, key = await source.address(self._addressed)  # an address given before: it broke
         register_secret(key)
-        self._broken = False
+        self._broken, self._addressed = False, True
         self._point_to(url, key)
 
     async def aopen(self) -> Provider:

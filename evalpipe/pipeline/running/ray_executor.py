@@ -6,6 +6,9 @@
        ├─▶ shard k: ...                                        ┘  RUN_DIR/shards/k/
        └─▶ merged manifest, rows.csv, best_of.parquet from every shard's store
 
+A backend whose server each node runs itself (the embedded llama-server of `local`) gets one server per
+node and a lease actor per node instead (`running.node_servers`): the shards on a node share both.
+
 A worker that dies mid-shard is replaced by Ray (`max_retries`), and the shard resumes from its own
 store: rows committed there are not run again and answers in its response cache are not paid again.
 A driver that dies leaves every shard resumable: `evalpipe run JOB --resume RUN_DIR` runs them all
@@ -67,7 +70,7 @@ _STATE_RANK: dict[RunState, int] = {"completed": 0, "running": 1, "budget_exhaus
 
 def per_node(spec: BackendSpec) -> bool:
     """Whether each node runs this backend's server itself (the embedded llama-server of `local`): its
-    limits are then per node, not shared by the cluster."""
+    server and limits are then per node, shared by the node's shards, not by the cluster."""
     return spec.base_url is None and not provider_class(spec.backend).default_base_url
 
 
