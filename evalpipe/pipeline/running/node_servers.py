@@ -27,7 +27,7 @@ from evalpipe.backends.local import LocalProvider
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.job.spec import BackendSpec
 from evalpipe.pipeline.running import ray_cluster
-from evalpipe.pipeline.running.ray_actors import LimitsActor
+from evalpipe.pipeline.running.ray_actors import ActorLeases, LimitsActor
 from evalpipe.pipeline.running.runner import build_provider
 
 log = structlog.get_logger("evalpipe.run")
@@ -146,6 +146,19 @@ async def node_stats(nodes: NodeBackends) -> dict[str, dict[str, Any]]:
     return stats
 
 
+async def leave_other_nodes(nodes: NodeBackends, worker: str, node: str) -> None:
+    """Free the places an earlier, dead run of `worker` holds on other nodes' lease actors: a shard run
+    again may land on another node (on its own node, its first request for places frees them)."""
+    for by_node in nodes.limits.values():
+        for other, actor in by_node.items():
+            if other == node:
+                continue
+            try:
+                await ActorLeases(actor).give_back_places(worker, 0, True)
+            except ray_cluster.task_error_types():
+                pass  # that node is gone, and its places with it
+
+
 async def stop_servers(nodes: NodeBackends) -> None:
     """Stop every node's server (the run is over); an actor already gone has taken its server along."""
     for actor in nodes.server_actors():
@@ -160,5 +173,5 @@ def all_actors(nodes: NodeBackends) -> list[ray_cluster.Actor]:
     return [*nodes.server_actors(), *(actor for by_node in nodes.limits.values() for actor in by_node.values())]
 
 
-__all__ = ["ActorServer", "LlamaServerActor", "NodeBackends", "all_actors", "attached_providers", "node_stats",
-           "server_settings", "start_node_backends", "stop_servers"]
+__all__ = ["ActorServer", "LlamaServerActor", "NodeBackends", "all_actors", "attached_providers",
+           "leave_other_nodes", "node_stats", "server_settings", "start_node_backends", "stop_servers"]

@@ -54,6 +54,7 @@ from evalpipe.pipeline.running.node_servers import (
     NodeBackends,
     all_actors,
     attached_providers,
+    leave_other_nodes,
     node_stats,
     start_node_backends,
     stop_servers,
@@ -116,6 +117,8 @@ async def _run_shard(work: ShardWork) -> ShardResult:
     if work.budget is not None:
         share = LeasedBudget(ActorBudget(work.budget), budget.max_cost_usd, budget.max_tokens)
     node = ray_cluster.current_node()
+    worker = f"shard-{work.shard.index}"
+    await leave_other_nodes(work.nodes, worker, node)
     providers = attached_providers(work.nodes, (spec for _, spec in job_backends(loaded.spec)), node)
     async with anyio.create_task_group() as group:
         def limiter_for(spec: BackendSpec, shared: GlobalLimiter, period_s: float) -> Limiter:
@@ -123,7 +126,7 @@ async def _run_shard(work: ShardWork) -> ShardResult:
             if actor is None:  # per node, on a node without actors: this worker's own server and limits
                 return BackendLimiter.from_spec(spec, shared=shared, period_s=period_s)
             limiter = LeasedLimiter(ActorLeases(actor), name=spec.id, shared=shared, period_s=period_s,
-                                    rated=bool(spec.rpm or spec.tpm), worker=f"shard-{work.shard.index}")
+                                    rated=bool(spec.rpm or spec.tpm), worker=worker)
             leased.append(limiter)
             group.start_soon(limiter.maintain)
             return limiter
