@@ -3,7 +3,8 @@
 With no base URL the provider serves the bundled Gemma 3 270M (or `.model("/path/to/x.gguf")`) through
 the process-wide server of `evalpipe.backends.llama_server`, started on first use and restarted on
 the next call after a crash. With `.base_url("http://host:port")` it talks to a llama-server that is
-already running and manages nothing.
+already running and manages nothing. `attach(source)` keeps the managed settings (and what the bundled
+model needs) but uses the server another process runs for them, e.g. the one of a cluster node.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio.to_thread
 from pydantic import SecretStr
@@ -27,6 +28,7 @@ from evalpipe.backends.llama_server import (
     shared_server,
 )
 from evalpipe.backends.openai import OpenAIProvider
+from evalpipe.errors import register_secret
 from evalpipe.types import ChatMessage, GenerationParams, StreamChunk
 
 # The bundled model is a *base* model: it never learned Gemma's turn tokens, so after its answer it
@@ -34,6 +36,15 @@ from evalpipe.types import ChatMessage, GenerationParams, StreamChunk
 # first newline unless the caller sets its own stop sequences; the turn markers always stop.
 TURN_STOPS = ("<end_of_turn>", "<start_of_turn>")
 BASE_MODEL_CHAT_STOPS = ("\n", *TURN_STOPS)
+
+
+class ServerSource(Protocol):
+    """A managed server that another process runs (and restarts) for a provider's settings."""
+
+    async def address(self, broken: bool) -> tuple[str, str]:
+        """The running server's root URL and API key, started now if needed; `broken`: a call to the
+        address given before lost its connection (the server may be dying: restart it if so)."""
+        ...
 
 
 class LocalProvider(OpenAIProvider):
@@ -78,20 +89,43 @@ class LocalProvider(OpenAIProvider):
         self.settings = _settings(config) if self.managed else None
         # Only the bundled base model needs help ending a chat turn; other models bring a template.
         self.base_model_stops = self.settings is not None and self.settings.model_path is None
+        self._source: ServerSource | None = None
+        self._broken = False  # the attached server's address must be asked for (again)
+        self._addressed = False  # the attached server's address was given once
 
     def __repr__(self) -> str:
-        where = "managed llama-server" if self.managed else self.config.base_url
+        where = ("attached llama-server" if self._source is not None else "managed llama-server") if self.managed \
+            else self.config.base_url
         return f"{type(self).__name__}(model={self.config.model!r}, {where})"
 
     # ---- the managed server ----------------------------------------------------------------------
 
-    async def server(self) -> LlamaServer | None:
-        """The running managed server (started or restarted now if needed); None for `.base_url(...)`."""
+    def attach(self, source: ServerSource) -> None:
+        """Use the server `source` runs for this provider's settings instead of starting one here."""
         if self.settings is None:
+            raise errors.ConfigError("only a managed local backend (no base_url) can use another process's server")
+        self._source = source
+        self._broken = True  # no address yet
+
+    async def server(self) -> LlamaServer | None:
+        """The running managed server (started or restarted now if needed); None for `.base_url(...)`
+        and for an attached server (this process does not own it)."""
+        if self.settings is None:
+            return None
+        if self._source is not None:
+            await self._ask_address(self._source)
             return None
         server = await ashared_server(self.settings)
         self._point_at(server)
         return server
+
+    async def _ask_address(self, source: ServerSource) -> None:
+        if not self._broken:
+            return
+        url, key = await source.address(self._addressed)  # an address given before: it broke
+        register_secret(key)
+        self._broken, self._addressed = False, True
+        self._point_to(url, key)
 
     async def aopen(self) -> Provider:
         """Start (or find) the managed server, then get the connections ready."""
@@ -99,18 +133,22 @@ class LocalProvider(OpenAIProvider):
         return await super().aopen()
 
     def _point_at(self, server: LlamaServer) -> None:
-        url = f"{server.base_url}/v1/"
+        self._point_to(server.base_url, server.api_key)
+
+    def _point_to(self, root: str, api_key: str) -> None:
+        url = f"{root}/v1/"
         if self.config.base_url != url:
             # A restart normally keeps the port. If it could not, the pool keeps its idle connections
             # to the old one apart (they are pooled by host and port) until they expire or it closes;
             # URL and key are read per request.
-            self.config = replace(self.config, base_url=url, api_key=SecretStr(server.api_key))
+            self.config = replace(self.config, base_url=url, api_key=SecretStr(api_key))
 
     async def _send_json(self, request: HttpRequest) -> Any:
         server = await self.server()
         try:
             return await super()._send_json(request)
         except errors.ConnectionError:
+            self._broken = self._source is not None
             await _settle(server)
             raise
 
@@ -120,6 +158,7 @@ class LocalProvider(OpenAIProvider):
             async for chunk in super()._stream_events(request, state):
                 yield chunk
         except errors.ConnectionError:
+            self._broken = self._source is not None
             await _settle(server)
             raise
 
@@ -168,7 +207,7 @@ class LocalProvider(OpenAIProvider):
         It talks to the server as it is now: unlike this provider it does not restart a crashed one."""
         from evalpipe.backends.anthropic import AnthropicProvider
 
-        if self.settings is not None:
+        if self.settings is not None and self._source is None:  # attached: the address last given
             self._point_at(shared_server(self.settings))
         root = self.config.base_url.rstrip("/").removesuffix("/v1") + "/"  # its paths start with v1/
         params = replace(self.config.params, stop=self.chat_stops(self.config.params))

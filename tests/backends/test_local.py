@@ -18,10 +18,11 @@ import httpx
 import pytest
 
 from evalpipe import errors
-from evalpipe.backends.llama_server import LlamaServer, ServerSettings, shared_server
+from evalpipe.backends.llama_server import LlamaServer, ServerSettings, free_port, shared_server
 from evalpipe.backends.local import LocalProvider
 from evalpipe.builder import LLMBuilder
 from evalpipe.types import ChatMessage, GenerationParams
+from tests.backends.conftest import llama_server_children
 
 pytestmark = pytest.mark.local
 
@@ -191,6 +192,44 @@ def test_base_url_talks_to_a_running_server_and_manages_nothing(local_server: Ll
     answer = llm.complete(COMPLETE_PROMPT, GenerationParams(temperature=0, max_tokens=4, stop=("\n",)))
     assert answer.text.strip() == "Paris"
     assert len(llm.embed(["one vector"])[0]) == 640  # the OpenAI route, not llama-server's own /embeddings
+
+
+class ServerOfAnotherProcess:
+    """A `ServerSource` whose first address is dead (a crashed server), then the running server's."""
+
+    def __init__(self, server: LlamaServer) -> None:
+        self.server = server
+        self.asked: list[bool] = []
+
+    async def address(self, broken: bool) -> tuple[str, str]:
+        self.asked.append(broken)
+        if len(self.asked) == 1:
+            return f"http://127.0.0.1:{free_port()}", "no-server-here"
+        return self.server.base_url, self.server.api_key
+
+
+def test_an_attached_provider_uses_another_processs_server_and_asks_again_when_it_breaks(
+    local_server: LlamaServer,
+) -> None:
+    # Other settings than the session's server: were it to start its own, a second child would show.
+    llm = LLMBuilder().backend("local").option("parallel", 3).max_tokens(8).temperature(0).timeout(300).build()
+    assert isinstance(llm, LocalProvider)
+    source = ServerOfAnotherProcess(local_server)
+    llm.attach(source)
+    before = llama_server_children()
+
+    async def ask() -> tuple[str, str]:
+        completed = await llm.acomplete(COMPLETE_PROMPT, GenerationParams(max_tokens=4, stop=("\n",)))
+        answer = await llm.achat([ChatMessage.user("Q: What is the capital of France?\nA:")])
+        await llm.aclose()
+        return completed.text, answer.text
+
+    completed, text = anyio.run(ask)
+    # The first address was dead: the retry reported it broken and was given the running server's.
+    assert source.asked == [False, True]
+    assert completed.strip() == "Paris"
+    assert text.strip() and "\n" not in text.strip()  # the bundled model's chat stops still apply
+    assert llama_server_children() == before
 
 
 def test_the_server_key_stays_secret(local_server: LlamaServer) -> None:

@@ -39,6 +39,17 @@ def cluster_cpus() -> int:
     return max(1, int(resources.get("CPU", 1)))
 
 
+def node_ids() -> list[str]:
+    """The ids of the cluster's nodes that are alive now."""
+    return [node["NodeID"] for node in ray.nodes() if node.get("Alive")]  # type: ignore[no-untyped-call]
+
+
+def current_node() -> str:
+    """The id of the node this process runs on."""
+    node: str = ray.get_runtime_context().get_node_id()
+    return node
+
+
 class Actor:
     """A handle on a Ray actor: `call` a method and await it, or `send` without waiting."""
 
@@ -62,11 +73,19 @@ class Actor:
         ray.kill(self._handle)
 
 
-def start_actor(cls: type[Any], *args: Any, name: str | None = None) -> Actor:
+def start_actor(cls: type[Any], *args: Any, name: str | None = None, node: str | None = None) -> Actor:
     """An actor of `cls` (its methods may be async: they then share the actor's event loop), taking no
-    CPU: it only does bookkeeping."""
+    CPU: it only does bookkeeping. `node`: on that node and no other. A `name` already taken gives the
+    actor of that name. The actor is this process's: it ends when this process does."""
+    options: dict[str, Any] = {}
+    if name is not None:
+        options.update(name=name, get_if_exists=True)
+    if node is not None:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node_id=node, soft=False)
     remote_cls = ray.remote(num_cpus=0, max_restarts=0)(cls)
-    return Actor(remote_cls.options(name=name).remote(*args))
+    return Actor(remote_cls.options(**options).remote(*args))
 
 
 class Submitted:
@@ -94,5 +113,5 @@ def task_error_types() -> tuple[type[BaseException], ...]:
     return (ray.exceptions.RayError,)
 
 
-__all__ = ["Actor", "Submitted", "cluster_cpus", "connect", "disconnect", "start_actor", "submit",
-           "task_error_types"]
+__all__ = ["Actor", "Submitted", "cluster_cpus", "connect", "current_node", "disconnect", "node_ids",
+           "start_actor", "submit", "task_error_types"]

@@ -6,6 +6,9 @@
        ├─▶ shard k: ...                                        ┘  RUN_DIR/shards/k/
        └─▶ merged manifest, rows.csv, best_of.parquet from every shard's store
 
+A backend whose server each node runs itself (the embedded llama-server of `local`) gets one server per
+node and a lease actor per node instead (`running.node_servers`): the shards on a node share both.
+
 A worker that dies mid-shard is replaced by Ray (`max_retries`), and the shard resumes from its own
 store: rows committed there are not run again and answers in its response cache are not paid again.
 A driver that dies leaves every shard resumable: `evalpipe run JOB --resume RUN_DIR` runs them all
@@ -47,6 +50,15 @@ from evalpipe.pipeline.running import ray_cluster
 from evalpipe.pipeline.running.budget_share import LeasedBudget
 from evalpipe.pipeline.running.leased_limits import LeasedLimiter
 from evalpipe.pipeline.running.limits import BackendLimiter, GlobalLimiter, Limiter
+from evalpipe.pipeline.running.node_servers import (
+    NodeBackends,
+    all_actors,
+    attached_providers,
+    leave_other_nodes,
+    node_stats,
+    start_node_backends,
+    stop_servers,
+)
 from evalpipe.pipeline.running.ray_actors import ActorBudget, ActorLeases, BudgetActor, LimitsActor
 from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, RunProgress, criteria_of, run_job
 from evalpipe.pipeline.running.shards import Shard
@@ -59,7 +71,7 @@ _STATE_RANK: dict[RunState, int] = {"completed": 0, "running": 1, "budget_exhaus
 
 def per_node(spec: BackendSpec) -> bool:
     """Whether each node runs this backend's server itself (the embedded llama-server of `local`): its
-    limits are then per node, not shared by the cluster."""
+    server and limits are then per node, shared by the node's shards, not by the cluster."""
     return spec.base_url is None and not provider_class(spec.backend).default_base_url
 
 
@@ -76,6 +88,7 @@ class ShardWork:
     retry_errors: bool
     limits: dict[str, ray_cluster.Actor] = field(default_factory=dict)  # backend id -> its LimitsActor
     budget: ray_cluster.Actor | None = None
+    nodes: NodeBackends = field(default_factory=NodeBackends)  # per-node backends: each node's server, limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,20 +116,24 @@ async def _run_shard(work: ShardWork) -> ShardResult:
     share = None
     if work.budget is not None:
         share = LeasedBudget(ActorBudget(work.budget), budget.max_cost_usd, budget.max_tokens)
+    node = ray_cluster.current_node()
+    worker = f"shard-{work.shard.index}"
+    await leave_other_nodes(work.nodes, worker, node)
+    providers = attached_providers(work.nodes, (spec for _, spec in job_backends(loaded.spec)), node)
     async with anyio.create_task_group() as group:
         def limiter_for(spec: BackendSpec, shared: GlobalLimiter, period_s: float) -> Limiter:
-            actor = work.limits.get(spec.id)
-            if actor is None:  # per node: this worker's own server
+            actor = work.limits.get(spec.id) or work.nodes.limits_on(spec.id, node)
+            if actor is None:  # per node, on a node without actors: this worker's own server and limits
                 return BackendLimiter.from_spec(spec, shared=shared, period_s=period_s)
             limiter = LeasedLimiter(ActorLeases(actor), name=spec.id, shared=shared, period_s=period_s,
-                                    rated=bool(spec.rpm or spec.tpm), worker=f"shard-{work.shard.index}")
+                                    rated=bool(spec.rpm or spec.tpm), worker=worker)
             leased.append(limiter)
             group.start_soon(limiter.maintain)
             return limiter
 
         options = RunOptions(run_dir=work.directory, concurrency=work.concurrency, retry_errors=work.retry_errors,
                              force=True, period_s=work.period_s, handle_signals=False, quiet=True,
-                             shard=work.shard, limiters=limiter_for, budget_share=share)
+                             shard=work.shard, limiters=limiter_for, budget_share=share, providers=providers)
         try:
             outcome = await run_job(loaded, options)
         finally:
@@ -125,6 +142,8 @@ async def _run_shard(work: ShardWork) -> ShardResult:
                     await limiter.close()
                 if share is not None:
                     await share.release()
+                for provider in providers.values():
+                    await provider.aclose()
             group.cancel_scope.cancel()
     return ShardResult(work.shard.index, outcome.state, outcome.counts, outcome.write_failure, os.getpid())
 
@@ -147,7 +166,8 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
     """Run `loaded` sharded over the Ray cluster `executor` names; the outcome of the run as a whole.
 
     `num_cpus`: of a local Ray started for the run; `shard_cpus`: the CPUs Ray reserves for a shard (an
-    IO-bound job may run several shards per CPU); `on_limits` is given each lease actor's counters at the end."""
+    IO-bound job may run several shards per CPU); `on_limits` is given each lease actor's counters at the end
+    (a per-node backend's as `backend@node`, with its node's server's)."""
     if loaded.path is None:
         raise ConfigError("the ray executor runs job files: its workers load the job from its path")
     spec = loaded.spec
@@ -157,6 +177,7 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
                               inputs=inputs)
     connected = ray_cluster.connect(executor.address, num_cpus=num_cpus)
     actors: list[ray_cluster.Actor] = []
+    nodes = NodeBackends()
     try:
         top = RunStore.open(run_dir.path, run_dir.run_id, row_schema([]))
         try:
@@ -176,6 +197,10 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
                                                 backend.max_concurrency)
                 actors.append(actor)
                 limits[backend.id] = actor
+            nodes = start_node_backends((backend for _, backend in job_backends(spec)
+                                         if backend.id not in loaded.skipped and per_node(backend)),
+                                        run_dir.run_id, options.period_s)
+            actors.extend(all_actors(nodes))
             budget_actor = None
             if spec.budget.max_cost_usd is not None or spec.budget.max_tokens is not None:
                 rows = ShardedRows.open(run_dir.path, run_dir.run_id, row_schema([]))
@@ -197,7 +222,7 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
             secrets = _secrets_for(loaded)
             submitted = [ray_cluster.submit(run_shard, ShardWork(
                 loaded.path.resolve(), item_limit, Shard(index, count), shard_dir(run_dir.path, index).resolve(),
-                options.period_s, options.concurrency, options.retry_errors, limits, budget_actor),
+                options.period_s, options.concurrency, options.retry_errors, limits, budget_actor, nodes),
                 num_cpus=shard_cpus, max_retries=SHARD_RETRIES, env_vars=secrets) for index in range(count)]
             results: list[ShardResult] = []
             failures: list[str] = []
@@ -211,12 +236,15 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
                         failures.append(f"shard {index}: {str(error).strip().splitlines()[0]}")
                 group.cancel_scope.cancel()
             if on_limits is not None:
-                on_limits({backend_id: await actor.call("stats") for backend_id, actor in limits.items()})
+                on_limits({**{backend_id: await actor.call("stats") for backend_id, actor in limits.items()},
+                           **await node_stats(nodes)})
             return _finish(loaded, run_dir.path, run_dir.run_id, top, results, failures, count, started_at, total,
                            tasks_skipped)
         finally:
             top.close()
     finally:
+        with anyio.CancelScope(shield=True):
+            await stop_servers(nodes)
         for actor in actors:
             actor.kill()
         if connected:

@@ -200,7 +200,7 @@ def open_backends(
             why: Unavailable | str | None = unavailable_reason(spec, environ)
             if why is None:
                 try:
-                    provider = _provider(spec, environ)
+                    provider = build_provider(spec, environ)
                 except ConfigError as error:
                     why = error.message
             if why is not None:
@@ -217,7 +217,8 @@ def open_backends(
     return backends, skipped
 
 
-def _provider(spec: BackendSpec, environ: Mapping[str, str]) -> Provider:
+def build_provider(spec: BackendSpec, environ: Mapping[str, str]) -> Provider:
+    """The provider of `spec`, built but not opened (its key read from `environ`)."""
     builder = LLMBuilder().backend(spec.backend).timeout(spec.timeout_s).max_retries(0)  # the runner retries
     if spec.api_key_env:
         if not environ.get(spec.api_key_env):
@@ -655,4 +656,4 @@ async def run_job(
     return await JobRun(loaded, options or RunOptions(), on_row).run()
 
 
-__all__ = ["JobRun", "RunOptions", "RunOutcome", "RunProgress", "open_backends", "run_job"]
+__all__ = ["JobRun", "RunOptions", "RunOutcome", "RunProgress", "build_provider", "open_backends", "run_job"]
