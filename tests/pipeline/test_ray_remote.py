@@ -156,3 +156,14 @@ def test_a_shard_killed_mid_run_resumes_from_its_last_copy_at_the_uri(
     # ones its dead run had copied and the rebuild renumbered are gone).
     run = open_run(run_dir)
     assert (run.rows, run.partial) == (ITEMS, False), run.warnings
+
+
+def test_a_uri_run_dir_with_the_in_process_runner_or_without_a_run_is_refused_clearly(
+        server: FakeServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    job = write_job(tmp_path, server)
+    remote = (tmp_path / "remote").as_uri()
+    code = main(["run", str(job), "--executor", "local", "--out", remote])
+    assert code == 2 and "--executor ray" in capsys.readouterr().err
+    assert not (tmp_path / "remote").exists() and server.stats().succeeded == 0
+    code = main(["summary", remote])
+    assert code == 2 and f"{remote} holds no evalpipe run" in capsys.readouterr().err
