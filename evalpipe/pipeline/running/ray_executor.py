@@ -298,8 +298,9 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
             failures: list[str] = []
             async with anyio.create_task_group() as group:
                 if on_row is not None:
+                    # A run at a URI: the shards' copies change every sync_s, and each look is a request there.
                     group.start_soon(_report_progress, _committed_counter(run_dir.path, remote, count), total,
-                                     on_row)
+                                     on_row, PROGRESS_S if remote is None else max(PROGRESS_S, executor.sync_s))
                 for index, task in enumerate(submitted):
                     try:
                         results.append(await task.result())
@@ -360,15 +361,15 @@ def _committed_counter(path: Path, remote: RemoteDir | None, count: int) -> Call
 
 
 async def _report_progress(counter: Callable[[], dict[str, int]], total: int,
-                           on_row: Callable[[RunProgress], None]) -> None:
-    """Every `PROGRESS_S`, the rows every shard has committed, for a progress display."""
+                           on_row: Callable[[RunProgress], None], every_s: float) -> None:
+    """Every `every_s`, the rows every shard has committed, for a progress display."""
     progress = RunProgress(total=total)
     while True:
         counts = await anyio.to_thread.run_sync(counter)
         progress.done = counts["ok"] + counts["error"]
         progress.errors = counts["error"]
         on_row(progress)
-        await anyio.sleep(PROGRESS_S)
+        await anyio.sleep(every_s)
 
 
 def _shard_count(recorded: str | None, executor: ExecutorSpec) -> int:
