@@ -15,9 +15,16 @@ downloads `URI/shards/<k>/` into its scratch, so it resumes from the last snapsh
 committed after that snapshot are paid for again, so `sync_s` bounds what a killed worker costs.
 
 The filesystem is pyarrow's (`pyarrow.fs.FileSystem.from_uri`), with its usual credentials: for
-`s3://`, `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (or `AWS_PROFILE`, an instance role),
-`AWS_DEFAULT_REGION`, and `AWS_ENDPOINT_URL` for an S3-compatible store, set on every node; for
-`gs://`, `GOOGLE_APPLICATION_CREDENTIALS`. A URI has no lock: two drivers on one URI are not stopped.
+`s3://`, `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` (and `AWS_SESSION_TOKEN`), `~/.aws/credentials`
+with `AWS_PROFILE`, or an instance role; the region by `AWS_DEFAULT_REGION` or `?region=` in the URI; an
+S3-compatible store by the URI's options (`s3://bucket/prefix?endpoint_override=host:9000&scheme=http`).
+For `gs://`, `GOOGLE_APPLICATION_CREDENTIALS`. The variables in `CREDENTIAL_VARIABLES` that are set
+where the run starts travel to the workers with the job's API keys; files and roles must be on every node.
+
+Limits: a URI has no lock (two drivers on one URI are not stopped, as a local RUN_DIR's lock would);
+the job file and its dataset still sit at the same path on every node; Parquet parts close every 300 s
+or 100,000 rows, so a reader of the URI during a run sees the rows of closed parts only (the store
+snapshot is what a shard resumes from); the driver's scratch holds every shard's store at the end.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ from evalpipe.pipeline.output.store import STORE_FILENAME
 log = structlog.get_logger("evalpipe.run")
 PROGRESS_FILENAME = "progress.json"  # a shard's committed rows per status, as of its last sync
 SYNC_S = 5.0  # the default interval between a shard's copies to the URI
+# Where pyarrow's S3 and GCS filesystems look for credentials and a region: the workers need them too.
+CREDENTIAL_VARIABLES = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+                        "AWS_DEFAULT_REGION", "AWS_REGION", "GOOGLE_APPLICATION_CREDENTIALS")
 _ANALYSIS_FILES = ("manifest.json", "best_of.parquet")
 _PART_GLOB = "part-*.parquet"
 
@@ -120,6 +130,18 @@ class RemoteDir:
         """Remove the file `relative` (nothing when it is gone already)."""
         with contextlib.suppress(FileNotFoundError):
             self.filesystem.delete_file(self._path(relative))
+
+
+@contextlib.contextmanager
+def remote_access(uri: str) -> Iterator[None]:
+    """A failed read or write at `uri` as a ConfigError that says what to check (credentials, bucket)."""
+    try:
+        yield
+    except OSError as error:
+        raise ConfigError(f"{uri}: cannot be read or written ({str(error).strip().splitlines()[0]}); check that it "
+                          "exists and that pyarrow finds credentials for it (for s3://: AWS_ACCESS_KEY_ID and "
+                          "AWS_SECRET_ACCESS_KEY or AWS_PROFILE, and AWS_DEFAULT_REGION or ?region= in the URI; "
+                          "for gs://: GOOGLE_APPLICATION_CREDENTIALS)") from None
 
 
 def snapshot_store(store: Path, snapshot: Path) -> None:
@@ -289,15 +311,18 @@ def downloaded_for_analysis(uri: str) -> Iterator[Path]:
     """The files of the run at `uri` that analysis reads (manifest, Parquet parts, best-of) in a local
     temporary directory, for as long as the context lasts."""
     remote = RemoteDir(uri)
-    names = [name for name in remote.files() if name in _ANALYSIS_FILES or (
-        name.endswith(".parquet") and not name.rpartition("/")[2].startswith("."))]
+    with remote_access(uri):
+        names = [name for name in remote.files() if name in _ANALYSIS_FILES or (
+            name.endswith(".parquet") and not name.rpartition("/")[2].startswith("."))]
     if not names:
         raise ConfigError(f"{uri} holds no evalpipe run (no {MANIFEST_FILENAME}, no Parquet parts)")
     with scratch_dir("evalpipe-read-") as local:
-        for name in names:
-            remote.download(name, local / name)
+        with remote_access(uri):
+            for name in names:
+                remote.download(name, local / name)
         yield local
 
 
-__all__ = ["PROGRESS_FILENAME", "SYNC_S", "RemoteDir", "RunDirSync", "downloaded_for_analysis", "is_uri",
-           "join_uri", "pull_stores", "push_files", "remote_progress", "scratch_dir", "snapshot_store"]
+__all__ = ["CREDENTIAL_VARIABLES", "PROGRESS_FILENAME", "SYNC_S", "RemoteDir", "RunDirSync", "downloaded_for_analysis",
+           "is_uri", "join_uri", "pull_stores", "push_files", "remote_access", "remote_progress", "scratch_dir",
+           "snapshot_store"]

@@ -53,12 +53,14 @@ from evalpipe.pipeline.output.manifest import (
     write_manifest,
 )
 from evalpipe.pipeline.output.remote_rundir import (
+    CREDENTIAL_VARIABLES,
     SYNC_S,
     RemoteDir,
     RunDirSync,
     join_uri,
     pull_stores,
     push_files,
+    remote_access,
     remote_progress,
     scratch_dir,
 )
@@ -282,12 +284,15 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
             write_manifest(run_dir.path, dataclasses.replace(manifest, shards=count))
             if remote is not None:  # before any shard starts: each downloads its store from there
                 _point_manifest_at(run_dir.path, loaded, remote.uri)
-                await anyio.to_thread.run_sync(push_files, run_dir.path, remote, [
-                    STORE_FILENAME, MANIFEST_FILENAME,
-                    *(f"{SHARDS_DIRNAME}/{index}/{STORE_FILENAME}" for index in fresh)])
+                with remote_access(remote.uri):
+                    await anyio.to_thread.run_sync(push_files, run_dir.path, remote, [
+                        STORE_FILENAME, MANIFEST_FILENAME,
+                        *(f"{SHARDS_DIRNAME}/{index}/{STORE_FILENAME}" for index in fresh)])
             log.info("sharded run started", job=spec.name, run_dir=remote.uri if remote else str(run_dir.path),
                      tasks=total, shards=count)
             secrets = _secrets_for(loaded)
+            if remote is not None:  # the shards read and write the URI themselves
+                secrets.update({name: os.environ[name] for name in CREDENTIAL_VARIABLES if os.environ.get(name)})
             submitted = [ray_cluster.submit(run_shard, ShardWork(
                 loaded.path.resolve(), item_limit, Shard(index, count), shard_dir(run_dir.path, index).resolve(),
                 options.period_s, options.concurrency, options.retry_errors, limits, budget_actor, nodes,
@@ -340,7 +345,8 @@ def _open_remote_run(loaded: LoadedJob, options: RunOptions, local: Path, inputs
     """The run directory of a run at a URI, prepared in `local` from what the URI holds (a resume's store,
     manifest and shard stores): the same checks as a local one (a changed job refused unless forced)."""
     if run_uri is not None:
-        pull_stores(RemoteDir(run_uri), local)
+        with remote_access(run_uri):
+            pull_stores(RemoteDir(run_uri), local)
     run_dir = prepare_run_dir(loaded.spec, run_dir=local, force=options.force, inputs=inputs)
     uri = run_uri if run_uri is not None else join_uri(out_uri or "", loaded.spec.name, run_dir.run_id)
     return run_dir, RemoteDir(uri)
