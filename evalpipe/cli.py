@@ -32,6 +32,7 @@ from evalpipe.cli_analysis import (
     add_analysis_commands,
     err,
     out,
+    path_or_uri,
     positive_int,
     resolved_run_dir,
     say,
@@ -47,6 +48,7 @@ from evalpipe.pipeline.job.load import LoadedJob, ignored_sweeps, limited_items,
 from evalpipe.pipeline.job.projection import TOOL_RESULT_TOKENS
 from evalpipe.pipeline.job.spec import JobSpec
 from evalpipe.pipeline.output.manifest import resume_command
+from evalpipe.pipeline.output.remote_rundir import is_uri, join_uri
 from evalpipe.pipeline.output.runlock import RunDirLockedError
 from evalpipe.pipeline.output.store import STORE_FILENAME, WriteFailed
 from evalpipe.pipeline.running.event_loop import loop_options
@@ -114,7 +116,7 @@ def _main(argv: Sequence[str] | None, interrupts: Interrupts) -> int:
         structlog.get_logger("evalpipe.cli").exception("unexpected error")
         return 1
     except KeyboardInterrupt:  # before the runner took over the signals: nothing was started
-        resumable = args is not None and getattr(args, "resume", None) is not None and \
+        resumable = args is not None and isinstance(getattr(args, "resume", None), Path) and \
             (args.resume / STORE_FILENAME).is_file()
         say(f"interrupted: resume with  {resume_command(args.job, args.resume)}" if args is not None and resumable
              else "interrupted")
@@ -146,11 +148,12 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run a job file")
     run.add_argument("job", type=Path)
-    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue this run (results/<job>/latest: the "
-                     "job's newest); finished tasks are skipped")
+    run.add_argument("--resume", type=path_or_uri, metavar="RUN_DIR", help="continue this run (results/<job>/latest: "
+                     "the job's newest; a URI such as s3://bucket/run with --executor ray); finished tasks are skipped")
     run.add_argument("--retry-errors", action="store_true", help="when resuming, run error rows again")
     run.add_argument("--concurrency", type=positive_int, help="override the job's global concurrency")
-    run.add_argument("--out", type=Path, help="results root (default: the job's output.dir)")
+    run.add_argument("--out", type=path_or_uri, help="results root (default: the job's output.dir; a URI such as "
+                     "s3://bucket/results with --executor ray)")
     run.add_argument("--force", action="store_true", help="resume even though the job file changed")
     run.add_argument("--dry-run", action="store_true", help="validate and plan, call nothing")
     run.add_argument("--limit", type=positive_int, metavar="N", help="run the first N items only (a smoke run)")
@@ -362,6 +365,15 @@ def _run(args: argparse.Namespace) -> int:
     _warn_concurrency_cap(loaded, args.concurrency)
     if args.limit is not None:
         loaded = limited_items(loaded, args.limit)
+    # A URI (s3://...) is the ray executor's to read and write; everything local stays a Path.
+    run_uri: str | None = args.resume if is_uri(args.resume) else None
+    out_uri: str | None = args.out if is_uri(args.out) else None
+    if args.out is None and args.resume is None and is_uri(loaded.spec.output.dir):
+        out_uri = loaded.spec.output.dir
+    if run_uri is not None:
+        args.resume = None
+    if out_uri is not None:
+        args.out = None
     if args.resume is not None:
         args.resume = resolved_run_dir(args.resume)
     if args.dry_run:
@@ -374,16 +386,19 @@ def _run(args: argparse.Namespace) -> int:
     options = RunOptions(out_root=args.out, run_dir=args.resume, concurrency=args.concurrency,
                          retry_errors=args.retry_errors, force=args.force, interrupts=interrupts, detach=args.detach)
     executor = choose_executor(loaded.spec.executor, args.resume, kind=args.executor, address=args.address,
-                               shards=args.shards)
+                               shards=args.shards, uri=run_uri or out_uri)
     with ProgressDisplay(err) as on_row:
-        outcome = anyio.run(partial(run_with, executor, loaded, options, on_row, item_limit=args.limit),
-                            backend_options=loop_options())
-    _summary(outcome, loaded)
+        outcome = anyio.run(partial(run_with, executor, loaded, options, on_row, item_limit=args.limit,
+                                    out_uri=out_uri, run_uri=run_uri), backend_options=loop_options())
+    # A run at a URI was finished in a scratch copy: what the user sees is the URI.
+    where: str | Path = run_uri or (join_uri(out_uri, loaded.spec.name, outcome.run_id) if out_uri else
+                                    outcome.run_dir)
+    _summary(outcome, loaded, where)
     if outcome.write_failure is not None:
         say(f"stopped: {outcome.write_failure}; make room, then resume with  {outcome.resume_command}")
         return EXIT_WRITE_FAILED
     if interrupts.count and outcome.state == "completed":  # a signal after the last task: nothing to resume
-        say(f"interrupted after the run completed: {outcome.run_dir}")
+        say(f"interrupted after the run completed: {where}")
         return EXIT_INTERRUPTED
     if outcome.state == "submitted" and not interrupts.count:
         say(f"batches submitted: collect them with  evalpipe collect {outcome.run_dir}  "
@@ -410,7 +425,7 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _summary(outcome: RunOutcome, loaded: LoadedJob) -> None:
+def _summary(outcome: RunOutcome, loaded: LoadedJob, where: str | Path) -> None:
     for backend_id, reason in outcome.skipped_backends.items():
         if backend_id not in loaded.skipped:  # already said before the run started
             say(f"skipped backend {backend_id} (optional): {reason}", "warning")
@@ -421,9 +436,10 @@ def _summary(outcome: RunOutcome, loaded: LoadedJob) -> None:
                   str(outcome.counts.get("skipped", 0)), f"{outcome.cost_usd:.4f}")
     out.print(table)
     for name, path in outcome.outputs.items():
-        out.print(f"{name}: {path}", highlight=False, markup=False, soft_wrap=True)
+        shown = join_uri(where, str(path.relative_to(outcome.run_dir))) if isinstance(where, str) else path
+        out.print(f"{name}: {shown}", highlight=False, markup=False, soft_wrap=True)
     if outcome.counts.get("ok", 0):
-        out.print(f"next: evalpipe summary {outcome.run_dir}  (or: evalpipe report {outcome.run_dir} -o report.html)",
+        out.print(f"next: evalpipe summary {where}  (or: evalpipe report {where} -o report.html)",
                   highlight=False, markup=False, soft_wrap=True)
 
 def _load_dotenv() -> None:

@@ -7,6 +7,7 @@ for polars-based modules it never calls."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from rich.table import Table
 
 from evalpipe import logs
 from evalpipe.errors import ConfigError
+from evalpipe.pipeline.output.remote_rundir import is_uri
 from evalpipe.progress import count
 
 EXIT_REGRESSION = 1  # `compare --fail-on-regression`: B is worse than A beyond the threshold
@@ -55,7 +57,7 @@ def add_analysis_commands(commands: argparse._SubParsersAction[argparse.Argument
     formats = ["table", "csv", "json", "markdown"]
     summary = commands.add_parser("summary", help="per backend and parameter set: scores with 95%% CIs, errors, "
                                   "latency, tokens, cost")
-    summary.add_argument("run_dir", type=Path)
+    summary.add_argument("run_dir", type=path_or_uri, help="a run directory, or a run's URI (s3://bucket/run)")
     summary.add_argument("--format", choices=formats, default="table", help="output format (default: table)")
     summary.set_defaults(handler=_summary_command)
 
@@ -64,8 +66,10 @@ def add_analysis_commands(commands: argparse._SubParsersAction[argparse.Argument
         description="Compare two runs (RUN_A RUN_B), or two selections of one run's rows (RUN --a COLUMN=VALUE "
                     "--b COLUMN=VALUE). Pairs share the item, repeat and turn, and every backend_id and param_set "
                     "that --a/--b do not choose; intervals of B − A resample items, not pairs.")
-    compare.add_argument("run_a", type=Path, help="the baseline run directory (or the one run --a and --b choose from)")
-    compare.add_argument("run_b", type=Path, nargs="?", help="the run directory compared with it (default: RUN_A)")
+    compare.add_argument("run_a", type=path_or_uri,
+                         help="the baseline run directory (or the one run --a and --b choose from)")
+    compare.add_argument("run_b", type=path_or_uri, nargs="?",
+                         help="the run directory compared with it (default: RUN_A)")
     compare.add_argument("--a", dest="a", action="append", type=_condition, default=[], metavar="COLUMN=VALUE",
                          help="keep A's rows whose COLUMN equals VALUE (backend_id=, param_set=, model=, ...); "
                               "repeat to AND conditions")
@@ -86,8 +90,8 @@ def add_analysis_commands(commands: argparse._SubParsersAction[argparse.Argument
     compare.set_defaults(handler=_compare_command)
 
     report = commands.add_parser("report", help="a self-contained HTML report of a run (and its comparison)")
-    report.add_argument("run_dir", type=Path)
-    report.add_argument("--compare", type=Path, metavar="RUN_B", help="also compare RUN_B against RUN_DIR")
+    report.add_argument("run_dir", type=path_or_uri)
+    report.add_argument("--compare", type=path_or_uri, metavar="RUN_B", help="also compare RUN_B against RUN_DIR")
     report.add_argument("--pair-on", choices=["task", "item"], default="task")
     report.add_argument("--fail-on-regression", type=_non_negative_float, metavar="THRESHOLD",
                         help="mark the gate in the report (the exit code stays 0)")
@@ -121,7 +125,8 @@ def _summary_command(args: argparse.Namespace) -> int:
     from evalpipe.analysis.summary import summarize
     from evalpipe.analysis.tables import summary_renderable, summary_text
 
-    summary = summarize(open_run(resolved_run_dir(args.run_dir)))
+    with contextlib.ExitStack() as stack:
+        summary = summarize(open_run(_local_run_dir(stack, args.run_dir)))
     if args.format == "table":
         table_console().print(summary_renderable(summary))
     else:
@@ -137,15 +142,16 @@ def _compare_command(args: argparse.Namespace) -> int:
     from evalpipe.analysis.runs import open_run
     from evalpipe.analysis.tables import comparison_renderable, comparison_text, gate_message
 
-    run_a = open_run(resolved_run_dir(args.run_a))
     if args.run_b is None and not (args.a and args.b):
         raise ConfigError("compare with one run compares two selections of its rows: give both --a and --b, "
                           "e.g. --a backend_id=gpt-4.1 --b backend_id=gpt-4.1-mini")
-    run_b = run_a if args.run_b is None else open_run(resolved_run_dir(args.run_b))
-    side_a = Side(run_a, tuple(parse_condition(text) for text in args.a), "--a")
-    side_b = Side(run_b, tuple(parse_condition(text) for text in args.b), "--b")
-    comparison = compare_sides(side_a, side_b, pair_on=args.pair_on, gate_metric=metric_column(args.metric),
-                               threshold=args.fail_on_regression, top=args.top)
+    with contextlib.ExitStack() as stack:
+        run_a = open_run(_local_run_dir(stack, args.run_a))
+        run_b = run_a if args.run_b is None else open_run(_local_run_dir(stack, args.run_b))
+        side_a = Side(run_a, tuple(parse_condition(text) for text in args.a), "--a")
+        side_b = Side(run_b, tuple(parse_condition(text) for text in args.b), "--b")
+        comparison = compare_sides(side_a, side_b, pair_on=args.pair_on, gate_metric=metric_column(args.metric),
+                                   threshold=args.fail_on_regression, top=args.top)
     if args.format == "table":
         table_console().print(comparison_renderable(comparison))
     else:
@@ -163,13 +169,14 @@ def _report_command(args: argparse.Namespace) -> int:
     from evalpipe.analysis.runs import open_run
     from evalpipe.analysis.summary import summarize
 
-    run = open_run(resolved_run_dir(args.run_dir))
-    comparison = None
-    if args.compare is not None:
-        comparison = compare_runs(run, open_run(resolved_run_dir(args.compare)), pair_on=args.pair_on,
-                                  gate_metric=metric_column(args.metric), threshold=args.fail_on_regression)
-    history = build_history(_job_dir(args.history)) if args.history is not None else None
-    path = write_report(run, summarize(run), args.output, comparison, history=history)
+    with contextlib.ExitStack() as stack:
+        run = open_run(_local_run_dir(stack, args.run_dir))
+        comparison = None
+        if args.compare is not None:
+            comparison = compare_runs(run, open_run(_local_run_dir(stack, args.compare)), pair_on=args.pair_on,
+                                      gate_metric=metric_column(args.metric), threshold=args.fail_on_regression)
+        history = build_history(_job_dir(args.history)) if args.history is not None else None
+        path = write_report(run, summarize(run), args.output, comparison, history=history)
     out.print(f"report: {path}", highlight=False, markup=False, soft_wrap=True)
     return 0
 
@@ -243,6 +250,21 @@ def resolved_run_dir(run_dir: Path) -> Path:
     from evalpipe.analysis.catalog import LATEST, resolve_latest
 
     return resolve_latest(run_dir) if run_dir.name == LATEST else run_dir
+
+
+def _local_run_dir(stack: contextlib.ExitStack, location: str | Path) -> Path:
+    """A run directory to read: `location` itself (`JOB_DIR/latest` resolved), or for a run at a URI its
+    manifest and Parquet files downloaded to a temporary directory that `stack` removes."""
+    if isinstance(location, str):
+        from evalpipe.pipeline.output.remote_rundir import downloaded_for_analysis
+
+        return stack.enter_context(downloaded_for_analysis(location))
+    return resolved_run_dir(location)
+
+
+def path_or_uri(text: str) -> str | Path:
+    """An argparse type: a filesystem URI (`s3://bucket/prefix`, `file:///abs/path`) as it is, else a path."""
+    return text if is_uri(text) else Path(text)
 
 
 def _job_dir(path: Path) -> Path:

@@ -323,6 +323,9 @@ class ExecutorSpec(Strict):
     kind: ExecutorKind = "local"
     address: str | None = Field(default=None, min_length=1)  # Ray's: "auto", "ray://host:10001"; None starts one
     shards: int | None = Field(default=None, ge=1, le=4096)  # default: the cluster's CPUs
+    # For a run at a URI (s3://...): how often each shard copies its store and parts there. A shard whose
+    # worker dies resumes from its last copy, so this bounds the answers a dead worker's shard pays again.
+    sync_s: float = Field(default=5.0, gt=0, le=3600)
 
 
 class ConfirmSpec(Strict):

@@ -13,15 +13,22 @@ A worker that dies mid-shard is replaced by Ray (`max_retries`), and the shard r
 store: rows committed there are not run again and answers in its response cache are not paid again.
 A driver that dies leaves every shard resumable: `evalpipe run JOB --resume RUN_DIR` runs them all
 again, each from its store, with the shard count the run started with.
+
+RUN_DIR may be a filesystem URI (`s3://bucket/prefix`, `file:///abs/path`: `output.remote_rundir`):
+the driver and each shard then work in a local scratch directory with the same code, and copy it to
+the URI (a shard every `executor.sync_s` and at its end, from where a shard run again resumes).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +42,40 @@ from evalpipe.pipeline.job.availability import job_backends
 from evalpipe.pipeline.job.expand import count_tasks
 from evalpipe.pipeline.job.load import LoadedJob, limited_items, load_job
 from evalpipe.pipeline.job.spec import BackendSpec, ExecutorSpec
-from evalpipe.pipeline.output.manifest import RunState, build_manifest, file_sha256, resume_command, write_manifest
+from evalpipe.pipeline.output.best_of import BEST_OF_FILENAME
+from evalpipe.pipeline.output.manifest import (
+    MANIFEST_FILENAME,
+    RunState,
+    build_manifest,
+    file_sha256,
+    read_manifest,
+    resume_command,
+    write_manifest,
+)
+from evalpipe.pipeline.output.remote_rundir import (
+    CREDENTIAL_VARIABLES,
+    SYNC_S,
+    RemoteDir,
+    RunDirSync,
+    join_uri,
+    pull_stores,
+    push_files,
+    remote_access,
+    remote_progress,
+    scratch_dir,
+)
 from evalpipe.pipeline.output.rows import row_schema
-from evalpipe.pipeline.output.rundir import prepare_run_dir
+from evalpipe.pipeline.output.rundir import RunDir, prepare_run_dir
 from evalpipe.pipeline.output.sharded import (
     SHARD_COUNT_META,
+    SHARDS_DIRNAME,
     ShardedRows,
     committed_counts,
     shard_dir,
     write_merged_outputs,
 )
-from evalpipe.pipeline.output.store import RunStore
+from evalpipe.pipeline.output.sinks import CSV_FILENAME, JSONL_FILENAME
+from evalpipe.pipeline.output.store import STORE_FILENAME, RunStore
 from evalpipe.pipeline.running import ray_cluster
 from evalpipe.pipeline.running.budget_share import LeasedBudget
 from evalpipe.pipeline.running.leased_limits import LeasedLimiter
@@ -89,6 +119,9 @@ class ShardWork:
     limits: dict[str, ray_cluster.Actor] = field(default_factory=dict)  # backend id -> its LimitsActor
     budget: ray_cluster.Actor | None = None
     nodes: NodeBackends = field(default_factory=NodeBackends)  # per-node backends: each node's server, limits
+    remote: str | None = None  # the shard's URI (`RUN_URI/shards/<k>`): it runs in scratch and copies there
+    sync_s: float = SYNC_S
+    run_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +141,24 @@ def run_shard(work: ShardWork) -> ShardResult:
 
 
 async def _run_shard(work: ShardWork) -> ShardResult:
+    if work.remote is None:
+        return await _run_shard_in(work, work.directory)
+    # Named after the run and the shard: whoever looks at a node's temp directory can tell whose it is.
+    with scratch_dir(f"evalpipe-{work.run_id}-shard-{work.shard.index}-") as scratch:
+        sync = RunDirSync(scratch / "run", RemoteDir(work.remote), work.sync_s)
+        await anyio.to_thread.run_sync(sync.restore)
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(sync.every)
+                result = await _run_shard_in(work, sync.local)
+                group.cancel_scope.cancel()
+        finally:  # after a failure too: what the store holds is consistent, and saves the next try its calls
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(sync.push)
+    return result
+
+
+async def _run_shard_in(work: ShardWork, directory: Path) -> ShardResult:
     loaded = load_job(work.job_path)
     if work.item_limit is not None:
         loaded = limited_items(loaded, work.item_limit)
@@ -131,7 +182,7 @@ async def _run_shard(work: ShardWork) -> ShardResult:
             group.start_soon(limiter.maintain)
             return limiter
 
-        options = RunOptions(run_dir=work.directory, concurrency=work.concurrency, retry_errors=work.retry_errors,
+        options = RunOptions(run_dir=directory, concurrency=work.concurrency, retry_errors=work.retry_errors,
                              force=True, period_s=work.period_s, handle_signals=False, quiet=True,
                              shard=work.shard, limiters=limiter_for, budget_share=share, providers=providers)
         try:
@@ -162,19 +213,31 @@ def _secrets_for(loaded: LoadedJob) -> dict[str, str]:
 async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: ExecutorSpec,
                       on_row: Callable[[RunProgress], None] | None = None, *, item_limit: int | None = None,
                       num_cpus: int | None = None, shard_cpus: float = 1.0,
-                      on_limits: Callable[[dict[str, dict[str, Any]]], None] | None = None) -> RunOutcome:
+                      on_limits: Callable[[dict[str, dict[str, Any]]], None] | None = None,
+                      out_uri: str | None = None, run_uri: str | None = None) -> RunOutcome:
     """Run `loaded` sharded over the Ray cluster `executor` names; the outcome of the run as a whole.
 
     `num_cpus`: of a local Ray started for the run; `shard_cpus`: the CPUs Ray reserves for a shard (an
     IO-bound job may run several shards per CPU); `on_limits` is given each lease actor's counters at the end
-    (a per-node backend's as `backend@node`, with its node's server's)."""
+    (a per-node backend's as `backend@node`, with its node's server's). `out_uri` (a new run under
+    `URI/<job>/<run_id>`) or `run_uri` (resume the run there, or start one there): the run lives at a
+    filesystem URI, its outcome's `run_dir` is then the local scratch copy it was finished in."""
     if loaded.path is None:
         raise ConfigError("the ray executor runs job files: its workers load the job from its path")
     spec = loaded.spec
     dataset = loaded.dataset.path
     inputs = {"dataset_sha256": file_sha256(dataset)} if dataset is not None else None
-    run_dir = prepare_run_dir(spec, root=options.out_root, run_dir=options.run_dir, force=options.force,
-                              inputs=inputs)
+    scratch = Path(tempfile.mkdtemp(prefix="evalpipe-run-")) if out_uri or run_uri else None
+    remote: RemoteDir | None = None
+    if scratch is None:
+        run_dir = prepare_run_dir(spec, root=options.out_root, run_dir=options.run_dir, force=options.force,
+                                  inputs=inputs)
+    else:
+        try:
+            run_dir, remote = _open_remote_run(loaded, options, scratch / "run", inputs, out_uri, run_uri)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
     connected = ray_cluster.connect(executor.address, num_cpus=num_cpus)
     actors: list[ray_cluster.Actor] = []
     nodes = NodeBackends()
@@ -187,6 +250,7 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
                 top.set_meta(SHARD_COUNT_META, str(count))
             run_dir.remember(top)
             started_at = datetime.now(UTC)
+            fresh = [index for index in range(count) if not (shard_dir(run_dir.path, index) / STORE_FILENAME).is_file()]
             for index in range(count):  # each shard's store carries the run's id from the start
                 RunStore.open(shard_dir(run_dir.path, index), run_dir.run_id, row_schema([])).close()
             limits = {}
@@ -218,17 +282,30 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
                                       job_file=loaded.path, tasks_total=total + tasks_skipped,
                                       skipped_backends=loaded.skipped, tasks_skipped=tasks_skipped)
             write_manifest(run_dir.path, dataclasses.replace(manifest, shards=count))
-            log.info("sharded run started", job=spec.name, run_dir=str(run_dir.path), tasks=total, shards=count)
+            if remote is not None:  # before any shard starts: each downloads its store from there
+                _point_manifest_at(run_dir.path, loaded, remote.uri)
+                with remote_access(remote.uri):
+                    await anyio.to_thread.run_sync(push_files, run_dir.path, remote, [
+                        STORE_FILENAME, MANIFEST_FILENAME,
+                        *(f"{SHARDS_DIRNAME}/{index}/{STORE_FILENAME}" for index in fresh)])
+            log.info("sharded run started", job=spec.name, run_dir=remote.uri if remote else str(run_dir.path),
+                     tasks=total, shards=count)
             secrets = _secrets_for(loaded)
+            if remote is not None:  # the shards read and write the URI themselves
+                secrets.update({name: os.environ[name] for name in CREDENTIAL_VARIABLES if os.environ.get(name)})
             submitted = [ray_cluster.submit(run_shard, ShardWork(
                 loaded.path.resolve(), item_limit, Shard(index, count), shard_dir(run_dir.path, index).resolve(),
-                options.period_s, options.concurrency, options.retry_errors, limits, budget_actor, nodes),
-                num_cpus=shard_cpus, max_retries=SHARD_RETRIES, env_vars=secrets) for index in range(count)]
+                options.period_s, options.concurrency, options.retry_errors, limits, budget_actor, nodes,
+                join_uri(remote.uri, SHARDS_DIRNAME, str(index)) if remote else None, executor.sync_s,
+                run_dir.run_id), num_cpus=shard_cpus, max_retries=SHARD_RETRIES, env_vars=secrets)
+                for index in range(count)]
             results: list[ShardResult] = []
             failures: list[str] = []
             async with anyio.create_task_group() as group:
                 if on_row is not None:
-                    group.start_soon(_report_progress, run_dir.path, total, on_row)
+                    # A run at a URI: the shards' copies change every sync_s, and each look is a request there.
+                    group.start_soon(_report_progress, _committed_counter(run_dir.path, remote, count), total,
+                                     on_row, PROGRESS_S if remote is None else max(PROGRESS_S, executor.sync_s))
                 for index, task in enumerate(submitted):
                     try:
                         results.append(await task.result())
@@ -238,8 +315,17 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
             if on_limits is not None:
                 on_limits({**{backend_id: await actor.call("stats") for backend_id, actor in limits.items()},
                            **await node_stats(nodes)})
-            return _finish(loaded, run_dir.path, run_dir.run_id, top, results, failures, count, started_at, total,
-                           tasks_skipped)
+            if remote is None:
+                return _finish(loaded, run_dir.path, run_dir.run_id, top, results, failures, count, started_at,
+                               total, tasks_skipped)
+            # Each shard's last copy of its store: what the merged outputs are written from.
+            await anyio.to_thread.run_sync(partial(pull_stores, remote, run_dir.path, shards_only=True))
+            outcome = _finish(loaded, run_dir.path, run_dir.run_id, top, results, failures, count, started_at,
+                              total, tasks_skipped)
+            _point_manifest_at(run_dir.path, loaded, remote.uri)
+            await anyio.to_thread.run_sync(push_files, run_dir.path, remote, [
+                CSV_FILENAME, JSONL_FILENAME, BEST_OF_FILENAME, STORE_FILENAME, MANIFEST_FILENAME])
+            return dataclasses.replace(outcome, resume_command=resume_command(loaded.path, remote.uri))
         finally:
             top.close()
     finally:
@@ -250,17 +336,46 @@ async def run_sharded(loaded: LoadedJob, options: RunOptions, executor: Executor
         if connected:
             ray_cluster.disconnect()
         run_dir.release()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
-async def _report_progress(path: Path, total: int, on_row: Callable[[RunProgress], None]) -> None:
-    """Every `PROGRESS_S`, the rows every shard has committed, for a progress display."""
+def _open_remote_run(loaded: LoadedJob, options: RunOptions, local: Path, inputs: dict[str, str] | None,
+                     out_uri: str | None, run_uri: str | None) -> tuple[RunDir, RemoteDir]:
+    """The run directory of a run at a URI, prepared in `local` from what the URI holds (a resume's store,
+    manifest and shard stores): the same checks as a local one (a changed job refused unless forced)."""
+    if run_uri is not None:
+        with remote_access(run_uri):
+            pull_stores(RemoteDir(run_uri), local)
+    run_dir = prepare_run_dir(loaded.spec, run_dir=local, force=options.force, inputs=inputs)
+    uri = run_uri if run_uri is not None else join_uri(out_uri or "", loaded.spec.name, run_dir.run_id)
+    return run_dir, RemoteDir(uri)
+
+
+def _point_manifest_at(local: Path, loaded: LoadedJob, uri: str) -> None:
+    """The manifest in `local` saying how to resume the run at `uri`, not the scratch copy."""
+    manifest = read_manifest(local)
+    write_manifest(local, dataclasses.replace(manifest, resume_command=resume_command(loaded.path, uri)))
+
+
+def _committed_counter(path: Path, remote: RemoteDir | None, count: int) -> Callable[[], dict[str, int]]:
+    """Rows per status committed by every shard: read from their stores, or for a run at a URI, from what
+    each shard's last copy there says."""
+    if remote is None:
+        return lambda: committed_counts(path)
+    return lambda: remote_progress(remote, count)
+
+
+async def _report_progress(counter: Callable[[], dict[str, int]], total: int,
+                           on_row: Callable[[RunProgress], None], every_s: float) -> None:
+    """Every `every_s`, the rows every shard has committed, for a progress display."""
     progress = RunProgress(total=total)
     while True:
-        counts = await anyio.to_thread.run_sync(committed_counts, path)
+        counts = await anyio.to_thread.run_sync(counter)
         progress.done = counts["ok"] + counts["error"]
         progress.errors = counts["error"]
         on_row(progress)
-        await anyio.sleep(PROGRESS_S)
+        await anyio.sleep(every_s)
 
 
 def _shard_count(recorded: str | None, executor: ExecutorSpec) -> int:
