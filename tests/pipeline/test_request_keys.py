@@ -15,8 +15,8 @@ from evalpipe.pipeline.job.load import load_job
 from evalpipe.pipeline.job.task import Task, stable_hash
 from evalpipe.pipeline.running.backend import Backend
 from evalpipe.pipeline.running.execute import call_params, request_key
+from evalpipe.pipeline.running.job_backends import open_backends
 from evalpipe.pipeline.running.model_calls import message_key
-from evalpipe.pipeline.running.runner import open_backends
 from evalpipe.types import ChatMessage, Image
 
 ENVIRON = {"OPENAI_API_KEY": "sk-request-keys-test", "MISTRAL_API_KEY": "sk-request-keys-test"}

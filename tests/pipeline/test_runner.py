@@ -24,7 +24,8 @@ from evalpipe.pipeline.output.rows import row_schema
 from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME, unescape_csv_cell
 from evalpipe.pipeline.output.store import RunStore
 from evalpipe.pipeline.running.execute import Criterion, execute
-from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, open_backends, run_job
+from evalpipe.pipeline.running.job_backends import open_backends
+from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
 from evalpipe.scoring.registry import build_scorer
 from evalpipe.testing import FakeServer, Fault
 

@@ -27,8 +27,8 @@ from evalpipe.backends.local import LocalProvider
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.job.spec import BackendSpec
 from evalpipe.pipeline.running import ray_cluster
+from evalpipe.pipeline.running.job_backends import build_provider
 from evalpipe.pipeline.running.ray_actors import ActorLeases, LimitsActor
-from evalpipe.pipeline.running.runner import build_provider
 
 log = structlog.get_logger("evalpipe.run")
 

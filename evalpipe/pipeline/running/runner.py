@@ -20,7 +20,6 @@ in flight. The first write that fails (a full disk) stops the run the same way, 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -36,18 +35,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from evalpipe.backends.base import Provider
 from evalpipe.backends.batch import batch_adapter
-from evalpipe.backends.retry import RetryPolicy
-from evalpipe.builder import LLMBuilder, check_api_key
-from evalpipe.errors import ConfigError, EvalpipeError
+from evalpipe.errors import EvalpipeError
 from evalpipe.logs import run_log
-from evalpipe.pipeline.job.availability import Unavailable, job_backends, unavailable_message, unavailable_reason
 from evalpipe.pipeline.job.batch_mode import batch_settings
 from evalpipe.pipeline.job.expand import count_tasks, expand_job
-from evalpipe.pipeline.job.load import JobFileError, LoadedJob, Problem
+from evalpipe.pipeline.job.load import LoadedJob
 from evalpipe.pipeline.job.projection import Projector
-from evalpipe.pipeline.job.spec import BackendSpec
 from evalpipe.pipeline.job.task import Task
-from evalpipe.pipeline.job.templates import format_field
 from evalpipe.pipeline.output.best_of import write_best_of
 from evalpipe.pipeline.output.manifest import (
     MANIFEST_FILENAME,
@@ -68,7 +62,8 @@ from evalpipe.pipeline.running.budget_share import BudgetShare
 from evalpipe.pipeline.running.event_loop import running_loop_name
 from evalpipe.pipeline.running.execute import Criterion, execute_task, expected_output_tokens
 from evalpipe.pipeline.running.interrupts import Interrupts
-from evalpipe.pipeline.running.limits import BackendLimiter, GlobalLimiter, Limiter
+from evalpipe.pipeline.running.job_backends import LimiterFactory, open_backends
+from evalpipe.pipeline.running.limits import GlobalLimiter
 from evalpipe.pipeline.running.model_calls import JobCalls
 from evalpipe.pipeline.running.response_cache import StoreCache
 from evalpipe.pipeline.running.shards import Shard, count_shard_tasks
@@ -81,7 +76,6 @@ _WRITER_BATCH = 256
 _SKIPS_PER_CHECKPOINT = 1024  # finished tasks passed over on resume between two yields to the event loop
 
 
-LimiterFactory = Callable[[BackendSpec, GlobalLimiter, float], Limiter]  # (spec, job-wide cap, period_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,64 +168,6 @@ class RunOutcome:
     def error_rate(self) -> float:
         """Error rows over rows from a call (0 when there are none)."""
         return self.counts.get("error", 0) / self.executed if self.executed else 0.0
-
-
-def open_backends(
-    loaded: LoadedJob, period_s: float, environ: Mapping[str, str] | None = None,
-    *, shared: GlobalLimiter | None = None, providers: Mapping[str, Provider] | None = None,
-    limiters: LimiterFactory | None = None,
-) -> tuple[dict[str, Backend], dict[str, str]]:
-    """A provider and limiter per backend and judge that can run; the optional ones that cannot, with
-    the reason they are skipped. A required one that cannot run (its key unset, its model file absent)
-    raises `JobFileError`, one line per backend.
-
-    `shared` is the job-wide cap on calls in flight that every backend's limiter draws on; `providers`
-    are built providers to use for their ids."""
-    environ = os.environ if environ is None else environ
-    providers = providers or {}
-    backends: dict[str, Backend] = {}
-    skipped: dict[str, str] = {}
-    missing: list[Problem] = []
-    where_job = str(loaded.path) if loaded.path is not None else f"job {loaded.spec.name}"
-    for where, spec in job_backends(loaded.spec):
-        if spec.id in providers:
-            provider = providers[spec.id]
-        else:
-            why: Unavailable | str | None = unavailable_reason(spec, environ)
-            if why is None:
-                try:
-                    provider = build_provider(spec, environ)
-                except ConfigError as error:
-                    why = error.message
-            if why is not None:
-                if spec.optional:
-                    skipped[spec.id] = str(why)
-                else:
-                    missing.append(Problem(where_job, None, format_field(where), unavailable_message(spec, why)))
-                continue
-        limiter: Limiter = (BackendLimiter.from_spec(spec, shared=shared, period_s=period_s) if limiters is None
-                            else limiters(spec, shared or GlobalLimiter(spec.max_concurrency), period_s))
-        backends[spec.id] = Backend(spec, provider, limiter, RetryPolicy(max_retries=spec.max_retries))
-    if missing:
-        raise JobFileError(missing)
-    return backends, skipped
-
-
-def build_provider(spec: BackendSpec, environ: Mapping[str, str]) -> Provider:
-    """The provider of `spec`, built but not opened (its key read from `environ`)."""
-    builder = LLMBuilder().backend(spec.backend).timeout(spec.timeout_s).max_retries(0)  # the runner retries
-    if spec.api_key_env:
-        if not environ.get(spec.api_key_env):
-            raise ConfigError(f"{spec.api_key_env} is not set")
-        check_api_key(environ[spec.api_key_env], spec.api_key_env)  # names the variable, not the builder
-        builder.api_key(environ[spec.api_key_env])
-    if spec.model:
-        builder.model(spec.model)
-    if spec.base_url:
-        builder.base_url(spec.base_url)
-    for name, value in spec.options.items():
-        builder.option(name, value)
-    return builder.build()
 
 
 def criteria_of(loaded: LoadedJob, calls: ModelCalls | None = None) -> list[Criterion]:
@@ -656,4 +592,4 @@ async def run_job(
     return await JobRun(loaded, options or RunOptions(), on_row).run()
 
 
-__all__ = ["JobRun", "RunOptions", "RunOutcome", "RunProgress", "build_provider", "open_backends", "run_job"]
+__all__ = ["JobRun", "RunOptions", "RunOutcome", "RunProgress", "criteria_of", "run_job"]
