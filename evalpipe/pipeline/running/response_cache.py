@@ -1,4 +1,5 @@
-"""The response cache of a run, kept in its run store: an answer paid for is committed before it is used."""
+"""The response cache of a run, kept in its run store: an answer paid for is committed as soon as the
+run's writer can take it, without the task that paid for it waiting on the commit."""
 
 from __future__ import annotations
 
@@ -9,12 +10,18 @@ import anyio
 
 from evalpipe.pipeline.output.store import RunStore, WriteFailed
 
+Put = tuple[str, dict[str, Any]]
+
 
 class StoreCache:
-    """The response cache in the run store; a `put` is committed before it returns.
+    """The response cache in the run store.
 
-    Puts that arrive while another is being written wait and go together in the next trip to a
-    worker thread: a trip costs more than the insert, and answers arrive in bursts."""
+    Alone, a `put` is committed before it returns; puts that arrive while another is being written
+    wait and go together in the next trip to a worker thread (a trip costs more than the insert, and
+    answers arrive in bursts). Once a writer is attached (`hand_to_writer`), a `put` only queues the
+    answer and wakes the writer, which commits the queued answers in its own next trip (`take`), with
+    the rows it is writing: the task goes on to scoring meanwhile, and the event loop pays neither a
+    trip nor a wake-up of the task per answer."""
 
     def __init__(self, store: RunStore, *, empty: bool, on_failure: Callable[[WriteFailed], None]) -> None:
         self._store = store
@@ -22,11 +29,26 @@ class StoreCache:
         # A new run's cache starts empty and a task's key is only ever looked up by that task, so a
         # new run needs no lookups at all (each would cost a trip to a worker thread).
         self._empty = empty
-        self._queued: list[tuple[str, dict[str, Any]]] = []
+        self._queued: list[Put] = []
         self._tickets = 0  # puts queued so far; a put's ticket is its number
         self._committed = 0  # every put up to this ticket is committed
         self._writing: anyio.Event | None = None  # set when the batch being written is committed
         self._failure: BaseException | None = None
+        self._wake: Callable[[], None] | None = None  # the writer's, once attached
+
+    def hand_to_writer(self, wake: Callable[[], None]) -> None:
+        """From now on puts are queued for a writer that calls `take`; `wake()` tells it one is waiting."""
+        self._wake = wake
+
+    def take(self) -> list[Put]:
+        """The queued puts, for the writer to commit (`RunStore.cache_responses`); the queue is emptied."""
+        queued, self._queued = self._queued, []
+        return queued
+
+    def flush(self) -> None:
+        """Commit what is still queued, here and now (the end of a run, after its writer stopped)."""
+        if self._queued:
+            self._store.cache_responses(self.take())
 
     async def get(self, key: str) -> dict[str, Any] | None:
         if self._empty:
@@ -34,6 +56,13 @@ class StoreCache:
         return await anyio.to_thread.run_sync(self._store.cached_response, key)
 
     async def put(self, key: str, payload: dict[str, Any]) -> None:
+        if self._wake is not None:
+            # Not awaited: a put cannot be cancelled half-way, so an answer that was paid for is queued
+            # even when the run is being cancelled; the run commits what is left when it ends.
+            self._queued.append((key, payload))
+            if len(self._queued) == 1:
+                self._wake()
+            return
         # Shielded: an answer that was paid for is recorded even when the run is being cancelled.
         with anyio.CancelScope(shield=True):
             self._tickets += 1
@@ -63,7 +92,7 @@ class StoreCache:
                     self._writing = None
                     written.set()
 
-    def _write(self, batch: Sequence[tuple[str, dict[str, Any]]]) -> None:
+    def _write(self, batch: Sequence[Put]) -> None:
         self._store.cache_responses(batch)  # one transaction: one commit for the whole batch
 
 

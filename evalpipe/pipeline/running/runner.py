@@ -20,6 +20,7 @@ in flight. The first write that fails (a full disk) stops the run the same way, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -376,6 +377,7 @@ class JobRun:
                 await _close_all(backends, self.options.providers)
                 raise
             sinks: Sinks | None = None
+            cache: StoreCache | None = None
             state: RunState = "interrupted"
             replaces_rows = False
             try:
@@ -411,6 +413,11 @@ class JobRun:
                 self._write_failed(error)
             finally:
                 with anyio.CancelScope(shield=True):
+                    if cache is not None and self.write_failure is None:
+                        try:  # answers queued after the writer's last batch (a run cancelled by a signal)
+                            cache.flush()
+                        except WriteFailed as error:
+                            self._write_failed(error)
                     if sinks is not None:
                         try:
                             if replaces_rows and self._rows_written and self.write_failure is None:
@@ -485,10 +492,19 @@ class JobRun:
                        sinks: Sinks, finished: FinishedIds, run_id: str, cache: StoreCache, concurrency: int) -> None:
         # Room for a row from every call the job lets be in flight, so workers rarely wait to hand one over.
         send, receive = anyio.create_memory_object_stream[list[Row]](max_buffer_size=concurrency)
+        wake = send.clone()
+
+        def wake_writer() -> None:
+            # No rows, only "answers are queued in the cache". A full stream means the writer has rows
+            # to take, and takes the answers with them; a closed one, that it ended (`run` commits the rest).
+            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                wake.send_nowait([])
+
+        cache.hand_to_writer(wake_writer)
         async with anyio.create_task_group() as pipeline:
-            pipeline.start_soon(self._write, receive, store, sinks)
+            pipeline.start_soon(self._write, receive, store, sinks, cache)
             # Closing `send` once every dispatcher is done lets the writer drain what is left and end.
-            async with send, anyio.create_task_group() as dispatchers:
+            async with send, wake, anyio.create_task_group() as dispatchers:
                 for backend in backends.values():
                     # A window of tasks per backend, as many as can be in flight: enough to keep the
                     # backend busy, and a backend that is held back fills only its own window.
@@ -603,8 +619,10 @@ class JobRun:
                         spent_usd=round(self._spend.cost_usd, 6), spent_tokens=self._spend.tokens,
                         max_cost_usd=budget.max_cost_usd, max_tokens=budget.max_tokens)
 
-    async def _write(self, receive: MemoryObjectReceiveStream[list[Row]], store: RunStore, sinks: Sinks) -> None:
-        """The one writer: commit a batch to the store, then append it to the sinks."""
+    async def _write(self, receive: MemoryObjectReceiveStream[list[Row]], store: RunStore, sinks: Sinks,
+                     cache: StoreCache) -> None:
+        """The one writer: commit the answers queued in the response cache and a batch of rows to the
+        store, then append the rows to the sinks."""
         async with receive:
             async for first in receive:
                 batch = list(first)
@@ -613,9 +631,13 @@ class JobRun:
                         batch.extend(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
+                # Taken after the rows: a row's answer was queued before the row was sent.
+                answers = cache.take()
+                if not batch and not answers:
+                    continue
                 with anyio.CancelScope(shield=True):  # a batch is committed and written whole, or not at all
                     try:
-                        rows = await anyio.to_thread.run_sync(_commit_and_write, store, sinks, batch)
+                        rows = await anyio.to_thread.run_sync(_commit_and_write, store, sinks, batch, answers)
                     except WriteFailed as error:
                         self._write_failed(error)
                         return
@@ -642,8 +664,14 @@ async def _close_all(backends: Mapping[str, Backend], theirs: Mapping[str, Provi
             await backend.provider.aclose()
 
 
-def _commit_and_write(store: RunStore, sinks: Sinks, batch: Sequence[Row]) -> list[Row]:
-    """Commit `batch` to the store, then append it to the sinks (one trip to a worker thread for both)."""
+def _commit_and_write(store: RunStore, sinks: Sinks, batch: Sequence[Row],
+                      answers: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[Row]:
+    """Commit `answers` to the response cache and `batch` to the store, then append the rows to the
+    sinks (one trip to a worker thread for all three)."""
+    if answers:
+        store.cache_responses(answers)
+    if not batch:
+        return []
     rows = store.record(batch)
     sinks.write(rows, normalized=True)
     return rows
