@@ -255,7 +255,7 @@ def dialogue_turns(task: Task) -> list[Task]:
         reference = following.content if following is not None and following.role == "assistant" else None
         item = {**task.item, "turn": turn, "reference_answer": reference}
         turns.append(replace(task, task_id=row_id, item=item, messages=task.messages[:position + 1], turn=turn,
-                             dialogue=None))
+                             dialogue=None, item_json=None))
     return turns
 
 
@@ -334,13 +334,20 @@ def tool_calls_json(calls: Sequence[ToolCall]) -> str | None:
 
 def base_row(task: Task, backend: Backend, run_id: str) -> dict[str, Any]:
     """The columns every row has, whatever happened: what was asked, of whom, about which item."""
-    return {
-        "run_id": run_id, "task_id": task.task_id, "task_index": task.index, "item_id": task.item_id,
-        "backend_id": task.backend_id, "provider": backend.spec.backend.value, "model": backend.provider.model,
-        "param_set": task.param_set.name, **sent_options(task, backend), "repeat": task.repeat,
-        "turn": task.turn, "item": item_json(task.item), "prompt": task.prompt_text,
-        "messages": messages_json(task, backend), "cached": False, "attempts": 0,
-    }
+    # The columns that depend only on the backend and the parameter set are built once per pair and kept
+    # on the backend (keyed as `request_parts` is): they were a third of this function's time.
+    parts = backend.row_parts.get(id(task.param_set))
+    if parts is None or parts[0] is not task.param_set:
+        parts = backend.row_parts[id(task.param_set)] = (task.param_set, {
+            "provider": backend.spec.backend.value, "model": backend.provider.model,
+            "param_set": task.param_set.name, **sent_options(task, backend)})
+    row = {"run_id": run_id, "task_id": task.task_id, "task_index": task.index, "item_id": task.item_id,
+           "backend_id": task.backend_id}
+    row.update(parts[1])
+    item = task.item_json if task.item_json is not None else item_json(task.item)
+    row.update(repeat=task.repeat, turn=task.turn, item=item, prompt=task.prompt_text,
+               messages=messages_json(task, backend), cached=False, attempts=0)
+    return row
 
 
 def item_json(item: Mapping[str, Any]) -> str:
