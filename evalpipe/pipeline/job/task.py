@@ -69,7 +69,7 @@ class Task:
 
 def stable_hash(value: Any, length: int = 24) -> str:
     """A hex digest of `value`'s canonical JSON: equal inputs give equal ids across runs and machines."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    canonical = canonical_json(value)
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
@@ -124,5 +124,7 @@ class TaskIds:
         return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+# One encoder for every canonical text (what `json.dumps(sort_keys=True, ...)` gives): `json.dumps` with
+# options builds a new encoder per call, which costs more than encoding a small value.
+canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+_canonical = canonical_json

@@ -279,6 +279,7 @@ class _Pending:
     def __init__(self, tasks: Iterator[Task], finished: FinishedIds) -> None:
         self._tasks = tasks
         self._finished = finished
+        self._fresh = len(finished) == 0  # nothing to pass over (a new run): no lookups at all
         self._skipped = 0
         # Taken with its yield to the event loop: tasks start one per pass of the loop. Workers freed by
         # answers that arrived together would otherwise send their next calls together, and calls to a
@@ -288,6 +289,8 @@ class _Pending:
     async def next(self) -> Task | None:
         """The next unfinished task, or None when there is none left."""
         async with self._turn:
+            if self._fresh:
+                return next(self._tasks, None)
             for task in self._tasks:
                 if not all(row_id in self._finished for row_id in task.row_ids):
                     return task
