@@ -263,10 +263,12 @@ async def test_puts_handed_to_a_writer_wait_for_it_not_for_a_commit(tmp_path: Pa
         for i in range(30):
             await cache.put(f"k{i}", {"text": f"answer {i}"})
         assert len(wakes) == 1 and commits == [] and store.cached_response("k0") is None
-        store.cache_responses(cache.take())  # what the runner's writer does in its worker thread
+        answers, ticket = cache.take()
+        store.cache_responses(answers)  # what the runner's writer does in its worker thread
+        cache.committed(ticket)
         assert len(commits) == 1
         assert all(store.cached_response(f"k{i}") == {"text": f"answer {i}"} for i in range(30))
         await cache.put("late", {"text": "after the writer's last batch"})
         assert len(wakes) == 2
         cache.flush()
-        assert store.cached_response("late") == {"text": "after the writer's last batch"} and cache.take() == []
+        assert store.cached_response("late") == {"text": "after the writer's last batch"} and cache.take()[0] == []

@@ -635,7 +635,7 @@ class JobRun:
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
                 # Taken after the rows: a row's answer was queued before the row was sent.
-                answers = cache.take()
+                answers, ticket = cache.take()
                 if not batch and not answers:
                     continue
                 with anyio.CancelScope(shield=True):  # a batch is committed and written whole, or not at all
@@ -644,6 +644,7 @@ class JobRun:
                     except WriteFailed as error:
                         self._write_failed(error)
                         return
+                cache.committed(ticket)
                 self._rows_written += len(rows)
                 for row in rows:
                     self.progress.add(row)
