@@ -21,9 +21,6 @@ class ResponseCache(Protocol):
 
     async def put(self, key: str, payload: dict[str, Any]) -> None: ...
 
-    async def settled(self) -> None:
-        """Return once the answers the current task put are durable: awaited before each call it pays for."""
-
 
 @dataclass(frozen=True, slots=True)
 class Backend:

@@ -397,9 +397,6 @@ class CollectedAnswer:
     async def put(self, key: str, payload: dict[str, Any]) -> None:
         return None
 
-    async def settled(self) -> None:
-        return None
-
 
 async def answer_rows(task: Task, backend: Backend, criteria: Sequence[Criterion], payload: Mapping[str, Any], *,
                       run_id: str, timeout_s: float, calls: JobCalls | None) -> list[dict[str, Any]]:

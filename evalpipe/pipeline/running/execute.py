@@ -151,7 +151,6 @@ async def generate(
 
     estimate = prompt_tokens(task.messages, params.tools or (), type(provider), provider.model) \
         + expected_output_tokens(task, backend)
-    await cache.settled()  # an answer not yet committed and a call in flight: never both for one task
     response, attempts = await call_with_limits(
         backend.limiter, backend.policy, attempt, estimate, lambda r: r.usage.total_tokens
     )

@@ -134,8 +134,6 @@ class JobCalls:
                 counted = payload_of(result)
                 return int(counted["input_tokens"] + counted["output_tokens"])
 
-            if self.cache is not None:
-                await self.cache.settled()  # as for an answer: the task's earlier answers are durable first
             result, _ = await call_with_limits(backend.limiter, backend.policy, attempt, estimate, used)
             payload = payload_of(result)
             if self.cache is not None:

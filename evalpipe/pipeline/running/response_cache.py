@@ -25,8 +25,8 @@ class StoreCache:
     answers arrive in bursts). Once a writer is attached (`hand_to_writer`), a `put` only queues the
     answer and wakes the writer, which commits the queued answers in its own next trip (`take`), with
     the rows it is writing: the task goes on to scoring meanwhile, and the event loop pays no trip of
-    its own per answer. Before its next call a task waits until its answers are committed (`settled`),
-    so a killed run still loses at most one answer per call that could be in flight."""
+    its own per answer. The task's next lookup (made before each call) waits until its answers are
+    committed (`settled`), so a killed run still loses at most one answer per call that could be in flight."""
 
     def __init__(self, store: RunStore, *, empty: bool, on_failure: Callable[[WriteFailed], None]) -> None:
         self._store = store
@@ -77,6 +77,9 @@ class StoreCache:
             self.committed(ticket)
 
     async def get(self, key: str) -> dict[str, Any] | None:
+        # Every call is looked up first: a task that put answers waits here until they are committed, so
+        # it never holds an uncommitted answer and a call in flight at once (a kill loses one or the other).
+        await self.settled()
         if self._empty:
             return None
         return await anyio.to_thread.run_sync(self._store.cached_response, key)
