@@ -54,7 +54,8 @@ from evalpipe.pipeline.output.store import STORE_FILENAME, WriteFailed
 from evalpipe.pipeline.running.event_loop import loop_options
 from evalpipe.pipeline.running.executor import choose_executor, run_with
 from evalpipe.pipeline.running.interrupts import SIGNALS, Interrupts
-from evalpipe.pipeline.running.runner import RunOptions, RunOutcome
+from evalpipe.pipeline.running.outcome import RunOutcome
+from evalpipe.pipeline.running.runner import RunOptions
 from evalpipe.progress import ProgressDisplay, count
 from evalpipe.redaction import header_value_problem
 

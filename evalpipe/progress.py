@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
 
 from evalpipe import logs
-from evalpipe.pipeline.running.runner import RunProgress
+from evalpipe.pipeline.running.outcome import RunProgress
 
 
 def count(number: int, noun: str) -> str:

@@ -51,7 +51,8 @@ from evalpipe import ChatMessage, LLMBuilder
 from evalpipe.pipeline.job.load import prepare_job
 from evalpipe.pipeline.job.spec import JobSpec
 from evalpipe.pipeline.running.event_loop import UVLOOP_VARIABLE, uvloop_available
-from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
+from evalpipe.pipeline.running.outcome import RunOutcome
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 
 MODEL = "gpt-4o-mini"
 API_KEY = "sk-bench-runner-not-a-real-key"

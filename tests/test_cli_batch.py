@@ -17,7 +17,7 @@ import pytest
 from evalpipe.errors import ConfigError
 from evalpipe.pipeline.output.manifest import read_manifest
 from evalpipe.pipeline.output.store import BatchChunk, RunStore
-from evalpipe.pipeline.running.runner import RunProgress
+from evalpipe.pipeline.running.outcome import RunProgress
 from evalpipe.progress import progress_text
 from evalpipe.testing import FakeServer
 from tests.test_cli import CANARY, KEY_VARIABLE, cli, restore_logging  # noqa: F401  (an autouse fixture)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from evalpipe import __version__
-from evalpipe.pipeline.running.runner import RunProgress
+from evalpipe.pipeline.running.outcome import RunProgress
 from evalpipe.progress import progress_text
 from evalpipe.testing import FakeServer
 from tests.test_cli import (

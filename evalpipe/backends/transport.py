@@ -104,7 +104,11 @@ def _let_go(session: aiohttp.ClientSession, loop: asyncio.AbstractEventLoop) -> 
 
 def json_bytes(body: Any) -> bytes:
     """`body` as httpx's `json=` sends it: compact, UTF-8, and no NaN (which is not JSON)."""
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    return _request_json(body).encode()
+
+
+# One encoder for every request body: `json.dumps` with options builds a new one per call.
+_request_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def join_url(base_url: str, path: str) -> str:

@@ -12,13 +12,14 @@ limits, retries and response cache, so a judge is rate limited and budgeted like
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from evalpipe.backends.base import Provider
 from evalpipe.errors import ConfigError, EvalpipeError, ProviderError
 from evalpipe.scoring.base import Score
+from evalpipe.scoring.context_value import ContextValue
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams
 
 ANSWERING = "@answering"
@@ -26,14 +27,9 @@ ANSWERING = "@answering"
 _answering: contextvars.ContextVar[str | None] = contextvars.ContextVar("evalpipe_answering_backend", default=None)
 
 
-@contextmanager
-def answering(backend_id: str) -> Iterator[None]:
+def answering(backend_id: str) -> AbstractContextManager[None]:
     """While scoring an answer: `ANSWERING` means `backend_id`."""
-    token = _answering.set(backend_id)
-    try:
-        yield
-    finally:
-        _answering.reset(token)
+    return ContextValue(_answering, backend_id, None)
 
 
 def resolve(backend_id: str) -> str:

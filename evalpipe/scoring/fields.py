@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import contextvars
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from evalpipe.scoring.base import Score
+from evalpipe.scoring.context_value import ContextValue
 from evalpipe.types import ChatMessage, ChatResponse
 
 _row: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar("evalpipe_row_columns",
@@ -39,14 +40,9 @@ FIELDS = (*_FROM_RESPONSE, *_FROM_ROW)
 _NUMERIC = frozenset(FIELDS) - {"finish_reason", "model"}
 
 
-@contextmanager
-def row_columns(**columns: Any) -> Iterator[None]:
+def row_columns(**columns: Any) -> AbstractContextManager[None]:
     """While scoring an answer: row columns worked out outside it (`cost_usd`) for field criteria."""
-    token = _row.set(columns)
-    try:
-        yield
-    finally:
-        _row.reset(token)
+    return ContextValue(_row, columns, None)
 
 
 def _is_number(value: Any) -> bool:

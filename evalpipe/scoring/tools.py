@@ -25,8 +25,8 @@ from __future__ import annotations
 import ast
 import contextvars
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Literal
 
 import jsonschema
@@ -34,6 +34,7 @@ from jinja2 import TemplateError
 from jsonschema.exceptions import best_match
 
 from evalpipe.scoring.base import Score
+from evalpipe.scoring.context_value import ContextValue
 from evalpipe.scoring.prompts import ItemTemplate, clipped
 from evalpipe.types import ChatMessage, ChatResponse, Tool, ToolCall
 
@@ -41,14 +42,9 @@ Match = Literal["exact", "subset", "schema"]
 _offered: contextvars.ContextVar[tuple[Tool, ...]] = contextvars.ContextVar("evalpipe_offered_tools", default=())
 
 
-@contextmanager
-def offering(tools: Sequence[Tool]) -> Iterator[None]:
+def offering(tools: Sequence[Tool]) -> AbstractContextManager[None]:
     """While scoring an answer: the tools its call offered, for `tool_call_valid`."""
-    token = _offered.set(tuple(tools))
-    try:
-        yield
-    finally:
-        _offered.reset(token)
+    return ContextValue(_offered, tuple(tools), None)
 
 
 class ToolCallMatch:

@@ -10,7 +10,8 @@ from evalpipe.pipeline.job.load import LoadedJob, prepare_job
 from evalpipe.pipeline.job.spec import JobSpec
 from evalpipe.pipeline.output.rows import row_schema
 from evalpipe.pipeline.output.store import RunStore
-from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
+from evalpipe.pipeline.running.outcome import RunOutcome
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.testing import FakeServer
 
 KEY_VARIABLE = "EVALPIPE_TEST_BATCH_KEY"

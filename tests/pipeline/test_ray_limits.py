@@ -29,9 +29,10 @@ from evalpipe.pipeline.output.manifest import read_manifest
 from evalpipe.pipeline.running import ray_cluster as cluster
 from evalpipe.pipeline.running.lease_granter import RateGranter
 from evalpipe.pipeline.running.leased_limits import LeasedLimiter
+from evalpipe.pipeline.running.outcome import RunOutcome
 from evalpipe.pipeline.running.ray_actors import ActorLeases, LimitsActor
 from evalpipe.pipeline.running.ray_executor import per_node, run_sharded
-from evalpipe.pipeline.running.runner import RunOptions, RunOutcome
+from evalpipe.pipeline.running.runner import RunOptions
 from evalpipe.pipeline.running.shards import shard_of
 from evalpipe.testing import FakeServer
 from tests.backends.conftest import LOCAL_INSTALLED

@@ -17,7 +17,8 @@ from evalpipe.pipeline.job.spec import JobSpec
 from evalpipe.pipeline.output.rows import row_schema
 from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME, unescape_csv_cell
 from evalpipe.pipeline.output.store import RunStore
-from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
+from evalpipe.pipeline.running.outcome import RunOutcome
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.testing import FakeServer
 
 pytestmark = pytest.mark.anyio

@@ -25,7 +25,8 @@ from evalpipe.pipeline.output.sinks import CSV_FILENAME, PARQUET_DIRNAME, unesca
 from evalpipe.pipeline.output.store import RunStore
 from evalpipe.pipeline.running.execute import Criterion, execute
 from evalpipe.pipeline.running.job_backends import open_backends
-from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, run_job
+from evalpipe.pipeline.running.outcome import RunOutcome
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 from evalpipe.scoring.registry import build_scorer
 from evalpipe.testing import FakeServer, Fault
 

@@ -249,3 +249,26 @@ async def test_answers_arriving_together_share_one_commit(tmp_path: Path) -> Non
         # The first put goes alone; the 29 queued behind it while it was written go together.
         assert len(commits) == 2
         assert all(store.cached_response(f"k{i}") == {"text": f"answer {i}"} for i in range(30))
+
+
+@pytest.mark.anyio
+async def test_puts_handed_to_a_writer_wait_for_it_not_for_a_commit(tmp_path: Path) -> None:
+    """With a writer attached, a put queues the answer and wakes the writer once per burst; the answers
+    are committed in the writer's trip (one transaction), and what is left by the end is flushed."""
+    with RunStore.open(tmp_path, "run-1", SCHEMA) as store:
+        commits = count_commits(store)
+        cache = StoreCache(store, empty=True, on_failure=lambda error: None)
+        wakes: list[int] = []
+        cache.hand_to_writer(lambda: wakes.append(1))
+        for i in range(30):
+            await cache.put(f"k{i}", {"text": f"answer {i}"})
+        assert len(wakes) == 1 and commits == [] and store.cached_response("k0") is None
+        answers, ticket = cache.take()
+        store.cache_responses(answers)  # what the runner's writer does in its worker thread
+        cache.committed(ticket)
+        assert len(commits) == 1
+        assert all(store.cached_response(f"k{i}") == {"text": f"answer {i}"} for i in range(30))
+        await cache.put("late", {"text": "after the writer's last batch"})
+        assert len(wakes) == 2
+        cache.flush()
+        assert store.cached_response("late") == {"text": "after the writer's last batch"} and cache.take()[0] == []

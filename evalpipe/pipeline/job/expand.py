@@ -82,7 +82,7 @@ def expand_job(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None)
                                            repeat=repeat)
                     index = item.position * per_item + backend_index * per_backend + set_index * repeats + repeat
                     yield Task(identity, index, item.id, item.data, backend.id, param_set, repeat, messages, mode,
-                               dialogue=dialogue, chain=loaded.chain, tool_loop=loop)
+                               dialogue=dialogue, chain=loaded.chain, tool_loop=loop, item_json=item_json)
 
 
 def count_tasks(loaded: LoadedJob, *, backend_ids: Collection[str] | None = None) -> int:

@@ -48,6 +48,9 @@ class Task:
     dialogue: Literal["fixed", "rollout"] | None = None
     chain: MultiPromptChain | None = None  # the job's prompt chain, when a chain is what is evaluated
     tool_loop: ToolLoop | None = None  # the job's Python tools, when the runner runs the calls and asks again
+    # `item` as canonical JSON (sorted keys), when the expansion made it already for the id: the row's
+    # `item` column is the same text. None: made from `item` when needed (a task whose item was changed).
+    item_json: str | None = None
 
     @property
     def prompt_text(self) -> str:
@@ -66,7 +69,7 @@ class Task:
 
 def stable_hash(value: Any, length: int = 24) -> str:
     """A hex digest of `value`'s canonical JSON: equal inputs give equal ids across runs and machines."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    canonical = canonical_json(value)
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
@@ -97,7 +100,7 @@ class TaskIds:
 
     def __init__(self, template: Any) -> None:
         self._template = _canonical(template)
-        self._shared: dict[tuple[str, str, int], tuple[ParamSet, str]] = {}
+        self._shared: dict[tuple[str, str, int], tuple[ParamSet, str, str]] = {}
 
     def item_json(self, item: Mapping[str, Any]) -> str:
         """The item's part of the ids of its tasks: compute once per item, pass to `task_id`."""
@@ -114,12 +117,14 @@ class TaskIds:
             values = ((f.name, getattr(param_set.params, f.name)) for f in fields(param_set.params))
             params = {name: value for name, value in values if value is not None}
             cached = self._shared[key] = (
-                param_set, f',"model":{_canonical(model)},"params":{_canonical(params)},"repeat":')
-        middle = cached[1]
-        canonical = (f'{{"backend":{_canonical(backend_id)},"item":{item_json}{middle}{repeat},'
-                     f'"template":{self._template},"turn":{turn}}}')
+                param_set, f'{{"backend":{_canonical(backend_id)},"item":',
+                f',"model":{_canonical(model)},"params":{_canonical(params)},"repeat":')
+        _, head, middle = cached
+        canonical = f'{head}{item_json}{middle}{repeat},"template":{self._template},"turn":{turn}}}'
         return hashlib.sha256(canonical.encode()).hexdigest()[:24]
 
 
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+# One encoder for every canonical text (what `json.dumps(sort_keys=True, ...)` gives): `json.dumps` with
+# options builds a new encoder per call, which costs more than encoding a small value.
+canonical_json = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str).encode
+_canonical = canonical_json

@@ -27,6 +27,9 @@ from evalpipe.errors import ConfigError
 from evalpipe.pipeline.output.rows import STATUSES, Row, normalize_row, row_from_json, row_to_json, spend_of
 
 STORE_FILENAME = "run.sqlite"
+# `json.dumps(ensure_ascii=False, separators=(",", ":"))` with one encoder: `json.dumps` builds one per call,
+# which costs more than encoding a row's payload.
+_compact_json = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
 
 class WriteFailed(Exception):
@@ -266,7 +269,7 @@ class RunStore:
                     row["run_id"] = self.run_id
                 normalized.append(row)
                 yield (row["task_id"], row["task_index"], row["status"], *spend_of(row),
-                       json.dumps(row_to_json(row), ensure_ascii=False, separators=(",", ":")))
+                       _compact_json(row_to_json(row)))
 
         with self._lock:
             self._connection.execute("BEGIN IMMEDIATE")
@@ -364,7 +367,7 @@ class RunStore:
 
     def cache_response(self, request_key: str, payload: Mapping[str, Any]) -> None:
         """Store the answer to a request, durably (committed) before returning: a paid call is never lost."""
-        text = json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":"))
+        text = _compact_json(dict(payload))
         with self._lock:
             try:
                 self._connection.execute(
@@ -384,7 +387,7 @@ class RunStore:
                                   chunk: BatchChunk | None) -> None:
         """`items` into the response cache, and `chunk`'s step when given, committed together."""
         stamp = datetime.now(UTC).isoformat()
-        values = [(key, json.dumps(dict(payload), ensure_ascii=False, separators=(",", ":")), stamp)
+        values = [(key, _compact_json(dict(payload)), stamp)
                   for key, payload in items]
         with self._lock:
             try:

@@ -33,6 +33,8 @@ class Backend:
     # The request keys' canonical JSON that depends only on this backend and a parameter set, by the
     # set's id (with the set, so that an id reused by another set is not mistaken for it): `request_key`.
     request_parts: dict[int, tuple[Any, tuple[str, str]]] = field(default_factory=dict, compare=False, repr=False)
+    # The row columns that depend only on this backend and a parameter set, keyed the same way: `base_row`.
+    row_parts: dict[int, tuple[Any, dict[str, Any]]] = field(default_factory=dict, compare=False, repr=False)
 
     def cost(self, usage: Usage) -> float:
         """What `usage` cost: at the batch discount for a backend in batch mode."""

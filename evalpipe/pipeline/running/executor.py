@@ -17,7 +17,8 @@ from evalpipe.pipeline.job.spec import ExecutorSpec
 from evalpipe.pipeline.output.remote_rundir import is_uri
 from evalpipe.pipeline.output.sharded import SHARD_COUNT_META
 from evalpipe.pipeline.output.store import STORE_FILENAME, RunStore
-from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, RunProgress, run_job
+from evalpipe.pipeline.running.outcome import RunOutcome, RunProgress
+from evalpipe.pipeline.running.runner import RunOptions, run_job
 
 
 def sharded_run(run_dir: Path | None) -> bool:

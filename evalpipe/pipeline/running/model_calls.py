@@ -9,8 +9,8 @@ scored, so they reach the row, the budget and the manifest.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, fields
 from typing import Any, TypeVar
 
@@ -19,6 +19,7 @@ from evalpipe.pipeline.job.task import stable_hash
 from evalpipe.pipeline.running.backend import Backend, ResponseCache
 from evalpipe.pipeline.running.limits import call_with_limits, estimate_tokens, prompt_tokens
 from evalpipe.scoring.calls import ANSWERING, resolve
+from evalpipe.scoring.context_value import ContextValue
 from evalpipe.types import ChatMessage, ChatResponse, GenerationParams, ToolCall, Usage
 
 T = TypeVar("T")
@@ -38,16 +39,11 @@ _task: contextvars.ContextVar[tuple[str, ScoringSpend] | None] = contextvars.Con
 )
 
 
-@contextmanager
-def charging(task_id: str, spend: ScoringSpend | None = None) -> Iterator[ScoringSpend]:
+def charging(task_id: str, spend: ScoringSpend | None = None) -> AbstractContextManager[ScoringSpend]:
     """While a task's scorers (or chain steps) run: their calls are cached under `task_id` and charged to
     `spend` (a new one if not given), which is yielded."""
     spend = spend if spend is not None else ScoringSpend()
-    token = _task.set((task_id, spend))
-    try:
-        yield spend
-    finally:
-        _task.reset(token)
+    return ContextValue(_task, (task_id, spend), spend)
 
 
 def scored_task_id() -> str | None:

@@ -89,8 +89,9 @@ from evalpipe.pipeline.running.node_servers import (
     start_node_backends,
     stop_servers,
 )
+from evalpipe.pipeline.running.outcome import RunOutcome, RunProgress
 from evalpipe.pipeline.running.ray_actors import ActorBudget, ActorLeases, BudgetActor, LimitsActor
-from evalpipe.pipeline.running.runner import RunOptions, RunOutcome, RunProgress, criteria_of, run_job
+from evalpipe.pipeline.running.runner import RunOptions, criteria_of, run_job
 from evalpipe.pipeline.running.shards import Shard
 
 log = structlog.get_logger("evalpipe.run")

@@ -20,7 +20,7 @@ in flight. The first write that fails (a full disk) stops the run the same way, 
 from __future__ import annotations
 
 import asyncio
-import time
+import contextlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -65,6 +65,7 @@ from evalpipe.pipeline.running.interrupts import Interrupts
 from evalpipe.pipeline.running.job_backends import LimiterFactory, open_backends
 from evalpipe.pipeline.running.limits import GlobalLimiter
 from evalpipe.pipeline.running.model_calls import JobCalls
+from evalpipe.pipeline.running.outcome import RunOutcome, RunProgress
 from evalpipe.pipeline.running.response_cache import StoreCache
 from evalpipe.pipeline.running.shards import Shard, count_shard_tasks
 from evalpipe.scoring.calls import ModelCalls
@@ -103,71 +104,6 @@ class RunOptions:
     shard: Shard | None = None
     limiters: LimiterFactory | None = None  # default: an in-process `BackendLimiter` per backend
     budget_share: BudgetShare | None = None
-
-
-@dataclass(slots=True)
-class RunProgress:
-    """Counters the runner updates as rows are committed; a display reads them."""
-
-    total: int = 0
-    done: int = 0
-    already_done: int = 0  # finished by an earlier session of the run (resume): not this session's pace
-    errors: int = 0
-    calls: int = 0  # answers paid for in this process (not from the cache)
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cost_usd: float = 0.0
-    scored: int = 0  # rows with a pass/fail verdict
-    passed: int = 0
-    last_error_type: str | None = None
-    started: float = field(default_factory=time.monotonic)
-    batches: dict[str, str] = field(default_factory=dict)  # backend id -> its batches' state, in batch mode
-
-    def add(self, row: Mapping[str, Any]) -> None:
-        self.done += 1
-        self.errors += row.get("status") == "error"
-        if row.get("status") == "error":
-            self.last_error_type = row.get("error_type") or self.last_error_type
-        if row.get("passed") is not None:
-            self.scored += 1
-            self.passed += bool(row.get("passed"))
-        if row.get("status") == "ok" and not row.get("cached"):
-            self.calls += 1
-            input_tokens, output_tokens, cost = spend_of(row)
-            self.input_tokens += input_tokens
-            self.output_tokens += output_tokens
-            self.cost_usd += cost
-
-
-@dataclass(frozen=True, slots=True)
-class RunOutcome:
-    """How a run ended and where its results are.
-
-    `total_tasks` counts every task of the job, those of skipped backends too; `counts["skipped"]`
-    includes those tasks, so ok + error + skipped = total_tasks once a run is complete."""
-
-    run_dir: Path
-    run_id: str
-    state: RunState
-    counts: dict[str, int]
-    total_tasks: int
-    cost_usd: float
-    outputs: dict[str, Path]
-    skipped_backends: dict[str, str]
-    resume_command: str
-    input_tokens: int = 0  # the run's answers and scorers, over all its sessions
-    output_tokens: int = 0
-    write_failure: str | None = None  # the write that stopped the run ("disk full writing ..."), state interrupted
-
-    @property
-    def executed(self) -> int:
-        """Tasks of the run that have a row from a call: ok or error."""
-        return self.counts.get("ok", 0) + self.counts.get("error", 0)
-
-    @property
-    def error_rate(self) -> float:
-        """Error rows over rows from a call (0 when there are none)."""
-        return self.counts.get("error", 0) / self.executed if self.executed else 0.0
 
 
 def criteria_of(loaded: LoadedJob, calls: ModelCalls | None = None) -> list[Criterion]:
@@ -214,6 +150,7 @@ class _Pending:
     def __init__(self, tasks: Iterator[Task], finished: FinishedIds) -> None:
         self._tasks = tasks
         self._finished = finished
+        self._fresh = len(finished) == 0  # nothing to pass over (a new run): no lookups at all
         self._skipped = 0
         # Taken with its yield to the event loop: tasks start one per pass of the loop. Workers freed by
         # answers that arrived together would otherwise send their next calls together, and calls to a
@@ -223,6 +160,8 @@ class _Pending:
     async def next(self) -> Task | None:
         """The next unfinished task, or None when there is none left."""
         async with self._turn:
+            if self._fresh:
+                return next(self._tasks, None)
             for task in self._tasks:
                 if not all(row_id in self._finished for row_id in task.row_ids):
                     return task
@@ -312,6 +251,7 @@ class JobRun:
                 await _close_all(backends, self.options.providers)
                 raise
             sinks: Sinks | None = None
+            cache: StoreCache | None = None
             state: RunState = "interrupted"
             replaces_rows = False
             try:
@@ -347,6 +287,11 @@ class JobRun:
                 self._write_failed(error)
             finally:
                 with anyio.CancelScope(shield=True):
+                    if cache is not None and self.write_failure is None:
+                        try:  # answers queued after the writer's last batch (a run cancelled by a signal)
+                            cache.flush()
+                        except WriteFailed as error:
+                            self._write_failed(error)
                     if sinks is not None:
                         try:
                             if replaces_rows and self._rows_written and self.write_failure is None:
@@ -421,10 +366,19 @@ class JobRun:
                        sinks: Sinks, finished: FinishedIds, run_id: str, cache: StoreCache, concurrency: int) -> None:
         # Room for a row from every call the job lets be in flight, so workers rarely wait to hand one over.
         send, receive = anyio.create_memory_object_stream[list[Row]](max_buffer_size=concurrency)
+        wake = send.clone()
+
+        def wake_writer() -> None:
+            # No rows, only "answers are queued in the cache". A full stream means the writer has rows
+            # to take, and takes the answers with them; a closed one, that it ended (`run` commits the rest).
+            with contextlib.suppress(anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+                wake.send_nowait([])
+
+        cache.hand_to_writer(wake_writer)
         async with anyio.create_task_group() as pipeline:
-            pipeline.start_soon(self._write, receive, store, sinks)
+            pipeline.start_soon(self._write, receive, store, sinks, cache)
             # Closing `send` once every dispatcher is done lets the writer drain what is left and end.
-            async with send, anyio.create_task_group() as dispatchers:
+            async with send, wake, anyio.create_task_group() as dispatchers:
                 for backend in backends.values():
                     # A window of tasks per backend, as many as can be in flight: enough to keep the
                     # backend busy, and a backend that is held back fills only its own window.
@@ -539,8 +493,10 @@ class JobRun:
                         spent_usd=round(self._spend.cost_usd, 6), spent_tokens=self._spend.tokens,
                         max_cost_usd=budget.max_cost_usd, max_tokens=budget.max_tokens)
 
-    async def _write(self, receive: MemoryObjectReceiveStream[list[Row]], store: RunStore, sinks: Sinks) -> None:
-        """The one writer: commit a batch to the store, then append it to the sinks."""
+    async def _write(self, receive: MemoryObjectReceiveStream[list[Row]], store: RunStore, sinks: Sinks,
+                     cache: StoreCache) -> None:
+        """The one writer: commit the answers queued in the response cache and a batch of rows to the
+        store, then append the rows to the sinks."""
         async with receive:
             async for first in receive:
                 batch = list(first)
@@ -549,12 +505,17 @@ class JobRun:
                         batch.extend(receive.receive_nowait())
                     except (anyio.WouldBlock, anyio.EndOfStream):
                         break
+                # Taken after the rows: a row's answer was queued before the row was sent.
+                answers, ticket = cache.take()
+                if not batch and not answers:
+                    continue
                 with anyio.CancelScope(shield=True):  # a batch is committed and written whole, or not at all
                     try:
-                        rows = await anyio.to_thread.run_sync(_commit_and_write, store, sinks, batch)
+                        rows = await anyio.to_thread.run_sync(_commit_and_write, store, sinks, batch, answers)
                     except WriteFailed as error:
                         self._write_failed(error)
                         return
+                cache.committed(ticket)
                 self._rows_written += len(rows)
                 for row in rows:
                     self.progress.add(row)
@@ -578,8 +539,14 @@ async def _close_all(backends: Mapping[str, Backend], theirs: Mapping[str, Provi
             await backend.provider.aclose()
 
 
-def _commit_and_write(store: RunStore, sinks: Sinks, batch: Sequence[Row]) -> list[Row]:
-    """Commit `batch` to the store, then append it to the sinks (one trip to a worker thread for both)."""
+def _commit_and_write(store: RunStore, sinks: Sinks, batch: Sequence[Row],
+                      answers: Sequence[tuple[str, dict[str, Any]]] = ()) -> list[Row]:
+    """Commit `answers` to the response cache and `batch` to the store, then append the rows to the
+    sinks (one trip to a worker thread for all three)."""
+    if answers:
+        store.cache_responses(answers)
+    if not batch:
+        return []
     rows = store.record(batch)
     sinks.write(rows, normalized=True)
     return rows
@@ -592,4 +559,4 @@ async def run_job(
     return await JobRun(loaded, options or RunOptions(), on_row).run()
 
 
-__all__ = ["JobRun", "RunOptions", "RunOutcome", "RunProgress", "criteria_of", "run_job"]
+__all__ = ["JobRun", "RunOptions", "criteria_of", "run_job"]
