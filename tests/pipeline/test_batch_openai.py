@@ -10,7 +10,6 @@ import pytest
 from evalpipe.pipeline.output.store import RunStore
 from evalpipe.testing import FakeServer
 from tests.pipeline.batch_jobs import (
-    KEY_VARIABLE,
     PRICE_IN,
     PRICE_OUT,
     batch_backend,
@@ -21,13 +20,6 @@ from tests.pipeline.batch_jobs import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def key(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
-    value = f"sk-batch-{request.node.name}"
-    monkeypatch.setenv(KEY_VARIABLE, value)
-    return value
 
 
 async def test_tasks_go_as_batches_and_come_back_scored_at_half_price(

@@ -9,7 +9,6 @@ import pytest
 
 from evalpipe.testing import FakeServer
 from tests.pipeline.batch_jobs import (
-    KEY_VARIABLE,
     PRICE_IN,
     PRICE_OUT,
     batch_backend,
@@ -20,13 +19,6 @@ from tests.pipeline.batch_jobs import (
 )
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def key(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> str:
-    value = f"sk-batch-{request.node.name}".replace("[", "-").replace("]", "")
-    monkeypatch.setenv(KEY_VARIABLE, value)
-    return value
 
 
 @pytest.mark.parametrize("kind", ["anthropic", "google", "groq", "azure_openai"])

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 import yaml
 from pydantic import ValidationError
 
@@ -26,6 +25,7 @@ from evalpipe.pipeline.running.executor import choose_executor
 from evalpipe.pipeline.running.shards import shard_of
 from evalpipe.testing import FakeServer
 from tests.pipeline.ray_cluster import ray_cluster  # noqa: F401  (a fixture)
+from tests.test_cli import restore_logging  # noqa: F401  (an autouse fixture)
 
 KEY_VARIABLE = "EVALPIPE_TEST_RAY_KEY"
 ITEMS = 24
@@ -52,12 +52,6 @@ scorers:
   - type: contains
     values: ["Echo"]
 """
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    yield
-    structlog.reset_defaults()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import fcntl
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -22,33 +21,18 @@ from pathlib import Path
 
 import pytest
 import ray
-import structlog
 from ray.cluster_utils import Cluster
 
 from evalpipe.cli import main
 from evalpipe.pipeline.output.manifest import read_manifest
 from evalpipe.pipeline.output.runlock import LOCK_FILENAME
 from evalpipe.pipeline.output.sharded import shard_dir
-from evalpipe.pipeline.output.store import STORE_FILENAME
 from evalpipe.testing import FakeServer
+from tests.pipeline.killing import KEY_VARIABLE, child_job, rows_in_store, write_items
+from tests.test_cli import restore_logging  # noqa: F401  (an autouse fixture)
 
-KEY_VARIABLE = "EVALPIPE_TEST_RAY_FAULTS_KEY"
 ITEMS = 40
 CONCURRENCY = 2  # calls in flight for the whole cluster: what a kill can cost at most
-JOB = f"""\
-name: ray-faults
-dataset:
-  path: items.jsonl
-prompt:
-  user: "{{{{ question }}}}"
-backends:
-  - id: fake
-    backend: openai
-    model: gpt-4o-mini
-    base_url: URL
-    api_key_env: {KEY_VARIABLE}
-    max_concurrency: {CONCURRENCY}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +49,6 @@ def two_nodes() -> Iterator[str]:
         cluster.shutdown()
 
 
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    yield
-    structlog.reset_defaults()
-
-
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
     monkeypatch.setenv(KEY_VARIABLE, "sk-ray-faults-0123456789abcdef")
@@ -79,25 +57,10 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeServer]:
 
 
 def write_job(directory: Path, server: FakeServer) -> Path:
-    with (directory / "items.jsonl").open("w", encoding="utf-8") as file:
-        for i in range(ITEMS):
-            file.write(json.dumps({"id": f"q{i:03d}", "question": f"question number {i}"}) + "\n")
+    write_items(directory, ITEMS)
     path = directory / "job.yaml"
-    path.write_text(JOB.replace("URL", server.url_for("openai")), encoding="utf-8")
+    path.write_text(child_job("ray-faults", CONCURRENCY).replace("URL", server.url_for("openai")), encoding="utf-8")
     return path
-
-
-def committed(directory: Path) -> int:
-    """Rows committed to the store in `directory` (0 before it has any)."""
-    if not (directory / STORE_FILENAME).exists():
-        return 0
-    connection = sqlite3.connect(directory / STORE_FILENAME, timeout=10)
-    try:
-        return int(connection.execute("SELECT COUNT(*) FROM rows").fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
-    finally:
-        connection.close()
 
 
 def wait_for(condition: str, check: object, timeout_s: float = 60) -> None:
@@ -152,7 +115,7 @@ def test_a_worker_killed_mid_shard_is_rerun_and_resumes_from_its_store(
         wait_for("a run directory", lambda: (out / "ray-faults").is_dir() and any(
             path.name != "latest" for path in (out / "ray-faults").iterdir()))
         first = shard_dir(the_run(out), 0)
-        wait_for("shard 0 to commit rows", lambda: committed(first) >= 4)
+        wait_for("shard 0 to commit rows", lambda: rows_in_store(first) >= 4)
         pid = holder_pid(first)  # the Ray worker process running shard 0 (it holds the shard's lock)
         assert pid is not None and pid != os.getpid()
         os.kill(pid, signal.SIGKILL)
@@ -170,7 +133,7 @@ def test_a_worker_killed_mid_shard_is_rerun_and_resumes_from_its_store(
     assert killed, "the worker was not killed"
     assert code == 0, output.out + output.err
     run_dir = the_run(out)
-    assert committed(shard_dir(run_dir, 0)) + committed(shard_dir(run_dir, 1)) == ITEMS
+    assert rows_in_store(shard_dir(run_dir, 0)) + rows_in_store(shard_dir(run_dir, 1)) == ITEMS
     # Shard 0 ran again after the kill (its last session started then), on top of what its store held.
     assert datetime.fromisoformat(read_manifest(shard_dir(run_dir, 0)).started_at).timestamp() > killed_at[0]
     assert_each_task_once(run_dir, server)
@@ -186,7 +149,7 @@ def test_a_driver_killed_mid_run_resumes_every_shard(two_nodes: str, server: Fak
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     try:
         wait_for("the shards to commit rows", lambda: (out / "ray-faults").is_dir() and any(
-            committed(shard_dir(path, 0)) + committed(shard_dir(path, 1)) >= 6
+            rows_in_store(shard_dir(path, 0)) + rows_in_store(shard_dir(path, 1)) >= 6
             for path in (out / "ray-faults").iterdir() if path.name != "latest"))
         os.kill(driver.pid, signal.SIGKILL)
     finally:
@@ -194,7 +157,7 @@ def test_a_driver_killed_mid_run_resumes_every_shard(two_nodes: str, server: Fak
             driver.kill()
         driver.wait(timeout=30)
     run_dir = the_run(out)
-    done_before = committed(shard_dir(run_dir, 0)) + committed(shard_dir(run_dir, 1))
+    done_before = rows_in_store(shard_dir(run_dir, 0)) + rows_in_store(shard_dir(run_dir, 1))
     assert done_before < ITEMS
     # Ray ends the dead driver's shards; their locks go with their processes.
     wait_for("the shards' workers to end", lambda: all(unlocked(shard_dir(run_dir, k)) for k in range(2)))

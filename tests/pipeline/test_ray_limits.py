@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ from typing import Any
 import anyio
 import pytest
 import ray
-import structlog
 
 from evalpipe.pipeline.job.load import load_job
 from evalpipe.pipeline.job.spec import BackendSpec, ExecutorSpec
@@ -37,6 +35,7 @@ from evalpipe.pipeline.running.shards import shard_of
 from evalpipe.testing import FakeServer
 from tests.backends.conftest import LOCAL_INSTALLED
 from tests.pipeline.ray_cluster import ray_cluster  # noqa: F401  (a fixture)
+from tests.test_cli import restore_logging  # noqa: F401  (an autouse fixture)
 
 KEY_VARIABLE = "EVALPIPE_TEST_RAY_LIMITS_KEY"
 JOB = """\
@@ -54,12 +53,6 @@ backends:
     max_concurrency: 8
     max_retries: 0
 """
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    yield
-    structlog.reset_defaults()
 
 
 def write_job(directory: Path, url: str, items: int, extra: str = "") -> Path:

@@ -18,23 +18,18 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-import structlog
 
 from evalpipe.analysis.runs import open_run
 from evalpipe.cli import main
 from evalpipe.pipeline.output.manifest import read_manifest
 from evalpipe.pipeline.output.store import STORE_FILENAME
 from evalpipe.testing import FakeServer
+from tests.pipeline.killing import KEY_VARIABLE, rows_in_store
 from tests.pipeline.ray_cluster import ray_cluster  # noqa: F401  (a fixture)
-from tests.pipeline.test_ray_faults import CONCURRENCY, ITEMS, KEY_VARIABLE, committed, holder_pid, wait_for, write_job
+from tests.pipeline.test_ray_faults import CONCURRENCY, ITEMS, holder_pid, wait_for, write_job
+from tests.test_cli import restore_logging  # noqa: F401  (an autouse fixture)
 
 SYNC_S = 0.2  # a shard copies its store this often: what a killed worker's shard can pay again
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    yield
-    structlog.reset_defaults()
 
 
 @pytest.fixture
@@ -86,9 +81,9 @@ def test_a_sharded_run_to_a_uri_writes_every_row_once_there_and_summary_reads_it
     # Each shard's store (a snapshot: no WAL beside it) and its closed parts are at the URI.
     for shard in range(2):
         directory = run_dir / "shards" / str(shard)
-        assert committed(directory) > 0 and not (directory / f"{STORE_FILENAME}-wal").exists()
+        assert rows_in_store(directory) > 0 and not (directory / f"{STORE_FILENAME}-wal").exists()
         assert list((directory / "parquet").glob("part-*.parquet"))
-    assert committed(run_dir / "shards" / "0") + committed(run_dir / "shards" / "1") == ITEMS
+    assert rows_in_store(run_dir / "shards" / "0") + rows_in_store(run_dir / "shards" / "1") == ITEMS
     assert server.stats().succeeded == ITEMS
     assert not scratch_dirs(manifest.run_id, 0) and not scratch_dirs(manifest.run_id, 1)  # scratch is cleaned up
 
@@ -121,12 +116,12 @@ def test_a_shard_killed_mid_run_resumes_from_its_last_copy_at_the_uri(
             (run_dir,) = remote_runs(remote)
             run_id = run_dir.name
             copy = run_dir / "shards" / "0"
-            wait_for("shard 0 to copy rows", lambda: committed(copy) >= 4 and bool(scratch_dirs(run_id, 0)))
+            wait_for("shard 0 to copy rows", lambda: rows_in_store(copy) >= 4 and bool(scratch_dirs(run_id, 0)))
             (scratch,) = scratch_dirs(run_id, 0)
             pid = holder_pid(scratch)  # the worker running shard 0 holds the lock of its scratch run dir
             assert pid is not None and pid != os.getpid()
             os.kill(pid, signal.SIGKILL)
-            seen.update(at=time.time(), local=committed(scratch), copied=committed(copy), run_id=run_id)
+            seen.update(at=time.time(), local=rows_in_store(scratch), copied=rows_in_store(copy), run_id=run_id)
         except BaseException as error:  # said by the test, not lost in a thread
             killer_failed.append(error)
 
