@@ -1,11 +1,10 @@
 """The event loop `evalpipe run` runs a job on: uvloop's when it is installed (`pip install
 evalpipe[fast]`), else asyncio's own.
 
-On the shared 2-core development machine uvloop takes about a tenth less CPU per task of the whole
-pipeline (median of 18 runs taking turns with asyncio's loop, 0.68-1.19x each) and a tenth less on the
-loop's own thread: the transport's socket writes and the loop's scheduling are most of what is left per
-task. `python scripts/bench_runner.py --only overhead --event-loops asyncio,uvloop` compares them. `EVALPIPE_UVLOOP=0`
-keeps asyncio's loop (to compare, or to rule the loop out when something misbehaves).
+uvloop's loop schedules tasks and writes sockets in C, and those are most of what is left per task once
+the pipeline's own work is cut down. `python scripts/bench_runner.py --only overhead --event-loops
+asyncio,uvloop` compares them. `EVALPIPE_UVLOOP=0` keeps asyncio's loop (to compare, or to rule the loop
+out when something misbehaves).
 """
 
 from __future__ import annotations
